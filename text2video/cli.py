@@ -1,0 +1,56 @@
+"""The ``text2video`` command. Each sub-command lives in ``text2video/commands/<name>.py`` and exposes
+``add_parser(subparsers)``; the parser it adds sets ``func(args) -> int``. Command modules import heavy
+libraries inside their ``func`` so that ``--help`` stays fast."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+from typing import Sequence
+
+from . import __version__
+from .errors import Text2VideoError
+
+#: Sub-commands in the order ``--help`` lists them.
+COMMANDS: tuple[str, ...] = (
+    "info",
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="text2video",
+        description="Train and sample text-to-video diffusion models.",
+    )
+    parser.add_argument("--version", action="version", version=f"text2video {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in COMMANDS:
+        importlib.import_module(f"text2video.commands.{name}").add_parser(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(levelname)s %(name)s: %(message)s",
+    )
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    try:
+        return int(args.func(args) or 0)
+    except Text2VideoError as exc:
+        print(f"text2video {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"text2video {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Datasets: folders of videos with captions, CSV manifests, MSR-VTT, built-in synthetic sets."""
