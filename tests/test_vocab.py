@@ -18,3 +18,19 @@ def test_article_and_rejections():
 
 def test_grammar_is_as_large_as_promised():
     assert len(COLOURS) >= 6 and len(SHAPES) >= 3 and len(DIRECTIONS) >= 4
+
+
+def test_holdout_rules_match_partial_patterns():
+    import pytest
+
+    from text2video.data.vocab import DEFAULT_HOLDOUT, HoldoutRule, all_factors, is_held_out
+
+    rule = HoldoutRule.parse("blue triangle")
+    assert rule == HoldoutRule("blue", "triangle", None)
+    held = [f for f in all_factors() if is_held_out(f, [rule])]
+    assert len(held) == len(DIRECTIONS) and all(f.colour == "blue" and f.shape == "triangle" for f in held)
+    seen = [f for f in all_factors() if not is_held_out(f)]
+    assert {f.colour for f in seen} == set(COLOURS) and {f.shape for f in seen} == set(SHAPES)
+    assert len(all_factors()) - len(seen) == len(DEFAULT_HOLDOUT) * len(DIRECTIONS)
+    with pytest.raises(ValueError, match="colour"):
+        HoldoutRule.parse("blue blob")

@@ -58,3 +58,55 @@ def parse_caption(caption: str) -> ShapeFactors | None:
     if colour not in COLOURS or shape not in SHAPES or direction not in DIRECTIONS:
         return None
     return ShapeFactors(colour, shape, direction)
+
+
+@dataclass(frozen=True)
+class HoldoutRule:
+    """A pattern over factors; None matches anything. ``HoldoutRule("blue", "triangle")`` holds out
+    every blue triangle, whatever its direction."""
+
+    colour: str | None = None
+    shape: str | None = None
+    direction: str | None = None
+
+    def matches(self, factors: ShapeFactors) -> bool:
+        return all(
+            want is None or want == got
+            for want, got in ((self.colour, factors.colour), (self.shape, factors.shape), (self.direction, factors.direction))
+        )
+
+    @staticmethod
+    def parse(text: str) -> "HoldoutRule":
+        """``"blue triangle"``, ``"red"``, ``"square up"``: words naming a colour, shape or direction."""
+        values: dict[str, str] = {}
+        for word in text.lower().split():
+            slot = "colour" if word in COLOURS else "shape" if word in SHAPES else "direction" if word in DIRECTIONS else None
+            if slot is None or slot in values:
+                raise ValueError(
+                    f"holdout rule {text!r}: {word!r} is not a known colour, shape or direction "
+                    f"(or names one twice); colours: {', '.join(COLOURS)}; shapes: {', '.join(SHAPES)}; "
+                    f"directions: {', '.join(DIRECTIONS)}"
+                )
+            values[slot] = word
+        if not values:
+            raise ValueError("empty holdout rule: name a colour, shape and/or direction, e.g. 'blue triangle'")
+        return HoldoutRule(**values)
+
+
+#: The colour-shape pairs held out of training by default (each colour and shape is still seen in
+#: other pairs, so a model that composes them can draw the held-out pairs).
+DEFAULT_HOLDOUT: tuple[HoldoutRule, ...] = (
+    HoldoutRule("blue", "triangle"),
+    HoldoutRule("red", "square"),
+    HoldoutRule("yellow", "circle"),
+)
+
+
+def is_held_out(factors: ShapeFactors, rules: tuple[HoldoutRule, ...] | list[HoldoutRule] = DEFAULT_HOLDOUT) -> bool:
+    """True when any rule matches ``factors``."""
+    return any(rule.matches(factors) for rule in rules)
+
+
+def all_factors() -> list[ShapeFactors]:
+    """Every combination of the grammar, in a fixed order."""
+    return [ShapeFactors(c, s, d) for c in COLOURS for s in SHAPES for d in DIRECTIONS]
