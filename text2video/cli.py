@@ -13,9 +13,19 @@ from typing import Sequence
 from . import __version__
 from .errors import Text2VideoError
 
-#: Sub-commands in the order ``--help`` lists them.
+#: Sub-commands in the order ``--help`` lists them. A command whose module is not part of this
+#: installation is left out of the parser.
 COMMANDS: tuple[str, ...] = (
     "info",
+    "data",
+    "train",
+    "generate",
+    "interpolate",
+    "animate",
+    "convert",
+    "export",
+    "eval",
+    "demo",
 )
 
 
@@ -28,7 +38,14 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMANDS:
-        importlib.import_module(f"text2video.commands.{name}").add_parser(sub)
+        module_name = f"text2video.commands.{name}"
+        try:
+            module = importlib.import_module(module_name)
+        except ModuleNotFoundError as exc:
+            if exc.name != module_name:
+                raise
+            continue
+        module.add_parser(sub)
     return parser
 
 
