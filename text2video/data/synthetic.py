@@ -1,0 +1,231 @@
+"""Built-in synthetic captioned videos, generated on the fly and deterministic per (seed, index).
+
+* `ShapesDataset`: one coloured circle, square or triangle moving left, right, up or down on a plain
+  or textured background; captions follow `text2video.data.vocab` ("a red circle moving left").
+  Chosen colour/shape/direction combinations can be held out for compositional tests.
+* `DigitsDataset`: Moving-MNIST style clips made of real handwritten digits from scikit-learn's
+  UCI digits set (shipped offline), one or two digits bouncing off the frame edges.
+
+Every item is the dataset dict of DESIGN.md (``video`` (C, T, H, W) in [-1, 1], ``text``, ``fps``,
+``path``) plus ``factors`` (a dict of str: the ground truth the caption names) and ``centres``
+((T, 2) float tensor: the true x, y centre of each object per frame, in pixels, (0, 0) the centre
+of the top-left pixel; for two digits, the first digit's).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any, Iterable, Sequence
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from text2video.errors import DataError
+from text2video.data.vocab import (
+    COLOURS,
+    DEFAULT_HOLDOUT,
+    DIRECTIONS,
+    SHAPES,
+    HoldoutRule,
+    ShapeFactors,
+    is_held_out,
+)
+from text2video.io.video import frames_to_tensor
+
+logger = logging.getLogger(__name__)
+
+SPLITS: tuple[str, ...] = ("seen", "held_out", "all")
+BACKGROUNDS: tuple[str, ...] = ("black", "gray", "noise")
+_SUPERSAMPLE = 4
+
+
+@dataclass(frozen=True)
+class SyntheticSample:
+    """One rendered clip before conversion to the tensor item."""
+
+    frames: np.ndarray  # uint8 (T, H, W, 3)
+    text: str
+    factors: dict[str, str]
+    centres: np.ndarray  # float (T, 2): x, y
+
+
+def _rules(holdout: Iterable[HoldoutRule | str] | None) -> tuple[HoldoutRule, ...]:
+    return tuple(r if isinstance(r, HoldoutRule) else HoldoutRule.parse(r) for r in (holdout or ()))
+
+
+def _check_names(kind: str, names: Sequence[str] | None, known: Sequence[str]) -> tuple[str, ...]:
+    if names is None:
+        return tuple(known)
+    unknown = [n for n in names if n not in known]
+    if unknown or not names:
+        raise DataError(f"unknown {kind} {unknown or '(none given)'}; choose from: {', '.join(known)}")
+    return tuple(names)
+
+
+def _shape_mask(shape: str, xs: np.ndarray, ys: np.ndarray, cx: float, cy: float, r: float) -> np.ndarray:
+    """Boolean mask of a shape of half-size ``r`` centred at (cx, cy) on sample coordinates xs, ys.
+    The shape's centroid is (cx, cy) for every shape (the triangle is equilateral, point up)."""
+    dx, dy = np.broadcast_arrays(xs - cx, ys - cy)
+    if shape == "circle":
+        return dx * dx + dy * dy <= r * r
+    if shape == "square":
+        half = 0.85 * r
+        return (np.abs(dx) <= half) & (np.abs(dy) <= half)
+    if shape == "triangle":
+        # vertices on a circle of radius 1.15 r at -90, 30 and 150 degrees: apex up, centroid at the centre
+        rr = 1.15 * r
+        verts = [(rr * np.cos(a), rr * np.sin(a)) for a in np.deg2rad([-90.0, 30.0, 150.0])]
+        inside = np.ones_like(dx, dtype=bool)
+        for (x0, y0), (x1, y1) in zip(verts, verts[1:] + verts[:1]):
+            inside &= (x1 - x0) * (dy - y0) - (y1 - y0) * (dx - x0) >= 0
+        return inside
+    raise DataError(f"unknown shape {shape!r}; choose from: {', '.join(SHAPES)}")
+
+
+def _coverage(shape: str, size: int, cx: float, cy: float, r: float, antialias: bool) -> np.ndarray:
+    """Fraction of each pixel covered by the shape, (size, size) float in [0, 1]."""
+    ss = _SUPERSAMPLE if antialias else 1
+    coords = (np.arange(size * ss) + 0.5) / ss - 0.5  # pixel i spans [i - 0.5, i + 0.5]
+    mask = _shape_mask(shape, coords[None, :], coords[:, None], cx, cy, r)
+    return mask.reshape(size, ss, size, ss).mean(axis=(1, 3))
+
+
+class ShapesDataset(Dataset):
+    """Captioned clips of one coloured shape moving in a straight line, never leaving the frame.
+
+    Args:
+        n: number of items.
+        num_frames, size: clip length and square frame size in pixels.
+        seed: items depend only on (seed, index).
+        holdout: rules (or strings such as ``"blue triangle"``) naming held-out combinations.
+        split: ``"seen"`` excludes held-out combinations, ``"held_out"`` yields only them, ``"all"`` both.
+        colours, shapes, directions: restrict the grammar (default: all of `text2video.data.vocab`).
+        speed: (min, max) speed in pixels per frame at 32 px, scaled with ``size``; lowered when the
+            whole path would not fit in the frame (the shape always stays fully inside).
+        shape_size: (min, max) shape diameter as a fraction of ``size``.
+        background: ``"black"``, ``"gray"`` (a random dark gray per item) or ``"noise"`` (dark gray with
+            fixed per-item noise).
+        fps: the frame rate the items report.
+        antialias: 4x4 supersampled edges (sub-pixel motion); False draws hard edges.
+    """
+
+    def __init__(
+        self,
+        n: int = 1000,
+        num_frames: int = 8,
+        size: int = 32,
+        seed: int = 0,
+        holdout: Iterable[HoldoutRule | str] | None = DEFAULT_HOLDOUT,
+        split: str = "seen",
+        *,
+        colours: Sequence[str] | None = None,
+        shapes: Sequence[str] | None = None,
+        directions: Sequence[str] | None = None,
+        speed: tuple[float, float] = (1.0, 2.0),
+        shape_size: tuple[float, float] = (0.3, 0.4),
+        background: str = "black",
+        fps: float = 8.0,
+        antialias: bool = True,
+    ) -> None:
+        if n < 1 or num_frames < 1 or size < 8:
+            raise DataError(f"ShapesDataset needs n >= 1, num_frames >= 1 and size >= 8; got n={n}, num_frames={num_frames}, size={size}")
+        if split not in SPLITS:
+            raise DataError(f"unknown split {split!r}; choose from: {', '.join(SPLITS)}")
+        if background not in BACKGROUNDS:
+            raise DataError(f"unknown background {background!r}; choose from: {', '.join(BACKGROUNDS)}")
+        if not (0 < shape_size[0] <= shape_size[1] <= 0.8):
+            raise DataError(f"shape_size {shape_size}: need 0 < min <= max <= 0.8 (a fraction of the frame)")
+        if not (0 <= speed[0] <= speed[1]):
+            raise DataError(f"speed {speed}: need 0 <= min <= max (pixels per frame at 32 px)")
+        self.n, self.num_frames, self.size, self.seed = n, num_frames, size, seed
+        self.split, self.background, self.fps, self.antialias = split, background, float(fps), antialias
+        self.speed, self.shape_size = (float(speed[0]), float(speed[1])), (float(shape_size[0]), float(shape_size[1]))
+        self.holdout = _rules(holdout)
+        cs = _check_names("colour", colours, list(COLOURS))
+        ss = _check_names("shape", shapes, list(SHAPES))
+        ds = _check_names("direction", directions, list(DIRECTIONS))
+        combos = [ShapeFactors(c, s, d) for c in cs for s in ss for d in ds]
+        if split == "seen":
+            combos = [f for f in combos if not is_held_out(f, self.holdout)]
+        elif split == "held_out":
+            combos = [f for f in combos if is_held_out(f, self.holdout)]
+        if not combos:
+            raise DataError(
+                f"ShapesDataset split={split!r} has no colour/shape/direction combination left with holdout "
+                f"{[r for r in self.holdout]}; change the holdout rules, the split or the restrictions"
+            )
+        order = np.random.default_rng([seed, 0x5EED]).permutation(len(combos))
+        self.combinations: tuple[ShapeFactors, ...] = tuple(combos[i] for i in order)
+
+    def __len__(self) -> int:
+        return self.n
+
+    def factors_of(self, index: int) -> ShapeFactors:
+        """The ground truth of item ``index`` (each combination appears once per ``len(combinations)`` items)."""
+        return self.combinations[index % len(self.combinations)]
+
+    def render(self, index: int) -> SyntheticSample:
+        """The clip of item ``index`` as uint8 frames with its caption, factors and true centres."""
+        if not 0 <= index < self.n:
+            raise IndexError(f"index {index} out of range for ShapesDataset of {self.n} items")
+        factors = self.factors_of(index)
+        rng = np.random.default_rng([self.seed, index])
+        size, T = self.size, self.num_frames
+        r = 0.5 * size * rng.uniform(*self.shape_size)
+        r_extent = 1.15 * r if factors.shape == "triangle" else r  # farthest point from the centre
+        margin = 1.0
+        lo, hi = r_extent + margin - 0.5, size - 0.5 - r_extent - margin  # allowed centre range
+        room = hi - lo
+        speed = rng.uniform(*self.speed) * size / 32.0
+        if T > 1:
+            speed = min(speed, room / (T - 1))
+        dx, dy = DIRECTIONS[factors.direction]
+        travel = speed * (T - 1)
+        start_along = rng.uniform(lo, hi - travel) if room > travel else lo
+        across = rng.uniform(lo, hi)
+        steps = np.arange(T) * speed
+        if dx:
+            xs = start_along + steps if dx > 0 else (size - 1) - (start_along + steps)
+            ys = np.full(T, across)
+        else:
+            ys = start_along + steps if dy > 0 else (size - 1) - (start_along + steps)
+            xs = np.full(T, across)
+        bg = self._background(rng)
+        colour = np.asarray(COLOURS[factors.colour], dtype=np.float32)
+        frames = np.empty((T, size, size, 3), dtype=np.uint8)
+        for t in range(T):
+            cov = _coverage(factors.shape, size, float(xs[t]), float(ys[t]), r, self.antialias)[..., None]
+            frames[t] = np.clip(bg * (1.0 - cov) + colour * cov + 0.5, 0, 255).astype(np.uint8)
+        return SyntheticSample(
+            frames=frames,
+            text=factors.caption(),
+            factors={"colour": factors.colour, "shape": factors.shape, "direction": factors.direction},
+            centres=np.stack([xs, ys], axis=1).astype(np.float32),
+        )
+
+    def _background(self, rng: np.random.Generator) -> np.ndarray:
+        size = self.size
+        if self.background == "black":
+            return np.zeros((size, size, 3), dtype=np.float32)
+        level = rng.uniform(0.0, 70.0)
+        bg = np.full((size, size, 3), level, dtype=np.float32)
+        if self.background == "noise":
+            bg += rng.normal(0.0, 10.0, size=(size, size, 1)).astype(np.float32)
+        return np.clip(bg, 0.0, 255.0)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        sample = self.render(index)
+        return _item(sample, self.fps, f"shapes://seed{self.seed}/{index}")
+
+
+def _item(sample: SyntheticSample, fps: float, path: str) -> dict[str, Any]:
+    return {
+        "video": frames_to_tensor(sample.frames),
+        "text": sample.text,
+        "fps": fps,
+        "path": path,
+        "factors": dict(sample.factors),
+        "centres": torch.from_numpy(sample.centres),
+    }
