@@ -1,0 +1,231 @@
+"""`SegDiTTransformer2DModel`: a 2-D diffusion transformer (DiT) with an optional segmentation map.
+
+Seed 003. Images (or image latents) ``(B, C, H, W)`` are cut into ``patch_size`` patches; every block
+is modulated by adaLN-Zero from ONE shared conditioning vector, the timestep embedding plus the
+class embedding (class id ``num_embeds_ada_norm`` is the null class used by classifier-free
+guidance). A segmentation map, when configured (``segmentation_channels > 0``), is concatenated to
+the input channels. Without it, the model is DiT (Peebles & Xie, 2023): with DiT-XL/2's sizes it has
+DiT-XL/2's 675M parameters. Weights of diffusers' ``DiTTransformer2DModel`` load through
+``text2video.models.convert.diffusers_dit``.
+
+Channels: ``in_channels`` counts the image channels only; the patch embedding sees
+``in_channels + segmentation_channels``. ``learn_sigma`` doubles the output channels (the second
+half is DiT's learned variance); ``forward_cond`` returns only the first half.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Optional
+
+import torch
+from diffusers.configuration_utils import ConfigMixin, register_to_config
+from diffusers.models.modeling_outputs import Transformer2DModelOutput
+from diffusers.models.modeling_utils import ModelMixin
+from torch import nn
+
+from ..diffusion.conditioning import Conditioning
+from ..errors import ModelError
+from ..nn.dit_blocks import DiTBlock, FinalLayer, LabelEmbedder, TimestepEmbedder, init_dit_weights, sincos_2d
+from .image_cond import as_batch_timesteps
+
+
+class SegDiTTransformer2DModel(ModelMixin, ConfigMixin):
+    """2-D DiT with adaLN-Zero on timestep + class label and an optional segmentation input.
+
+    Argument names follow diffusers' ``DiTTransformer2DModel``; hidden size is
+    ``num_attention_heads * attention_head_dim``. ``num_embeds_ada_norm=None`` makes it
+    unconditional (timestep only). ``timestep_freq_shift`` is 0 for DiT's timestep code and 1 for
+    diffusers' port (set by the importer).
+    """
+
+    @register_to_config
+    def __init__(
+        self,
+        num_attention_heads: int = 16,
+        attention_head_dim: int = 72,
+        in_channels: int = 4,
+        out_channels: Optional[int] = None,
+        num_layers: int = 28,
+        dropout: float = 0.0,
+        attention_bias: bool = True,
+        sample_size: int = 32,
+        patch_size: int = 2,
+        num_embeds_ada_norm: Optional[int] = 1000,
+        norm_eps: float = 1e-6,
+        mlp_ratio: float = 4.0,
+        segmentation_channels: int = 0,
+        learn_sigma: bool = False,
+        class_dropout_prob: float = 0.1,
+        timestep_freq_shift: float = 0.0,
+    ) -> None:
+        super().__init__()
+        hidden = num_attention_heads * attention_head_dim
+        self.out_channels = out_channels if out_channels is not None else in_channels * (2 if learn_sigma else 1)
+        if learn_sigma and self.out_channels % 2:
+            raise ModelError(f"learn_sigma needs an even out_channels, got {self.out_channels}")
+        self.patch_embed = nn.Conv2d(in_channels + segmentation_channels, hidden, patch_size, stride=patch_size)
+        self.t_embedder = TimestepEmbedder(hidden, freq_shift=timestep_freq_shift)
+        self.class_embedder = (
+            LabelEmbedder(num_embeds_ada_norm, hidden, class_dropout_prob) if num_embeds_ada_norm else None
+        )
+        self.blocks = nn.ModuleList(
+            DiTBlock(
+                hidden,
+                num_attention_heads,
+                attention_head_dim,
+                mlp_ratio=mlp_ratio,
+                qkv_bias=attention_bias,
+                norm_eps=norm_eps,
+                dropout=dropout,
+            )
+            for _ in range(num_layers)
+        )
+        self.final_layer = FinalLayer(hidden, patch_size * patch_size * self.out_channels)
+        self._init_weights()
+
+    def _init_weights(self) -> None:
+        init_dit_weights(self)
+        w = self.patch_embed.weight
+        nn.init.xavier_uniform_(w.view(w.shape[0], -1))
+        nn.init.zeros_(self.patch_embed.bias)
+        nn.init.normal_(self.t_embedder.linear_1.weight, std=0.02)
+        nn.init.normal_(self.t_embedder.linear_2.weight, std=0.02)
+        if self.class_embedder is not None:
+            nn.init.normal_(self.class_embedder.embedding_table.weight, std=0.02)
+
+    @property
+    def null_class(self) -> Optional[int]:
+        """The class id that means "no class" (classifier-free guidance), or None if unconditional."""
+        return self.class_embedder.null_class if self.class_embedder is not None else None
+
+    def conditioning(
+        self,
+        timestep: torch.Tensor,
+        class_labels: Optional[torch.Tensor],
+        *,
+        drop: Optional[torch.Tensor] = None,
+        random_drop: bool = True,
+    ) -> torch.Tensor:
+        """The shared adaLN input ``(B, hidden)``: timestep embedding plus class embedding."""
+        c = self.t_embedder(timestep)
+        if self.class_embedder is None:
+            return c
+        if class_labels is None:
+            class_labels = torch.full_like(timestep, self.class_embedder.null_class, dtype=torch.long)
+        return c + self.class_embedder(class_labels.to(timestep.device), drop, random_drop=random_drop).to(c.dtype)
+
+    def forward(
+        self,
+        hidden_states: torch.Tensor,
+        timestep: Optional[torch.Tensor | float] = None,
+        class_labels: Optional[torch.Tensor] = None,
+        cross_attention_kwargs: Optional[dict[str, Any]] = None,
+        segmentation: Optional[torch.Tensor] = None,
+        return_dict: bool = True,
+    ) -> Transformer2DModelOutput | tuple[torch.Tensor]:
+        """Predict from ``hidden_states`` ``(B, C, H, W)``; returns ``.sample`` ``(B, out_channels, H, W)``.
+
+        ``class_labels`` ``(B,)`` (None: the null class); in training mode ``class_dropout_prob`` of
+        them are dropped to the null class, as DiT does. ``segmentation`` ``(B, segmentation_channels,
+        H, W)`` (None: zeros). ``cross_attention_kwargs`` is accepted for diffusers compatibility
+        and unused (there is no cross-attention).
+        """
+        del cross_attention_kwargs
+        out = self._run(hidden_states, timestep, class_labels, segmentation, drop=None, random_drop=True)
+        return Transformer2DModelOutput(sample=out) if return_dict else (out,)
+
+    def _run(
+        self,
+        x: torch.Tensor,
+        timestep: Optional[torch.Tensor | float],
+        class_labels: Optional[torch.Tensor],
+        segmentation: Optional[torch.Tensor],
+        *,
+        drop: Optional[torch.Tensor],
+        random_drop: bool,
+    ) -> torch.Tensor:
+        if x.ndim != 4:
+            raise ModelError(f"SegDiT expects hidden_states (B, C, H, W), got shape {tuple(x.shape)}")
+        if timestep is None:
+            raise ModelError("SegDiT needs a timestep: pass timestep=(B,) tensor or a number")
+        b, _, h, w = x.shape
+        p = self.config.patch_size
+        if h % p or w % p:
+            raise ModelError(f"SegDiT input {h}x{w} is not divisible by patch_size={p}; resize or pad it")
+        x = torch.cat([x, self._segmentation_input(segmentation, x)], dim=1) if self.config.segmentation_channels else x
+        if segmentation is not None and not self.config.segmentation_channels:
+            raise ModelError("this SegDiT was built without segmentation input; build it with segmentation_channels=C")
+        if x.shape[1] != self.patch_embed.in_channels:
+            raise ModelError(
+                f"SegDiT expects {self.config.in_channels} input channels, got {x.shape[1] - self.config.segmentation_channels}"
+            )
+        t = as_batch_timesteps(timestep, b, x.device)
+        c = self.conditioning(t, class_labels, drop=drop, random_drop=random_drop)
+        tokens = self.patch_embed(x).flatten(2).transpose(1, 2)
+        base = self.config.sample_size // p
+        pos = sincos_2d(h // p, w // p, tokens.shape[-1], base_size=(base, base), device=x.device)
+        tokens = tokens + pos.to(tokens.dtype)
+        for block in self.blocks:
+            tokens = block(tokens, c)
+        patches = self.final_layer(tokens, c)
+        return _unpatchify(patches, h // p, w // p, p, self.out_channels)
+
+    def _segmentation_input(self, segmentation: Optional[torch.Tensor], x: torch.Tensor) -> torch.Tensor:
+        want = self.config.segmentation_channels
+        if segmentation is None:
+            return x.new_zeros(x.shape[0], want, *x.shape[2:])
+        if segmentation.shape != (x.shape[0], want, *x.shape[2:]):
+            raise ModelError(
+                f"segmentation must have shape {(x.shape[0], want, *x.shape[2:])} to match hidden_states, "
+                f"got {tuple(segmentation.shape)}"
+            )
+        return segmentation.to(x.dtype)
+
+    def forward_cond(self, x_t: torch.Tensor, t: torch.Tensor, cond: Conditioning) -> torch.Tensor:
+        """Per-frame DiT on videos ``(B, C, T, H, W)``: frames are folded into the batch.
+
+        ``cond.class_labels`` (B,) and ``cond.segmentation`` ((B, Cs, H, W) for all frames, or
+        (B, Cs, T, H, W)) are shared by the frames of a video; rows with ``cond.null_text`` set (or
+        without labels) get the null class. Returns the first ``C`` output channels.
+        """
+        if x_t.ndim != 5:
+            raise ModelError(f"forward_cond expects x_t (B, C, T, H, W), got shape {tuple(x_t.shape)}")
+        b, ch, frames, h, w = x_t.shape
+        flat = x_t.permute(0, 2, 1, 3, 4).reshape(b * frames, ch, h, w)
+        t = as_batch_timesteps(t, b, x_t.device).repeat_interleave(frames)
+        labels = cond.class_labels.repeat_interleave(frames) if cond.class_labels is not None else None
+        drop = cond.null_text.to(x_t.device).repeat_interleave(frames) if cond.null_text is not None else None
+        seg = cond.segmentation
+        if seg is not None:
+            if seg.ndim == 4:
+                seg = seg.repeat_interleave(frames, dim=0)
+            elif seg.ndim == 5:
+                seg = seg.permute(0, 2, 1, 3, 4).reshape(b * frames, seg.shape[1], *seg.shape[3:])
+            else:
+                raise ModelError(f"cond.segmentation must be (B, C, H, W) or (B, C, T, H, W), got {tuple(seg.shape)}")
+        out = self._run(flat, t, labels, seg, drop=drop, random_drop=False)
+        out = out[:, :ch] if self.config.learn_sigma else out
+        return out.reshape(b, frames, out.shape[1], h, w).permute(0, 2, 1, 3, 4)
+
+
+def _unpatchify(patches: torch.Tensor, gh: int, gw: int, p: int, channels: int) -> torch.Tensor:
+    """``(B, gh*gw, p*p*C)`` (each patch row-major, channels last) -> ``(B, C, gh*p, gw*p)``."""
+    b = patches.shape[0]
+    x = patches.reshape(b, gh, gw, p, p, channels)
+    return x.permute(0, 5, 1, 3, 2, 4).reshape(b, channels, gh * p, gw * p)
+
+
+def dit_xl_2_config(**overrides: Any) -> dict[str, Any]:
+    """DiT-XL/2's sizes for 256x256 images (32x32 latents, 1000 ImageNet classes, learned sigma)."""
+    cfg = dict(
+        num_attention_heads=16,
+        attention_head_dim=72,
+        in_channels=4,
+        num_layers=28,
+        sample_size=32,
+        patch_size=2,
+        num_embeds_ada_norm=1000,
+        learn_sigma=True,
+    )
+    cfg.update(overrides)
+    return cfg
