@@ -1,0 +1,196 @@
+"""An on-disk cache of text embeddings, so that each distinct caption is encoded once, across runs.
+
+Layout: ``root/<hash of encoder id>/<2 hex>/<hash of encoder id + text>.safetensors``; each file holds the
+real (unpadded) token states ``tokens`` (L, D), ``mask`` (L,) and ``pooled`` (D,) of one text, with the
+encoder id and the text in its metadata, checked on read. A different encoder id hashes to another
+folder and another file name, so it never reads a stale entry.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import tempfile
+from pathlib import Path
+from typing import Iterable, Optional, Sequence
+
+import torch
+
+from ..errors import TextEncoderError
+from .encoders import TextEmbeddings, TextEncoder
+
+logger = logging.getLogger(__name__)
+
+FORMAT_VERSION = "1"
+
+
+def _sha256(*parts: str) -> str:
+    digest = hashlib.sha256()
+    for part in parts:
+        digest.update(part.encode("utf-8"))
+        digest.update(b"\0")
+    return digest.hexdigest()
+
+
+def _atomic_write(path: Path, write) -> None:
+    """Call ``write(temp_path)`` then move the temp file onto ``path`` in one step."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(handle)
+    try:
+        write(temp)
+        os.replace(temp, path)
+    except BaseException:
+        Path(temp).unlink(missing_ok=True)
+        raise
+
+
+class EmbeddingCache:
+    """Encode prompts through ``encoder``, storing every distinct text's embedding under ``root``.
+
+    ``hits`` counts prompts answered from the cache (memory or disk); ``misses`` counts texts that had
+    to be encoded. With ``keep_in_memory`` (default) an entry is read from disk at most once per cache.
+    """
+
+    def __init__(self, root: str | Path, encoder: TextEncoder, *, keep_in_memory: bool = True) -> None:
+        self.root = Path(root).expanduser()
+        self.encoder = encoder
+        self.keep_in_memory = keep_in_memory
+        self.folder = self.root / _sha256(encoder.id)[:16]
+        self.hits = 0
+        self.misses = 0
+        self._memory: dict[str, TextEmbeddings] = {}
+        try:
+            self.folder.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise TextEncoderError(f"cannot create the embedding cache folder {self.folder}: {exc}; choose a writable folder") from exc
+        about = self.folder / "encoder.json"
+        if not about.exists():
+            text = json.dumps({"encoder_id": encoder.id, "format": FORMAT_VERSION}, indent=2)
+            _atomic_write(about, lambda temp: Path(temp).write_text(text, encoding="utf-8"))
+
+    def __repr__(self) -> str:
+        return f"EmbeddingCache({self.folder}, hits={self.hits}, misses={self.misses})"
+
+    # -- entries -------------------------------------------------------------------------------
+
+    def path_for(self, text: str) -> Path:
+        """The file that holds (or will hold) the embedding of ``text``."""
+        key = _sha256(self.encoder.id, text)
+        return self.folder / key[:2] / f"{key}.safetensors"
+
+    def __contains__(self, text: str) -> bool:
+        return text in self._memory or self.path_for(text).is_file()
+
+    def _read(self, text: str) -> Optional[TextEmbeddings]:
+        path = self.path_for(text)
+        if not path.is_file():
+            return None
+        from safetensors import safe_open
+
+        try:
+            with safe_open(str(path), framework="pt") as handle:
+                meta = handle.metadata() or {}
+                if meta.get("encoder_id") != self.encoder.id or meta.get("text") != text:
+                    logger.warning("embedding cache entry %s belongs to another encoder or text; re-encoding", path)
+                    return None
+                tokens, mask, pooled = (handle.get_tensor(name) for name in ("tokens", "mask", "pooled"))
+        except Exception as exc:  # noqa: BLE001 - a damaged file is a miss, reported and rewritten
+            logger.warning("unreadable embedding cache entry %s (%s); re-encoding", path, exc)
+            return None
+        return TextEmbeddings(tokens=tokens[None], mask=mask[None].bool(), pooled=pooled[None])
+
+    def _write(self, text: str, entry: TextEmbeddings) -> None:
+        from safetensors.torch import save_file
+
+        tensors = {
+            "tokens": entry.tokens[0].detach().cpu().contiguous(),
+            "mask": entry.mask[0].detach().cpu().contiguous(),
+            "pooled": entry.pooled[0].detach().cpu().contiguous(),
+        }
+        meta = {"encoder_id": self.encoder.id, "text": text, "format": FORMAT_VERSION}
+        _atomic_write(self.path_for(text), lambda temp: save_file(tensors, temp, metadata=meta))
+
+    def _lookup(self, text: str) -> Optional[TextEmbeddings]:
+        entry = self._memory.get(text)
+        if entry is None:
+            entry = self._read(text)
+            if entry is not None and self.keep_in_memory:
+                self._memory[text] = entry
+        return entry
+
+    def _encode_and_store(self, texts: list[str]) -> dict[str, TextEmbeddings]:
+        """Encode ``texts`` in one call and store each row trimmed to its real tokens."""
+        batch = self.encoder.encode(texts)
+        lengths = batch.mask.sum(dim=1).tolist()
+        stored: dict[str, TextEmbeddings] = {}
+        for i, text in enumerate(texts):
+            n = int(lengths[i])
+            entry = TextEmbeddings(
+                tokens=batch.tokens[i : i + 1, :n].detach().cpu().clone(),
+                mask=batch.mask[i : i + 1, :n].detach().cpu().clone(),
+                pooled=batch.pooled[i : i + 1].detach().cpu().clone(),
+            )
+            self._write(text, entry)
+            if self.keep_in_memory:
+                self._memory[text] = entry
+            stored[text] = entry
+        self.misses += len(texts)
+        return stored
+
+    # -- public --------------------------------------------------------------------------------
+
+    def encode(self, prompts: Sequence[str]) -> TextEmbeddings:
+        """Embeddings of ``prompts`` (on the encoder's device and dtype), encoding only the misses."""
+        if isinstance(prompts, str):
+            prompts = [prompts]
+        prompts = list(prompts)
+        if not prompts:
+            return self.encoder.encode([])
+        bad = [type(p).__name__ for p in prompts if not isinstance(p, str)]
+        if bad:
+            raise TextEncoderError(f"prompts must be strings, got {', '.join(sorted(set(bad)))}; use '' for no text")
+        found: dict[str, TextEmbeddings] = {}
+        missing: list[str] = []
+        for text in dict.fromkeys(prompts):
+            entry = self._lookup(text)
+            if entry is None:
+                missing.append(text)
+            else:
+                found[text] = entry
+        self.hits += sum(1 for p in prompts if p in found)
+        if missing:
+            found.update(self._encode_and_store(missing))
+        out = TextEmbeddings.cat([found[p] for p in prompts])
+        dtype = getattr(self.encoder, "dtype", None)
+        return out.to(self.encoder.device, dtype)
+
+    def precompute(self, texts: Iterable[str], *, batch_size: int = 64, progress: bool = False) -> int:
+        """Encode and store every distinct text of ``texts`` not yet cached; return how many were encoded."""
+        if batch_size < 1:
+            raise TextEncoderError(f"batch_size must be positive, got {batch_size}")
+        todo = [t for t in dict.fromkeys(texts) if t not in self]
+        if not todo:
+            return 0
+        bar = None
+        if progress:
+            from tqdm.auto import tqdm
+
+            bar = tqdm(total=len(todo), desc="encoding captions", unit="text")
+        try:
+            for start in range(0, len(todo), batch_size):
+                chunk = todo[start : start + batch_size]
+                self._encode_and_store(chunk)
+                if bar is not None:
+                    bar.update(len(chunk))
+        finally:
+            if bar is not None:
+                bar.close()
+        logger.info("embedding cache %s: encoded %d new texts", self.folder, len(todo))
+        return len(todo)
+
+    def clear_memory(self) -> None:
+        """Forget the entries held in memory (the files stay)."""
+        self._memory.clear()
