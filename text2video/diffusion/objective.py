@@ -1,0 +1,363 @@
+"""The training objective: forward noising, prediction targets, loss weights and random frame masks.
+
+Notation: ``x_t = a_t * x0 + s_t * noise`` with ``a_t = sqrt(alpha_bar_t)`` and ``s_t = sqrt(1 - alpha_bar_t)``.
+Targets: ``epsilon`` -> noise, ``sample`` -> x0, ``v_prediction`` -> ``a_t * noise - s_t * x0`` (diffusers' names).
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any, Mapping, Optional
+
+import torch
+import torch.nn.functional as F
+
+from ..errors import ConfigError
+from .conditioning import Conditioning
+from .schedule import BETA_SCHEDULE_ALIASES, BETA_SCHEDULES, SAMPLERS, make_betas, rescale_to_zero_terminal_snr, resolve_sampler
+
+logger = logging.getLogger(__name__)
+
+PREDICTION_TYPES = ("epsilon", "sample", "v_prediction")
+LOSS_TYPES = ("l1", "l2", "huber")
+MASK_TASKS = ("image_to_video", "prediction", "interpolation")
+
+
+def _default_mask_tasks() -> dict[str, float]:
+    return {task: 1.0 for task in MASK_TASKS}
+
+
+@dataclass
+class ObjectiveConfig:
+    """Settings of the diffusion objective; they also fix the sampling schedule.
+
+    num_train_timesteps: length of the noising chain (seed 001 used 10, a defect; 1000 is standard).
+    beta_schedule: linear | scaled_linear | cosine (seed 001's; diffusers calls it squaredcos_cap_v2).
+    beta_start, beta_end: endpoints of the linear and scaled_linear schedules.
+    rescale_zero_terminal_snr: make the last timestep pure noise (needs v_prediction or sample).
+    prediction_type: what the model predicts: epsilon (noise) | sample (x0) | v_prediction.
+    loss_type: l1 (seed 001) | l2 | huber (``huber_delta``).
+    min_snr_gamma: weight each timestep by min(SNR, gamma) relative to the target (Hang et al. 2023); None: off.
+    offset_noise: scale of a per-video, per-channel constant added to the noise (0: off).
+    cond_drop_prob: probability of dropping the text of a training item, so the null condition used by
+        classifier-free guidance is learned (seed 001 never dropped it).
+    frame_mask_prob: probability that a training item gets given frames (image-to-video, prediction or
+        interpolation, drawn with ``mask_tasks`` weights); given frames go to ``cond.image`` /
+        ``cond.frame_mask`` and are left out of the loss.
+    """
+
+    num_train_timesteps: int = 1000
+    beta_schedule: str = "cosine"
+    beta_start: float = 0.0001
+    beta_end: float = 0.02
+    rescale_zero_terminal_snr: bool = False
+    prediction_type: str = "epsilon"
+    loss_type: str = "l2"
+    huber_delta: float = 1.0
+    min_snr_gamma: Optional[float] = None
+    offset_noise: float = 0.0
+    cond_drop_prob: float = 0.1
+    frame_mask_prob: float = 0.0
+    mask_tasks: dict[str, float] = field(default_factory=_default_mask_tasks)
+
+    def __post_init__(self) -> None:
+        self.beta_schedule = BETA_SCHEDULE_ALIASES.get(self.beta_schedule, self.beta_schedule)
+        _choice("beta_schedule", self.beta_schedule, tuple(BETA_SCHEDULES))
+        _choice("prediction_type", self.prediction_type, PREDICTION_TYPES)
+        _choice("loss_type", self.loss_type, LOSS_TYPES)
+        if not isinstance(self.num_train_timesteps, int) or self.num_train_timesteps < 2:
+            raise ConfigError(f"num_train_timesteps must be an integer >= 2, got {self.num_train_timesteps!r}")
+        if not 0 < self.beta_start < self.beta_end < 1:
+            raise ConfigError(
+                f"need 0 < beta_start < beta_end < 1, got beta_start={self.beta_start}, beta_end={self.beta_end}"
+            )
+        if self.rescale_zero_terminal_snr and self.prediction_type == "epsilon":
+            raise ConfigError(
+                "rescale_zero_terminal_snr=True with prediction_type='epsilon' cannot recover x0 at the last "
+                "timestep (zero signal); use prediction_type='v_prediction' or 'sample'"
+            )
+        if self.min_snr_gamma is not None and not self.min_snr_gamma > 0:
+            raise ConfigError(f"min_snr_gamma must be positive or None, got {self.min_snr_gamma!r}")
+        if self.huber_delta <= 0:
+            raise ConfigError(f"huber_delta must be positive, got {self.huber_delta!r}")
+        if self.offset_noise < 0:
+            raise ConfigError(f"offset_noise must be >= 0, got {self.offset_noise!r}")
+        for name in ("cond_drop_prob", "frame_mask_prob"):
+            value = getattr(self, name)
+            if not 0.0 <= value <= 1.0:
+                raise ConfigError(f"{name} must be a probability in [0, 1], got {value!r}")
+        self.mask_tasks = dict(self.mask_tasks)
+        for task, weight in self.mask_tasks.items():
+            _choice("mask_tasks key", task, MASK_TASKS)
+            if weight < 0:
+                raise ConfigError(f"mask_tasks[{task!r}] must be >= 0, got {weight!r}")
+        if self.frame_mask_prob > 0 and sum(self.mask_tasks.values()) <= 0:
+            raise ConfigError(f"frame_mask_prob={self.frame_mask_prob} needs a positive weight in mask_tasks {MASK_TASKS}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> "ObjectiveConfig":
+        """Build from a mapping; unknown keys give a `ConfigError` naming them."""
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ConfigError(f"unknown diffusion setting(s) {unknown}; known: {sorted(known)}")
+        return cls(**dict(data))
+
+
+def _choice(name: str, value: Any, allowed: tuple[str, ...]) -> None:
+    if value not in allowed:
+        raise ConfigError(f"{name} {value!r} is not supported; choose one of: {', '.join(allowed)}")
+
+
+class DiffusionObjective:
+    """Forward process, targets and the training loss of one `ObjectiveConfig`."""
+
+    def __init__(self, config: ObjectiveConfig | Mapping[str, Any] | None = None) -> None:
+        if config is None:
+            config = ObjectiveConfig()
+        elif not isinstance(config, ObjectiveConfig):
+            config = ObjectiveConfig.from_dict(config)
+        self.config = config
+        betas = make_betas(config.beta_schedule, config.num_train_timesteps, config.beta_start, config.beta_end)
+        if config.rescale_zero_terminal_snr:
+            betas = rescale_to_zero_terminal_snr(betas)
+        self.betas = betas
+        self.alphas_cumprod = torch.cumprod(1.0 - betas, dim=0)
+        self._tables: dict[tuple[torch.device, torch.dtype], tuple[torch.Tensor, torch.Tensor]] = {}
+
+    @property
+    def num_train_timesteps(self) -> int:
+        return self.config.num_train_timesteps
+
+    @property
+    def prediction_type(self) -> str:
+        return self.config.prediction_type
+
+    # ------------------------------------------------------------------------------- coefficients
+
+    def coefficients(self, t: torch.Tensor, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(a_t, s_t)`` for timesteps ``t`` (B,), shaped to broadcast against ``like`` (B, ...)."""
+        key = (like.device, like.dtype if like.is_floating_point() else torch.float32)
+        if key not in self._tables:
+            ab = self.alphas_cumprod
+            self._tables[key] = (ab.sqrt().to(*key), (1.0 - ab).sqrt().to(*key))
+        sqrt_ab, sqrt_1m_ab = self._tables[key]
+        t = torch.as_tensor(t, device=like.device)
+        if t.ndim == 0:
+            t = t.expand(like.shape[0])
+        if t.is_floating_point():
+            t = t.round()
+        index = t.long().clamp(0, self.num_train_timesteps - 1)
+        shape = (-1,) + (1,) * (like.ndim - 1)
+        return sqrt_ab[index].view(shape), sqrt_1m_ab[index].view(shape)
+
+    def snr(self, t: torch.Tensor) -> torch.Tensor:
+        """Signal-to-noise ratio ``alpha_bar / (1 - alpha_bar)`` at integer timesteps ``t``."""
+        ab = self.alphas_cumprod.to(device=torch.as_tensor(t).device)[torch.as_tensor(t).long()]
+        return (ab / (1.0 - ab)).float()
+
+    # ---------------------------------------------------------------------------- forward process
+
+    def q_sample(self, x0: torch.Tensor, t: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+        """Noise ``x0`` to timesteps ``t``: ``a_t x0 + s_t noise`` (diffusers' ``add_noise``)."""
+        a, s = self.coefficients(t, x0)
+        return a * x0 + s * noise
+
+    def target(self, x0: torch.Tensor, noise: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """What the model should output for ``x_t = q_sample(x0, t, noise)``."""
+        kind = self.prediction_type
+        if kind == "epsilon":
+            return noise
+        if kind == "sample":
+            return x0
+        a, s = self.coefficients(t, x0)
+        return a * noise - s * x0
+
+    def predict_x0(self, x_t: torch.Tensor, t: torch.Tensor, prediction: torch.Tensor) -> torch.Tensor:
+        """The clean video implied by a model ``prediction`` at ``x_t``."""
+        kind = self.prediction_type
+        if kind == "sample":
+            return prediction
+        a, s = self.coefficients(t, x_t)
+        if kind == "epsilon":
+            return (x_t - s * prediction) / a
+        return a * x_t - s * prediction
+
+    def predict_noise(self, x_t: torch.Tensor, t: torch.Tensor, prediction: torch.Tensor) -> torch.Tensor:
+        """The noise implied by a model ``prediction`` at ``x_t``."""
+        kind = self.prediction_type
+        if kind == "epsilon":
+            return prediction
+        a, s = self.coefficients(t, x_t)
+        if kind == "sample":
+            return (x_t - a * prediction) / s
+        return s * x_t + a * prediction
+
+    def velocity_from_x0(self, x_t: torch.Tensor, t: torch.Tensor, x0: torch.Tensor) -> torch.Tensor:
+        """The v-prediction that gives ``x0`` at ``x_t``: ``(a_t x_t - x0) / s_t`` (stable at both ends)."""
+        a, s = self.coefficients(t, x_t)
+        return (a * x_t - x0) / s
+
+    # --------------------------------------------------------------------------------------- loss
+
+    def loss_weights(self, t: torch.Tensor) -> torch.Tensor:
+        """Per-item weights (B,): min-SNR-gamma relative to the target, or ones."""
+        gamma = self.config.min_snr_gamma
+        if gamma is None:
+            return torch.ones(t.shape[0], device=t.device)
+        snr = self.snr(t)
+        clipped = snr.clamp(max=gamma)
+        if self.prediction_type == "epsilon":
+            return clipped / snr.clamp(min=1e-12)
+        if self.prediction_type == "v_prediction":
+            return clipped / (snr + 1.0)
+        return clipped
+
+    def random_frame_masks(
+        self, batch: int, frames: int, device: torch.device | str = "cpu", generator: Optional[torch.Generator] = None
+    ) -> torch.Tensor:
+        """(B, T) bool masks of given frames, drawn per item with ``frame_mask_prob`` and ``mask_tasks``.
+
+        image_to_video: frame 0; prediction: the first k frames (k uniform in 1..T-1);
+        interpolation: the first and the last frame. Items without a task (or T < 2) get no given frame.
+        """
+        masks = torch.zeros(batch, frames, dtype=torch.bool)
+        prob = self.config.frame_mask_prob
+        if prob <= 0 or frames < 2:
+            return masks.to(device)
+        tasks = [t for t in MASK_TASKS if self.config.mask_tasks.get(t, 0) > 0 and (t != "interpolation" or frames >= 3)]
+        if not tasks:
+            return masks.to(device)
+        gen_device = generator.device if generator is not None else "cpu"
+        chosen = torch.rand(batch, generator=generator, device=gen_device).cpu() < prob
+        weights = torch.tensor([self.config.mask_tasks[t] for t in tasks], dtype=torch.float64)
+        task_ids = torch.multinomial(weights.to(gen_device), batch, replacement=True, generator=generator).cpu()
+        ks = torch.randint(1, frames, (batch,), generator=generator, device=gen_device).cpu()
+        for i in range(batch):
+            if not chosen[i]:
+                continue
+            task = tasks[int(task_ids[i])]
+            if task == "image_to_video":
+                masks[i, 0] = True
+            elif task == "prediction":
+                masks[i, : int(ks[i])] = True
+            else:
+                masks[i, 0] = masks[i, -1] = True
+        return masks.to(device)
+
+    def loss(
+        self,
+        model: Any,
+        x0: torch.Tensor,
+        cond: Optional[Conditioning] = None,
+        *,
+        generator: Optional[torch.Generator] = None,
+        t: Optional[torch.Tensor] = None,
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """Training loss of ``model`` on clean videos ``x0`` (B, C, T, H, W) under ``cond``.
+
+        Draws timesteps (unless ``t`` is given), noise, text dropping and frame masks from ``generator``.
+        Returns the scalar loss and detached statistics (scalar tensors; no device sync).
+        """
+        from ..models.adapter import denoise
+
+        if x0.ndim != 5:
+            raise ConfigError(f"loss expects videos (B, C, T, H, W), got shape {tuple(x0.shape)}")
+        cond = cond if cond is not None else Conditioning()
+        b, _, frames = x0.shape[:3]
+        device = x0.device
+        if t is None:
+            t = _draw(lambda d: torch.randint(0, self.num_train_timesteps, (b,), generator=generator, device=d), generator, device)
+        noise = _draw(lambda d: torch.randn(x0.shape, generator=generator, device=d, dtype=x0.dtype), generator, device)
+        if self.config.offset_noise > 0:
+            offset = _draw(lambda d: torch.randn(b, x0.shape[1], 1, 1, 1, generator=generator, device=d, dtype=x0.dtype), generator, device)
+            noise = noise + self.config.offset_noise * offset
+
+        dropped = torch.zeros(b, dtype=torch.bool, device=device)
+        if self.config.cond_drop_prob > 0 and (cond.text_tokens is not None or cond.text_pooled is not None):
+            dropped = _draw(lambda d: torch.rand(b, generator=generator, device=d), generator, device) < self.config.cond_drop_prob
+            cond = cond.text_dropped(dropped)
+
+        if cond.frame_mask is not None:
+            given = cond.frame_mask.to(device=device, dtype=torch.bool)
+        else:
+            given = self.random_frame_masks(b, frames, device, generator)
+            if bool(given.any()):
+                image = x0 * given[:, None, :, None, None].to(x0.dtype)
+                cond = _with_fields(cond, image=image, frame_mask=given)
+        if given.shape != (b, frames):
+            raise ConfigError(f"frame_mask has shape {tuple(given.shape)}; expected (batch, frames) = ({b}, {frames})")
+
+        x_t = self.q_sample(x0, t, noise)
+        prediction = denoise(model, x_t, t, cond)
+        if prediction.shape != x0.shape:
+            raise ConfigError(
+                f"the model returned shape {tuple(prediction.shape)} for input {tuple(x0.shape)}; forward_cond must "
+                "return the prediction in the input's shape"
+            )
+        target = self.target(x0, noise, t)
+        element = self._elementwise(prediction.float(), target.float())
+        keep = (~given).to(element.dtype)[:, None, :, None, None].expand_as(element)
+        per_item = (element * keep).flatten(1).sum(1) / keep.flatten(1).sum(1).clamp(min=1.0)
+        weights = self.loss_weights(t).to(per_item)
+        loss = (per_item * weights).mean()
+        stats = {
+            "loss": loss.detach(),
+            "loss_unweighted": per_item.detach().mean(),
+            "t_mean": t.detach().float().mean(),
+            "text_dropped": dropped.float().mean(),
+            "given_frames": given.float().mean(),
+        }
+        return loss, stats
+
+    def _elementwise(self, prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        kind = self.config.loss_type
+        if kind == "l1":
+            return (prediction - target).abs()
+        if kind == "l2":
+            return (prediction - target) ** 2
+        return F.huber_loss(prediction, target, reduction="none", delta=self.config.huber_delta)
+
+    # -------------------------------------------------------------------------------- schedulers
+
+    def to_scheduler_config(self) -> dict[str, Any]:
+        """A diffusers scheduler config describing this schedule and prediction type."""
+        c = self.config
+        return {
+            "num_train_timesteps": c.num_train_timesteps,
+            "beta_schedule": BETA_SCHEDULES[c.beta_schedule],
+            "beta_start": c.beta_start,
+            "beta_end": c.beta_end,
+            "prediction_type": c.prediction_type,
+            "rescale_betas_zero_snr": c.rescale_zero_terminal_snr,
+            "timestep_spacing": "trailing",
+            "steps_offset": 0,
+        }
+
+    def make_scheduler(self, name: str, **overrides: Any) -> Any:
+        """The diffusers scheduler of sampler ``name`` (see `SAMPLERS`) on this schedule."""
+        import diffusers
+
+        key = resolve_sampler(name)
+        class_name, settings = SAMPLERS[key]
+        cls = getattr(diffusers, class_name)
+        options = {**self.to_scheduler_config(), **settings, **overrides}
+        accepted = inspect.signature(cls.__init__).parameters
+        return cls(**{k: v for k, v in options.items() if k in accepted})
+
+
+def _draw(fn: Any, generator: Optional[torch.Generator], device: torch.device) -> torch.Tensor:
+    """Run ``fn(device)`` on the generator's device (so a CPU generator works for GPU data), move to ``device``."""
+    source = generator.device if generator is not None else device
+    return fn(source).to(device)
+
+
+def _with_fields(cond: Conditioning, **values: Any) -> Conditioning:
+    from dataclasses import replace
+
+    return replace(cond, **values)

@@ -1,0 +1,297 @@
+"""Sampling: diffusers' schedulers behind one loop of ours.
+
+The loop owns everything that is not the scheduler's arithmetic: the model call (through
+``denoise(model, x_t, t, cond)``), classifier-free guidance in one batched pass, x0 clipping and dynamic
+thresholding, given frames (image-to-video, prediction, infilling), per-video random generators and a
+partial-noise start. The scheduler only steps: it always receives a v-prediction computed from our
+processed x0, which every diffusers scheduler accepts and which stays finite at both ends of the chain.
+
+Schedulers keep their own state space: VP ``x_t`` for DDPM/DDIM/DPM-Solver/UniPC, ``x_t / a_t`` for the
+Euler family. ``scale_model_input`` maps it to the VP ``x_t`` the model was trained on; the loop uses the
+same factor to put re-noised given frames into the scheduler's space.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+from dataclasses import dataclass, replace
+from typing import Any, Optional, Sequence
+
+import torch
+from tqdm.auto import tqdm
+
+from ..errors import ConfigError
+from .conditioning import Conditioning
+from .objective import DiffusionObjective
+from .schedule import SAMPLERS, STOCHASTIC_SAMPLERS, resolve_sampler
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["SAMPLERS", "SamplingPlan", "plan_sampling", "sample", "denoise_from", "dynamic_threshold_x0", "randn"]
+
+
+# ------------------------------------------------------------------------------------- helpers
+
+
+def randn(
+    shape: Sequence[int],
+    generators: Optional[Sequence[torch.Generator]],
+    device: torch.device | str,
+    dtype: torch.dtype = torch.float32,
+) -> torch.Tensor:
+    """Standard normal noise of ``shape`` (B, ...); row i from ``generators[i]`` when given.
+
+    Each row is drawn on its generator's device and moved, so a CPU generator gives the same video on any
+    device, and a batch of N equals N single draws.
+    """
+    if generators is None:
+        return torch.randn(tuple(shape), device=device, dtype=dtype)
+    if len(generators) != shape[0]:
+        raise ConfigError(f"got {len(generators)} generators for a batch of {shape[0]}; pass one per video")
+    rows = [torch.randn((1, *shape[1:]), generator=g, device=g.device, dtype=dtype).to(device) for g in generators]
+    return torch.cat(rows, dim=0)
+
+
+def dynamic_threshold_x0(x0: torch.Tensor, percentile: float) -> torch.Tensor:
+    """Seed 001's / Imagen's dynamic thresholding: per video, take the ``percentile`` of |x0| as ``s``
+    (at least 1), clamp to [-s, s] and divide by ``s``."""
+    if not 0.0 < percentile <= 1.0:
+        raise ConfigError(f"dynamic_threshold must be a percentile in (0, 1], got {percentile!r}")
+    flat = x0.flatten(1).abs().float()
+    s = torch.quantile(flat, percentile, dim=1).clamp(min=1.0).to(x0.dtype)
+    s = s.view(-1, *([1] * (x0.ndim - 1)))
+    return torch.maximum(torch.minimum(x0, s), -s) / s
+
+
+def _model_device_dtype(model: Any) -> tuple[torch.device, torch.dtype]:
+    try:
+        p = next(model.parameters())
+        return p.device, p.dtype if p.is_floating_point() else torch.float32
+    except (AttributeError, StopIteration, TypeError):
+        return torch.device("cpu"), torch.float32
+
+
+def _complete_negative(negative: Conditioning, cond: Conditioning) -> Conditioning:
+    """Give the negative prompt's condition the non-text fields (frames, fps, ...) of ``cond``."""
+    fill = {}
+    for name in ("image", "frame_mask", "fps", "class_labels", "segmentation", "focus_present"):
+        if getattr(negative, name) is None and getattr(cond, name) is not None:
+            fill[name] = getattr(cond, name)
+    return replace(negative, **fill) if fill else negative
+
+
+def _broadcast_cond(cond: Conditioning, batch: int, what: str) -> Conditioning:
+    size = cond.batch_size
+    if size is None or size == batch:
+        return cond
+    if size == 1:
+        return cond.repeat_interleave(batch)
+    raise ConfigError(f"{what} has batch size {size} but {batch} videos are sampled; give 1 or {batch} rows")
+
+
+def _given_frames(cond: Conditioning, shape: Sequence[int], device: torch.device, dtype: torch.dtype):
+    """(image, mask5) of the frames to hold fixed, or None. Validates shapes."""
+    if cond.frame_mask is None:
+        return None
+    b, _, frames = shape[:3]
+    mask = cond.frame_mask.to(device=device, dtype=torch.bool)
+    if mask.ndim == 1:
+        mask = mask.expand(b, -1)
+    if mask.ndim != 2 or mask.shape[1] != frames or mask.shape[0] != b:
+        raise ConfigError(
+            f"frame_mask has shape {tuple(cond.frame_mask.shape)} but the video has {frames} frames "
+            f"(batch {b}); pass a bool mask of shape ({b}, {frames}) or ({frames},)"
+        )
+    if cond.image is None:
+        raise ConfigError("cond.frame_mask is set but cond.image is None; put the given frames in cond.image")
+    image = cond.image.to(device=device, dtype=dtype)
+    if tuple(image.shape) != tuple(shape):
+        raise ConfigError(f"cond.image has shape {tuple(image.shape)}; expected the sampled shape {tuple(shape)}")
+    if not bool(mask.any()):
+        return None
+    return image, mask[:, None, :, None, None]
+
+
+# ----------------------------------------------------------------------------------------- plan
+
+
+@dataclass
+class SamplingPlan:
+    """A scheduler set to a number of steps, and the timesteps the loop will visit."""
+
+    sampler: str
+    scheduler: Any
+    timesteps: torch.Tensor
+    start_index: int
+
+    @property
+    def start_timestep(self) -> int:
+        return int(round(float(self.timesteps[0])))
+
+    def input_scale(self, t: torch.Tensor) -> float:
+        """Factor from the scheduler's state to the VP ``x_t`` the model sees at ``t``."""
+        return float(self.scheduler.scale_model_input(torch.ones(1), t))
+
+
+def plan_sampling(objective: DiffusionObjective, sampler: str = "ddim", steps: int = 50, strength: float = 1.0) -> SamplingPlan:
+    """Build the scheduler of ``sampler`` for ``steps`` steps; with ``strength`` < 1 keep only the last
+    ``round(steps * strength)`` of them (a partial-noise start)."""
+    key = resolve_sampler(sampler)
+    total = objective.num_train_timesteps
+    if not isinstance(steps, int) or steps < 1:
+        raise ConfigError(f"steps must be a positive integer, got {steps!r}")
+    if steps > total:
+        raise ConfigError(
+            f"{steps} sampling steps with sampler {key!r} is more than the {total} training timesteps; "
+            f"use steps <= {total}"
+        )
+    if not 0.0 < strength <= 1.0:
+        raise ConfigError(f"strength must be in (0, 1], got {strength!r}")
+    scheduler = objective.make_scheduler(key, prediction_type="v_prediction")
+    scheduler.set_timesteps(steps)
+    timesteps = scheduler.timesteps
+    run = max(1, min(len(timesteps), round(len(timesteps) * strength)))
+    start = len(timesteps) - run
+    if start > 0 and hasattr(scheduler, "set_begin_index"):
+        scheduler.set_begin_index(start)
+    return SamplingPlan(key, scheduler, timesteps[start:], start)
+
+
+# ----------------------------------------------------------------------------------------- loop
+
+
+@torch.no_grad()
+def sample(
+    model: Any,
+    shape: Sequence[int],
+    cond: Optional[Conditioning] = None,
+    *,
+    objective: DiffusionObjective,
+    sampler: str = "ddim",
+    steps: int = 50,
+    guidance_scale: float = 1.0,
+    negative_cond: Optional[Conditioning] = None,
+    generators: Optional[Sequence[torch.Generator]] = None,
+    eta: float = 0.0,
+    clip_x0: bool = True,
+    dynamic_threshold: Optional[float] = None,
+    init: Optional[torch.Tensor] = None,
+    strength: float = 0.7,
+    progress: bool = False,
+    device: Optional[torch.device | str] = None,
+    dtype: Optional[torch.dtype] = None,
+) -> torch.Tensor:
+    """Generate videos of ``shape`` (B, C, T, H, W) in [-1, 1] with ``model`` under ``cond``.
+
+    sampler: ddpm | ddim | dpmpp_2m | euler | euler_ancestral | unipc (see `SAMPLERS`).
+    guidance_scale: classifier-free guidance; 1 is off. The unconditional half is ``cond`` with its text
+        dropped, or ``negative_cond`` (a negative prompt) when given. One forward pass of 2B rows.
+    generators: one ``torch.Generator`` per video; a batch of N then equals N single calls.
+    eta: DDIM's noise (0: deterministic); ignored by the other samplers.
+    clip_x0 / dynamic_threshold: clamp the predicted x0 to [-1, 1], or seed 001's percentile thresholding
+        (which replaces clipping when set).
+    init, strength: start from ``init`` (B, C, T, H, W) noised to the ``strength`` fraction of the schedule.
+    cond.image + cond.frame_mask: frames held fixed; they are re-noised to each step and put back into the
+        state (and the model also sees them in ``cond.image``); the result has them exactly.
+    """
+    b = int(shape[0])
+    model_device, model_dtype = _model_device_dtype(model)
+    device = torch.device(device) if device is not None else model_device
+    dtype = dtype or model_dtype
+    cond = _broadcast_cond(cond if cond is not None else Conditioning(), b, "cond").to(device)
+    plan = plan_sampling(objective, sampler, steps, strength if init is not None else 1.0)
+    if init is not None:
+        if tuple(init.shape) != tuple(shape):
+            raise ConfigError(f"init has shape {tuple(init.shape)}; expected {tuple(shape)}")
+        t0 = torch.full((b,), plan.start_timestep, device=device, dtype=torch.long)
+        noise = randn(shape, generators, device, dtype)
+        x_vp = objective.q_sample(init.to(device=device, dtype=dtype), t0, noise)
+        x = x_vp / plan.input_scale(plan.timesteps[0])
+    else:
+        x = randn(shape, generators, device, dtype) * float(plan.scheduler.init_noise_sigma)
+    return denoise_from(
+        model, x, plan, cond,
+        objective=objective, guidance_scale=guidance_scale, negative_cond=negative_cond, generators=generators,
+        eta=eta, clip_x0=clip_x0, dynamic_threshold=dynamic_threshold, progress=progress,
+    )  # fmt: skip
+
+
+@torch.no_grad()
+def denoise_from(
+    model: Any,
+    x: torch.Tensor,
+    plan: SamplingPlan,
+    cond: Optional[Conditioning] = None,
+    *,
+    objective: DiffusionObjective,
+    guidance_scale: float = 1.0,
+    negative_cond: Optional[Conditioning] = None,
+    generators: Optional[Sequence[torch.Generator]] = None,
+    eta: float = 0.0,
+    clip_x0: bool = True,
+    dynamic_threshold: Optional[float] = None,
+    progress: bool = False,
+) -> torch.Tensor:
+    """Run ``plan`` from state ``x`` (in the scheduler's space at ``plan.timesteps[0]``) down to x0."""
+    from ..models.adapter import denoise
+
+    b = x.shape[0]
+    device, dtype = x.device, x.dtype
+    cond = _broadcast_cond(cond if cond is not None else Conditioning(), b, "cond").to(device)
+    given = _given_frames(cond, x.shape, device, dtype)
+    guided = guidance_scale != 1.0
+    if guided:
+        negative = None
+        if negative_cond is not None:
+            negative = _complete_negative(_broadcast_cond(negative_cond, b, "negative_cond").to(device), cond)
+        cond_in = cond.with_guidance_batch(negative)
+    else:
+        cond_in = cond
+    if eta and plan.sampler != "ddim":
+        logger.info("eta=%s is used by the ddim sampler only; %s ignores it", eta, plan.sampler)
+
+    scheduler = plan.scheduler
+    step_params = inspect.signature(scheduler.step).parameters
+    step_kwargs: dict[str, Any] = {}
+    if "generator" in step_params and generators is not None:
+        step_kwargs["generator"] = list(generators)
+    if plan.sampler == "ddim":
+        step_kwargs["eta"] = float(eta)
+
+    for t in tqdm(plan.timesteps, desc="sampling", disable=not progress, leave=False):
+        t_int = int(round(float(t)))
+        tt = torch.full((b,), t_int, device=device, dtype=torch.long)
+        scale = plan.input_scale(t)
+        if given is not None:
+            image, mask = given
+            renoised = objective.q_sample(image, tt, randn(x.shape, generators, device, dtype))
+            x = torch.where(mask, renoised / scale, x)
+        x_in = x * scale
+        if guided:
+            out = denoise(model, torch.cat([x_in, x_in]), torch.cat([tt, tt]), cond_in)
+            pos, neg = out.chunk(2)
+            prediction = neg + guidance_scale * (pos - neg)
+        else:
+            prediction = denoise(model, x_in, tt, cond_in)
+        x0 = objective.predict_x0(x_in, tt, prediction.to(dtype))
+        if dynamic_threshold is not None:
+            x0 = dynamic_threshold_x0(x0, dynamic_threshold)
+        elif clip_x0:
+            x0 = x0.clamp(-1.0, 1.0)
+        v = objective.velocity_from_x0(x_in, tt, x0)
+        x = scheduler.step(v, t, x, **step_kwargs).prev_sample
+    if given is not None:
+        image, mask = given
+        x = torch.where(mask, image, x)
+    return x
+
+
+def is_stochastic(sampler: str) -> bool:
+    """Whether ``sampler`` draws fresh noise at each step (DDIM only with eta > 0)."""
+    return resolve_sampler(sampler) in STOCHASTIC_SAMPLERS
+
+
+def available_samplers() -> list[str]:
+    """The sampler names `sample` accepts."""
+    return list(SAMPLERS)
