@@ -229,3 +229,100 @@ def _item(sample: SyntheticSample, fps: float, path: str) -> dict[str, Any]:
         "factors": dict(sample.factors),
         "centres": torch.from_numpy(sample.centres),
     }
+
+
+class DigitsDataset(Dataset):
+    """Moving-MNIST style clips of real handwritten digits (scikit-learn's UCI digits, 8x8, enlarged),
+    white on black, bouncing off the frame edges; captioned ``"the digit 3 bouncing"`` or
+    ``"the digits 3 and 7 bouncing"``.
+
+    Args:
+        n, num_frames, size, seed, fps: as in `ShapesDataset`.
+        num_digits: 1, 2, or (1, 2) for a per-item random choice.
+        digit_size: digit height in pixels (default ``0.4 * size``).
+        speed: (min, max) pixels per frame at 32 px, scaled with ``size``.
+        digits: restrict the classes drawn (default 0-9).
+    """
+
+    def __init__(
+        self,
+        n: int = 1000,
+        num_frames: int = 8,
+        size: int = 32,
+        seed: int = 0,
+        *,
+        num_digits: int | tuple[int, ...] = 1,
+        digit_size: int | None = None,
+        speed: tuple[float, float] = (1.0, 2.5),
+        digits: Sequence[int] | None = None,
+        fps: float = 8.0,
+    ) -> None:
+        from sklearn.datasets import load_digits
+
+        counts = (num_digits,) if isinstance(num_digits, int) else tuple(num_digits)
+        if not counts or any(c not in (1, 2) for c in counts):
+            raise DataError(f"num_digits must be 1, 2 or (1, 2), got {num_digits!r}")
+        if n < 1 or num_frames < 1 or size < 12:
+            raise DataError(f"DigitsDataset needs n >= 1, num_frames >= 1 and size >= 12; got {n}, {num_frames}, {size}")
+        self.n, self.num_frames, self.size, self.seed, self.fps = n, num_frames, size, seed, float(fps)
+        self.counts, self.speed = counts, (float(speed[0]), float(speed[1]))
+        self.digit_size = int(digit_size or round(0.4 * size))
+        if not 4 <= self.digit_size <= size:
+            raise DataError(f"digit_size {self.digit_size} must be between 4 and the frame size {size}")
+        bunch = load_digits()
+        wanted = set(range(10) if digits is None else digits)
+        if not wanted or not wanted <= set(range(10)):
+            raise DataError(f"digits must be a non-empty subset of 0-9, got {digits!r}")
+        keep = np.isin(bunch.target, sorted(wanted))
+        self.images = (bunch.images[keep] / 16.0).astype(np.float32)  # (N, 8, 8) in [0, 1]
+        self.labels = bunch.target[keep].astype(np.int64)
+
+    def __len__(self) -> int:
+        return self.n
+
+    def _glyph(self, which: int) -> np.ndarray:
+        from PIL import Image
+
+        image = Image.fromarray((self.images[which] * 255).astype(np.uint8))
+        d = self.digit_size
+        return np.asarray(image.resize((d, d), Image.BICUBIC), dtype=np.float32) / 255.0
+
+    def render(self, index: int) -> SyntheticSample:
+        if not 0 <= index < self.n:
+            raise IndexError(f"index {index} out of range for DigitsDataset of {self.n} items")
+        rng = np.random.default_rng([self.seed, index, 1])
+        size, d, T = self.size, self.digit_size, self.num_frames
+        count = self.counts[int(rng.integers(len(self.counts)))]
+        canvas = np.zeros((T, size, size), dtype=np.float32)
+        labels: list[int] = []
+        first_centres = np.zeros((T, 2), dtype=np.float32)
+        for k in range(count):
+            which = int(rng.integers(len(self.images)))
+            labels.append(int(self.labels[which]))
+            glyph = self._glyph(which)
+            limit = size - d
+            pos = rng.uniform(0, limit, size=2)
+            angle = rng.uniform(0, 2 * np.pi)
+            speed = rng.uniform(*self.speed) * size / 32.0
+            vel = speed * np.array([np.cos(angle), np.sin(angle)])
+            for t in range(T):
+                x, y = int(round(pos[0])), int(round(pos[1]))
+                canvas[t, y : y + d, x : x + d] = np.maximum(canvas[t, y : y + d, x : x + d], glyph)
+                if k == 0:
+                    first_centres[t] = (x + (d - 1) / 2, y + (d - 1) / 2)
+                pos = pos + vel
+                for axis in range(2):  # bounce off the edges
+                    if pos[axis] < 0:
+                        pos[axis], vel[axis] = -pos[axis], -vel[axis]
+                    elif pos[axis] > limit:
+                        pos[axis], vel[axis] = 2 * limit - pos[axis], -vel[axis]
+        frames = np.repeat((canvas * 255 + 0.5).clip(0, 255).astype(np.uint8)[..., None], 3, axis=-1)
+        if count == 1:
+            text = f"the digit {labels[0]} bouncing"
+        else:
+            text = f"the digits {labels[0]} and {labels[1]} bouncing"
+        factors = {"digits": " ".join(str(label) for label in labels), "count": str(count)}
+        return SyntheticSample(frames=frames, text=text, factors=factors, centres=first_centres)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        return _item(self.render(index), self.fps, f"digits://seed{self.seed}/{index}")
