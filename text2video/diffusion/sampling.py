@@ -259,7 +259,8 @@ def denoise_from(
     if plan.sampler == "ddim":
         step_kwargs["eta"] = float(eta)
 
-    for t in tqdm(plan.timesteps, desc="sampling", disable=not progress, leave=False):
+    last = len(plan.timesteps) - 1
+    for i, t in enumerate(tqdm(plan.timesteps, desc="sampling", disable=not progress, leave=False)):
         t_int = int(round(float(t)))
         tt = torch.full((b,), t_int, device=device, dtype=torch.long)
         scale = plan.input_scale(t)
@@ -279,6 +280,11 @@ def denoise_from(
             x0 = dynamic_threshold_x0(x0, dynamic_threshold)
         elif clip_x0:
             x0 = x0.clamp(-1.0, 1.0)
+        if i == last and plan.sampler == "ddim":
+            # diffusers' DDIM steps to t - T // steps, which is 0 rather than the clean end when steps does
+            # not divide T; its step to alpha_bar = 1 is exactly the predicted x0.
+            x = x0
+            break
         v = objective.velocity_from_x0(x_in, tt, x0)
         x = scheduler.step(v, t, x, **step_kwargs).prev_sample
     if given is not None:
