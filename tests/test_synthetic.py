@@ -112,3 +112,44 @@ def test_backgrounds_vary_but_keep_the_shape_visible() -> None:
     colour = torch.tensor(COLOURS[item["factors"]["colour"]]).view(3, 1, 1)
     solid = ((item["video"][:, 0] + 1) * 127.5 - colour).abs().amax(0) < 2
     assert solid.sum() > 20
+
+
+def test_digits_are_real_handwritten_digits_and_captioned() -> None:
+    from sklearn.datasets import load_digits
+
+    from text2video.data.synthetic import DigitsDataset
+
+    ds = DigitsDataset(n=6, num_frames=6, size=32, seed=5, num_digits=1)
+    again = DigitsDataset(n=6, num_frames=6, size=32, seed=5, num_digits=1)
+    bunch = load_digits()
+    for i in range(len(ds)):
+        item = ds[i]
+        assert torch.equal(item["video"], again[i]["video"]) and item["text"] == again[i]["text"]
+        assert item["text"] == f"the digit {item['factors']['digits']} bouncing"
+        frame = ((item["video"][0, 0] + 1) * 127.5).numpy()
+        cx, cy = item["centres"][0].tolist()
+        d = ds.digit_size
+        x0, y0 = int(round(cx - (d - 1) / 2)), int(round(cy - (d - 1) / 2))
+        patch = frame[y0 : y0 + d, x0 : x0 + d]
+        assert patch.sum() > 0.95 * frame.sum()  # the whole digit is where the truth says
+        # the patch, shrunk back to 8x8, is closest to a real digit of the named class
+        small = torch.nn.functional.adaptive_avg_pool2d(torch.tensor(patch)[None, None], 8)[0, 0].numpy()
+        small = small / max(small.max(), 1e-6)
+        refs = bunch.images / 16.0
+        nearest = int(np.argmin(((refs - small) ** 2).sum((1, 2))))
+        assert str(bunch.target[nearest]) == item["factors"]["digits"]
+
+
+def test_two_digits_bounce_inside_the_frame() -> None:
+    from text2video.data.synthetic import DigitsDataset
+
+    ds = DigitsDataset(n=5, num_frames=24, size=32, seed=0, num_digits=2, speed=(4.0, 5.0))
+    for i in range(len(ds)):
+        item = ds[i]
+        labels = item["factors"]["digits"].split()
+        assert len(labels) == 2 and item["text"] == f"the digits {labels[0]} and {labels[1]} bouncing"
+        xs = item["centres"][:, 0].numpy()
+        assert (xs >= (ds.digit_size - 1) / 2 - 1e-4).all() and (xs <= 32 - (ds.digit_size + 1) / 2 + 1e-4).all()
+    # at 4-5 px per frame for 24 frames, some digit must have turned around at an edge
+    turned = any((np.diff(np.sign(np.diff(ds[i]["centres"].numpy(), axis=0)), axis=0) != 0).any() for i in range(len(ds)))
+    assert turned
