@@ -113,6 +113,36 @@ def test_clip_pooled_is_end_of_text_state(which, request):
         torch.testing.assert_close(out.tokens[i, : len(ids)], states, atol=1e-5, rtol=1e-4)
 
 
+def test_full_clip_folder_and_pipeline_layout(tmp_path, clip_proj):
+    """A whole CLIPModel folder gives the projected text features; a diffusers pipeline folder
+    (text_encoder/ + tokenizer/) is found from its root."""
+    import shutil
+
+    from transformers import CLIPConfig, CLIPModel
+
+    folder, text_model, tokenizer = clip_proj
+    vision = dict(hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2, image_size=8, patch_size=4)
+    full = CLIPModel(CLIPConfig(text_config=text_model.config.to_dict(), vision_config=vision, projection_dim=8)).eval()
+    full.save_pretrained(tmp_path / "full")
+    tokenizer.save_pretrained(tmp_path / "full")
+    ids = torch.tensor([tokenizer("a red ball")["input_ids"]])
+    with torch.no_grad():
+        text_out = full.text_model(input_ids=ids)
+        expected = full.text_projection(text_out.last_hidden_state[0, ids[0].tolist().index(tokenizer.eos_token_id)])
+    enc = load_text_encoder(tmp_path / "full")
+    assert enc.has_projection and enc.dim == 16 and enc.pooled_dim == 8
+    torch.testing.assert_close(enc.encode(["a red ball"]).pooled[0], expected, atol=1e-5, rtol=1e-4)
+
+    pipe = tmp_path / "pipe"
+    shutil.copytree(folder, pipe / "text_encoder")
+    tokenizer.save_pretrained(pipe / "tokenizer")
+    for name in ("tokenizer.json", "tokenizer_config.json"):
+        (pipe / "text_encoder" / name).unlink()
+    from_pipe = load_text_encoder(pipe)
+    assert from_pipe.folder.tokenizer_dir == (pipe / "tokenizer").resolve()
+    torch.testing.assert_close(from_pipe.encode(["a red ball"]).pooled, load_text_encoder(folder).encode(["a red ball"]).pooled)
+
+
 def test_t5_encoder_masked_mean(t5):
     folder, encoder_stack, tokenizer = t5
     enc = load_text_encoder(folder)
