@@ -1,0 +1,148 @@
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+
+import pytest
+import torch
+
+from text2video.errors import CheckpointError
+from text2video.train.checkpoint import (
+    capture_rng_state,
+    list_checkpoints,
+    load_checkpoint,
+    resolve_checkpoint,
+    restore_rng_state,
+    save_checkpoint,
+)
+from text2video.train.trainer import read_metrics
+from trainer_toys import ToyObjective, make_trainer, toy_config
+
+
+class SignalAt(ToyObjective):
+    """Sends SIGTERM to this process during micro-batch number ``at`` (1-based)."""
+
+    def __init__(self, at: int) -> None:
+        super().__init__()
+        self.at = at
+
+    def loss(self, model, x0, cond, generator=None):
+        if len(self.seen) + 1 == self.at:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return super().loss(model, x0, cond, generator)
+
+
+def resume_config():
+    # cosine LR, accumulation and 2.5 epochs: the scheduler, optimizer and data position all matter
+    return toy_config(steps=8, grad_accum=2, lr_schedule="cosine", warmup_steps=2, save_every=0, ema_decay=0.9)
+
+
+def test_stopped_and_resumed_run_repeats_the_uninterrupted_losses_bit_for_bit(tmp_path):
+    full = make_trainer(tmp_path / "full", resume_config()).train()
+    assert len(full.losses) == 8
+
+    first = make_trainer(tmp_path / "split", resume_config(), objective=SignalAt(7)).train()
+    assert first.stopped == "interrupted" and first.step == 4  # micro-batch 7 is in step 4
+    assert first.losses == full.losses[:4]
+
+    torch.manual_seed(1234)  # a different init and global RNG: the checkpoint must override both
+    second_trainer = make_trainer(tmp_path / "split", resume_config())
+    second = second_trainer.train(resume="latest")
+    assert second.step == 8
+    assert second.losses == full.losses[4:]
+    split_rows = read_metrics(tmp_path / "split" / "metrics.csv")
+    assert [r["loss"] for r in split_rows] == full.losses  # the log is continuous across the resume
+    a = torch.load(list_checkpoints(tmp_path / "full")[-1] / "optimizer.pt", weights_only=True)
+    b = torch.load(list_checkpoints(tmp_path / "split")[-1] / "optimizer.pt", weights_only=True)
+    for k, v in a["state"].items():
+        assert torch.equal(v["exp_avg"], b["state"][k]["exp_avg"])
+
+
+def test_rng_state_round_trip():
+    import random
+
+    import numpy as np
+
+    state = capture_rng_state()
+    want = (random.random(), np.random.rand(), torch.rand(1).item())
+    restore_rng_state(state)
+    assert (random.random(), np.random.rand(), torch.rand(1).item()) == want
+
+
+def test_keeps_only_the_last_n_and_latest_points_to_the_newest(tmp_path):
+    model = torch.nn.Linear(3, 2)
+    for step in (1, 2, 3, 4):
+        save_checkpoint(tmp_path, step, model=model, keep=2)
+    assert [p.name for p in list_checkpoints(tmp_path)] == ["step-00000003", "step-00000004"]
+    assert resolve_checkpoint("latest", tmp_path).name == "step-00000004"
+    assert resolve_checkpoint(tmp_path).name == "step-00000004"
+
+
+def test_stale_latest_pointer_falls_back_to_the_newest_complete_checkpoint(tmp_path):
+    model = torch.nn.Linear(3, 2)
+    save_checkpoint(tmp_path, 1, model=model)
+    (tmp_path / "checkpoints" / "latest").write_text("step-00000099\n")
+    assert resolve_checkpoint("latest", tmp_path).name == "step-00000001"
+
+
+def test_missing_checkpoint_and_wrong_model_are_clear_errors(tmp_path):
+    (tmp_path / "empty" / "checkpoints").mkdir(parents=True)
+    with pytest.raises(CheckpointError, match="no checkpoint"):
+        resolve_checkpoint("latest", tmp_path / "empty")
+    with pytest.raises(CheckpointError, match="neither a checkpoint folder"):
+        resolve_checkpoint(tmp_path / "elsewhere")
+    path = save_checkpoint(tmp_path / "run", 1, model=torch.nn.Linear(3, 2))
+    with pytest.raises(CheckpointError, match="does not fit the model"):
+        load_checkpoint(path, model=torch.nn.Linear(4, 2))
+
+
+CRASH_SCRIPT = textwrap.dedent(
+    """
+    import os, signal, sys
+    import torch
+    from text2video.train import checkpoint
+
+    run = sys.argv[1]
+    torch.manual_seed(0)
+    model = torch.nn.Linear(4, 4)
+    opt = torch.optim.AdamW(model.parameters())
+    model(torch.randn(2, 4)).sum().backward(); opt.step()
+    checkpoint.save_checkpoint(run, 1, model=model, optimizer=opt, state={"tag": "first"})
+    with torch.no_grad():
+        model.weight.add_(1.0)
+    real_save = torch.save
+
+    def dying_save(obj, path, *args, **kwargs):
+        real_save(obj, path, *args, **kwargs)
+        if str(path).endswith("optimizer.pt"):
+            os.kill(os.getpid(), signal.SIGKILL)  # the process dies with the checkpoint half written
+
+    torch.save = dying_save
+    checkpoint.save_checkpoint(run, 2, model=model, optimizer=opt, state={"tag": "second"})
+    """
+)
+
+
+def test_a_kill_during_a_checkpoint_write_leaves_the_previous_one_loadable(tmp_path):
+    run = tmp_path / "run"
+    proc = subprocess.run([sys.executable, "-c", CRASH_SCRIPT, str(run)], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == -signal.SIGKILL, proc.stderr
+    leftovers = [p.name for p in (run / "checkpoints").iterdir()]
+    assert any(name.startswith(".tmp-step-00000002") for name in leftovers)  # the torn write is there...
+    path = resolve_checkpoint("latest", run)
+    assert path.name == "step-00000001"  # ...but latest still names the complete one
+    torch.manual_seed(0)
+    model = torch.nn.Linear(4, 4)
+    opt = torch.optim.AdamW(model.parameters())
+    model(torch.randn(2, 4)).sum().backward(); opt.step()
+    expected = model.weight.detach().clone()
+    fresh = torch.nn.Linear(4, 4)
+    fresh_opt = torch.optim.AdamW(fresh.parameters())
+    state = load_checkpoint(path, model=fresh, optimizer=fresh_opt, restore_rng=False)
+    assert state["tag"] == "first"
+    assert torch.equal(fresh.weight, expected)
+    assert fresh_opt.state_dict()["state"][0]["step"] == 1
+    # the next successful save removes the torn folder
+    save_checkpoint(run, 3, model=fresh)
+    assert not any(p.name.startswith(".tmp") for p in (run / "checkpoints").iterdir())

@@ -1,0 +1,406 @@
+"""The typed config tree of a training run: ``data``, ``text``, ``model``, ``diffusion``, ``train``, ``sample``.
+
+A config is loaded from YAML (a file or a preset shipped in ``text2video/configs``), changed with dotted
+overrides (``train.lr=2e-4 model.dim=32``; values are parsed as YAML scalars or lists) and validated:
+an unknown key or a bad value raises `ConfigError` naming the key and what is allowed.
+
+``model`` and ``diffusion`` hold free keyword arguments: ``model`` is ``name`` plus the constructor
+arguments of that denoiser (checked against its signature), ``diffusion`` the fields of
+`text2video.diffusion.objective.ObjectiveConfig` (checked against them when that module is present).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import inspect
+import types
+import typing
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any, Literal, Optional, Union
+
+import yaml
+
+from .errors import ConfigError
+
+DEFAULT_PRESET = "tiny-cpu"
+
+
+@dataclass
+class DataConfig:
+    """Where the training videos come from. ``options`` go to ``make_dataset(kind, **options)``."""
+
+    kind: str = "shapes"
+    num_frames: int = 8
+    size: int = 32
+    options: dict[str, Any] = field(default_factory=dict)
+    num_workers: int = 0
+
+
+@dataclass
+class TextConfig:
+    """The text encoder (``default`` is the offline MiniLM) and its embedding cache."""
+
+    encoder: str = "default"
+    max_length: Optional[int] = None
+    cache: bool = True
+    cache_dir: Optional[str] = None
+
+
+@dataclass
+class ModelConfig:
+    """A registered denoiser ``name`` and its constructor arguments ``kwargs`` (flat in YAML)."""
+
+    name: str = "unet3d"
+    kwargs: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class DiffusionConfig:
+    """Fields of ``ObjectiveConfig`` (flat in YAML); empty means the objective's defaults."""
+
+    kwargs: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class TrainConfig:
+    """Optimisation, schedule, EMA, guidance training, logging and checkpoint settings."""
+
+    steps: int = 1000
+    batch_size: int = 8
+    grad_accum: int = 1
+    lr: float = 1e-4
+    weight_decay: float = 0.0
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
+    warmup_steps: int = 100
+    lr_schedule: Literal["constant", "cosine"] = "constant"
+    min_lr_ratio: float = 0.0
+    max_grad_norm: Optional[float] = 1.0
+    mixed_precision: Literal["no", "fp16", "bf16"] = "no"
+    ema_decay: float = 0.999
+    ema_warmup: bool = True
+    ema_start: int = 0
+    ema_every: int = 1
+    cond_drop: float = 0.1
+    image_share: float = 0.0
+    image_mode: Literal["frames", "focus_present"] = "frames"
+    seed: int = 0
+    log_every: int = 10
+    sample_every: int = 0
+    save_every: int = 500
+    keep_checkpoints: int = 3
+    max_nonfinite: int = 20
+    max_minutes: Optional[float] = None
+    cpu: bool = False
+
+
+@dataclass
+class SampleConfig:
+    """Fixed prompts sampled with the EMA weights during training, and sampling defaults."""
+
+    prompts: list[str] = field(default_factory=lambda: ["a red circle moving right", "a blue square moving up"])
+    negative_prompt: Optional[str] = None
+    sampler: str = "ddim"
+    steps: int = 25
+    guidance_scale: float = 4.0
+    num_frames: Optional[int] = None
+    size: Optional[int] = None
+    seed: int = 0
+    fps: float = 8.0
+
+
+@dataclass
+class Config:
+    """The whole run: one section per part of the system."""
+
+    data: DataConfig = field(default_factory=DataConfig)
+    text: TextConfig = field(default_factory=TextConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    diffusion: DiffusionConfig = field(default_factory=DiffusionConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    sample: SampleConfig = field(default_factory=SampleConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain nested dict, as written to YAML (``model``/``diffusion`` kwargs flattened)."""
+        out = dataclasses.asdict(self)
+        out["model"] = {"name": self.model.name, **self.model.kwargs}
+        out["diffusion"] = dict(self.diffusion.kwargs)
+        return out
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.to_dict(), sort_keys=False)
+
+    def save(self, path: str | Path) -> Path:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(self.to_yaml())
+        return path
+
+
+SECTIONS: dict[str, type] = {
+    "data": DataConfig,
+    "text": TextConfig,
+    "model": ModelConfig,
+    "diffusion": DiffusionConfig,
+    "train": TrainConfig,
+    "sample": SampleConfig,
+}
+#: Sections whose keys are free keyword arguments (stored in ``kwargs``), besides their typed fields.
+_FREE_SECTIONS = ("model", "diffusion")
+
+
+def _unknown(kind: str, name: str, allowed: list[str]) -> ConfigError:
+    close = difflib.get_close_matches(name, allowed, n=1)
+    hint = f" Did you mean {close[0]!r}?" if close else ""
+    return ConfigError(f"unknown {kind} {name!r}.{hint} Allowed: {', '.join(allowed)}")
+
+
+def _coerce(key: str, value: Any, hint: Any) -> Any:
+    """Check ``value`` against the type ``hint`` (int -> float allowed) and return it."""
+    origin = typing.get_origin(hint)
+    args = typing.get_args(hint)
+    if hint is Any:
+        return value
+    if origin in (Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _coerce(key, value, arg)
+            except ConfigError as exc:
+                errors.append(str(exc))
+        raise ConfigError(errors[0] if errors else f"{key}: bad value {value!r}")
+    if origin is Literal:
+        if value not in args:
+            close = difflib.get_close_matches(str(value), [str(a) for a in args], n=1)
+            hint_text = f" Did you mean {close[0]!r}?" if close else ""
+            raise ConfigError(f"{key}: {value!r} is not allowed.{hint_text} Allowed values: {', '.join(map(str, args))}")
+        return value
+    if origin is list:
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{key}: expected a list, got {value!r} (write it as [a, b] on the command line)")
+        return [_coerce(f"{key}[{i}]", v, args[0]) if args else v for i, v in enumerate(value)]
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{key}: expected a mapping, got {value!r}")
+        return dict(value)
+    if hint is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{key}: expected true or false, got {value!r}")
+        return value
+    if hint is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{key}: expected an integer, got {value!r}")
+        return value
+    if hint is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{key}: expected a number, got {value!r}")
+        return float(value)
+    if hint is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{key}: expected a string, got {value!r}")
+        return value
+    return value
+
+
+def _build_section(name: str, values: Any) -> Any:
+    cls = SECTIONS[name]
+    if values is None:
+        values = {}
+    if not isinstance(values, dict):
+        raise ConfigError(f"section {name!r} must be a mapping of keys to values, got {values!r}")
+    if name in _FREE_SECTIONS:
+        values = dict(values)
+        if name == "model":
+            model_name = values.pop("name", ModelConfig.name)
+            if not isinstance(model_name, str):
+                raise ConfigError(f"model.name: expected a string, got {model_name!r}")
+            return ModelConfig(name=model_name, kwargs=values)
+        return DiffusionConfig(kwargs=values)
+    hints = typing.get_type_hints(cls)
+    allowed = [f.name for f in dataclasses.fields(cls)]
+    kwargs = {}
+    for key, value in values.items():
+        if key not in allowed:
+            raise _unknown("key", f"{name}.{key}", [f"{name}.{a}" for a in allowed])
+        kwargs[key] = _coerce(f"{name}.{key}", value, hints[key])
+    return cls(**kwargs)
+
+
+def config_from_dict(data: dict[str, Any]) -> Config:
+    """Build and validate a `Config` from a nested dict (missing sections and keys take defaults)."""
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"a config must be a mapping of sections, got {type(data).__name__}")
+    for key in data:
+        if key not in SECTIONS:
+            raise _unknown("config section", str(key), list(SECTIONS))
+    config = Config(**{name: _build_section(name, data.get(name)) for name in SECTIONS})
+    validate(config)
+    return config
+
+
+def _check_range(key: str, value: float, low: float, high: float) -> None:
+    if not (low <= value <= high):
+        raise ConfigError(f"{key} = {value} is out of range; it must be between {low} and {high}")
+
+
+def validate(config: Config) -> None:
+    """Cross-field checks and free-section checks (model constructor arguments, objective fields)."""
+    t = config.train
+    for key in ("steps", "batch_size", "grad_accum", "log_every", "keep_checkpoints", "max_nonfinite", "ema_every"):
+        if getattr(t, key) < 1:
+            raise ConfigError(f"train.{key} = {getattr(t, key)} must be at least 1")
+    for key in ("warmup_steps", "sample_every", "save_every", "ema_start", "seed"):
+        if getattr(t, key) < 0:
+            raise ConfigError(f"train.{key} = {getattr(t, key)} must not be negative")
+    if t.lr <= 0:
+        raise ConfigError(f"train.lr = {t.lr} must be positive")
+    _check_range("train.cond_drop", t.cond_drop, 0.0, 1.0)
+    _check_range("train.image_share", t.image_share, 0.0, 1.0)
+    _check_range("train.ema_decay", t.ema_decay, 0.0, 1.0)
+    _check_range("train.min_lr_ratio", t.min_lr_ratio, 0.0, 1.0)
+    if len(t.betas) != 2:
+        raise ConfigError(f"train.betas must be two numbers like [0.9, 0.999], got {t.betas}")
+    if t.batch_size % t.grad_accum:
+        raise ConfigError(
+            f"train.batch_size = {t.batch_size} is not divisible by train.grad_accum = {t.grad_accum}; "
+            "the batch size is the global batch, split over accumulation steps and processes"
+        )
+    d = config.data
+    if d.num_frames < 1 or d.size < 1:
+        raise ConfigError(f"data.num_frames and data.size must be positive, got {d.num_frames} and {d.size}")
+    if config.sample.steps < 1:
+        raise ConfigError(f"sample.steps = {config.sample.steps} must be at least 1")
+    _check_model(config.model)
+    _check_diffusion(config.diffusion)
+
+
+def _check_model(model: ModelConfig) -> None:
+    from .errors import ModelError
+    from .models.registry import MODELS, model_class
+
+    if model.name not in MODELS:
+        try:
+            model_class(model.name)
+        except ModelError:
+            raise _unknown("model.name", model.name, sorted(MODELS)) from None
+    try:
+        cls = model_class(model.name)
+    except ModelError:
+        return  # registered but not part of this installation yet; building it will say so
+    params = inspect.signature(cls.__init__).parameters
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+        return
+    allowed = [n for n, p in params.items() if n != "self" and p.kind is not inspect.Parameter.VAR_POSITIONAL]
+    for key in model.kwargs:
+        if key not in allowed:
+            raise _unknown(f"key of model {model.name!r}", f"model.{key}", [f"model.{a}" for a in allowed])
+
+
+def _objective_fields() -> Optional[list[str]]:
+    try:
+        from .diffusion.objective import ObjectiveConfig
+    except ImportError:
+        return None
+    return [f.name for f in dataclasses.fields(ObjectiveConfig)]
+
+
+def _check_diffusion(diffusion: DiffusionConfig) -> None:
+    allowed = _objective_fields()
+    if allowed is None:
+        return
+    for key in diffusion.kwargs:
+        if key not in allowed:
+            raise _unknown("key", f"diffusion.{key}", [f"diffusion.{a}" for a in allowed])
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """``"train.lr=2e-4"`` -> (["train", "lr"], 0.0002). Values are YAML scalars or lists."""
+    if "=" not in text:
+        raise ConfigError(f"override {text!r} must look like section.key=value, e.g. train.lr=2e-4")
+    key, raw = text.split("=", 1)
+    parts = [p for p in key.strip().split(".") if p]
+    if len(parts) < 2:
+        raise ConfigError(f"override {text!r} must name a section and a key, e.g. model.dim=32")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"override {text!r}: cannot parse the value {raw!r} as YAML ({exc})") from exc
+    if isinstance(value, str) and _looks_numeric(value):
+        value = float(value)
+    return parts, value
+
+
+def _looks_numeric(text: str) -> bool:
+    # YAML 1.1 reads "2e-4" as a string; accept it as the number a user means.
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return text.strip().lower() not in ("nan", "inf", "-inf", "+inf", "infinity")
+
+
+def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Apply dotted overrides to a nested dict (in place) and return it."""
+    for text in overrides:
+        parts, value = parse_override(text)
+        if parts[0] not in SECTIONS:
+            raise _unknown("config section", parts[0], list(SECTIONS))
+        node = data.setdefault(parts[0], {}) or {}
+        data[parts[0]] = node
+        for part in parts[1:-1]:
+            child = node.get(part)
+            if child is None:
+                child = node[part] = {}
+            if not isinstance(child, dict):
+                raise ConfigError(f"override {text!r}: {part!r} is not a section")
+            node = child
+        node[parts[-1]] = value
+    return data
+
+
+def preset_names() -> list[str]:
+    """Names of the presets shipped with the package."""
+    root = resources.files("text2video") / "configs"
+    return sorted(p.name[:-5] for p in root.iterdir() if p.name.endswith(".yaml"))
+
+
+def _read_source(source: str | Path) -> dict[str, Any]:
+    path = Path(source)
+    if path.suffix in (".yaml", ".yml") or path.exists():
+        if not path.is_file():
+            raise ConfigError(f"config file {path} does not exist; give a YAML file or one of the presets: {', '.join(preset_names())}")
+        text = path.read_text()
+    else:
+        names = preset_names()
+        if str(source) not in names:
+            raise _unknown("preset", str(source), names)
+        text = (resources.files("text2video") / "configs" / f"{source}.yaml").read_text()
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"config {source}: invalid YAML ({exc})") from exc
+    return data or {}
+
+
+def load_config(source: str | Path | None = None, overrides: Optional[list[str]] = None) -> Config:
+    """Load a preset name or YAML path (default: the ``tiny-cpu`` preset) and apply overrides."""
+    data = _read_source(source if source is not None else DEFAULT_PRESET)
+    return config_from_dict(apply_overrides(data, list(overrides or [])))
+
+
+def objective_config(config: Config) -> Any:
+    """The ``ObjectiveConfig`` of this run's ``diffusion`` section."""
+    from .diffusion.objective import ObjectiveConfig
+
+    try:
+        return ObjectiveConfig(**config.diffusion.kwargs)
+    except TypeError as exc:
+        raise ConfigError(f"diffusion section: {exc}") from exc
