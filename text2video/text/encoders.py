@@ -281,7 +281,7 @@ class HFTextEncoder(TextEncoder):
 
     def __init__(
         self,
-        path: str | Path,
+        path: str | Path | EncoderFolder,
         *,
         pooling: Optional[str] = None,
         device: torch.device | str | None = None,
@@ -557,12 +557,14 @@ def load_text_encoder(
 ) -> TextEncoder:
     """Load a frozen encoder from a local folder; the backend comes from its config.json ``model_type``.
 
-    ``spec`` is ``"default"`` (the bundled MiniLM, loaded once per process and shared) or a folder path.
+    ``spec`` is ``"default"`` (the bundled MiniLM, loaded once per process per pooling/device/dtype and
+    shared: do not move it with ``.to``, ask for the device here) or a folder path. ``device`` defaults to
+    the CPU; ``max_length`` overrides the token limit.
     ``pooling``: BERT ``"mean"`` (default) or ``"cls"``; CLIP ``"eot"``; T5 ``"mean"``.
     """
     dtype = _dtype_of(dtype)
     if _is_default(spec) and max_length is None:
-        return _cached_default(pooling, None if device is None else str(torch.device(device)), dtype)
+        return _cached_default(pooling, str(torch.device(device or "cpu")), dtype)
     folder = resolve_folder(default_text_encoder_path() if _is_default(spec) else spec)
     cls = _ENCODER_CLASSES[folder.backend]
     return cls(folder, pooling=pooling, device=device, dtype=dtype, max_length=max_length)
