@@ -184,3 +184,11 @@ def test_info_lists_formats() -> None:
     facts = info()["video_io"]
     assert ".gif" in facts["read"] and ".mp4" in facts["read"]
     assert ".gif" in facts["write"] and ".mp4" in facts["write"]
+
+
+def test_gif_keeps_identical_consecutive_frames(tmp_path: Path) -> None:
+    # Pillow merges repeated frames on save; a still clip (or a padded one) must keep its length
+    still = np.concatenate([np.zeros((4, 12, 12, 3), np.uint8), np.full((3, 12, 12, 3), 200, np.uint8)])
+    frames, fps = read_video(write_video(still, tmp_path / "still.gif", fps=10))
+    assert frames.shape == still.shape and fps == pytest.approx(10.0)
+    assert np.abs(frames.astype(int) - still.astype(int)).max() <= 1

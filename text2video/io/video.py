@@ -390,8 +390,29 @@ def _gif_delays_ms(num_frames: int, fps: float) -> list[int]:
     return [10 * d for d in delays_cs]
 
 
+def _gif_palette_frames(array: np.ndarray) -> list[Image.Image]:
+    """Quantize each frame to at most 255 colours. Pillow merges a frame that looks exactly like the
+    one before it into it (adding up the delays); to keep the frame count, such a frame gets one
+    top-left pixel changed by one level of blue, through the 256th palette entry."""
+    images: list[Image.Image] = []
+    previous: np.ndarray | None = None
+    for frame in array:
+        image = Image.fromarray(frame).quantize(colors=255, method=Image.Quantize.MEDIANCUT, dither=Image.Dither.NONE)
+        rgb = np.asarray(image.convert("RGB"))
+        if previous is not None and np.array_equal(rgb, previous):
+            palette = image.getpalette() or []
+            palette = palette[: 3 * 255] + [0] * max(0, 3 * 255 - len(palette))
+            r, g, b = (int(v) for v in rgb[0, 0])
+            image.putpalette(palette + [r, g, b + 1 if b < 255 else b - 1])
+            image.putpixel((0, 0), 255)
+            rgb = np.asarray(image.convert("RGB"))
+        images.append(image)
+        previous = rgb
+    return images
+
+
 def _write_gif(array: np.ndarray, path: Path, fps: float) -> None:
-    images = [Image.fromarray(frame) for frame in array]
+    images = _gif_palette_frames(array)
     images[0].save(
         path,
         save_all=True,
