@@ -1,1 +1,41 @@
-"""pipelines"""
+"""Pipelines: a denoiser + a text encoder + a sampler, from prompts (or frames) to videos."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any
+
+from .base import PipelineDefaults, VideoOutput, VideoPipeline, read_pipeline_record
+from .image_to_video import ImageToVideoPipeline
+from .interpolate import InterpolationPipeline
+from .text_to_video import TextToVideoPipeline
+
+__all__ = [
+    "PipelineDefaults",
+    "VideoOutput",
+    "VideoPipeline",
+    "TextToVideoPipeline",
+    "ImageToVideoPipeline",
+    "InterpolationPipeline",
+    "PIPELINES",
+    "load_pipeline",
+]
+
+#: pipeline.json "pipeline" value -> class.
+PIPELINES: MappingProxyType[str, type[VideoPipeline]] = MappingProxyType(
+    {cls.pipeline_name: cls for cls in (TextToVideoPipeline, ImageToVideoPipeline, InterpolationPipeline)}
+)
+
+
+def load_pipeline(path: str | Path, kind: str | None = None, **kwargs: Any) -> VideoPipeline:
+    """Load a pipeline folder (``pipeline.json`` + ``model/``). ``kind`` picks another pipeline class on
+    the same files (e.g. ``"InterpolationPipeline"``); keyword arguments go to ``from_pretrained``."""
+    from ..errors import ConfigError
+
+    record = read_pipeline_record(Path(path))
+    name = kind or record.get("pipeline", TextToVideoPipeline.pipeline_name)
+    cls = PIPELINES.get(name)
+    if cls is None:
+        raise ConfigError(f"unknown pipeline {name!r}; choose one of: {', '.join(PIPELINES)}")
+    return cls.from_pretrained(path, **kwargs)

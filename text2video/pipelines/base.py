@@ -1,0 +1,271 @@
+"""What every pipeline shares: defaults, the output type, prompt encoding, seeds, save and load."""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import sys
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any, ClassVar, Mapping, Optional, Sequence
+
+import numpy as np
+import torch
+
+from ..diffusion.conditioning import Conditioning
+from ..diffusion.objective import DiffusionObjective, ObjectiveConfig
+from ..errors import CheckpointError, ConfigError, ModelError
+
+logger = logging.getLogger(__name__)
+
+PIPELINE_FILE = "pipeline.json"
+MODEL_FOLDER = "model"
+FORMAT_VERSION = 1
+
+
+@dataclass
+class PipelineDefaults:
+    """Video and sampling settings a pipeline uses when a call does not give them."""
+
+    num_frames: int = 8
+    height: int = 32
+    width: int = 32
+    channels: int = 3
+    fps: float = 8.0
+    steps: int = 50
+    sampler: str = "ddim"
+    guidance_scale: float = 2.0
+    eta: float = 0.0
+    clip_x0: bool = True
+    dynamic_threshold: Optional[float] = None
+    negative_prompt: Optional[str] = None
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any] | None) -> "PipelineDefaults":
+        data = dict(data or {})
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ConfigError(f"unknown pipeline default(s) {unknown}; known: {sorted(known)}")
+        return cls(**data)
+
+
+@dataclass
+class VideoOutput:
+    """Generated videos ``(B, C, T, H, W)`` in [-1, 1] on the CPU, with their prompts, fps and seeds."""
+
+    videos: torch.Tensor
+    prompts: list[str]
+    fps: float = 8.0
+    seeds: Optional[list[int]] = None
+    extras: dict[str, Any] = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return self.videos.shape[0]
+
+    def frames(self, index: int = 0) -> np.ndarray:
+        """Video ``index`` as uint8 ``(T, H, W, C)``."""
+        from ..io.video import tensor_to_frames
+
+        return tensor_to_frames(self.videos[index])
+
+    def save(self, dir_or_path: str | Path, fmt: str = "gif") -> list[Path]:
+        """Write every video. A path with a suffix (``out.mp4``) takes a single video; otherwise the
+        videos go into that folder as ``000_<prompt>.<fmt>``. Returns the written paths."""
+        from ..io.video import write_video
+
+        target = Path(dir_or_path)
+        fmt = fmt.lower().lstrip(".")
+        if target.suffix:
+            if len(self) != 1:
+                raise ConfigError(f"{target} names one file but there are {len(self)} videos; give a folder instead")
+            return [write_video(self.frames(0), target, fps=self.fps)]
+        target.mkdir(parents=True, exist_ok=True)
+        paths = []
+        for i in range(len(self)):
+            prompt = self.prompts[i] if i < len(self.prompts) else ""
+            slug = re.sub(r"[^a-z0-9]+", "_", prompt.lower()).strip("_")[:48] or "video"
+            paths.append(write_video(self.frames(i), target / f"{i:03d}_{slug}.{fmt}", fps=self.fps))
+        return paths
+
+
+def as_prompt_list(prompt: str | Sequence[str] | None) -> list[str]:
+    if prompt is None:
+        return [""]
+    if isinstance(prompt, str):
+        return [prompt]
+    prompts = list(prompt)
+    if not prompts or not all(isinstance(p, str) for p in prompts):
+        raise ConfigError("prompt must be a string or a non-empty list of strings")
+    return prompts
+
+
+def make_generators(count: int, seed: Optional[int]) -> tuple[list[torch.Generator], list[int]]:
+    """One CPU generator per video, seeded ``seed, seed + 1, ...`` (a random base seed when None)."""
+    base = int(torch.randint(0, 2**31 - 1, (1,)).item()) if seed is None else int(seed)
+    seeds = [base + i for i in range(count)]
+    return [torch.Generator().manual_seed(s) for s in seeds], seeds
+
+
+class VideoPipeline:
+    """A denoiser, a text encoder (or None for unconditional models), an objective and defaults."""
+
+    pipeline_name: ClassVar[str] = "VideoPipeline"
+
+    def __init__(
+        self,
+        model: Any,
+        text_encoder: Any = None,
+        objective_config: ObjectiveConfig | Mapping[str, Any] | None = None,
+        defaults: PipelineDefaults | Mapping[str, Any] | None = None,
+        *,
+        text_encoder_ref: Optional[str] = None,
+    ) -> None:
+        self.model = model
+        self.text_encoder = text_encoder
+        self.objective = DiffusionObjective(objective_config)
+        self.defaults = defaults if isinstance(defaults, PipelineDefaults) else PipelineDefaults.from_dict(defaults)
+        if text_encoder_ref is None and text_encoder is not None:
+            text_encoder_ref = "default"
+        self.text_encoder_ref = text_encoder_ref
+
+    # ------------------------------------------------------------------------------- properties
+
+    @property
+    def objective_config(self) -> ObjectiveConfig:
+        return self.objective.config
+
+    @property
+    def device(self) -> torch.device:
+        try:
+            return next(self.model.parameters()).device
+        except (AttributeError, StopIteration, TypeError):
+            return torch.device("cpu")
+
+    def to(self, device: torch.device | str) -> "VideoPipeline":
+        if hasattr(self.model, "to"):
+            self.model.to(device)
+        return self
+
+    # ------------------------------------------------------------------------------ conditions
+
+    def encode_prompts(self, prompts: Sequence[str]) -> Conditioning:
+        """Text fields of a `Conditioning` for ``prompts`` (empty when there is no text encoder)."""
+        if self.text_encoder is None:
+            return Conditioning()
+        emb = self.text_encoder.encode(list(prompts))
+        return Conditioning(text_tokens=emb.tokens, text_mask=emb.mask, text_pooled=emb.pooled)
+
+    def _condition(self, prompts: list[str], per_prompt: int, fps: float) -> Conditioning:
+        cond = self.encode_prompts(prompts).repeat_interleave(per_prompt)
+        count = len(prompts) * per_prompt
+        cond.fps = torch.full((count,), float(fps))
+        return cond.to(self.device)
+
+    def _negative(self, negative_prompt: str | Sequence[str] | None, count: int) -> Optional[Conditioning]:
+        if negative_prompt is None or self.text_encoder is None:
+            return None
+        negatives = as_prompt_list(negative_prompt)
+        if len(negatives) == 1:
+            negatives = negatives * count
+        if len(negatives) != count:
+            raise ConfigError(f"got {len(negatives)} negative prompts for {count} videos; give one, or one per video")
+        return self.encode_prompts(negatives).to(self.device)
+
+    def _sampling_kwargs(self, **given: Any) -> dict[str, Any]:
+        """Call arguments with the defaults filled in where None."""
+        d = self.defaults
+        out = {}
+        for name in ("steps", "sampler", "guidance_scale", "eta", "clip_x0", "dynamic_threshold"):
+            value = given.get(name)
+            out[name] = getattr(d, name) if value is None else value
+        if self.text_encoder is None:
+            out["guidance_scale"] = 1.0  # nothing to guide with
+        return out
+
+    def _finish(self, videos: torch.Tensor, prompts: list[str], seeds: list[int], **extras: Any) -> VideoOutput:
+        return VideoOutput(videos.detach().float().clamp(-1, 1).cpu(), prompts, float(self.defaults.fps), seeds, extras)
+
+    # ---------------------------------------------------------------------------- save and load
+
+    def save_pretrained(self, path: str | Path) -> Path:
+        """Write ``model/`` (the model's ``save_pretrained``) and ``pipeline.json``."""
+        path = Path(path)
+        path.mkdir(parents=True, exist_ok=True)
+        if not hasattr(self.model, "save_pretrained"):
+            raise ModelError("the pipeline's model has no save_pretrained; subclass diffusers' ModelMixin + ConfigMixin")
+        self.model.save_pretrained(str(path / MODEL_FOLDER))
+        cls = type(self.model)
+        record = {
+            "format_version": FORMAT_VERSION,
+            "pipeline": self.pipeline_name,
+            "model_class": f"{cls.__module__}:{cls.__qualname__}",
+            "objective": self.objective.config.to_dict(),
+            "text_encoder": self.text_encoder_ref,
+            "defaults": asdict(self.defaults),
+        }
+        (path / PIPELINE_FILE).write_text(json.dumps(record, indent=2) + "\n")
+        return path
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        path: str | Path,
+        *,
+        model: Any = None,
+        text_encoder: Any = None,
+        device: torch.device | str | None = None,
+    ) -> "VideoPipeline":
+        """Load a folder written by `save_pretrained`. ``model`` / ``text_encoder`` replace the saved ones."""
+        path = Path(path)
+        record = read_pipeline_record(path)
+        if model is None:
+            model = _load_model(path / MODEL_FOLDER, record.get("model_class"))
+        ref = record.get("text_encoder")
+        if text_encoder is None and ref is not None:
+            from ..text import load_text_encoder
+
+            text_encoder = load_text_encoder(ref, device=device)
+        pipe = cls(model, text_encoder, record.get("objective"), record.get("defaults"), text_encoder_ref=ref)
+        if device is not None:
+            pipe.to(device)
+        if hasattr(model, "eval"):
+            model.eval()
+        return pipe
+
+
+def read_pipeline_record(path: Path) -> dict[str, Any]:
+    file = path / PIPELINE_FILE
+    if not file.is_file():
+        raise CheckpointError(f"{path} is not a pipeline folder: it has no {PIPELINE_FILE} (write one with save_pretrained)")
+    try:
+        record = json.loads(file.read_text())
+    except json.JSONDecodeError as exc:
+        raise CheckpointError(f"{file} is not valid JSON: {exc}") from exc
+    if record.get("format_version", 0) > FORMAT_VERSION:
+        raise CheckpointError(f"{file} has format_version {record['format_version']}; this text2video reads up to {FORMAT_VERSION}")
+    return record
+
+
+def _load_model(folder: Path, model_class: Optional[str]) -> Any:
+    """Load through the model registry; a class it does not know must already be imported (no code is
+    imported on the say-so of a file)."""
+    from ..models.registry import load_model
+
+    try:
+        return load_model(folder)
+    except ModelError as exc:
+        if not model_class or ":" not in model_class:
+            raise
+        module_name, qualname = model_class.split(":", 1)
+        module = sys.modules.get(module_name)
+        if module is None:
+            raise ModelError(
+                f"{folder} holds a {qualname} from module {module_name!r}, which is not imported; import it first "
+                "or pass model= to from_pretrained"
+            ) from exc
+        target: Any = module
+        for part in qualname.split("."):
+            target = getattr(target, part)
+        return target.from_pretrained(str(folder))

@@ -1,0 +1,77 @@
+"""Prompts in, videos out: text encoder -> sampler -> frames."""
+
+from __future__ import annotations
+
+from typing import Optional, Sequence
+
+import torch
+
+from ..diffusion.sampling import sample
+from ..errors import ConfigError
+from .base import PipelineDefaults, VideoOutput, VideoPipeline, as_prompt_list, make_generators
+
+__all__ = ["TextToVideoPipeline", "PipelineDefaults", "VideoOutput"]
+
+
+class TextToVideoPipeline(VideoPipeline):
+    """Generate videos from prompts with any denoiser reachable through ``forward_cond``.
+
+    >>> pipe = TextToVideoPipeline(model, text_encoder, ObjectiveConfig(), PipelineDefaults(num_frames=8))
+    >>> out = pipe("a red circle moving left", steps=25, guidance_scale=4.0, seed=0)
+    >>> out.save("samples/")            # one GIF per video
+    """
+
+    pipeline_name = "TextToVideoPipeline"
+
+    def __call__(
+        self,
+        prompt: str | Sequence[str] | None = None,
+        *,
+        num_frames: Optional[int] = None,
+        height: Optional[int] = None,
+        width: Optional[int] = None,
+        steps: Optional[int] = None,
+        guidance_scale: Optional[float] = None,
+        negative_prompt: str | Sequence[str] | None = None,
+        seed: Optional[int] = None,
+        sampler: Optional[str] = None,
+        num_videos_per_prompt: int = 1,
+        eta: Optional[float] = None,
+        dynamic_threshold: Optional[float] = None,
+        progress: bool = True,
+    ) -> VideoOutput:
+        """Videos for ``prompt`` (a string or a list): ``num_videos_per_prompt`` each, video ``i`` seeded
+        ``seed + i`` so any one of them can be reproduced alone."""
+        prompts = as_prompt_list(prompt)
+        if num_videos_per_prompt < 1:
+            raise ConfigError(f"num_videos_per_prompt must be >= 1, got {num_videos_per_prompt}")
+        d = self.defaults
+        shape = (
+            len(prompts) * num_videos_per_prompt,
+            d.channels,
+            num_frames or d.num_frames,
+            height or d.height,
+            width or d.width,
+        )
+        cond = self._condition(prompts, num_videos_per_prompt, d.fps)
+        negative = self._negative(negative_prompt if negative_prompt is not None else d.negative_prompt, shape[0])
+        generators, seeds = make_generators(shape[0], seed)
+        options = self._sampling_kwargs(steps=steps, sampler=sampler, guidance_scale=guidance_scale, eta=eta, dynamic_threshold=dynamic_threshold)
+        videos = sample(self.model, shape, cond, objective=self.objective, negative_cond=negative, generators=generators,
+                        progress=progress, **options)  # fmt: skip
+        return self._finish(videos, [p for p in prompts for _ in range(num_videos_per_prompt)], seeds)
+
+    def generate(
+        self,
+        num_samples: int = 1,
+        num_frames: Optional[int] = None,
+        height: Optional[int] = None,
+        width: Optional[int] = None,
+        num_steps: Optional[int] = None,
+        prompt: str = "",
+        **kwargs,
+    ) -> torch.Tensor:
+        """Seed 004's ``VideoGenerator.generate``: ``num_samples`` videos ``(N, C, T, H, W)`` in [-1, 1]."""
+        out = self(prompt, num_frames=num_frames, height=height, width=width, steps=num_steps,
+                   num_videos_per_prompt=num_samples, **kwargs)  # fmt: skip
+        return out.videos
