@@ -156,3 +156,11 @@ def test_save_load_round_trip(tmp_path):
     with torch.no_grad():
         torch.testing.assert_close(loaded(x, 3, torch.tensor([2]), segmentation=seg).sample,
                                    model(x, 3, torch.tensor([2]), segmentation=seg).sample)
+
+
+def test_tiny_preset_runs_on_its_data_size():
+    config = pytest.importorskip("text2video.config")
+    cfg = config.load_config("tiny-segdit")
+    model = build_model(cfg.model.name, **cfg.model.kwargs)
+    x = torch.zeros(1, 3, cfg.data.num_frames, cfg.data.size, cfg.data.size)
+    assert model.forward_cond(x, torch.tensor([5]), Conditioning()).shape == x.shape

@@ -145,3 +145,12 @@ def test_named_sizes_follow_dit():
     assert len(model.blocks) == 12 and model.config.hidden_size == 384 and tuple(model.config.patch_size) == (1, 2, 2)
     with pytest.raises(ModelError, match="unknown STDiT size"):
         stdit_config("STDiT-M/2")
+
+
+@pytest.mark.parametrize("preset", ["tiny-stdit", "stdit-gpu-64"])
+def test_presets_build(preset):
+    config = pytest.importorskip("text2video.config")
+    cfg = config.load_config(preset)
+    with torch.device("meta"):
+        model = build_model(cfg.model.name, **cfg.model.kwargs)
+    assert isinstance(model, STDiT) and model.config.caption_channels == 384  # MiniLM's width

@@ -101,3 +101,12 @@ def test_save_load_round_trip(tmp_path):
 def test_bad_block_types_are_named():
     with pytest.raises(ModelError, match="unknown down block"):
         UNetSTIC(**{**TINY, "down_block_types": ("AttnDownBlock2D", "DownBlock2D")})
+
+
+def test_tiny_preset_runs_on_its_data_size():
+    config = pytest.importorskip("text2video.config")
+    cfg = config.load_config("tiny-unet-stic")
+    model = build_model(cfg.model.name, **cfg.model.kwargs)
+    x = torch.zeros(1, 3, 2, cfg.data.size, cfg.data.size)
+    out = model.forward_cond(x, torch.tensor([5]), Conditioning(text_tokens=torch.randn(1, 3, 384)))
+    assert out.shape == x.shape
