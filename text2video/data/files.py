@@ -151,7 +151,13 @@ class VideoFileDataset(Dataset):
         sampler = self.sampler
         if Path(entry.path).suffix.lower() in AV_SUFFIXES:  # seek and stop early
             start = sampler.start(total, rng)
-            frames, fps = read_video(entry.path, start=start, num_frames=sampler.num_frames, stride=sampler.stride)
+            try:
+                frames, fps = read_video(entry.path, start=start, num_frames=sampler.num_frames, stride=sampler.stride)
+            except VideoReadError:
+                if start == 0:
+                    raise
+                # the stored frame count overstated the video: take the clip from the start instead
+                frames, fps = read_video(entry.path, num_frames=sampler.num_frames, stride=sampler.stride)
             frames, source_fps = sampler.pad_frames(frames), fps * sampler.stride
         else:  # GIF and frame folders are decoded whole anyway
             frames, source_fps = read_video(entry.path)
