@@ -322,3 +322,24 @@ def test_random_augmentation_policy(tmp_path, vae, caplog):
     assert latents.misses == 1
     with pytest.raises(DataError, match="unknown augmentations"):
         LatentDataset(fixed, vae, tmp_path / "cache", augmentations="sometimes")
+
+
+# -------------------------------------------------------------------------------------- fit_vae
+
+
+def test_fit_vae_lowers_reconstruction_error_and_refreezes(vae_folder):
+    from text2video.latent import fit_vae
+
+    v = load_vae(vae_folder)
+    old_id = v.id
+    data = shapes(n=8, num_frames=2)
+    result = fit_vae(v, data, steps=30, batch_frames=8, lr=3e-3)
+    assert len(result["losses"]) == 30
+    assert result["mse_after"] < 0.5 * result["mse_before"]
+    assert not any(p.requires_grad for p in v.parameters()) and not v.vae.training
+    assert v.id != old_id  # new weights, new cache folder
+    x = torch.stack([data[i]["video"] for i in range(8)])
+    recon = v.vae.decode(v.vae.encode(x[:, :, 0]).latent_dist.mean).sample.detach()
+    torch.testing.assert_close(float(((recon - x[:, :, 0]) ** 2).mean()), result["mse_after"], atol=0.02, rtol=0.3)
+    z = v.encode(x) + SHIFT * v.scaling_factor
+    assert abs(float(z.std()) - 1.0) < 0.05  # rescaled to unit variance

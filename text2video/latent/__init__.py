@@ -8,6 +8,7 @@ diffusion model on latents, and `VideoVAE.decode` the samples back to pixels. Se
 from __future__ import annotations
 
 from .cache import LatentCache, LatentDataset, dataset_key, random_augmentations
+from .fit import fit_vae
 from .vae import POSTERIORS, VideoVAE, find_vae_folder, load_vae, tiny_vae_config
 
 __all__ = [
@@ -17,6 +18,7 @@ __all__ = [
     "VideoVAE",
     "dataset_key",
     "find_vae_folder",
+    "fit_vae",
     "load_vae",
     "random_augmentations",
     "tiny_vae_config",
