@@ -320,6 +320,12 @@ def test_random_augmentation_policy(tmp_path, vae, caplog):
     texts = {latents[0]["text"] for _ in range(20)}
     assert texts == {"first caption", "second caption"}  # captions still picked per read
     assert latents.misses == 1
+    assert 0 in latents
+    write_video(frames[::-1].copy(), folder / "a.gif", fps=4)  # the video changes: its entry is stale
+    import os
+
+    os.utime(folder / "a.gif", ns=(1, 1))
+    assert 0 not in latents
     with pytest.raises(DataError, match="unknown augmentations"):
         LatentDataset(fixed, vae, tmp_path / "cache", augmentations="sometimes")
 
