@@ -1,0 +1,191 @@
+"""Unet3D (seed 001): shapes, conditioning paths, options, round trips."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from text2video.diffusion.conditioning import Conditioning
+from text2video.errors import ModelError
+from text2video.models.adapter import denoise
+from text2video.models.unet3d import RelativePositionBias, TemporalAttention, Unet3D, fold_frames, rotary_angles, rotate_rows, unfold_frames
+
+TINY = dict(dim=8, cond_dim=6, dim_mults=(1, 2), attn_heads=2, attn_dim_head=8, spatial_attn_dim_head=8)
+
+
+def tiny(**kw) -> Unet3D:
+    return Unet3D(**{**TINY, **kw}).eval()
+
+
+@pytest.mark.parametrize("frames,height,width", [(1, 8, 8), (3, 8, 12), (4, 16, 6)])
+def test_shapes_any_frames_and_non_square(frames, height, width):
+    model = tiny(out_dim=5)
+    x = torch.randn(2, 3, frames, height, width)
+    out = model(x, torch.tensor([1, 500]), cond=torch.randn(2, 6))
+    assert out.shape == (2, 5, frames, height, width)
+    assert torch.isfinite(out).all()
+
+
+def test_fold_unfold_round_trip():
+    x = torch.randn(2, 3, 4, 5, 6)
+    folded = fold_frames(x)
+    assert folded.shape == (8, 3, 5, 6)
+    assert torch.equal(folded[1 * 4 + 2], x[1, :, 2])
+    assert torch.equal(unfold_frames(folded, 2), x)
+
+
+def test_size_not_divisible_is_a_clear_error():
+    model = tiny(dim_mults=(1, 2, 4))
+    with pytest.raises(ModelError, match="divisible by 4"):
+        model(torch.randn(1, 3, 2, 8, 10), torch.tensor([1]), cond=torch.randn(1, 6))
+    with pytest.raises(ModelError, match="channels"):
+        model(torch.randn(1, 4, 2, 8, 8), torch.tensor([1]), cond=torch.randn(1, 6))
+    with pytest.raises(ModelError, match="cond of shape"):
+        model(torch.randn(1, 3, 2, 8, 8), torch.tensor([1]), cond=torch.randn(1, 7))
+
+
+def test_unknown_block_type_or_norm():
+    with pytest.raises(ModelError, match="block_type"):
+        tiny(block_type="fancy")
+    with pytest.raises(ModelError, match="block_norm"):
+        tiny(block_norm="batch")
+    assert tiny(block_type="basic") is not None  # the seed config's value
+
+
+@torch.no_grad()
+def test_null_condition_rows_use_the_null_embedding():
+    model = tiny()
+    x, t = torch.randn(3, 3, 2, 8, 8), torch.tensor([5, 50, 500])
+    text = torch.randn(3, 6)
+    null_rows = torch.tensor([True, False, True])
+    out = model.forward_cond(x, t, Conditioning(text_pooled=text, null_text=null_rows))
+    # independent: pass the null embedding itself as the text of the dropped rows
+    explicit = torch.where(null_rows[:, None], model.null_cond_emb.expand(3, -1), text)
+    torch.testing.assert_close(out, model(x, t, cond=explicit), atol=1e-5, rtol=1e-5)
+    # and the text of dropped rows does not matter
+    other = model.forward_cond(x, t, Conditioning(text_pooled=torch.randn(3, 6), null_text=torch.ones(3, dtype=torch.bool)))
+    torch.testing.assert_close(other, model(x, t, cond=model.null_cond_emb.expand(3, -1)), atol=1e-5, rtol=1e-5)
+    # no text at all -> null condition; null_cond_prob=1 -> null condition
+    torch.testing.assert_close(model.forward_cond(x, t, Conditioning()), other, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(model(x, t, cond=text, null_cond_prob=1.0), other, atol=1e-5, rtol=1e-5)
+    assert not torch.allclose(out[1], other[1], atol=1e-4)
+
+
+@torch.no_grad()
+def test_guidance_combines_conditional_and_null_predictions():
+    model = tiny()
+    x, t, text = torch.randn(2, 3, 3, 8, 8), torch.tensor([10, 900]), torch.randn(2, 6)
+    cond_out = model(x, t, cond=text)
+    null_out = model(x, t, cond=text, null_cond_prob=1.0)
+    guided = model.forward_with_cond_scale(x, t, cond=text, cond_scale=3.0)
+    torch.testing.assert_close(guided, null_out + 3.0 * (cond_out - null_out), atol=1e-4, rtol=1e-4)
+    # the adapter's batched guidance form gives the same two halves
+    both = denoise(model, torch.cat((x, x)), torch.cat((t, t)), Conditioning(text_pooled=text).with_guidance_batch())
+    torch.testing.assert_close(both, torch.cat((cond_out, null_out)), atol=1e-5, rtol=1e-5)
+
+
+@torch.no_grad()
+def test_focus_present_attends_to_own_frame_only():
+    torch.manual_seed(1)
+    layer = TemporalAttention(8, heads=2, dim_head=8).eval()
+    bias_fn = RelativePositionBias(2)
+    with torch.no_grad():
+        bias_fn.embedding.weight.normal_()
+    x = fold_frames(torch.randn(2, 8, 4, 3, 3))
+    focus = torch.tensor([True, False])
+    out = layer(x, 2, rotary_angles(4, 8, x.device), bias_fn(4, x.device), focus)
+    # independent: each frame on its own (one key: the attention returns the frame's values)
+    alone = torch.cat([layer(x[i : i + 1], 1, rotary_angles(1, 8, x.device), bias_fn(1, x.device)) for i in range(4)])
+    torch.testing.assert_close(out[:4], alone, atol=1e-5, rtol=1e-5)
+    plain = layer(x, 2, rotary_angles(4, 8, x.device), bias_fn(4, x.device))
+    torch.testing.assert_close(out[4:], plain[4:])
+    assert not torch.allclose(out[:4], plain[:4], atol=1e-4)
+
+
+@torch.no_grad()
+def test_focus_present_mask_changes_only_the_masked_items():
+    model = tiny()
+    x, t, text = torch.randn(2, 3, 3, 8, 8), torch.tensor([3, 30]), torch.randn(2, 6)
+    plain = model(x, t, cond=text)
+    focused = model(x, t, cond=text, focus_present_mask=torch.tensor([True, False]))
+    via_cond = model.forward_cond(x, t, Conditioning(text_pooled=text, focus_present=torch.tensor([True, False])))
+    torch.testing.assert_close(focused, via_cond)
+    torch.testing.assert_close(focused[1], plain[1], atol=1e-5, rtol=1e-5)
+    assert not torch.allclose(focused[0], plain[0], atol=1e-4)
+
+
+def test_rotary_on_weights_matches_rotary_embedding_torch():
+    rotary_embedding_torch = pytest.importorskip("rotary_embedding_torch")
+    heads, d, c, frames = 2, 8, 5, 4
+    weight, tokens = torch.randn(heads * d, c), torch.randn(frames, c)
+    q = (tokens @ weight.T).view(frames, heads, d).transpose(0, 1)  # (heads, frames, d)
+    expected = rotary_embedding_torch.RotaryEmbedding(d).rotate_queries_or_keys(q)
+    rotated = rotate_rows(weight, heads, d, rotary_angles(frames, d, tokens.device))  # (frames, heads*d, c)
+    ours = torch.einsum("fc,foc->fo", tokens, rotated).view(frames, heads, d).transpose(0, 1)
+    torch.testing.assert_close(ours, expected, atol=1e-5, rtol=1e-5)
+
+
+def test_save_pretrained_round_trip(tmp_path):
+    model = tiny(cond_norm=True, frame_pos_emb=True)
+    model.save_pretrained(str(tmp_path))
+    assert (tmp_path / "diffusion_pytorch_model.safetensors").is_file()
+    loaded = Unet3D.from_pretrained(str(tmp_path)).eval()
+    assert loaded.config.cond_dim == 6 and list(loaded.config.dim_mults) == [1, 2] and loaded.config.cond_norm
+    x, t, text = torch.randn(1, 3, 2, 8, 8), torch.tensor([7]), torch.randn(1, 6)
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(x, t, cond=text), model(x, t, cond=text))
+
+
+def test_gradient_checkpointing_gives_the_same_gradients():
+    torch.manual_seed(0)
+    plain = tiny().train()
+    ckpt = tiny(gradient_checkpointing=True).train()
+    ckpt.load_state_dict(plain.state_dict())
+    x, t, text = torch.randn(2, 3, 3, 8, 8), torch.tensor([1, 2]), torch.randn(2, 6)
+    for m in (plain, ckpt):
+        m(x, t, cond=text).square().mean().backward()
+    for (name, a), b in zip(plain.named_parameters(), ckpt.parameters()):
+        assert (a.grad is None) == (b.grad is None), name
+        if a.grad is None:
+            assert name == "null_cond_emb"  # no row used the null embedding
+            continue
+        torch.testing.assert_close(a.grad, b.grad, atol=1e-6, rtol=1e-5, msg=name)
+
+
+@pytest.mark.parametrize(
+    "options",
+    [dict(attn_3d=True), dict(frame_pos_emb=True), dict(cond_norm=True), dict(block_norm="group"), dict(block_norm="layer"), dict(cond_dim=None), dict(use_sparse_linear_attn=False, init_dim=12)],
+)
+def test_options_build_run_and_train(options):
+    model = tiny(**options).train()
+    x, t = torch.randn(2, 3, 2, 8, 8), torch.tensor([1, 2])
+    out = model(x, t, cond=None if options.get("cond_dim", 6) is None else torch.randn(2, 6))
+    assert out.shape == x.shape
+    out.square().mean().backward()
+    assert all(p.grad is not None for n, p in model.named_parameters() if n != "null_cond_emb")
+
+
+def test_attn_3d_mixes_frames_in_the_middle_attention():
+    torch.manual_seed(0)
+    model = tiny(attn_3d=True).eval()
+    x = torch.randn(1, 3, 3, 8, 8)
+    with torch.no_grad():
+        spatial = model.mid.spatial_attn
+        h = fold_frames(torch.randn(1, 16, 3, 4, 4))
+        base = spatial(h, 1)
+        h2 = h.clone()
+        h2[2] += torch.randn_like(h2[2])  # change only the last frame
+        changed = spatial(h2, 1)
+    assert not torch.allclose(base[0], changed[0], atol=1e-5)  # frame 0 sees frame 2
+    assert model(x, torch.tensor([1]), cond=torch.randn(1, 6)).shape == x.shape
+
+
+def test_bf16_autocast():
+    model = tiny()
+    x, t, text = torch.randn(1, 3, 2, 8, 8), torch.tensor([4]), torch.randn(1, 6)
+    with torch.no_grad():
+        ref = model(x, t, cond=text)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            low = model(x, t, cond=text)
+    assert low.shape == ref.shape and torch.isfinite(low).all()
+    assert (low.float() - ref).abs().max() < 0.1 * ref.abs().max() + 0.05
