@@ -14,8 +14,9 @@ video shows it:
   circle, square and triangle templates of about the same area and the same centroid, rendered with sub-pixel
   supersampling and at a few blur widths (generative models blur); the best cosine similarity wins, summed over
   frames.
-* **direction** — the median frame-to-frame step of the centroid (robust to one wrap-around jump); the
-  dominant axis must clearly dominate and the net motion must exceed a minimum displacement.
+* **direction** — the Theil-Sen slope of the centroid track (the median over all frame pairs: robust
+  to pixel-quantised motion and to a few bad frames); the dominant axis must clearly dominate and the net
+  motion must exceed a minimum displacement.
 * **temporal consistency** — in [0, 1]: the fraction of frames with one clear object, times terms that
   fall with the spread of its area and of its hue over the frames.
 
@@ -275,9 +276,9 @@ def _direction(
 ) -> tuple[str | None, dict[str, float]]:
     if len(centroids) < 2:
         return None, {}
-    steps = np.diff(centroids, axis=0) / np.diff(frame_index)[:, None]
-    step = np.median(steps, axis=0)
-    net = step * (num_frames - 1)
+    i, j = np.triu_indices(len(centroids), k=1)  # Theil-Sen: the median slope over all pairs of frames
+    slopes = (centroids[j] - centroids[i]) / (frame_index[j] - frame_index[i])[:, None]
+    net = np.median(slopes, axis=0) * (num_frames - 1)
     ax = int(np.argmax(np.abs(net)))
     major, minor = abs(net[ax]), abs(net[1 - ax])
     info = {"net_dx": float(net[0]), "net_dy": float(net[1])}

@@ -157,7 +157,7 @@ class RandomConvExtractor(torch.nn.Module):
 
     ``dims=3`` embeds whole videos (FVD), ``dims=2`` single frames (FID; ``T`` is folded into the batch
     by the caller). Inputs are resized to ``resolution`` x ``resolution``; features are the channel-wise
-    mean and standard deviation of the last three layers' activations (448 values)."""
+    mean and standard deviation of the last two layers' activations (384 values)."""
 
     comparable_with_published = False
 
