@@ -50,8 +50,9 @@ def test_eval_videos_json_and_wrong_captions(tmp_path: Path, capsys) -> None:
         return f"a {colour} {sample.factors['shape']} moving {sample.factors['direction']}"
 
     videos = _folder(tmp_path / "videos", n=8, caption=wrong_colour)
-    assert main(["eval", "--videos", str(videos), "--out", str(tmp_path / "r"), "--json", "--no-fvd"]) == 0
+    assert main(["eval", "--videos", str(videos), "--out", str(tmp_path / "r"), "--json", "--no-fvd", "--n", "6"]) == 0
     result = json.loads(capsys.readouterr().out)
+    assert result["adherence"]["all"]["n"] == 6
     assert result["adherence"]["all"]["colour"] == 0.0 and result["adherence"]["all"]["all_three"] == 0.0
     assert result["adherence"]["all"]["shape"] == 1.0 and "distribution" not in result
 

@@ -27,7 +27,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     src.add_argument("--videos", type=Path, help="folder of GIF/MP4 videos with same-stem .txt captions")
     src.add_argument("--model", type=Path, help="pipeline folder to generate from (see `text2video export`)")
     p.add_argument("--data", default="shapes", help="real videos for FVD/FID: 'shapes' (rendered) or a folder (default shapes)")
-    p.add_argument("--n", type=int, default=32, help="--model: videos to generate, half seen and half held-out (default 32)")
+    p.add_argument("--n", type=int, default=None,
+                   help="--model: videos to generate, half seen and half held-out (default 32); --videos: judge the first N")
     p.add_argument("--frames", type=int, default=None, help="frames per video (default: the pipeline's / the videos')")
     p.add_argument("--size", type=int, default=None, help="frame size (default: the pipeline's / the videos')")
     p.add_argument("--steps", type=int, default=None, help="sampling steps (default: the pipeline's)")
@@ -109,14 +110,15 @@ def _generate(args: argparse.Namespace, prompts: list[str], device: str, out_dir
     return videos, fps
 
 
-def _read_folder(folder: Path) -> tuple[list[Path], list[str], list[Any]]:
-    """Paths, captions and (C, T, H, W) tensors of a captioned folder (unreadable videos skipped)."""
+def _read_folder(folder: Path, limit: int | None = None) -> tuple[list[Path], list[str], list[Any]]:
+    """Paths, captions and (C, T, H, W) tensors of the first ``limit`` videos of a captioned folder
+    (unreadable videos skipped and logged)."""
     from text2video.errors import VideoReadError
     from text2video.eval.adherence import find_captioned_videos
     from text2video.io.video import frames_to_tensor, read_video
 
     paths, captions, videos = [], [], []
-    for path, caption in find_captioned_videos(folder):
+    for path, caption in find_captioned_videos(folder)[:limit]:
         try:
             frames, _ = read_video(path)
         except VideoReadError as exc:
@@ -175,18 +177,22 @@ def run(args: argparse.Namespace) -> int:
     from text2video.eval.report import format_table, write_report
     from text2video.io.video import tensor_to_frames
 
-    if args.n < 2:
+    if args.n is not None and args.n < 2:
         raise ConfigError(f"--n {args.n}: evaluate at least 2 videos")
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     holdout = _holdout(args)
     if args.videos is not None:
         out_dir = args.out or args.videos.parent / f"{args.videos.name}-eval"
-        paths, captions, videos = _read_folder(args.videos)
+        paths, captions, videos = _read_folder(args.videos, args.n)
+        if not videos:
+            from text2video.errors import DataError
+
+            raise DataError(f"no readable captioned video in {args.videos}; see the warnings above")
         fps = None
         source = {"videos": str(args.videos)}
     else:
         out_dir = args.out or args.model / "eval-report"
-        captions = shapes_prompts(args.n, args.seed, holdout)
+        captions = shapes_prompts(args.n or 32, args.seed, holdout)
         videos, fps = _generate(args, captions, device, out_dir)
         paths = [out_dir / "samples" / f"{i:04d}.gif" for i in range(len(videos))]
         source = {"model": str(args.model), "samples": str(out_dir / "samples")}
@@ -206,8 +212,8 @@ def run(args: argparse.Namespace) -> int:
         "protocol": {
             "videos": len(videos),
             "seed": args.seed,
-            "frames": args.frames or int(videos[0].shape[1]),
-            "size": args.size or list(videos[0].shape[-2:]),
+            "frames": sorted({int(v.shape[1]) for v in videos}),
+            "size": sorted({f"{v.shape[-2]}x{v.shape[-1]}" for v in videos}),
             **({"steps": args.steps, "guidance_scale": args.guidance_scale, "fps": fps} if args.model else {}),
         },
         "items": [v.to_dict() for v in verdicts],
