@@ -82,3 +82,24 @@ def test_yaml_round_trip(tmp_path):
     path = config.save(tmp_path / "c.yaml")
     assert yaml.safe_load(path.read_text())["model"]["dim"] == 8
     assert load_config(path).to_dict() == config.to_dict()
+
+
+def test_diffusion_section_is_checked_against_the_objective():
+    pytest.importorskip("text2video.diffusion.objective")
+    with pytest.raises(ConfigError, match="Did you mean 'diffusion.prediction_type'"):
+        load_config("tiny-cpu", ["diffusion.prediction_typ=epsilon"])
+    with pytest.raises(ConfigError, match="prediction_type"):
+        load_config("tiny-cpu", ["diffusion.prediction_type=noise"])
+    with pytest.raises(ConfigError, match="use train.cond_drop"):
+        load_config("tiny-cpu", ["diffusion.cond_drop_prob=0.2"])
+    with pytest.raises(ConfigError, match="sample.sampler"):
+        load_config("tiny-cpu", ["sample.sampler=dimm"])
+
+
+def test_training_objective_leaves_the_dropping_to_the_trainer():
+    pytest.importorskip("text2video.diffusion.objective")
+    from text2video.config import objective_config
+
+    config = load_config("tiny-cpu", ["train.cond_drop=0.25"])
+    assert objective_config(config).cond_drop_prob == 0.0
+    assert config.train.cond_drop == 0.25

@@ -280,6 +280,7 @@ def validate(config: Config) -> None:
         raise ConfigError(f"sample.steps = {config.sample.steps} must be at least 1")
     _check_model(config.model)
     _check_diffusion(config.diffusion)
+    _check_sampler(config.sample.sampler)
 
 
 def _check_model(model: ModelConfig) -> None:
@@ -313,12 +314,37 @@ def _objective_fields() -> Optional[list[str]]:
 
 
 def _check_diffusion(diffusion: DiffusionConfig) -> None:
+    if "cond_drop_prob" in diffusion.kwargs:
+        raise ConfigError(
+            "diffusion.cond_drop_prob is set by the trainer: use train.cond_drop (the share of samples whose "
+            "text is dropped for classifier-free guidance) instead"
+        )
     allowed = _objective_fields()
     if allowed is None:
         return
+    allowed = [a for a in allowed if a != "cond_drop_prob"]
     for key in diffusion.kwargs:
         if key not in allowed:
             raise _unknown("key", f"diffusion.{key}", [f"diffusion.{a}" for a in allowed])
+    from .diffusion.objective import ObjectiveConfig
+
+    try:
+        ObjectiveConfig(**diffusion.kwargs)  # its own checks of values (schedule names, ranges)
+    except ConfigError as exc:
+        raise ConfigError(f"diffusion section: {exc}") from exc
+    except TypeError as exc:
+        raise ConfigError(f"diffusion section: {exc}") from exc
+
+
+def _check_sampler(name: str) -> None:
+    try:
+        from .diffusion.schedule import SAMPLERS, resolve_sampler
+    except ImportError:
+        return
+    try:
+        resolve_sampler(name)
+    except ConfigError:
+        raise _unknown("sample.sampler", name, list(SAMPLERS)) from None
 
 
 def parse_override(text: str) -> tuple[list[str], Any]:
@@ -396,11 +422,17 @@ def load_config(source: str | Path | None = None, overrides: Optional[list[str]]
     return config_from_dict(apply_overrides(data, list(overrides or [])))
 
 
-def objective_config(config: Config) -> Any:
-    """The ``ObjectiveConfig`` of this run's ``diffusion`` section."""
+def objective_config(config: Config, for_training: bool = True) -> Any:
+    """The ``ObjectiveConfig`` of this run's ``diffusion`` section.
+
+    For training its ``cond_drop_prob`` is 0: the trainer drops the text itself (``train.cond_drop``).
+    """
     from .diffusion.objective import ObjectiveConfig
 
+    kwargs = dict(config.diffusion.kwargs)
+    if for_training:
+        kwargs["cond_drop_prob"] = 0.0
     try:
-        return ObjectiveConfig(**config.diffusion.kwargs)
+        return ObjectiveConfig(**kwargs)
     except TypeError as exc:
         raise ConfigError(f"diffusion section: {exc}") from exc

@@ -15,6 +15,7 @@ import contextlib
 import csv
 import logging
 import math
+import os
 import signal
 import time
 from dataclasses import dataclass, field
@@ -143,7 +144,9 @@ class Trainer:
         self.config = config
         self.run_dir = Path(run_dir)
         t = config.train
-        self.accelerator = Accelerator(mixed_precision=t.mixed_precision, cpu=t.cpu)
+        # several processes without a GPU (torchrun / accelerate launch on a CPU machine): gloo on the CPU
+        distributed_cpu = not torch.cuda.is_available() and int(os.environ.get("WORLD_SIZE", "1")) > 1
+        self.accelerator = Accelerator(mixed_precision=t.mixed_precision, cpu=t.cpu or distributed_cpu)
         self.device = self.accelerator.device
         self.rank = self.accelerator.process_index
         self.world = self.accelerator.num_processes

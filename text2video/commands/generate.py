@@ -1,0 +1,113 @@
+"""``text2video generate``: videos from prompts with a trained run or an exported pipeline folder."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+logger = logging.getLogger(__name__)
+
+
+def add_model_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", "--model_path", dest="model", required=True,
+                   help="a run folder (uses its latest checkpoint, EMA weights) or a pipeline folder (text2video export)")
+    p.add_argument("--checkpoint", default="latest", help="with a run folder: latest (default) or a checkpoint folder")
+    p.add_argument("--no-ema", action="store_true", help="with a run folder: use the live weights, not the EMA weights")
+    p.add_argument("--device", default=None, help="cpu, cuda, cuda:1, mps (default: the best available)")
+
+
+def add_sampling_args(p: argparse.ArgumentParser, *, size: bool = True) -> None:
+    p.add_argument("--frames", "--num-frames", dest="frames", type=int, default=None, help="frames per video (default: the model's)")
+    if size:
+        p.add_argument("--size", type=int, default=None, help="height and width in pixels (default: the model's)")
+        p.add_argument("--height", type=int, default=None, help="height in pixels (overrides --size)")
+        p.add_argument("--width", type=int, default=None, help="width in pixels (overrides --size)")
+    p.add_argument("--steps", type=int, default=None, help="sampling steps (default: the model's)")
+    p.add_argument("--sampler", default=None, help="ddpm, ddim, dpmpp_2m, euler, euler_ancestral, unipc (default: the model's)")
+    p.add_argument("--guidance-scale", "--cond_scale", dest="guidance_scale", type=float, default=None,
+                   help="classifier-free guidance scale; 1 turns it off (default: the model's)")
+    p.add_argument("--negative-prompt", default=None, help="what the videos should not show")
+    p.add_argument("--seed", type=int, default=0, help="seed of the first video; video i uses seed + i (default 0)")
+    p.add_argument("--format", choices=("gif", "mp4", "webm"), default="gif", help="file format (default gif)")
+    p.add_argument("--output-dir", "--output_dir", "-o", dest="output_dir", default="results", help="output folder (default ./results)")
+    p.add_argument("--json", action="store_true", help="print the written paths as JSON")
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "generate",
+        help="generate videos from text prompts",
+        description="Generate videos from prompts with a trained run folder or an exported pipeline folder. "
+        "Seed 001's flags --text, --model_path, --output_dir, --batch_size and --cond_scale are accepted.",
+        epilog='example: text2video generate "a red circle moving left" --model runs/tiny-cpu --steps 25 --guidance-scale 3',
+    )
+    p.add_argument("prompts", nargs="*", help="one or more prompts")
+    p.add_argument("--text", action="append", default=[], help="a prompt (seed 001's flag; may repeat)")
+    p.add_argument("--prompt-file", default=None, help="a text file with one prompt per line")
+    p.add_argument("--batch-size", "--batch_size", "--num-videos", dest="batch_size", type=int, default=1,
+                   help="videos per prompt (default 1)")
+    add_model_args(p)
+    add_sampling_args(p)
+    p.set_defaults(func=run)
+
+
+def collect_prompts(args: argparse.Namespace) -> list[str]:
+    from ..errors import ConfigError
+
+    prompts = list(args.prompts) + list(args.text)
+    if args.prompt_file:
+        path = Path(args.prompt_file)
+        if not path.is_file():
+            raise ConfigError(f"prompt file {path} does not exist")
+        prompts += [line.strip() for line in path.read_text().splitlines() if line.strip()]
+    if not prompts:
+        raise ConfigError('no prompt given: pass prompts as arguments, with --text "...", or --prompt-file FILE')
+    return prompts
+
+
+def load_for_cli(args: argparse.Namespace, kind: str = "TextToVideoPipeline") -> Any:
+    """The pipeline ``kind`` from ``--model`` (run folder or pipeline folder)."""
+    import torch
+
+    from ..errors import CheckpointError
+    from ..train.export import is_run_dir, pipeline_from_run
+
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    path = Path(args.model)
+    if path.suffix == ".pt" or path.is_file():
+        raise CheckpointError(
+            f"{path} is a file; --model takes a run folder (text2video train) or a pipeline folder (text2video export). "
+            "Seed 001's .pt checkpoints are not read: they are pickles."
+        )
+    if not path.is_dir():
+        raise CheckpointError(f"model folder {path} does not exist")
+    if is_run_dir(path):
+        return pipeline_from_run(path, args.checkpoint, use_ema=not args.no_ema, kind=kind, device=device)
+    from ..pipelines import load_pipeline
+
+    return load_pipeline(path, kind, device=device)
+
+
+def report_paths(args: argparse.Namespace, paths: list[Path], prompts: list[str]) -> None:
+    if args.json:
+        print(json.dumps({"videos": [str(p) for p in paths], "prompts": prompts}, indent=2))
+    else:
+        for path in paths:
+            print(path)
+
+
+def run(args: argparse.Namespace) -> int:
+    prompts = collect_prompts(args)
+    pipe = load_for_cli(args)
+    height = args.height or args.size
+    width = args.width or args.size
+    out = pipe(
+        prompts, num_frames=args.frames, height=height, width=width, steps=args.steps, guidance_scale=args.guidance_scale,
+        negative_prompt=args.negative_prompt, seed=args.seed, sampler=args.sampler, num_videos_per_prompt=args.batch_size,
+    )  # fmt: skip
+    paths = out.save(args.output_dir, fmt=args.format)
+    report_paths(args, paths, out.prompts)
+    return 0

@@ -1,0 +1,51 @@
+"""``text2video train``: train a config (preset or YAML) into a run folder, with dotted overrides."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+
+logger = logging.getLogger(__name__)
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "train",
+        help="train a model from a config (preset or YAML) with dotted overrides",
+        description=(
+            "Train a text-to-video model. CONFIG is a preset name (tiny-cpu, seed-001, moving-digits, gpu-64, ...) "
+            "or a YAML file; any key can be overridden as section.key=value (values are YAML). Run on several "
+            "GPUs or processes with `accelerate launch -m text2video.cli train ...`."
+        ),
+        epilog="example: text2video train --config tiny-cpu train.steps=500 model.dim=32 --run-dir runs/tiny",
+    )
+    p.add_argument("--config", "-c", default="tiny-cpu", help="preset name or YAML path (default: tiny-cpu)")
+    p.add_argument("overrides", nargs="*", help="dotted overrides, e.g. train.lr=2e-4 model.dim=32")
+    p.add_argument("--run-dir", "-o", default=None, help="run folder (default: runs/<config name>)")
+    p.add_argument("--resume", default=None, metavar="latest|PATH",
+                   help="continue from the run folder's latest checkpoint, or from a checkpoint / run folder")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar (logs only)")
+    p.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..config import load_config
+
+    config = load_config(args.config, args.overrides)
+    if args.print_config:
+        print(config.to_yaml(), end="")
+        return 0
+    from ..train.trainer import Trainer
+
+    run_dir = Path(args.run_dir) if args.run_dir else Path("runs") / Path(str(args.config)).stem
+    if args.resume is None and (run_dir / "checkpoints").is_dir() and any((run_dir / "checkpoints").iterdir()):
+        logger.warning("%s already holds checkpoints; pass --resume latest to continue it", run_dir)
+    trainer = Trainer(config, run_dir, progress=not args.no_progress)
+    result = trainer.train(resume=args.resume)
+    if trainer.accelerator.is_main_process:
+        print(f"trained to step {result.step} ({result.stopped}); run folder: {run_dir}")
+        if result.checkpoint is not None:
+            print(f"checkpoint: {result.checkpoint}")
+    return 130 if result.stopped == "interrupted" else 0
