@@ -16,7 +16,9 @@ from text2video.errors import CheckpointError, ModelError
 from text2video.models.convert import convert
 from text2video.models.unet3d_condition import UNet3DConditionModel
 
-WIDTHS = (32, 32, 64, 64)
+WIDTHS = (16, 16, 32, 32)
+GROUPS = 4
+TEXT_DIM = 16
 
 
 def _randomize(module: torch.nn.Module, seed: int) -> None:
@@ -33,10 +35,10 @@ def _randomize(module: torch.nn.Module, seed: int) -> None:
 def unet2d() -> UNet2DConditionModel:
     torch.manual_seed(0)
     unet = UNet2DConditionModel(
-        sample_size=16, in_channels=4, out_channels=4, block_out_channels=WIDTHS, layers_per_block=2,
+        sample_size=8, in_channels=4, out_channels=4, block_out_channels=WIDTHS, layers_per_block=2,
         down_block_types=("CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"),
         up_block_types=("UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"),
-        cross_attention_dim=24, attention_head_dim=2, norm_num_groups=8,
+        cross_attention_dim=TEXT_DIM, attention_head_dim=2, norm_num_groups=GROUPS,
     )
     _randomize(unet, 1)
     return unet.eval()
@@ -47,17 +49,22 @@ def adapter() -> MotionAdapter:
     torch.manual_seed(0)
     ad = MotionAdapter(
         block_out_channels=WIDTHS, motion_layers_per_block=2, motion_num_attention_heads=2,
-        motion_norm_num_groups=8, motion_max_seq_length=24, use_motion_mid_block=True,
+        motion_norm_num_groups=GROUPS, motion_max_seq_length=24, use_motion_mid_block=True,
     )
     _randomize(ad, 2)
     return ad.eval()
 
 
-def _inputs(frames: int = 3, size: int = 16):
+def _inputs(frames: int = 3, size: int = 8):
     g = torch.Generator().manual_seed(3)
     x = torch.randn(2, 4, frames, size, size, generator=g)
-    text = torch.randn(2, 5, 24, generator=g)
+    text = torch.randn(2, 5, TEXT_DIM, generator=g)
     return x, torch.tensor([7, 640]), text
+
+
+@pytest.fixture(scope="module")
+def reference(unet2d, adapter) -> UNetMotionModel:
+    return UNetMotionModel.from_unet2d(unet2d, adapter).eval()
 
 
 def _run_reference(model, x, t, text):
@@ -80,8 +87,7 @@ def _to_original_layout(state: dict[str, torch.Tensor]) -> dict[str, torch.Tenso
     return out
 
 
-def test_inflation_with_motion_adapter_matches_diffusers(unet2d, adapter):
-    reference = UNetMotionModel.from_unet2d(unet2d, adapter).eval()
+def test_inflation_with_motion_adapter_matches_diffusers(unet2d, adapter, reference):
     ours = UNet3DConditionModel.from_unet2d(unet2d, adapter).eval()
     x, t, text = _inputs()
     with torch.no_grad():
@@ -92,13 +98,12 @@ def test_inflation_with_motion_adapter_matches_diffusers(unet2d, adapter):
     assert ours.config.motion_max_seq_length == 24
 
 
-def test_original_animatediff_layout_file_matches_diffusers(unet2d, adapter, tmp_path):
+def test_original_animatediff_layout_file_matches_diffusers(unet2d, adapter, reference, tmp_path):
     original = _to_original_layout(adapter.state_dict())
     assert any("temporal_transformer" in k for k in original)
     path = tmp_path / "mm_sd_v15.safetensors"
     save_file({k: v.clone().contiguous() for k, v in original.items()}, str(path))
-    ours = UNet3DConditionModel.from_unet2d(unet2d, path, motion_num_attention_heads=2, motion_norm_num_groups=8).eval()
-    reference = UNetMotionModel.from_unet2d(unet2d, adapter).eval()
+    ours = UNet3DConditionModel.from_unet2d(unet2d, path, motion_num_attention_heads=2, motion_norm_num_groups=GROUPS).eval()
     x, t, text = _inputs(frames=4)
     with torch.no_grad():
         assert torch.allclose(ours(x, t, text).sample, _run_reference(reference, x, t, text), atol=1e-4, rtol=1e-4)
@@ -106,7 +111,7 @@ def test_original_animatediff_layout_file_matches_diffusers(unet2d, adapter, tmp
 
     ckpt = tmp_path / "mm.ckpt"
     torch.save({"state_dict": original}, ckpt)
-    again = UNet3DConditionModel.from_unet2d(unet2d, None, motion_num_attention_heads=2, motion_norm_num_groups=8,
+    again = UNet3DConditionModel.from_unet2d(unet2d, None, motion_num_attention_heads=2, motion_norm_num_groups=GROUPS,
                                              motion_max_seq_length=24)
     loaded = again.load_motion_modules(ckpt)
     assert loaded and all(".motion_modules." in n for n in loaded)
@@ -114,12 +119,11 @@ def test_original_animatediff_layout_file_matches_diffusers(unet2d, adapter, tmp
         assert torch.allclose(again(x, t, text).sample, ours(x, t, text).sample, atol=1e-5)
 
 
-def test_non_square_input_forwards_upsample_size(unet2d, adapter):
-    reference = UNetMotionModel.from_unet2d(unet2d, adapter).eval()
+def test_non_square_input_forwards_upsample_size(unet2d, adapter, reference):
     ours = UNet3DConditionModel.from_unet2d(unet2d, adapter).eval()
     g = torch.Generator().manual_seed(5)
-    x = torch.randn(1, 4, 2, 12, 20, generator=g)  # 12 and 20 are not multiples of 8
-    text = torch.randn(1, 5, 24, generator=g)
+    x = torch.randn(1, 4, 2, 12, 10, generator=g)  # 12 and 10 are not multiples of 8
+    text = torch.randn(1, 5, TEXT_DIM, generator=g)
     with torch.no_grad():
         expected = _run_reference(reference, x, 500, text)
         got = ours(x, 500, text).sample
@@ -140,8 +144,8 @@ def test_zero_motion_modules_reproduce_the_2d_model_frame_by_frame(unet2d):
 def test_modelscope_weights_match_diffusers_unet3d():
     torch.manual_seed(0)
     ref = DiffusersUNet3D(
-        sample_size=16, in_channels=4, out_channels=4, block_out_channels=WIDTHS, layers_per_block=1,
-        cross_attention_dim=24, attention_head_dim=8, norm_num_groups=8,
+        sample_size=8, in_channels=4, out_channels=4, block_out_channels=WIDTHS, layers_per_block=1,
+        cross_attention_dim=TEXT_DIM, attention_head_dim=8, norm_num_groups=GROUPS,
     )
     _randomize(ref, 4)
     ref.eval()
@@ -154,19 +158,18 @@ def test_modelscope_weights_match_diffusers_unet3d():
     assert torch.allclose(got, expected, atol=1e-4, rtol=1e-4), (got - expected).abs().max()
 
 
-def test_converters_write_loadable_folders(unet2d, adapter, tmp_path):
+def test_converters_write_loadable_folders(unet2d, adapter, reference, tmp_path):
     unet_dir, adapter_dir = tmp_path / "sd" / "unet", tmp_path / "adapter"
     unet2d.save_pretrained(unet_dir)
     adapter.save_pretrained(adapter_dir)
     report = convert("animatediff", tmp_path / "sd", tmp_path / "out", motion_adapter=adapter_dir)
     assert report["motion_tensors"] > 0 and report["config"]["motion_max_seq_length"] == 24
     loaded = UNet3DConditionModel.from_pretrained(tmp_path / "out").eval()
-    reference = UNetMotionModel.from_unet2d(unet2d, adapter).eval()
     x, t, text = _inputs()
     with torch.no_grad():
         assert torch.allclose(loaded(x, t, text).sample, _run_reference(reference, x, t, text), atol=1e-4, rtol=1e-4)
 
-    ref3d = DiffusersUNet3D(block_out_channels=WIDTHS, layers_per_block=1, cross_attention_dim=24, attention_head_dim=8, norm_num_groups=8)
+    ref3d = DiffusersUNet3D(block_out_channels=WIDTHS, layers_per_block=1, cross_attention_dim=TEXT_DIM, attention_head_dim=8, norm_num_groups=GROUPS)
     ref3d.save_pretrained(tmp_path / "ms")
     report = convert("diffusers-unet3d", tmp_path / "ms", tmp_path / "ms_out")
     assert report["config"]["temporal_conv"] is True
@@ -179,11 +182,11 @@ def test_bad_sources_raise_clear_errors(unet2d, tmp_path):
     save_file({"foo.weight": torch.zeros(2)}, str(tmp_path / "junk.safetensors"))
     with pytest.raises(CheckpointError, match="no motion-module weights"):
         UNet3DConditionModel.from_unet2d(unet2d, tmp_path / "junk.safetensors")
-    wrong = MotionAdapter(block_out_channels=WIDTHS, motion_layers_per_block=1, motion_num_attention_heads=2, motion_norm_num_groups=8)
+    wrong = MotionAdapter(block_out_channels=WIDTHS, motion_layers_per_block=1, motion_num_attention_heads=2, motion_norm_num_groups=GROUPS)
     with pytest.raises(CheckpointError, match="do not fit"):
         UNet3DConditionModel.from_unet2d(unet2d, wrong)
     sdxl_like = UNet2DConditionModel(
-        block_out_channels=WIDTHS, norm_num_groups=8, cross_attention_dim=24, attention_head_dim=2,
+        block_out_channels=WIDTHS, norm_num_groups=GROUPS, cross_attention_dim=TEXT_DIM, attention_head_dim=2,
         class_embed_type="timestep",
     )
     with pytest.raises(ModelError, match="class_embed_type"):

@@ -163,7 +163,9 @@ class Transformer3DModel(nn.Module):
         tokens = self.proj_in(self.norm(x2d).permute(0, 2, 3, 1).reshape(b * t, h * w, c))
         for block in self.transformer_blocks:
             tokens = block(tokens, context=text, context_mask=text_mask, image_context=image)
-        out = self.proj_out(tokens).reshape(b * t, h, w, c).permute(0, 3, 1, 2)
+        # contiguous(): a channels-last-strided result here crashes GroupNorm's backward in the next
+        # layer on CPU (torch 2.13) and is slower for the convolutions that follow anyway.
+        out = self.proj_out(tokens).reshape(b * t, h, w, c).permute(0, 3, 1, 2).contiguous()
         return unfold_frames(out + x2d, t)
 
 

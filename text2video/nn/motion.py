@@ -85,12 +85,13 @@ class TemporalTransformer(nn.Module):
                     "use fewer frames or build the model with a larger motion_max_seq_length"
                 )
             positions = interleaved_positions(t, self.proj_in.out_features, device=x.device)
+        x = x.contiguous()  # GroupNorm's CPU backward crashes on some strided inputs (torch 2.13)
         tokens = self.norm(x).permute(0, 3, 4, 2, 1).reshape(b * h * w, t, c)
         tokens = self.proj_in(tokens)
         for block in self.transformer_blocks:
             tokens = block(tokens, context=context, context_mask=context_mask, image_context=image_context, positions=positions)
         tokens = self.proj_out(tokens)
-        return x + tokens.reshape(b, h, w, t, c).permute(0, 4, 3, 1, 2)
+        return x + tokens.reshape(b, h, w, t, c).permute(0, 4, 3, 1, 2).contiguous()
 
 
 class TemporalConvLayer(nn.Module):

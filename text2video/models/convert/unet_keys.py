@@ -275,7 +275,7 @@ def inflate_unet2d(cls: type, unet2d: Any, motion_adapter: Any, overrides: dict[
     _load_into(model, to_ours(unet.state_dict()), new_keys, "the UNet2DConditionModel")
     if motion_state is not None:
         load_motion_state(model, motion_state)
-    return model.to(dtype)
+    return model if dtype == torch.float32 else model.to(dtype)
 
 
 # ---------------------------------------------------------------- ModelScope (diffusers UNet3DConditionModel)
@@ -310,4 +310,5 @@ def load_diffusers_unet3d(cls: type, unet3d: Any, overrides: dict[str, Any]) -> 
     new_keys = {n for n in model.state_dict() if n.split(".")[0] in ("fps_embedder", "image_projector")}
     new_keys |= {n for n in model.state_dict() if "_image." in n}
     _load_into(model, to_ours(unet.state_dict()), new_keys, "the diffusers UNet3DConditionModel")
-    return model.to(next(unet.parameters()).dtype)
+    dtype = next(unet.parameters()).dtype
+    return model if dtype == torch.float32 else model.to(dtype)
