@@ -232,7 +232,7 @@ def run(args: argparse.Namespace) -> int:
 
     picks = list(range(0, len(videos), max(1, len(videos) // 8)))[:8]
     write_report(result, out_dir, [tensor_to_frames(videos[i]) for i in picks],
-                 [("ok " if verdicts[i].all_ok else "x  ") + captions[i] for i in picks])
+                 [("[ok] " if verdicts[i].all_ok else "[x] ") + captions[i] for i in picks])
     if args.json:
         print(json.dumps({k: v for k, v in result.items() if k != "items"}, indent=2))
     else:

@@ -41,7 +41,9 @@ def _blur_noise(sigma: float, noise: float) -> Degrade:
 DEGRADATIONS: dict[str, Degrade] = {
     "clean": lambda f, rng: f,
     "blur0.6+noise4": _blur_noise(0.6, 4.0),
+    "blur1.0+noise8": _blur_noise(1.0, 8.0),  # harsher; not in the default run
 }
+DEFAULT_DEGRADATIONS: tuple[str, ...] = ("clean", "blur0.6+noise4")
 
 
 def _wrong_caption(factors: dict[str, str], attr: str, rng: np.random.Generator) -> str:
@@ -55,12 +57,15 @@ def validate(
     sizes: Sequence[int] = (16, 24, 32, 64),
     frames: Sequence[int] = (8, 16),
     backgrounds: Sequence[str] = ("black", "gray", "noise"),
-    degradations: Sequence[str] = ("clean", "blur0.6+noise4"),
+    degradations: Sequence[str] = DEFAULT_DEGRADATIONS,
     seed: int = 0,
 ) -> dict[str, Any]:
     """Agreement with the ground truth and false-success rates of the judge (see the module docstring)."""
     from text2video.data.synthetic import ShapesDataset
 
+    unknown = [d for d in degradations if d not in DEGRADATIONS]
+    if unknown:
+        raise ValueError(f"unknown degradation(s) {unknown}; choose from: {', '.join(DEGRADATIONS)}")
     rng = np.random.default_rng(seed)
     truth: dict[str, list[float]] = defaultdict(list)
     wrong: dict[str, list[float]] = defaultdict(list)
@@ -122,6 +127,32 @@ def _negatives(rng: np.random.Generator, sizes: Sequence[int], per_kind: int = 2
     return out
 
 
+def fallback_sensitivity(n: int = 64, size: int = 32, num_frames: int = 8, seed: int = 1) -> dict[str, dict[str, float]]:
+    """FVD and per-frame FID (fallback features) of rendered shapes (seed ``seed``) against: another
+    rendered set (the sampling floor), a gray background, 1 px blur, a frozen first frame, shuffled
+    frames and uniform noise."""
+    import torch
+
+    from text2video.data.synthetic import ShapesDataset
+    from text2video.eval.metrics import fid_frames, fvd
+
+    def render(s: int, **kw: Any) -> torch.Tensor:
+        ds = ShapesDataset(n=n, num_frames=num_frames, size=size, seed=s, split="all", **kw)
+        return torch.stack([ds[i]["video"] for i in range(n)])
+
+    real, other = render(seed), render(seed + 1)
+    gen = torch.Generator().manual_seed(seed)
+    variants = {
+        "another rendered set": other,
+        "gray background": render(seed + 1, background="gray"),
+        "blur 1 px": torch.from_numpy(ndimage.gaussian_filter(other.numpy(), (0, 0, 0, 1.0, 1.0))).float(),
+        "frozen first frame": other[:, :, :1].expand(-1, -1, num_frames, -1, -1).contiguous(),
+        "shuffled frames": other[:, :, torch.randperm(num_frames, generator=gen)],
+        "uniform noise": torch.rand(other.shape, generator=gen) * 2 - 1,
+    }
+    return {name: {"FVD": fvd(real, x)[0], "FID": fid_frames(real, x)[0]} for name, x in variants.items()}
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m text2video.eval.validate", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -129,9 +160,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--sizes", default="16,24,32,64")
     parser.add_argument("--frames", default="8,16")
     parser.add_argument("--backgrounds", default="black,gray,noise")
-    parser.add_argument("--degradations", default=",".join(DEGRADATIONS))
+    parser.add_argument("--degradations", default=",".join(DEFAULT_DEGRADATIONS), help=f"of: {', '.join(DEGRADATIONS)}")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--fallback-fvd", action="store_true",
+                        help="instead: how the fallback FVD/FID react to known degradations")
     args = parser.parse_args(argv)
+    if args.fallback_fvd:
+        print(json.dumps(fallback_sensitivity(), indent=2))
+        return 0
     result = validate(args.n, [int(s) for s in args.sizes.split(",")], [int(f) for f in args.frames.split(",")],
                       args.backgrounds.split(","), args.degradations.split(","), args.seed)
     print(json.dumps(result, indent=2))
