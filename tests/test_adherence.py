@@ -159,3 +159,19 @@ def test_other_backgrounds(background: str) -> None:
         videos.append(np.clip(bg * (1 - cov) + colour * cov + 0.5, 0, 255).astype(np.uint8))
     summary, _ = judge_batch(videos, [s.text for s in samples])
     assert summary["all"]["all_three"] == 1.0
+
+
+@pytest.mark.parametrize("name", ["bar", "ring", "cross"])
+def test_silhouettes_outside_the_grammar_have_no_shape(name: str) -> None:
+    size = 32
+    masks = {
+        "bar": lambda x, y: (abs(x) <= 7) & (abs(y) <= 1),
+        "ring": lambda x, y: (x * x + y * y <= 36) & (x * x + y * y >= 12),
+        "cross": lambda x, y: ((abs(x) <= 5) & (abs(y) <= 1)) | ((abs(y) <= 5) & (abs(x) <= 1)),
+    }
+    yy, xx = np.mgrid[0:size, 0:size]
+    frames = np.stack([masks[name](xx - 8 - t, yy - 16)[..., None] * np.array(COLOURS["red"]) for t in range(8)])
+    for shape in SHAPES:
+        verdict = judge_video(frames.astype(np.uint8), f"a red {shape} moving right")
+        assert verdict.predicted["shape"] is None and not verdict.shape_ok
+        assert verdict.colour_ok and verdict.direction_ok  # the rest is still read

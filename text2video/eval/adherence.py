@@ -13,7 +13,7 @@ video shows it:
 * **shape** — the soft silhouette (the fraction of object colour in each pixel) is compared with
   circle, square and triangle templates of about the same area and the same centroid, rendered with sub-pixel
   supersampling and at a few blur widths (generative models blur); the best cosine similarity wins, summed over
-  frames.
+  frames; a silhouette that matches no template well (a bar, a ring, a cross) has no shape.
 * **direction** — the Theil-Sen slope of the centroid track (the median over all frame pairs: robust
   to pixel-quantised motion and to a few bad frames); the dominant axis must clearly dominate and the net
   motion must exceed a minimum displacement.
@@ -74,6 +74,7 @@ class JudgeSettings:
     min_displacement_frac: float = 0.04  # ... and as a fraction of the frame side
     dominance: float = 1.5  # dominant axis over the other
     shape_frames: int = 4  # frames (evenly spaced) whose silhouette is compared with the templates
+    min_shape_score: float = 0.92  # mean best cosine similarity; below it the silhouette is no known shape
 
 
 @dataclass
@@ -328,7 +329,8 @@ def judge_video(
         observe_frame(frames[i], settings) for i in valid[:: max(1, len(valid) // settings.shape_frames)]
     ]
     totals = {s: sum(o.shape_scores[s] for o in scored if o is not None) for s in SHAPES}
-    shape = max(totals, key=totals.get)
+    best = max(totals, key=totals.get)
+    shape = best if totals[best] / max(len(scored), 1) >= settings.min_shape_score else None
     centroids = np.array([o.centroid for o in good])
     direction, motion = _direction(centroids, np.array(valid, float), min(h, w), num_frames, settings)
 
