@@ -12,6 +12,7 @@ from diffusers import MotionAdapter, UNet2DConditionModel, UNetMotionModel
 from diffusers import UNet3DConditionModel as DiffusersUNet3D
 from safetensors.torch import save_file
 
+from text2video.cli import main
 from text2video.errors import CheckpointError, ModelError
 from text2video.models.convert import convert
 from text2video.models.unet3d_condition import UNet3DConditionModel
@@ -159,19 +160,27 @@ def test_modelscope_weights_match_diffusers_unet3d():
 
 
 def test_converters_write_loadable_folders(unet2d, adapter, reference, tmp_path):
-    unet_dir, adapter_dir = tmp_path / "sd" / "unet", tmp_path / "adapter"
-    unet2d.save_pretrained(unet_dir)
-    adapter.save_pretrained(adapter_dir)
-    report = convert("animatediff", tmp_path / "sd", tmp_path / "out", motion_adapter=adapter_dir)
-    assert report["motion_tensors"] > 0 and report["config"]["motion_max_seq_length"] == 24
+    # An AnimateDiff-style folder: unet/ (SD UNet) + motion_adapter/, converted from the command line.
+    unet2d.save_pretrained(tmp_path / "sd" / "unet")
+    adapter.save_pretrained(tmp_path / "sd" / "motion_adapter")
+    assert main(["convert", "--from", "animatediff", str(tmp_path / "sd"), "--out", str(tmp_path / "out")]) == 0
     loaded = UNet3DConditionModel.from_pretrained(tmp_path / "out").eval()
+    assert loaded.config.motion_max_seq_length == 24
     x, t, text = _inputs()
     with torch.no_grad():
-        assert torch.allclose(loaded(x, t, text).sample, _run_reference(reference, x, t, text), atol=1e-4, rtol=1e-4)
+        expected = _run_reference(reference, x, t, text)
+        assert torch.allclose(loaded(x, t, text).sample, expected, atol=1e-4, rtol=1e-4)
+    # A diffusers UNetMotionModel folder (what AnimateDiffPipeline.save_pretrained writes as unet/).
+    reference.save_pretrained(tmp_path / "pipe" / "unet")
+    report = convert("animatediff", tmp_path / "pipe", tmp_path / "out2")
+    assert report["motion_adapter"] is None and report["parameters"] > 0
+    with torch.no_grad():
+        again = UNet3DConditionModel.from_pretrained(tmp_path / "out2").eval()
+        assert torch.allclose(again(x, t, text).sample, expected, atol=1e-4, rtol=1e-4)
 
     ref3d = DiffusersUNet3D(block_out_channels=WIDTHS, layers_per_block=1, cross_attention_dim=TEXT_DIM, attention_head_dim=8, norm_num_groups=GROUPS)
     ref3d.save_pretrained(tmp_path / "ms")
-    report = convert("diffusers-unet3d", tmp_path / "ms", tmp_path / "ms_out")
+    report = convert("diffusers-unet3d", tmp_path / "ms", tmp_path / "ms_out", use_ema=None)
     assert report["config"]["temporal_conv"] is True
     assert UNet3DConditionModel.from_pretrained(tmp_path / "ms_out").config.input_temporal_transformer
 

@@ -111,12 +111,17 @@ def _unet_folder(path: Path) -> Path:
     raise CheckpointError(f"{path} is not a diffusers UNet folder (no config.json, no unet/config.json)")
 
 
-def _load_diffusers_model(source: Union[str, Path, nn.Module], cls_name: str) -> nn.Module:
+def _load_diffusers_model(source: Union[str, Path, nn.Module], cls_name: str, also: tuple[str, ...] = ()) -> nn.Module:
+    """A diffusers model instance, or one loaded from its folder (class ``cls_name`` or one of ``also``)."""
     if isinstance(source, nn.Module):
         return source
     import diffusers
 
-    return getattr(diffusers, cls_name).from_pretrained(str(_unet_folder(Path(source))))
+    folder = _unet_folder(Path(source))
+    found = json.loads((folder / "config.json").read_text()).get("_class_name", cls_name)
+    if found not in (cls_name, *also):
+        raise CheckpointError(f"{folder} holds a {found}, expected a {' or '.join((cls_name, *also))}")
+    return getattr(diffusers, found).from_pretrained(str(folder))
 
 
 # ---------------------------------------------------------------- UNet2DConditionModel
@@ -154,7 +159,9 @@ def unet2d_config(config: dict[str, Any]) -> dict[str, Any]:
     """Our config for an SD-1.x-style ``UNet2DConditionModel`` config."""
     _check_supported(config, "UNet2DConditionModel")
     kinds = {"CrossAttnDownBlock2D": "CrossAttnDownBlock3D", "DownBlock2D": "DownBlock3D",
-             "CrossAttnUpBlock2D": "CrossAttnUpBlock3D", "UpBlock2D": "UpBlock3D"}
+             "CrossAttnUpBlock2D": "CrossAttnUpBlock3D", "UpBlock2D": "UpBlock3D",
+             "CrossAttnDownBlockMotion": "CrossAttnDownBlock3D", "DownBlockMotion": "DownBlock3D",
+             "CrossAttnUpBlockMotion": "CrossAttnUpBlock3D", "UpBlockMotion": "UpBlock3D"}
     try:
         down = [kinds[k] for k in config["down_block_types"]]
         up = [kinds[k] for k in config["up_block_types"]]
@@ -259,10 +266,32 @@ def _load_into(model: nn.Module, ours: dict[str, torch.Tensor], allowed_missing:
     model.load_state_dict(ours, strict=False)
 
 
+def motion_unet_config(config: dict[str, Any]) -> dict[str, Any]:
+    """Motion options of a diffusers ``UNetMotionModel`` config (an AnimateDiff pipeline's ``unet``)."""
+    layers = config.get("temporal_transformer_layers_per_block", 1)
+    heads = config.get("motion_num_attention_heads", 8)
+    if not isinstance(layers, int) or config.get("reverse_motion_num_attention_heads") is not None:
+        raise ModelError("UNetMotionModel with per-block temporal layers or reversed motion heads is not supported")
+    return dict(
+        use_motion_modules=True, motion_layers=layers, motion_num_attention_heads=heads if isinstance(heads, int) else tuple(heads),
+        motion_max_seq_length=config.get("motion_max_seq_length", 32), motion_mid_block=config.get("use_motion_mid_block", True),
+        motion_norm_num_groups=config["norm_num_groups"], motion_positional_embedding="sinusoidal", motion_in_plain_blocks=True,
+    )
+
+
 def inflate_unet2d(cls: type, unet2d: Any, motion_adapter: Any, overrides: dict[str, Any]) -> nn.Module:
-    """`UNet3DConditionModel.from_unet2d`."""
-    unet = _load_diffusers_model(unet2d, "UNet2DConditionModel")
+    """`UNet3DConditionModel.from_unet2d` (also accepts a diffusers ``UNetMotionModel``, motion weights included)."""
+    unet = _load_diffusers_model(unet2d, "UNet2DConditionModel", also=("UNetMotionModel",))
     config = unet2d_config(dict(unet.config))
+    if type(unet).__name__ == "UNetMotionModel":
+        config.update(motion_unet_config(dict(unet.config)))
+        if motion_adapter is None:
+            config.update(overrides)
+            model = cls(**config)
+            new_keys = {n for n in model.state_dict() if n.split(".")[0] in ("fps_embedder", "image_projector", "transformer_in")}
+            new_keys |= {n for n in model.state_dict() if ".temporal_conv." in n or "_image." in n}
+            _load_into(model, to_ours(unet.state_dict()), new_keys, "the UNetMotionModel")
+            return model
     motion_state = None
     if motion_adapter is not None:
         motion_state, motion_config = read_motion_source(motion_adapter)
