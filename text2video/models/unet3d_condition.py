@@ -273,7 +273,8 @@ class UNet3DConditionModel(ModelMixin, ConfigMixin):
         motion_adapter: Union[None, str, Path, nn.Module, dict] = None,
         **overrides: Any,
     ) -> "UNet3DConditionModel":
-        """Inflate a diffusers ``UNet2DConditionModel`` (instance or folder) into this model.
+        """Inflate a diffusers ``UNet2DConditionModel`` (instance or folder) into this model (a
+        ``UNetMotionModel`` is accepted too, its motion modules included).
 
         ``motion_adapter``: AnimateDiff motion weights (a diffusers ``MotionAdapter``, its folder,
         or a ``.safetensors`` / ``.ckpt`` file in either key layout). Without one the motion modules
