@@ -1,0 +1,198 @@
+"""text2video's Unet3D against video-diffusion-pytorch 0.7.0's, side by side, in one process.
+
+Seed 001's default configuration: dim 64, dim_mults (1, 2, 4, 8), 3 x 5 x 32 x 32 videos, a 768-d
+text condition. Both models hold the same weights (ours converted from the peer's). Measured, with the
+two models alternating so that machine load hits both alike:
+
+* a training step (forward, MSE loss, backward, AdamW step) at batch 2 and batch 8;
+* a sampling step (one no-grad denoiser call) at batch 1;
+* the peak resident memory of a training step at batch 2, each model in a fresh subprocess
+  (``VmHWM`` minus the resident size after imports).
+
+Run:  python benchmarks/unet3d_vs_vdp.py [--quick] [--repeats N] [--threads N]
+Writes benchmarks/results/unet3d_vs_vdp[-quick].json and prints medians and ratios (ours / peer).
+video-diffusion-pytorch imports torchvision at import time; a stub stands in for it during that import.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import importlib.machinery
+import json
+import multiprocessing as mp
+import platform
+import statistics
+import sys
+import time
+import types
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+CONFIG = dict(dim=64, cond_dim=768, dim_mults=(1, 2, 4, 8))
+FRAMES, SIZE = 5, 32
+STUBS = ("torchvision", "torchvision.transforms", "torchvision.transforms.functional", "torchvision.utils")
+
+
+def import_peer() -> types.ModuleType:
+    """video-diffusion-pytorch's model module, with torchvision stubbed only while it imports."""
+    import diffusers  # noqa: F401  (imported first: its availability checks must not see the stub)
+
+    stubs = {name: types.ModuleType(name) for name in STUBS}
+    for name, module in stubs.items():
+        module.__spec__ = importlib.machinery.ModuleSpec(name, None)
+    stubs["torchvision"].transforms = stubs["torchvision.transforms"]
+    stubs["torchvision"].utils = stubs["torchvision.utils"]
+    stubs["torchvision.transforms"].functional = stubs["torchvision.transforms.functional"]
+    stubs["torchvision.transforms"].ToTensor = lambda: None
+    saved = {name: sys.modules.get(name) for name in STUBS}
+    sys.modules.update(stubs)
+    try:
+        return importlib.import_module("video_diffusion_pytorch.video_diffusion_pytorch")
+    finally:
+        for name, module in saved.items():
+            if module is None:
+                sys.modules.pop(name, None)
+            else:
+                sys.modules[name] = module
+
+
+def build(which: str, peer_state: dict | None = None) -> torch.nn.Module:
+    if which == "peer":
+        return import_peer().Unet3D(**CONFIG)
+    from text2video.models.convert.video_diffusion_pytorch import convert_state_dict
+    from text2video.models.unet3d import Unet3D
+
+    model = Unet3D(**CONFIG)
+    if peer_state is not None:
+        model.load_state_dict(convert_state_dict(peer_state, model.state_dict()))
+    return model
+
+
+def inputs(batch: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(batch, 3, FRAMES, SIZE, SIZE, generator=g)
+    t = torch.randint(0, 1000, (batch,), generator=g)
+    cond = torch.randn(batch, CONFIG["cond_dim"], generator=g)
+    return x, t, cond
+
+
+def train_step_fn(model: torch.nn.Module, batch: int) -> Callable[[], None]:
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
+    x, t, cond = inputs(batch)
+    target = torch.randn_like(x)
+    model.train()
+
+    def step() -> None:
+        loss = torch.nn.functional.mse_loss(model(x, t, cond=cond), target)
+        loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+
+    return step
+
+
+def sample_step_fn(model: torch.nn.Module, batch: int) -> Callable[[], None]:
+    x, t, cond = inputs(batch)
+
+    def step() -> None:
+        model.eval()
+        with torch.no_grad():
+            model(x, t, cond=cond)
+
+    return step
+
+
+def alternate(steps: dict[str, Callable[[], None]], repeats: int) -> dict[str, list[float]]:
+    """Warm each up once, then time them in turn ``repeats`` times."""
+    for fn in steps.values():
+        fn()
+    times: dict[str, list[float]] = {name: [] for name in steps}
+    for _ in range(repeats):
+        for name, fn in steps.items():
+            start = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - start)
+    return times
+
+
+def _status_bytes(field: str) -> int:
+    """A memory figure of this process from /proc/self/status (VmRSS, VmHWM), in bytes."""
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) * 1024
+    raise RuntimeError(f"/proc/self/status has no {field}")
+
+
+def _memory_child(which: str, batch: int, threads: int, queue: mp.Queue) -> None:
+    torch.set_num_threads(threads)
+    model = build("peer") if which == "peer" else None
+    if which == "ours":
+        import text2video.models.unet3d  # noqa: F401  (imports before the baseline, as for the peer)
+    base = _status_bytes("VmRSS")
+    model = model or build(which)
+    step = train_step_fn(model, batch)
+    step()
+    step()
+    peak = _status_bytes("VmHWM")  # this process's own high-water mark (ru_maxrss inherits the parent's)
+    queue.put({"peak_rss_mb": peak / 2**20, "peak_above_imports_mb": (peak - base) / 2**20})
+
+
+def peak_memory(which: str, batch: int, threads: int) -> dict[str, float]:
+    ctx = mp.get_context("spawn")
+    queue = ctx.Queue()
+    proc = ctx.Process(target=_memory_child, args=(which, batch, threads, queue))
+    proc.start()
+    result = queue.get()
+    proc.join()
+    return result
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--quick", action="store_true", help="batch 2 training and sampling only, 2 repeats")
+    parser.add_argument("--repeats", type=int, default=None, help="timed runs per model and measurement (default 5, quick 2)")
+    parser.add_argument("--threads", type=int, default=torch.get_num_threads(), help="torch CPU threads")
+    parser.add_argument("--no-memory", action="store_true", help="skip the peak-memory subprocesses")
+    parser.add_argument("--out", type=Path, default=None, help="JSON file (default benchmarks/results/unet3d_vs_vdp[-quick].json)")
+    args = parser.parse_args(argv)
+    repeats = args.repeats or (2 if args.quick else 5)
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+
+    peer = build("peer")
+    ours = build("ours", peer.state_dict())
+    measurements = [("train", 2)] + ([] if args.quick else [("train", 8)]) + [("sample", 1)]
+    results: dict = {
+        "config": {**CONFIG, "frames": FRAMES, "size": SIZE},
+        "machine": {"python": platform.python_version(), "torch": torch.__version__, "threads": args.threads, "processor": platform.processor() or platform.machine()},
+        "repeats": repeats,
+        "timings": {},
+    }
+    for kind, batch in measurements:
+        make = train_step_fn if kind == "train" else sample_step_fn
+        times = alternate({"peer": make(peer, batch), "ours": make(ours, batch)}, repeats)
+        med = {name: statistics.median(v) for name, v in times.items()}
+        key = f"{kind}_b{batch}"
+        results["timings"][key] = {"peer_s": med["peer"], "ours_s": med["ours"], "ratio": med["ours"] / med["peer"], "runs": times}
+        print(f"{key:10s} peer {med['peer']:7.3f} s   ours {med['ours']:7.3f} s   ours/peer {med['ours'] / med['peer']:.2f}", flush=True)
+    if not args.no_memory:
+        mem = {which: peak_memory(which, 2, args.threads) for which in ("peer", "ours")}
+        ratio = mem["ours"]["peak_above_imports_mb"] / mem["peer"]["peak_above_imports_mb"]
+        results["memory_train_b2"] = {**mem, "ratio": ratio}
+        print(
+            f"memory     peer {mem['peer']['peak_above_imports_mb']:7.0f} MB  ours {mem['ours']['peak_above_imports_mb']:7.0f} MB  "
+            f"ours/peer {ratio:.2f}  (peak RSS {mem['peer']['peak_rss_mb']:.0f} / {mem['ours']['peak_rss_mb']:.0f} MB)"
+        )
+    out = args.out or Path(__file__).parent / "results" / f"unet3d_vs_vdp{'-quick' if args.quick else ''}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(results, indent=2))
+    print(f"wrote {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
