@@ -108,3 +108,14 @@ def test_eval_errors(tmp_path: Path, capsys) -> None:
     assert "no captioned video" in capsys.readouterr().err
     assert main(["eval", "--videos", str(tmp_path / "empty"), "--holdout", "blue banana"]) == 2
     assert "banana" in capsys.readouterr().err
+
+
+def test_judge_folder_counts_unreadable(tmp_path: Path) -> None:
+    from text2video.eval.adherence import judge_folder
+
+    videos = _folder(tmp_path / "videos", n=4)
+    (videos / "broken.gif").write_bytes(b"GIF89a not really")
+    (videos / "broken.txt").write_text("a red circle moving left\n")
+    summary, verdicts = judge_folder(videos)
+    assert summary["unreadable"] == 1 and summary["all"]["n"] == 4 and summary["all"]["all_three"] == 1.0
+    assert all(Path(v.details["path"]).suffix == ".gif" for v in verdicts)

@@ -25,7 +25,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--videos", type=Path, help="folder of GIF/MP4 videos with same-stem .txt captions")
-    src.add_argument("--model", type=Path, help="pipeline folder to generate from (see `text2video export`)")
+    src.add_argument("--model", type=Path, help="pipeline folder to generate from (pipeline.json + model/, as saved by save_pretrained or export)")
     p.add_argument("--data", default="shapes", help="real videos for FVD/FID: 'shapes' (rendered) or a folder (default shapes)")
     p.add_argument("--n", type=int, default=None,
                    help="--model: videos to generate, half seen and half held-out (default 32); --videos: judge the first N")
