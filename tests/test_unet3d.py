@@ -8,6 +8,7 @@ import torch
 from text2video.diffusion.conditioning import Conditioning
 from text2video.errors import ModelError
 from text2video.models.adapter import denoise
+from text2video.models.registry import load_model
 from text2video.models.unet3d import RelativePositionBias, TemporalAttention, Unet3D, fold_frames, rotary_angles, rotate_rows, unfold_frames
 
 TINY = dict(dim=8, cond_dim=6, dim_mults=(1, 2), attn_heads=2, attn_dim_head=8, spatial_attn_dim_head=8)
@@ -130,6 +131,7 @@ def test_save_pretrained_round_trip(tmp_path):
     model.save_pretrained(str(tmp_path))
     assert (tmp_path / "diffusion_pytorch_model.safetensors").is_file()
     loaded = Unet3D.from_pretrained(str(tmp_path)).eval()
+    assert isinstance(load_model(tmp_path), Unet3D)
     assert loaded.config.cond_dim == 6 and list(loaded.config.dim_mults) == [1, 2] and loaded.config.cond_norm
     x, t, text = torch.randn(1, 3, 2, 8, 8), torch.tensor([7]), torch.randn(1, 6)
     with torch.no_grad():
@@ -140,6 +142,9 @@ def test_gradient_checkpointing_gives_the_same_gradients():
     torch.manual_seed(0)
     plain = tiny().train()
     ckpt = tiny(gradient_checkpointing=True).train()
+    via_diffusers = tiny().train()
+    via_diffusers.enable_gradient_checkpointing()
+    assert via_diffusers.gradient_checkpointing
     ckpt.load_state_dict(plain.state_dict())
     x, t, text = torch.randn(2, 3, 3, 8, 8), torch.tensor([1, 2]), torch.randn(2, 6)
     for m in (plain, ckpt):
