@@ -30,7 +30,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from text2video.models.convert import convert
 
-    report = convert(args.source, args.input, args.out, use_ema=args.use_ema)
+    # only sources with EMA weights take the option; the others keep their own defaults
+    options = {} if args.use_ema is None else {"use_ema": args.use_ema}
+    report = convert(args.source, args.input, args.out, **options)
     if args.json:
         print(json.dumps(report, indent=2, default=str))
     else:
