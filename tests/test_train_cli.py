@@ -124,3 +124,17 @@ def test_load_pipeline_accepts_a_run_folder(trained_run):
     pipe = t2v.load_pipeline(trained_run)
     out = pipe("a green circle moving down", steps=2, seed=0, progress=False)
     assert tuple(out.videos.shape) == (1, 3, 4, 16, 16)
+
+
+def test_demo_prompts_are_distinct_and_split_by_the_holdout():
+    from text2video.commands.demo import demo_prompts
+    from text2video.data.vocab import is_held_out, parse_caption
+
+    seen, held = demo_prompts(24, 12)
+    assert len(set(seen)) == 24 and len(set(held)) == 12
+    assert not any(is_held_out(parse_caption(p)) for p in seen)
+    assert all(is_held_out(parse_caption(p)) for p in held)
+    # the seen prompts cover every colour, shape and direction
+    factors = [parse_caption(p) for p in seen]
+    assert len({f.colour for f in factors}) == 8 and len({f.shape for f in factors}) == 3
+    assert len({f.direction for f in factors}) == 4

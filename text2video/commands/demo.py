@@ -40,6 +40,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--config", default="tiny-cpu", help="preset or YAML file (default: tiny-cpu)")
     p.add_argument("--seen", type=int, default=24, help="number of seen prompts to sample and judge (default 24)")
     p.add_argument("--held-out", type=int, default=12, help="number of held-out prompts to sample (default 12, all)")
+    p.add_argument("--threads", type=int, default=None,
+                   help="CPU threads for torch (default: all cores, or 1 when the machine is already busy)")
     p.add_argument("--quick", action="store_true", help="a few training steps of a very small model (for tests)")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     p.add_argument("overrides", nargs="*", help="config overrides such as train.lr=5e-4")
@@ -64,7 +66,27 @@ def _spread(items: list[str], count: int) -> list[str]:
     return [items[(i * step) % len(items)] for i in range(count)]
 
 
+def choose_threads(requested: int | None) -> int:
+    """``requested``, else every core, or 1 when other processes already keep the cores busy (two
+    threads that wait on each other under contention are several times slower than one)."""
+    import os
+
+    if requested:
+        return requested
+    cores = os.cpu_count() or 1
+    try:
+        busy = os.getloadavg()[0] >= cores
+    except OSError:  # pragma: no cover - no load average on this platform
+        busy = False
+    return 1 if busy else cores
+
+
 def run(args: argparse.Namespace) -> int:
+    import torch
+
+    threads = choose_threads(args.threads)
+    torch.set_num_threads(threads)
+    logger.info("using %d CPU thread(s) for torch", threads)
     report = run_demo(
         out=Path(args.out), minutes=args.minutes, config_source=args.config, overrides=list(args.overrides),
         seen=args.seen, held_out=args.held_out, quick=args.quick,
