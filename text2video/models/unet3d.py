@@ -31,6 +31,7 @@ from ..diffusion.conditioning import Conditioning
 from ..errors import ModelError
 from ..nn.attention import scaled_dot_product
 from ..nn.embeddings import sinusoidal_embedding
+from ..nn.short_attention import short_sequence_attention
 
 logger = logging.getLogger(__name__)
 
@@ -232,13 +233,15 @@ class TemporalAttention(nn.Module):
             ),
             dim=1,
         )  # (T, 3*inner, C): one projection per frame
-        qkv = torch.matmul(tokens, weights.transpose(1, 2).to(tokens.dtype))  # (B, T, HW, 3*inner)
-        q, k, v = qkv.view(batch, frames, hw, 3, self.heads, self.dim_head).permute(3, 0, 2, 4, 1, 5)
-        out = scaled_dot_product(q, k, v, bias=bias)  # (B, HW, heads, T, d)
+        # frame-major tokens (T, B*HW, C): one batched product with the per-frame weights
+        tokens = tokens.transpose(0, 1).reshape(frames, batch * hw, c)
+        qkv = torch.bmm(tokens, weights.transpose(1, 2).to(tokens.dtype))  # (T, B*HW, 3*inner)
+        qkv = qkv.view(frames, batch * hw, 3, self.heads, self.dim_head)
+        out = short_sequence_attention(qkv, bias)  # (T, B*HW, heads, d)
         if focus is not None and bool(focus.any()):
-            out = torch.where(focus.view(batch, 1, 1, 1, 1), v, out)
-        out = out.permute(0, 3, 1, 2, 4).reshape(bt, h, w, inner)
-        return from_channels_last(self.to_out(out))
+            out = torch.where(focus.repeat_interleave(hw).view(1, batch * hw, 1, 1), qkv[:, :, 2], out)
+        out = self.to_out(out.view(frames, batch, hw, inner))  # (T, B, HW, C)
+        return from_channels_last(out.transpose(0, 1).reshape(bt, h, w, c))
 
 
 class SpatialAttention(nn.Module):

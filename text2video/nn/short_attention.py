@@ -1,0 +1,79 @@
+"""Softmax attention over many short sequences (e.g. the few frames at every pixel), fast on CPU.
+
+Temporal attention in a video U-Net attends over ``T`` frames (often 5 to 16) at every pixel and
+head: tens of thousands of tiny ``T x T`` problems. ``scaled_dot_product_attention`` runs them
+through paths tuned for long sequences; here they are batched matrix products whose second operand
+is always contiguous (the layout in which CPU batched GEMM is fast), a softmax written as whole-tensor
+operations, and a hand-written backward that saves only ``q``, ``k``, ``v`` and the probabilities.
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+
+
+def _softmax_last_(s: torch.Tensor) -> torch.Tensor:
+    """In-place softmax over the (short) last dimension."""
+    s.sub_(s.amax(dim=-1, keepdim=True)).exp_()
+    return s.div_(s.sum(dim=-1, keepdim=True))
+
+
+class _ShortAttention(torch.autograd.Function):
+    """Packed ``qkv`` ``(T, N, 3, H, d)``, bias ``(H, T, T)`` or None -> ``(T, N, H, d)``.
+
+    Inside, sequences are ``(N*H, T, d)``; a product that needs a transposed operand gets a
+    contiguous transposed copy (CPU batched GEMM on tiny matrices is several times slower on
+    transposed views than the copy costs).
+    """
+
+    @staticmethod
+    def forward(ctx, qkv: torch.Tensor, bias: Optional[torch.Tensor], scale: float) -> torch.Tensor:
+        t, n, _, h, d = qkv.shape
+        m = n * h
+        q, k, v = (qkv[:, :, i].permute(1, 2, 0, 3).reshape(m, t, d) for i in range(3))  # copies
+        s = torch.bmm(q, k.transpose(1, 2).contiguous()).mul_(scale)
+        if bias is not None:
+            s.view(n, h, t, t).add_(bias.to(s.dtype))
+        p = _softmax_last_(s)
+        out = torch.bmm(p, v)  # (N*H, T, d)
+        ctx.save_for_backward(q, k, v, p)
+        ctx.scale, ctx.shape = scale, (t, n, h, d)
+        ctx.bias_dtype = None if bias is None else bias.dtype
+        return out.view(n, h, t, d).permute(2, 0, 1, 3).contiguous()
+
+    @staticmethod
+    def backward(ctx, grad_out: torch.Tensor):
+        q, k, v, p = ctx.saved_tensors
+        t, n, h, d = ctx.shape
+        m = n * h
+        dout = grad_out.to(p.dtype).permute(1, 2, 0, 3).reshape(m, t, d)  # (N*H, T, d), a copy
+        dp = torch.bmm(dout, v.transpose(1, 2).contiguous())
+        dv = torch.bmm(p.transpose(1, 2).contiguous(), dout)
+        # softmax backward: ds = p * (dp - sum_j p dp)
+        ds = dp.sub_((dp * p).sum(dim=-1, keepdim=True)).mul_(p)
+        dbias = None
+        if ctx.bias_dtype is not None and ctx.needs_input_grad[1]:
+            dbias = ds.view(n, h, t, t).sum(dim=0).to(ctx.bias_dtype)
+        ds.mul_(ctx.scale)
+        dq = torch.bmm(ds, k)
+        dk = torch.bmm(ds.transpose(1, 2).contiguous(), q)
+        dqkv = torch.empty((t, n, 3, h, d), dtype=p.dtype, device=p.device)
+        for i, grad in enumerate((dq, dk, dv)):
+            dqkv[:, :, i].copy_(grad.view(n, h, t, d).permute(2, 0, 1, 3))
+        return dqkv, dbias, None
+
+
+def short_sequence_attention(qkv: torch.Tensor, bias: Optional[torch.Tensor] = None, scale: Optional[float] = None) -> torch.Tensor:
+    """Softmax attention over the first axis of packed ``qkv`` ``(T, N, 3, heads, d)`` -> ``(T, N, heads, d)``.
+
+    Each of the ``N * heads`` sequences of length ``T`` attends to itself. ``bias``: additive
+    ``(heads, T, T)`` (e.g. relative positions; it receives a gradient). Equals
+    ``scaled_dot_product_attention`` with ``attn_mask=bias`` on the unpacked tensors up to float
+    rounding; meant for short ``T``. Runs in the dtype of ``qkv`` (under autocast, the dtype the
+    projection produced).
+    """
+    scale = qkv.shape[-1] ** -0.5 if scale is None else scale
+    with torch.autocast(device_type=qkv.device.type, enabled=False):
+        return _ShortAttention.apply(qkv, bias, scale)
