@@ -309,9 +309,12 @@ class SpatialLinearAttention(nn.Module):
         tokens = self.norm.normed_tokens(x).reshape(bt, n, c)
         # queries token-major (BT, N, heads*d): their softmax over features reads memory in order;
         # keys and values channel-major (BT, 2*heads*d, N): the keys' softmax over pixels does too
-        w_q, w_kv = self.to_qkv.weight.to(tokens.dtype).split((inner, 2 * inner))
+        w_q, w_k, w_v = self.to_qkv.weight.to(tokens.dtype).split(inner)
         q = F.linear(tokens, w_q).view(bt, n, self.heads, self.dim_head).softmax(dim=-1)
-        k, v = torch.bmm(w_kv.expand(bt, -1, -1), tokens.transpose(1, 2)).view(bt, 2, self.heads, self.dim_head, n).unbind(1)
+        # two products rather than one split in two: the backward then never concatenates gradients
+        tokens_t = tokens.transpose(1, 2)
+        k = torch.bmm(w_k.expand(bt, -1, -1), tokens_t).view(bt, self.heads, self.dim_head, n)
+        v = torch.bmm(w_v.expand(bt, -1, -1), tokens_t).view(bt, self.heads, self.dim_head, n)
         context = torch.matmul(k.softmax(dim=-1), v.transpose(-1, -2))  # (BT, heads, d, e)
         # fold the output projection into the (small) context: out = q @ (context @ W_out^T)
         w_out = self.to_out.weight.view(c, self.heads, self.dim_head).to(context.dtype)
@@ -356,7 +359,10 @@ class ResnetBlock(nn.Module):
         if self.mlp is not None:
             if emb_act is None:
                 raise ModelError("this ResnetBlock is conditioned: pass the (SiLU-activated) embedding")
-            params = self.mlp(emb_act).repeat_interleave(frames, dim=0)[:, :, None, None]
+            params = self.mlp(emb_act)
+            if params.shape[0] != x.shape[0]:  # one embedding per clip (not per frame): repeat it over the frames
+                params = params.repeat_interleave(frames, dim=0)
+            params = params[:, :, None, None]
             chunks = params.chunk(4 if self.cond_norm else 2, dim=1)
             ss1 = (chunks[0], chunks[1])
             if self.cond_norm:
@@ -443,7 +449,9 @@ class Unet3D(ModelMixin, ConfigMixin):
     ``block_norm`` (``rms`` as video-diffusion-pytorch, ``group``, or ``layer``, all over channels);
     seed 004's options ``attn_3d`` (the middle attention spans all frames' pixels), ``frame_pos_emb``
     (a sinusoidal frame-index encoding added after the first convolution), ``cond_norm`` (both
-    normalisations of every ResNet block are conditional, scale-shift); ``gradient_checkpointing``.
+    normalisations of every ResNet block are conditional, scale-shift); ``gradient_checkpointing``;
+    ``frame_cond`` (an MLP of the text and the frame position adds a per-frame term to the block
+    embedding, so the scale-shift of every frame can differ: text-steered motion; off by default).
     """
 
     _supports_gradient_checkpointing = True
@@ -469,6 +477,7 @@ class Unet3D(ModelMixin, ConfigMixin):
         cond_norm: bool = False,
         rel_pos_max_distance: int = 32,
         gradient_checkpointing: bool = False,
+        frame_cond: bool = False,
     ) -> None:
         super().__init__()
         if block_type not in BLOCK_TYPES:
@@ -497,6 +506,13 @@ class Unet3D(ModelMixin, ConfigMixin):
         self.init_temporal_attn = TemporalAttention(init_dim, attn_heads, attn_dim_head)
         self.time_mlp = nn.Sequential(nn.Linear(dim, time_dim), nn.GELU(), nn.Linear(time_dim, time_dim))
         self.null_cond_emb = nn.Parameter(torch.randn(1, cond_dim)) if self.has_cond else None
+        # frame_cond: an MLP of (text, frame position) adds a per-frame term to the embedding, so the text
+        # can modulate each frame differently (zero-initialised: the model starts as without it)
+        self.frame_cond_mlp = None
+        if frame_cond and self.has_cond:
+            self.frame_cond_mlp = nn.Sequential(nn.Linear(cond_dim + dim, emb_dim), nn.SiLU(), nn.Linear(emb_dim, emb_dim))
+            nn.init.zeros_(self.frame_cond_mlp[2].weight)
+            nn.init.zeros_(self.frame_cond_mlp[2].bias)
 
         n = len(in_out)
         self.downs = nn.ModuleList(
@@ -588,6 +604,13 @@ class Unet3D(ModelMixin, ConfigMixin):
         with_text, without = out.chunk(2)
         return without + (with_text - without) * cond_scale
 
+    def _per_frame_embedding(self, emb: torch.Tensor, cond_emb: torch.Tensor, frames: int) -> torch.Tensor:
+        """``(B, E)`` -> ``(B*T, E)``: the clip embedding plus an MLP of (text, sinusoidal frame position)."""
+        b = emb.shape[0]
+        pos = sinusoidal_embedding(torch.arange(frames, device=emb.device), self.config.dim, freq_shift=1).to(emb.dtype)
+        pair = torch.cat((cond_emb[:, None].expand(b, frames, -1), pos[None].expand(b, -1, -1)), dim=-1)
+        return (emb[:, None] + self.frame_cond_mlp(pair)).reshape(b * frames, -1)
+
     def _forward(self, x: torch.Tensor, time: torch.Tensor, cond_emb: Optional[torch.Tensor], focus: Optional[torch.Tensor]) -> torch.Tensor:
         self._check_input(x, time)
         b, _, frames = x.shape[:3]
@@ -610,6 +633,8 @@ class Unet3D(ModelMixin, ConfigMixin):
         emb = self.time_mlp(sinusoidal_embedding(time, self.config.dim, freq_shift=1).to(h.dtype))
         if cond_emb is not None:
             emb = torch.cat((emb, cond_emb.to(emb.dtype)), dim=-1)
+            if self.frame_cond_mlp is not None:
+                emb = self._per_frame_embedding(emb, cond_emb.to(emb.dtype), frames)
         emb_act = F.silu(emb)
 
         skips = []
