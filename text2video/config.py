@@ -1,4 +1,5 @@
-"""The typed config tree of a training run: ``data``, ``text``, ``model``, ``diffusion``, ``train``, ``sample``.
+"""The typed config tree of a training run: ``data``, ``text``, ``latent``, ``model``, ``diffusion``, ``train``,
+``sample``.
 
 A config is loaded from YAML (a file or a preset shipped in ``text2video/configs``), changed with dotted
 overrides (``train.lr=2e-4 model.dim=32``; values are parsed as YAML scalars or lists) and validated:
@@ -50,6 +51,31 @@ class TextConfig:
 
 
 @dataclass
+class LatentConfig:
+    """The VAE of a latent run (``vae: null`` trains in pixel space). See ``docs/latent.md``.
+
+    ``vae`` is a local ``AutoencoderKL`` / Stable Diffusion folder, ``tiny`` or ``tiny:SEED`` (random
+    weights, fitted first when ``fit_steps`` > 0). ``micro_batch`` frames go through the VAE at once,
+    in ``dtype``. ``posterior`` is how training latents are drawn. With ``cache`` the training latents
+    are encoded once into ``cache_dir`` (default ``RUN/latent_cache``); ``augmentations`` is the cache's
+    policy for datasets with random augmentations.
+    """
+
+    vae: Optional[str] = None
+    micro_batch: int = 8
+    dtype: Literal["float32", "bfloat16", "float16"] = "float32"
+    posterior: Literal["sample", "mode"] = "sample"
+    cache: bool = False
+    cache_dir: Optional[str] = None
+    augmentations: Literal["warn", "freeze", "error"] = "warn"
+    fit_steps: int = 0
+
+    @property
+    def enabled(self) -> bool:
+        return self.vae is not None and self.vae.strip().lower() not in ("", "none", "null")
+
+
+@dataclass
 class ModelConfig:
     """A registered denoiser ``name`` and its constructor arguments ``kwargs`` (flat in YAML)."""
 
@@ -94,6 +120,8 @@ class TrainConfig:
     max_nonfinite: int = 20
     max_minutes: Optional[float] = None
     cpu: bool = False
+    trainable: Literal["all", "motion_modules"] = "all"
+    gradient_checkpointing: bool = False
 
 
 @dataclass
@@ -117,6 +145,7 @@ class Config:
 
     data: DataConfig = field(default_factory=DataConfig)
     text: TextConfig = field(default_factory=TextConfig)
+    latent: LatentConfig = field(default_factory=LatentConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     diffusion: DiffusionConfig = field(default_factory=DiffusionConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
@@ -142,6 +171,7 @@ class Config:
 SECTIONS: dict[str, type] = {
     "data": DataConfig,
     "text": TextConfig,
+    "latent": LatentConfig,
     "model": ModelConfig,
     "diffusion": DiffusionConfig,
     "train": TrainConfig,
@@ -278,9 +308,61 @@ def validate(config: Config) -> None:
         raise ConfigError(f"data.num_frames and data.size must be positive, got {d.num_frames} and {d.size}")
     if config.sample.steps < 1:
         raise ConfigError(f"sample.steps = {config.sample.steps} must be at least 1")
+    _check_latent(config)
     _check_model(config.model)
+    _check_training_options(config)
     _check_diffusion(config.diffusion)
     _check_sampler(config.sample.sampler)
+
+
+def _check_latent(config: Config) -> None:
+    lat = config.latent
+    if lat.micro_batch < 1:
+        raise ConfigError(f"latent.micro_batch = {lat.micro_batch} must be at least 1 (frames per VAE call)")
+    if lat.fit_steps < 0:
+        raise ConfigError(f"latent.fit_steps = {lat.fit_steps} must not be negative")
+    if not lat.enabled:
+        if lat.fit_steps:
+            raise ConfigError("latent.fit_steps is set but latent.vae is null; set latent.vae: tiny to fit a tiny VAE")
+        return
+    spec = lat.vae.strip()
+    if spec.startswith("tiny:"):
+        try:
+            int(spec.partition(":")[2])
+        except ValueError:
+            raise ConfigError(f"latent.vae = {spec!r}: write 'tiny' or 'tiny:SEED' with an integer seed") from None
+
+
+def _model_presets(cls: type) -> Optional[list[str]]:
+    """Preset names of a model class with ``from_preset`` (from its module's ``PRESETS``), else None."""
+    import sys
+
+    if not hasattr(cls, "from_preset"):
+        return None
+    presets = getattr(sys.modules.get(cls.__module__), "PRESETS", None)
+    return sorted(presets) if presets is not None else []
+
+
+def _check_training_options(config: Config) -> None:
+    from .errors import ModelError
+    from .models.registry import model_class
+
+    t = config.train
+    if t.trainable == "all" and not t.gradient_checkpointing:
+        return
+    try:
+        cls = model_class(config.model.name)
+    except ModelError:
+        return
+    if t.trainable == "motion_modules" and not hasattr(cls, "freeze_except_motion_modules"):
+        raise ConfigError(
+            f"train.trainable = motion_modules needs a model with motion modules (unet3d_condition); "
+            f"{config.model.name!r} has none: use train.trainable=all"
+        )
+    if t.gradient_checkpointing and not getattr(cls, "_supports_gradient_checkpointing", False):
+        raise ConfigError(
+            f"train.gradient_checkpointing: model {config.model.name!r} does not support it; set it to false"
+        )
 
 
 def _check_model(model: ModelConfig) -> None:
@@ -300,6 +382,12 @@ def _check_model(model: ModelConfig) -> None:
     if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
         return
     allowed = [n for n, p in params.items() if n != "self" and p.kind is not inspect.Parameter.VAR_POSITIONAL]
+    presets = _model_presets(cls)
+    if presets is not None:
+        allowed.append("preset")
+        preset = model.kwargs.get("preset")
+        if preset is not None and presets and preset not in presets:
+            raise _unknown(f"preset of model {model.name!r}", f"model.preset={preset}", presets)
     for key in model.kwargs:
         if key not in allowed:
             raise _unknown(f"key of model {model.name!r}", f"model.{key}", [f"model.{a}" for a in allowed])

@@ -1,4 +1,9 @@
-"""What every pipeline shares: defaults, the output type, prompt encoding, seeds, save and load."""
+"""What every pipeline shares: defaults, the output type, prompt encoding, seeds, the optional VAE, save and load.
+
+A pipeline with a ``vae`` (a `text2video.latent.VideoVAE`) is a latent pipeline: it samples latents of
+``vae.latent_shape`` of the requested pixel shape and decodes them; given frames are encoded first.
+Its defaults (``height``, ``width``, ``channels``) stay those of the output pixels.
+"""
 
 from __future__ import annotations
 
@@ -21,6 +26,7 @@ logger = logging.getLogger(__name__)
 
 PIPELINE_FILE = "pipeline.json"
 MODEL_FOLDER = "model"
+VAE_FOLDER = "vae"
 FORMAT_VERSION = 1
 
 
@@ -109,7 +115,8 @@ def make_generators(count: int, seed: Optional[int]) -> tuple[list[torch.Generat
 
 
 class VideoPipeline:
-    """A denoiser, a text encoder (or None for unconditional models), an objective and defaults."""
+    """A denoiser, a text encoder (or None for unconditional models), an objective, defaults, and a VAE
+    (None: the model works on pixels)."""
 
     pipeline_name: ClassVar[str] = "VideoPipeline"
 
@@ -121,8 +128,10 @@ class VideoPipeline:
         defaults: PipelineDefaults | Mapping[str, Any] | None = None,
         *,
         text_encoder_ref: Optional[str] = None,
+        vae: Any = None,
     ) -> None:
         self.model = model
+        self.vae = vae
         self.text_encoder = text_encoder
         self.objective = DiffusionObjective(objective_config)
         self.defaults = defaults if isinstance(defaults, PipelineDefaults) else PipelineDefaults.from_dict(defaults)
@@ -146,7 +155,30 @@ class VideoPipeline:
     def to(self, device: torch.device | str) -> "VideoPipeline":
         if hasattr(self.model, "to"):
             self.model.to(device)
+        if self.vae is not None:
+            self.vae.to(device)
         return self
+
+    # ------------------------------------------------------------------------------ latent space
+
+    @property
+    def is_latent(self) -> bool:
+        """Whether the model works in a VAE's latent space."""
+        return self.vae is not None
+
+    def sample_shape(self, pixel_shape: Sequence[int]) -> tuple[int, ...]:
+        """The shape the sampler works at for output videos of ``pixel_shape`` (B, C, T, H, W)."""
+        return tuple(pixel_shape) if self.vae is None else self.vae.latent_shape(pixel_shape)
+
+    def encode_frames(self, frames: torch.Tensor) -> torch.Tensor:
+        """Pixel frames (B, C, k, H, W) in [-1, 1] -> what the model works on (latents: the posterior mean)."""
+        if self.vae is None:
+            return frames
+        return self.vae.encode(frames.to(self.vae.device), posterior="mode")
+
+    def decode(self, x: torch.Tensor) -> torch.Tensor:
+        """Sampler output -> pixel videos in [-1, 1]."""
+        return x if self.vae is None else self.vae.decode(x)
 
     # ------------------------------------------------------------------------------ conditions
 
@@ -180,6 +212,9 @@ class VideoPipeline:
         for name in ("steps", "sampler", "guidance_scale", "eta", "clip_x0", "dynamic_threshold"):
             value = given.get(name)
             out[name] = getattr(d, name) if value is None else value
+        if self.vae is not None:  # latents are not bounded to [-1, 1]: no clipping unless a call asks for it
+            out["clip_x0"] = bool(given.get("clip_x0") or False)
+            out["dynamic_threshold"] = given.get("dynamic_threshold")
         if self.text_encoder is None:
             out["guidance_scale"] = 1.0  # nothing to guide with
         return out
@@ -190,12 +225,14 @@ class VideoPipeline:
     # ---------------------------------------------------------------------------- save and load
 
     def save_pretrained(self, path: str | Path) -> Path:
-        """Write ``model/`` (the model's ``save_pretrained``) and ``pipeline.json``."""
+        """Write ``model/`` (the model's ``save_pretrained``), ``vae/`` for a latent pipeline, and ``pipeline.json``."""
         path = Path(path)
         path.mkdir(parents=True, exist_ok=True)
         if not hasattr(self.model, "save_pretrained"):
             raise ModelError("the pipeline's model has no save_pretrained; subclass diffusers' ModelMixin + ConfigMixin")
         self.model.save_pretrained(str(path / MODEL_FOLDER))
+        if self.vae is not None:
+            self.vae.save_pretrained(path / VAE_FOLDER)
         cls = type(self.model)
         record = {
             "format_version": FORMAT_VERSION,
@@ -205,6 +242,8 @@ class VideoPipeline:
             "text_encoder": self.text_encoder_ref,
             "defaults": asdict(self.defaults),
         }
+        if self.vae is not None:
+            record["vae"] = VAE_FOLDER
         (path / PIPELINE_FILE).write_text(json.dumps(record, indent=2) + "\n")
         return path
 
@@ -215,9 +254,10 @@ class VideoPipeline:
         *,
         model: Any = None,
         text_encoder: Any = None,
+        vae: Any = None,
         device: torch.device | str | None = None,
     ) -> "VideoPipeline":
-        """Load a folder written by `save_pretrained`. ``model`` / ``text_encoder`` replace the saved ones."""
+        """Load a folder written by `save_pretrained`. ``model`` / ``text_encoder`` / ``vae`` replace the saved ones."""
         path = Path(path)
         record = read_pipeline_record(path)
         if model is None:
@@ -227,7 +267,15 @@ class VideoPipeline:
             from ..text import load_text_encoder
 
             text_encoder = load_text_encoder(ref, device=device)
-        pipe = cls(model, text_encoder, record.get("objective"), record.get("defaults"), text_encoder_ref=ref)
+        vae_folder = record.get("vae")
+        if vae is None and vae_folder:
+            from ..latent import load_vae
+
+            folder = path / str(vae_folder)
+            if not (folder / "config.json").is_file():
+                raise CheckpointError(f"{path} is a latent pipeline but its VAE folder {folder} is missing; copy the whole pipeline folder")
+            vae = load_vae(folder)
+        pipe = cls(model, text_encoder, record.get("objective"), record.get("defaults"), text_encoder_ref=ref, vae=vae)
         if device is not None:
             pipe.to(device)
         if hasattr(model, "eval"):

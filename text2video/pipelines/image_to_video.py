@@ -55,7 +55,11 @@ def given_frames(frames: torch.Tensor, num_frames: int, positions: Sequence[int]
 
 
 class ImageToVideoPipeline(VideoPipeline):
-    """Animate an image, or continue a clip: the given frames are kept exactly, the rest is generated."""
+    """Animate an image, or continue a clip: the given frames are kept exactly, the rest is generated.
+
+    A latent pipeline encodes the given frames (posterior mean) and keeps their latents; after decoding,
+    those frames are the VAE's reconstructions of the given ones.
+    """
 
     pipeline_name = "ImageToVideoPipeline"
 
@@ -84,6 +88,8 @@ class ImageToVideoPipeline(VideoPipeline):
             prompts = prompts * b
         if len(prompts) != b:
             raise ConfigError(f"got {len(prompts)} prompts for {b} given clips; give one, or one per clip")
+        pixel_hw = (frames.shape[3], frames.shape[4])
+        frames = self.encode_frames(frames).float().cpu()  # latent pipelines: the frames' latents
         image, mask = given_frames(frames, num_frames, positions)
         count = b * num_videos_per_prompt
         cond = self._condition(prompts, num_videos_per_prompt, d.fps)
@@ -92,9 +98,10 @@ class ImageToVideoPipeline(VideoPipeline):
         negative = self._negative(negative_prompt if negative_prompt is not None else d.negative_prompt, count)
         generators, seeds = make_generators(count, seed)
         options = self._sampling_kwargs(steps=steps, sampler=sampler, guidance_scale=guidance_scale)
-        shape = (count, d.channels, num_frames, frames.shape[3], frames.shape[4])
+        shape = self.sample_shape((count, d.channels, num_frames, *pixel_hw))
         videos = sample(self.model, shape, cond, objective=self.objective, negative_cond=negative, generators=generators,
                         progress=progress, **options)  # fmt: skip
+        videos = self.decode(videos)
         return self._finish(videos, [p for p in prompts for _ in range(num_videos_per_prompt)], seeds)
 
     def __call__(

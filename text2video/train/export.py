@@ -1,5 +1,6 @@
 """From a run folder to a pipeline: the model of a checkpoint (EMA weights by default) with the run's
-text encoder, objective and sampling defaults; `export_run` writes it as a pipeline folder."""
+text encoder, VAE (latent runs), objective and sampling defaults; `export_run` writes it as a pipeline
+folder (with ``vae/`` for a latent run)."""
 
 from __future__ import annotations
 
@@ -27,13 +28,15 @@ def read_run_config(run_dir: str | Path) -> Config:
     return config_from_dict(yaml.safe_load(path.read_text()) or {})
 
 
-def pipeline_defaults(config: Config) -> dict[str, Any]:
+def pipeline_defaults(config: Config, vae: Any = None) -> dict[str, Any]:
+    """The pipeline's defaults from the run's config; sizes and channels are the output's (pixels)."""
     s, d = config.sample, config.data
+    channels = int(vae.in_channels) if vae is not None else int(config.model.kwargs.get("channels", 3) or 3)
     return {
         "num_frames": s.num_frames or d.num_frames,
         "height": s.size or d.size,
         "width": s.size or d.size,
-        "channels": int(config.model.kwargs.get("channels", 3) or 3),
+        "channels": channels,
         "fps": s.fps,
         "steps": s.steps,
         "sampler": s.sampler,
@@ -54,6 +57,7 @@ def pipeline_from_run(
     """A pipeline (``kind``) built from a run folder's config and a checkpoint's weights."""
     from ..pipelines import PIPELINES
     from ..text import load_text_encoder
+    from .latent import load_run_vae
     from .trainer import build_configured_model
 
     config = read_run_config(run_dir)
@@ -61,15 +65,16 @@ def pipeline_from_run(
     if text_encoder is None:
         kwargs = {} if config.text.max_length is None else {"max_length": config.text.max_length}
         text_encoder = load_text_encoder(config.text.encoder, **kwargs)
-    model = build_configured_model(config, getattr(text_encoder, "dim", None))
+    vae = load_run_vae(config, run_dir, device, required_copy=True)
+    model = build_configured_model(config, getattr(text_encoder, "dim", None), vae=vae, text_encoder=text_encoder)
     weights = path / ("ema.safetensors" if use_ema else "model.safetensors")
     if not weights.is_file():
         weights = path / "model.safetensors"
     load_weights(model, weights)
     model.eval()
     cls = PIPELINES[kind]
-    pipe = cls(model, text_encoder, objective_config(config, for_training=False), pipeline_defaults(config),
-               text_encoder_ref=config.text.encoder)  # fmt: skip
+    pipe = cls(model, text_encoder, objective_config(config, for_training=False), pipeline_defaults(config, vae),
+               text_encoder_ref=config.text.encoder, vae=vae)  # fmt: skip
     if device is not None:
         pipe.to(device)
     return pipe

@@ -27,7 +27,7 @@ from torch import nn
 
 from ..config import Config, objective_config
 from ..diffusion.conditioning import Conditioning
-from ..errors import ConfigError, Text2VideoError
+from ..errors import ConfigError, ModelError, Text2VideoError
 from ..models.adapter import ConditionedDenoiser
 from .checkpoint import list_checkpoints, load_checkpoint, resolve_checkpoint, save_checkpoint
 from .data import ShardedBatches, collate, seeded_generator
@@ -162,8 +162,13 @@ class Trainer:
         self.embed = TextEmbedder(self.text_encoder, self._build_disk_cache())
         self.objective = objective if objective is not None else self._build_objective()
         self.dataset = dataset if dataset is not None else self._build_dataset()
+        self.vae = self._build_vae()
+        self.latent_cached = False
+        if self.vae is not None and config.latent.cache:
+            self.dataset = self._cache_latents(self.dataset)
         torch.manual_seed(t.seed)
         self.model = model if model is not None else self._build_model()
+        self._apply_training_options(self.model)
         self.ema = EMA(self.model, decay=t.ema_decay, warmup=t.ema_warmup, start=t.ema_start, every=t.ema_every)
         self.ema.shadow.to(self.device)
         self.optimizer = torch.optim.AdamW(
@@ -210,7 +215,49 @@ class Trainer:
         return make_dataset(d.kind, num_frames=d.num_frames, size=d.size, **d.options)
 
     def _build_model(self) -> nn.Module:
-        return build_configured_model(self.config, getattr(self.text_encoder, "dim", None))
+        return build_configured_model(self.config, getattr(self.text_encoder, "dim", None), vae=self.vae, text_encoder=self.text_encoder)
+
+    def _build_vae(self) -> Any:
+        """The frozen VAE of ``latent.vae`` on the accelerator device (fitted and saved first if asked), or None."""
+        from .latent import prepare_run_vae
+
+        vae = prepare_run_vae(
+            self.config, self.run_dir, self.dataset, device=self.device, is_main=self.accelerator.is_main_process,
+            wait=self.accelerator.wait_for_everyone, progress=self.progress,
+        )  # fmt: skip
+        if vae is not None:
+            logger.info("latent space: VAE %s", vae.extra_repr())
+        return vae
+
+    def _cache_latents(self, dataset: Any) -> Any:
+        """``dataset`` as a `LatentDataset`, every item encoded by the main process before training."""
+        from ..latent import LatentDataset
+
+        lat = self.config.latent
+        root = Path(lat.cache_dir) if lat.cache_dir else self.run_dir / "latent_cache"
+        cached = LatentDataset(dataset, self.vae, root, posterior=lat.posterior, augmentations=lat.augmentations)
+        if self.accelerator.is_main_process:
+            cached.precompute(progress=self.progress)
+        self.accelerator.wait_for_everyone()
+        self.latent_cached = True
+        return cached
+
+    def _apply_training_options(self, model: nn.Module) -> None:
+        """``train.trainable`` (AnimateDiff's motion-module-only training) and ``train.gradient_checkpointing``."""
+        t = self.config.train
+        if t.trainable == "motion_modules":
+            freeze = getattr(model, "freeze_except_motion_modules", None)
+            if freeze is None:
+                raise ConfigError(
+                    f"train.trainable = motion_modules: {type(model).__name__} has no motion modules; use train.trainable=all"
+                )
+            count = freeze()
+            logger.info("training the motion modules only: %d parameters", count)
+        if t.gradient_checkpointing:
+            enable = getattr(model, "enable_gradient_checkpointing", None)
+            if enable is None or not getattr(model, "_supports_gradient_checkpointing", True):
+                raise ConfigError(f"train.gradient_checkpointing: {type(model).__name__} does not support it; set it to false")
+            enable()
 
     # ----------------------------------------------------------------- state
     @property
@@ -289,6 +336,8 @@ class Trainer:
         if image_step and t.image_mode == "frames" and x0.shape[2] > 1:
             frame = torch.randint(0, x0.shape[2], (b,), generator=gen, device=self.device)
             x0 = x0[torch.arange(b, device=self.device), :, frame].unsqueeze(2)
+        if self.vae is not None and not self.latent_cached:  # frames are encoded one by one: pick first, then encode
+            x0 = self.vae.encode(x0, posterior=self.config.latent.posterior, generator=gen)
         elif t.image_mode == "focus_present" and t.image_share > 0:
             cond.focus_present = torch.rand(b, generator=gen, device=self.device) < t.image_share
         with self.accelerator.autocast():
@@ -493,11 +542,14 @@ class Trainer:
         model.eval()
         frames = s.num_frames or self.config.data.num_frames
         size = s.size or self.config.data.size
-        channels = int(self.dataset[0]["video"].shape[0]) if len(self.dataset) else 3
+        if self.vae is not None:  # sample latents, decode below
+            shape = self.vae.latent_shape((len(prompts), self.vae.in_channels, frames, size, size))
+        else:
+            channels = int(self.dataset[0]["video"].shape[0]) if len(self.dataset) else 3
+            shape = (len(prompts), channels, frames, size, size)
         cond = self.embed(list(prompts), self.device)
         seed = s.seed if seed is None else seed
         gens = [seeded_generator(seed, i, device=self.device) for i in range(len(prompts))]
-        shape = (len(prompts), channels, frames, size, size)
         if self.sample_fn is not None:
             video = self.sample_fn(model, shape, cond, gens)
         else:
@@ -509,11 +561,15 @@ class Trainer:
             kwargs: dict[str, Any] = {}
             if negative is not None:
                 kwargs["negative_cond"] = negative
+            if self.vae is not None:
+                kwargs["clip_x0"] = False  # latents are not bounded to [-1, 1]
             video = sample(
                 model, shape, cond, objective=self.objective, sampler=s.sampler, steps=s.steps,
                 guidance_scale=s.guidance_scale, generators=gens, **kwargs,
             )
         model.train(was_training)
+        if self.vae is not None:
+            video = self.vae.decode(video)
         return video.clamp(-1, 1)
 
     def sample_grid(self) -> Optional[Path]:
@@ -534,18 +590,99 @@ class Trainer:
         return path
 
 
-def build_configured_model(config: Config, text_dim: Optional[int]) -> nn.Module:
-    """``build_model`` for the config, with ``cond_dim`` set to the text encoder's width when the model
-    takes one and the config does not say."""
+#: Constructor arguments that take the text encoder's token width, by model family.
+TEXT_WIDTH_ARGS: tuple[str, ...] = ("cond_dim", "caption_channels", "cross_attention_dim")
+
+
+def _check_explicit(key: str, value: Any, wanted: Any, why: str) -> None:
+    if value != wanted:
+        raise ConfigError(f"model.{key} = {value!r} does not fit {why}: it must be {wanted!r}; remove model.{key} to have it filled in")
+
+
+def configured_model_kwargs(
+    config: Config, text_dim: Optional[int], vae: Any = None, text_encoder: Any = None
+) -> tuple[type[nn.Module], Optional[str], dict[str, Any]]:
+    """``(class, preset, constructor kwargs)`` of the config's model, with the sizes the run implies.
+
+    Filled in when the config does not set them (a ``model.preset``'s values count as unset):
+    the text width (``cond_dim`` / ``caption_channels`` / ``cross_attention_dim``) from the text
+    encoder, and with a VAE the latent channels (``channels``, or ``in_channels`` + ``out_channels``)
+    and the latent frame size (``sample_size``, or ``input_size``'s H and W). Set explicitly, the text
+    width and the output channels and size are checked instead (a `TextEncoderError` / `ConfigError`).
+    """
     import inspect
 
-    from ..models.registry import build_model, model_class
+    from ..models.registry import model_class
 
+    cls = model_class(config.model.name)
+    params = inspect.signature(cls.__init__).parameters
     kwargs = dict(config.model.kwargs)
-    params = inspect.signature(model_class(config.model.name).__init__).parameters
-    if text_dim is not None and "cond_dim" in params and kwargs.get("cond_dim") is None:
-        kwargs["cond_dim"] = int(text_dim)
-    return build_model(config.model.name, **kwargs)
+    preset = kwargs.pop("preset", None)
+    if text_dim is not None:
+        for key in TEXT_WIDTH_ARGS:
+            if key not in params:
+                continue
+            if kwargs.get(key) is None:
+                kwargs[key] = int(text_dim)
+            elif key != "cond_dim" and int(kwargs[key]) != int(text_dim):
+                if text_encoder is not None:
+                    from ..text.encoders import check_context_dim
+
+                    check_context_dim(text_encoder, int(kwargs[key]), f"model.{key}")
+                from ..errors import TextEncoderError
+
+                raise TextEncoderError(
+                    f"the text encoder gives {text_dim}-dim token states but model.{key} is {kwargs[key]}; "
+                    f"set model.{key} to {text_dim}, or use a text encoder whose hidden size is {kwargs[key]}"
+                )
+    if vae is not None:
+        from .latent import latent_model_sizes
+
+        channels, h, w = latent_model_sizes(config, vae)
+        why = f"the VAE's {channels}-channel latents"
+        if "channels" in params:  # Unet3D: one argument for input and output
+            if kwargs.get("channels") is None:
+                kwargs["channels"] = channels
+            _check_explicit("channels", kwargs["channels"], channels, why)
+            if kwargs.get("out_dim") is not None:
+                _check_explicit("out_dim", kwargs["out_dim"], channels, why)
+        if "in_channels" in params and kwargs.get("in_channels") is None:
+            kwargs["in_channels"] = channels  # an explicit value may add conditioning channels
+        if "out_channels" in params:
+            if kwargs.get("out_channels") is None:
+                kwargs["out_channels"] = channels
+            _check_explicit("out_channels", kwargs["out_channels"], channels, why)
+        size_why = f"{config.data.size}x{config.data.size} frames in the VAE's latent space ({h}x{w})"
+        if "sample_size" in params:
+            if kwargs.get("sample_size") is None:
+                kwargs["sample_size"] = h
+            elif isinstance(kwargs["sample_size"], (list, tuple)):
+                _check_explicit("sample_size", list(kwargs["sample_size"]), [h, w], size_why)
+            else:
+                _check_explicit("sample_size", kwargs["sample_size"], h, size_why)
+        if "input_size" in params:  # STDiT: (T, H, W)
+            frames = config.data.num_frames
+            if kwargs.get("input_size") is None:
+                kwargs["input_size"] = [frames, h, w]
+            else:
+                given = list(kwargs["input_size"])
+                _check_explicit("input_size", given[-2:], [h, w], size_why)
+    return cls, preset, kwargs
+
+
+def build_configured_model(config: Config, text_dim: Optional[int], vae: Any = None, text_encoder: Any = None) -> nn.Module:
+    """The config's model (``model.preset`` through the class's ``from_preset``), its text width set to
+    the text encoder's and, with a ``vae``, its channels and sizes set to the latent space's
+    (see `configured_model_kwargs`)."""
+    from ..models.registry import build_model
+
+    cls, preset, kwargs = configured_model_kwargs(config, text_dim, vae, text_encoder)
+    if preset is None:
+        return build_model(config.model.name, **kwargs)
+    try:
+        return cls.from_preset(preset, **kwargs)  # type: ignore[attr-defined]
+    except TypeError as exc:
+        raise ModelError(f"cannot build model {config.model.name!r} from preset {preset!r} with {sorted(kwargs)}: {exc}") from exc
 
 
 def read_metrics(path: str | Path) -> list[dict[str, float]]:
@@ -587,4 +724,4 @@ def train(config: Config, run_dir: str | Path, resume: Optional[str | Path] = No
     return Trainer(config, run_dir, **kwargs).train(resume=resume)
 
 
-__all__ = ["Trainer", "TrainResult", "NonFiniteLossError", "train", "build_configured_model", "plot_loss_curve", "read_metrics", "list_checkpoints"]
+__all__ = ["Trainer", "TrainResult", "NonFiniteLossError", "train", "build_configured_model", "configured_model_kwargs", "plot_loss_curve", "read_metrics", "list_checkpoints"]
