@@ -122,6 +122,7 @@ class TrainConfig:
     cpu: bool = False
     trainable: Literal["all", "motion_modules"] = "all"
     gradient_checkpointing: bool = False
+    init_from: Optional[str] = None
 
 
 @dataclass

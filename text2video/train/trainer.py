@@ -168,6 +168,8 @@ class Trainer:
             self.dataset = self._cache_latents(self.dataset)
         torch.manual_seed(t.seed)
         self.model = model if model is not None else self._build_model()
+        if t.init_from:
+            self._load_initial_weights(self.model, t.init_from)
         self._apply_training_options(self.model)
         self.ema = EMA(self.model, decay=t.ema_decay, warmup=t.ema_warmup, start=t.ema_start, every=t.ema_every)
         self.ema.shadow.to(self.device)
@@ -241,6 +243,23 @@ class Trainer:
         self.accelerator.wait_for_everyone()
         self.latent_cached = True
         return cached
+
+    @staticmethod
+    def _load_initial_weights(model: nn.Module, source: str) -> None:
+        """``train.init_from``: the weights of a ``save_pretrained`` folder (e.g. ``text2video convert``'s
+        output) or a ``.safetensors`` file, loaded strictly before the first step."""
+        from .checkpoint import load_weights
+
+        path = Path(source).expanduser()
+        if path.is_dir():
+            path = path / "diffusion_pytorch_model.safetensors"
+        if not path.is_file():
+            raise ConfigError(
+                f"train.init_from = {source!r}: no such weights file ({path}); give a folder written by "
+                "save_pretrained / text2video convert, or a .safetensors file"
+            )
+        load_weights(model, path)
+        logger.info("initial weights loaded from %s", path)
 
     def _apply_training_options(self, model: nn.Module) -> None:
         """``train.trainable`` (AnimateDiff's motion-module-only training) and ``train.gradient_checkpointing``."""
