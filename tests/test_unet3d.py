@@ -9,7 +9,20 @@ from text2video.diffusion.conditioning import Conditioning
 from text2video.errors import ModelError
 from text2video.models.adapter import denoise
 from text2video.models.registry import load_model
-from text2video.models.unet3d import RelativePositionBias, TemporalAttention, Unet3D, fold_frames, rotary_angles, rotate_rows, unfold_frames
+import torch.nn.functional as F
+
+from text2video.models.unet3d import (
+    RelativePositionBias,
+    TemporalAttention,
+    Unet3D,
+    fold_frames,
+    rotary_angles,
+    rotate_features,
+    rotate_rows,
+    unfold_frames,
+)
+from text2video.nn.short_attention import short_sequence_attention
+from text2video.nn.small_map_conv import conv3x3_gemm_backward
 
 TINY = dict(dim=8, cond_dim=6, dim_mults=(1, 2), attn_heads=2, attn_dim_head=8, spatial_attn_dim_head=8)
 
@@ -194,3 +207,71 @@ def test_bf16_autocast():
             low = model(x, t, cond=text)
     assert low.shape == ref.shape and torch.isfinite(low).all()
     assert (low.float() - ref).abs().max() < 0.1 * ref.abs().max() + 0.05
+
+
+def test_bf16_autocast_training_step():
+    model = tiny().train()
+    x, t, text = torch.randn(2, 3, 3, 8, 8), torch.tensor([4, 9]), torch.randn(2, 6)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        loss = model(x, t, cond=text).float().pow(2).mean()
+    loss.backward()
+    grads = {name: p.grad for name, p in model.named_parameters() if name != "null_cond_emb"}  # text given: no null row
+    assert all(g is not None and torch.isfinite(g).all() for g in grads.values())
+
+
+def test_rotate_features_matches_rotary_embedding_torch():
+    rotary_embedding_torch = pytest.importorskip("rotary_embedding_torch")
+    frames, heads, d, rot = 4, 2, 12, 8
+    q = torch.randn(frames, 3, heads, d)
+    expected = rotary_embedding_torch.RotaryEmbedding(rot).rotate_queries_or_keys(q.permute(1, 2, 0, 3))  # (.., frames, d)
+    ours = rotate_features(q, rot, rotary_angles(frames, rot, q.device)).permute(1, 2, 0, 3)
+    torch.testing.assert_close(ours, expected, atol=1e-5, rtol=1e-5)
+
+
+def test_short_sequence_attention_values_and_gradients():
+    frames, n, heads, d = 5, 6, 3, 4
+    qkv = torch.randn(frames, n, 3, heads, d, dtype=torch.double, requires_grad=True)
+    bias = torch.randn(heads, frames, frames, dtype=torch.double, requires_grad=True)
+    q, k, v = qkv.permute(2, 1, 3, 0, 4)  # (n, heads, frames, d) each
+    expected = F.scaled_dot_product_attention(q, k, v, attn_mask=bias).permute(2, 0, 1, 3)
+    torch.testing.assert_close(short_sequence_attention(qkv, bias), expected)
+    assert torch.autograd.gradcheck(short_sequence_attention, (qkv, bias))
+    assert torch.autograd.gradcheck(short_sequence_attention, (qkv,))
+
+
+def test_conv3x3_gemm_backward_matches_conv2d():
+    x = torch.randn(2, 5, 3, 4, dtype=torch.double, requires_grad=True)
+    weight = torch.randn(6, 5, 3, 3, dtype=torch.double, requires_grad=True)
+    bias = torch.randn(6, dtype=torch.double, requires_grad=True)
+    torch.testing.assert_close(conv3x3_gemm_backward(x, weight, bias), F.conv2d(x, weight, bias, padding=1))
+    assert torch.autograd.gradcheck(conv3x3_gemm_backward, (x, weight, bias))
+
+
+@pytest.mark.parametrize("channels,size", [(8, 4), (32, 2)])  # many tokens per frame (rotated weights), few (rotated features)
+def test_temporal_attention_chunks_and_paths_agree(channels, size):
+    batch, frames = 2, 5
+    layer = TemporalAttention(channels, 2, 8).double()
+    x = torch.randn(batch * frames, channels, size, size, dtype=torch.double).contiguous(memory_format=torch.channels_last)
+    angles = rotary_angles(frames, 8, x.device).double()
+    bias = RelativePositionBias(2).double()(frames, x.device)
+
+    def run(chunk: int) -> tuple[torch.Tensor, torch.Tensor]:
+        layer.zero_grad()
+        layer.chunk_tokens = chunk
+        xi = x.clone().requires_grad_()
+        out = layer(xi, batch, angles, bias.detach())
+        out.pow(2).sum().backward()
+        return out, xi.grad
+
+    whole, grad_whole = run(0)
+    chunked, grad_chunked = run(3)
+    torch.testing.assert_close(chunked, whole)
+    torch.testing.assert_close(grad_chunked, grad_whole)
+    # against plain attention: rotary on queries and keys, SDPA with the bias
+    tokens = layer.norm.normed_tokens(x).reshape(batch, frames, size * size, channels)
+    qkv = F.linear(tokens, layer.to_qkv.weight).view(batch, frames, size * size, 3, 2, 8)
+    q, k, v = qkv.permute(3, 0, 2, 4, 1, 5)  # (batch, pixels, heads, frames, d)
+    rot = lambda t: rotate_features(t.movedim(3, 0), 8, angles).movedim(0, 3)  # noqa: E731
+    ref = F.scaled_dot_product_attention(rot(q), rot(k), v, attn_mask=bias)
+    ref = layer.to_out(ref.permute(0, 3, 1, 2, 4).reshape(batch, frames, size, size, 16))
+    torch.testing.assert_close(whole.permute(0, 2, 3, 1).reshape_as(ref), ref)

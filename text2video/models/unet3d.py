@@ -67,6 +67,11 @@ GEMM_BACKWARD_MIN_CHANNELS = 512
 GEMM_BACKWARD_MAX_PIXELS = 16
 
 
+#: Temporal attention runs over chunks of this many pixels (of all frames) at a time, so that the
+#: projected queries, keys and values of a chunk stay in the CPU cache (0: no chunking).
+TEMPORAL_CHUNK_TOKENS = 512
+
+
 def conv_format(x: torch.Tensor) -> torch.memory_format:
     """The memory format a convolution over ``x`` runs fastest in."""
     return torch.channels_last if x.shape[-2] * x.shape[-1] >= CHANNELS_LAST_MIN_PIXELS else torch.contiguous_format
@@ -223,6 +228,21 @@ def rotate_rows(weight: torch.Tensor, heads: int, rot_dim: int, angles: torch.Te
     return rotated.reshape(angles.shape[0], inner, c)
 
 
+def rotate_features(x: torch.Tensor, rot_dim: int, angles: torch.Tensor) -> torch.Tensor:
+    """Rotary embedding of ``x`` ``(T, ..., d)`` (interleaved pairs of its first ``rot_dim`` features) by frame.
+
+    The activation-side twin of :func:`rotate_rows`, cheaper when a frame has fewer tokens than channels.
+    """
+    t, d = x.shape[0], x.shape[-1]
+    view = (t,) + (1,) * (x.ndim - 2) + (rot_dim // 2,)
+    cos = angles.cos().to(x.dtype).view(view)
+    sin = angles.sin().to(x.dtype).view(view)
+    pairs = x[..., :rot_dim].unflatten(-1, (rot_dim // 2, 2))
+    even, odd = pairs[..., 0], pairs[..., 1]
+    rotated = torch.stack((even * cos - odd * sin, odd * cos + even * sin), dim=-1).flatten(-2)
+    return rotated if rot_dim == d else torch.cat((rotated, x[..., rot_dim:]), dim=-1)
+
+
 # ----------------------------------------------------------------------------------------------
 # attention layers (each includes its pre-norm; the caller adds the residual)
 
@@ -237,6 +257,7 @@ class TemporalAttention(nn.Module):
         self.norm = ChannelNorm(dim, "layer_nobias")
         self.to_qkv = nn.Linear(dim, 3 * heads * dim_head, bias=False)
         self.to_out = nn.Linear(heads * dim_head, dim, bias=False)
+        self.chunk_tokens = TEMPORAL_CHUNK_TOKENS
 
     def forward(
         self,
@@ -253,24 +274,41 @@ class TemporalAttention(nn.Module):
             # every item attends only to its own frame: attention returns the values
             w_v = self.to_qkv.weight[2 * inner :]
             return from_channels_last(self.to_out(F.linear(tokens, w_v)).view(bt, h, w, c))
-        w_q, w_k, w_v = self.to_qkv.weight.split(inner)
-        weights = torch.cat(
-            (
-                rotate_rows(w_q, self.heads, self.rot_dim, angles),
-                rotate_rows(w_k, self.heads, self.rot_dim, angles),
-                w_v.expand(frames, inner, c),
-            ),
-            dim=1,
-        )  # (T, 3*inner, C): one projection per frame
-        # frame-major tokens (T, B*HW, C): one batched product with the per-frame weights
-        tokens = tokens.transpose(0, 1).reshape(frames, batch * hw, c)
-        qkv = torch.bmm(tokens, weights.transpose(1, 2).to(tokens.dtype))  # (T, B*HW, 3*inner)
-        qkv = qkv.view(frames, batch * hw, 3, self.heads, self.dim_head)
-        out = short_sequence_attention(qkv, bias)  # (T, B*HW, heads, d)
-        if focus is not None and bool(focus.any()):
-            out = torch.where(focus.repeat_interleave(hw).view(1, batch * hw, 1, 1), qkv[:, :, 2], out)
-        out = self.to_out(out.view(frames, batch, hw, inner))  # (T, B, HW, C)
-        return from_channels_last(out.transpose(0, 1).reshape(bt, h, w, c))
+        # frame-major tokens (T, B*HW, C), attended in chunks of pixels that stay in cache
+        n = batch * hw
+        tokens = tokens.transpose(0, 1).reshape(frames, n, c)
+        if n < c:
+            # few tokens per frame: rotate the projected queries and keys
+            weights = self.to_qkv.weight.to(tokens.dtype)
+        else:
+            # many tokens per frame: rotate the projection rows once per frame, one batched product
+            w_q, w_k, w_v = self.to_qkv.weight.split(inner)
+            weights = torch.cat(
+                (
+                    rotate_rows(w_q, self.heads, self.rot_dim, angles),
+                    rotate_rows(w_k, self.heads, self.rot_dim, angles),
+                    w_v.expand(frames, inner, c),
+                ),
+                dim=1,
+            ).transpose(1, 2).to(tokens.dtype)  # (T, C, 3*inner)
+        rows = None if focus is None or not bool(focus.any()) else focus.repeat_interleave(hw).view(1, n, 1, 1)
+        chunk = self.chunk_tokens if self.chunk_tokens > 0 else n
+        outs = [self._attend(tokens[:, i : i + chunk], weights, angles, bias, None if rows is None else rows[:, i : i + chunk]) for i in range(0, n, chunk)]
+        out = outs[0] if len(outs) == 1 else torch.cat(outs, dim=1)  # (T, B*HW, C)
+        return from_channels_last(out.view(frames, batch, hw, c).transpose(0, 1).reshape(bt, h, w, c))
+
+    def _attend(self, tokens: torch.Tensor, weights: torch.Tensor, angles: torch.Tensor, bias: torch.Tensor, rows: Optional[torch.Tensor]) -> torch.Tensor:
+        """Attention over frames of frame-major ``tokens`` ``(T, n, C)`` -> output projection ``(T, n, C)``."""
+        frames, n, _ = tokens.shape
+        if weights.ndim == 2:
+            qkv = F.linear(tokens, weights).view(frames, n, 3, self.heads, self.dim_head)
+            qkv = torch.cat((rotate_features(qkv[:, :, :2], self.rot_dim, angles), qkv[:, :, 2:]), dim=2)
+        else:
+            qkv = torch.bmm(tokens, weights).view(frames, n, 3, self.heads, self.dim_head)
+        out = short_sequence_attention(qkv, bias)  # (T, n, heads, d)
+        if rows is not None:
+            out = torch.where(rows, qkv[:, :, 2], out)
+        return self.to_out(out.reshape(frames, n, self.heads * self.dim_head))
 
 
 class SpatialAttention(nn.Module):
