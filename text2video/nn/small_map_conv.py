@@ -3,7 +3,7 @@
 On CPU, oneDNN's convolution backward on very small feature maps with many channels (4x4 maps of
 512 channels in a video U-Net's bottleneck) runs far below the machine's matrix-product speed. The
 forward here is the ordinary convolution; the backward rebuilds the ``(N*H*W, 9*C)`` patch matrix
-(channels innermost, one copy) and computes the weight gradient and the patch gradient as GEMMs,
+(one copy, in the weight's own (c, ky, kx) order) and computes the weight gradient and the patch gradient as GEMMs,
 then scatters the patch gradient back with nine shifted additions. Same result up to float rounding.
 """
 
@@ -16,11 +16,11 @@ import torch.nn.functional as F
 
 
 def _patches(x: torch.Tensor) -> torch.Tensor:
-    """``(N, C, H, W)`` -> ``(N*H*W, 9*C)`` 3x3 patches (zero padding 1), ordered (ky, kx, c)."""
+    """``(N, C, H, W)`` -> ``(N*H*W, C*9)`` 3x3 patches (zero padding 1), ordered (c, ky, kx) like the weight."""
     n, c, h, w = x.shape
     xp = F.pad(x.permute(0, 2, 3, 1), (0, 0, 1, 1, 1, 1))  # (N, H+2, W+2, C)
     s_n, s_h, s_w, s_c = xp.stride()
-    return xp.as_strided((n, h, w, 3, 3, c), (s_n, s_h, s_w, s_h, s_w, s_c)).reshape(n * h * w, 9 * c)
+    return xp.as_strided((n, h, w, c, 3, 3), (s_n, s_h, s_w, s_c, s_h, s_w)).reshape(n * h * w, c * 9)
 
 
 class _Conv3x3GemmBackward(torch.autograd.Function):
@@ -36,17 +36,16 @@ class _Conv3x3GemmBackward(torch.autograd.Function):
         n, c, h, w = x.shape
         c_out = weight.shape[0]
         g = grad_out.permute(0, 2, 3, 1).reshape(n * h * w, c_out)  # (NHW, C_out)
-        w_rows = weight.permute(0, 2, 3, 1).reshape(c_out, 9 * c)  # (C_out, 9C), (ky, kx, c) order
         grad_x = grad_w = grad_b = None
         if ctx.needs_input_grad[0]:
-            d_patches = torch.mm(g, w_rows).view(n, h, w, 3, 3, c)
+            d_patches = torch.mm(g, weight.reshape(c_out, c * 9)).view(n, h, w, c, 3, 3)
             dxp = torch.zeros((n, h + 2, w + 2, c), dtype=g.dtype, device=g.device)
             for ky in range(3):
                 for kx in range(3):
-                    dxp[:, ky : ky + h, kx : kx + w].add_(d_patches[:, :, :, ky, kx])
+                    dxp[:, ky : ky + h, kx : kx + w].add_(d_patches[..., ky, kx])
             grad_x = dxp[:, 1 : h + 1, 1 : w + 1].permute(0, 3, 1, 2)
         if ctx.needs_input_grad[1]:
-            grad_w = torch.mm(g.t(), _patches(x)).view(c_out, 3, 3, c).permute(0, 3, 1, 2)
+            grad_w = torch.mm(g.t(), _patches(x)).view_as(weight)
         if ctx.has_bias and ctx.needs_input_grad[2]:
             grad_b = g.sum(dim=0)
         return grad_x, grad_w, grad_b
