@@ -127,7 +127,7 @@ def test_latent_cache_trains_on_cached_latents(tmp_path: Path) -> None:
 def test_pixel_space_is_unchanged_without_a_vae() -> None:
     config = _config(latent={"vae": None}, model={"name": "unet3d", "dim": 8, "dim_mults": [1]})
     model = build_configured_model(config, 8)
-    assert model.channels == 3  # Unet3D's default: pixels
+    assert model.config.channels == 3  # Unet3D default: pixels
     assert config.to_dict()["latent"]["vae"] is None
 
 
