@@ -21,6 +21,7 @@ from text2video.models.unet3d import (
     rotate_rows,
     unfold_frames,
 )
+from text2video.nn.fused_norm import rms_scale_shift_silu
 from text2video.nn.short_attention import short_sequence_attention
 from text2video.nn.small_map_conv import conv3x3_gemm_backward
 
@@ -275,3 +276,15 @@ def test_temporal_attention_chunks_and_paths_agree(channels, size):
     ref = F.scaled_dot_product_attention(rot(q), rot(k), v, attn_mask=bias)
     ref = layer.to_out(ref.permute(0, 3, 1, 2, 4).reshape(batch, frames, size, size, 16))
     torch.testing.assert_close(whole.permute(0, 2, 3, 1).reshape_as(ref), ref)
+
+
+def test_rms_scale_shift_silu_matches_composition():
+    x = torch.randn(3, 5, 6, dtype=torch.double, requires_grad=True)
+    weight = torch.randn(6, dtype=torch.double, requires_grad=True)
+    scale, shift = (torch.randn(3, 6, dtype=torch.double, requires_grad=True) for _ in range(2))
+    expected = F.silu(torch.addcmul(shift[:, None], F.rms_norm(x, (6,), weight, 1e-12), scale[:, None] + 1))
+    torch.testing.assert_close(rms_scale_shift_silu(x, weight, scale, shift), expected)
+    assert torch.autograd.gradcheck(rms_scale_shift_silu, (x, weight, scale, shift))
+    assert torch.autograd.gradcheck(rms_scale_shift_silu, (x, weight))
+    with pytest.raises(ValueError, match="together"):
+        rms_scale_shift_silu(x, weight, scale, None)

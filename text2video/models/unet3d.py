@@ -31,6 +31,7 @@ from ..diffusion.conditioning import Conditioning
 from ..errors import ModelError
 from ..nn.attention import scaled_dot_product
 from ..nn.embeddings import sinusoidal_embedding
+from ..nn.fused_norm import rms_scale_shift_silu
 from ..nn.short_attention import short_sequence_attention
 from ..nn.small_map_conv import conv3x3_gemm_backward
 
@@ -374,7 +375,16 @@ class ConvBlock(nn.Module):
         self.norm = ChannelNorm(dim_out, norm)
 
     def forward(self, x: torch.Tensor, scale_shift: Optional[tuple[torch.Tensor, torch.Tensor]] = None) -> torch.Tensor:
-        x = self.norm(self.proj(x))
+        x = self.proj(x)
+        if self.norm.kind == "rms":
+            # norm, scale-shift and SiLU as one autograd node on the channels-last tokens
+            n, c, h, w = x.shape
+            scale = shift = None
+            if scale_shift is not None:
+                scale, shift = (t.reshape(n, c) for t in scale_shift)
+            y = rms_scale_shift_silu(channels_last_view(x).reshape(n, h * w, c), self.norm.weight, scale, shift, self.norm.eps)
+            return from_channels_last(y.view(n, h, w, c))
+        x = self.norm(x)
         if scale_shift is not None:
             scale, shift = scale_shift
             x = torch.addcmul(shift, x, scale + 1)
