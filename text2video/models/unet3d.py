@@ -347,14 +347,19 @@ class SpatialLinearAttention(nn.Module):
         n, inner = h * w, self.heads * self.dim_head
         tokens = self.norm.normed_tokens(x).reshape(bt, n, c)
         # queries token-major (BT, N, heads*d): their softmax over features reads memory in order;
-        # keys and values channel-major (BT, 2*heads*d, N): the keys' softmax over pixels does too
+        # keys channel-major (BT, heads*d, N): their softmax over pixels does too
         w_q, w_k, w_v = self.to_qkv.weight.to(tokens.dtype).split(inner)
         q = F.linear(tokens, w_q).view(bt, n, self.heads, self.dim_head).softmax(dim=-1)
-        # two products rather than one split in two: the backward then never concatenates gradients
         tokens_t = tokens.transpose(1, 2)
-        k = torch.bmm(w_k.expand(bt, -1, -1), tokens_t).view(bt, self.heads, self.dim_head, n)
-        v = torch.bmm(w_v.expand(bt, -1, -1), tokens_t).view(bt, self.heads, self.dim_head, n)
-        context = torch.matmul(k.softmax(dim=-1), v.transpose(-1, -2))  # (BT, heads, d, e)
+        k = torch.bmm(w_k.expand(bt, -1, -1), tokens_t).softmax(dim=-1)  # (BT, heads*d, N)
+        if n >= c:
+            # more pixels than channels: the values are never formed,
+            # context = softmax(k) @ (tokens @ W_v^T)^T = (softmax(k) @ tokens) @ W_v^T
+            pooled = torch.bmm(k, tokens).view(bt, self.heads, self.dim_head, c)  # (BT, heads, d, C)
+            context = torch.matmul(pooled, w_v.view(self.heads, self.dim_head, c).transpose(1, 2))  # (BT, heads, d, e)
+        else:
+            v = torch.bmm(w_v.expand(bt, -1, -1), tokens_t).view(bt, self.heads, self.dim_head, n)
+            context = torch.matmul(k.view(bt, self.heads, self.dim_head, n), v.transpose(-1, -2))  # (BT, heads, d, e)
         # fold the output projection into the (small) context: out = q @ (context @ W_out^T)
         w_out = self.to_out.weight.view(c, self.heads, self.dim_head).to(context.dtype)
         mixer = torch.einsum("bhde,che->bhdc", context, w_out).reshape(bt, inner, c) * (self.dim_head**-0.5)
