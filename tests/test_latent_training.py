@@ -192,3 +192,36 @@ def test_presets_load() -> None:
     assert gpu.model.kwargs["preset"] == "sd15" and gpu.data.size == 256 and gpu.data.num_frames == 16
     assert gpu.train.mixed_precision == "bf16" and gpu.train.gradient_checkpointing and gpu.data.kind == "csv"
     assert load_config("animatediff-256", ["train.trainable=motion_modules"]).train.trainable == "motion_modules"
+
+
+def _latent_pipeline(kind: str):
+    from text2video.models.unet3d_condition import UNet3DConditionModel
+    from text2video.pipelines import PIPELINES
+
+    torch.manual_seed(0)
+    model = UNet3DConditionModel.from_preset("tiny", **{k: v for k, v in TINY_UNET.items() if k not in ("name", "preset")},
+                                             cross_attention_dim=8).eval()  # fmt: skip
+    vae = VideoVAE.tiny(seed=1)
+    defaults = {"num_frames": 4, "height": 16, "width": 16, "channels": 3, "steps": 2, "guidance_scale": 1.0}
+    return PIPELINES[kind](model, ToyTextEncoder(), {"prediction_type": "epsilon"}, defaults, vae=vae)
+
+
+def test_latent_image_to_video_keeps_the_encoded_frame(tmp_path: Path) -> None:
+    pipe = _latent_pipeline("ImageToVideoPipeline")
+    image = torch.rand(1, 3, 16, 16) * 2 - 1
+    out = pipe(image, "a clip", seed=0, progress=False).videos
+    assert out.shape == (1, 3, 4, 16, 16)
+    # the first frame is the VAE's reconstruction of the given image (its latent is kept exactly)
+    recon = pipe.vae.decode(pipe.vae.encode(image[:, :, None], posterior="mode"))
+    torch.testing.assert_close(out[:, :, :1], recon, atol=1e-5, rtol=1e-5)
+    # save / load keeps the VAE and the result
+    again = type(pipe).from_pretrained(pipe.save_pretrained(tmp_path / "i2v"), text_encoder=ToyTextEncoder())
+    assert again.vae.id == pipe.vae.id
+    torch.testing.assert_close(again(image, "a clip", seed=0, progress=False).videos, out)
+
+
+def test_latent_interpolation_decodes_pixels() -> None:
+    pipe = _latent_pipeline("InterpolationPipeline")
+    v1, v2 = torch.rand(2, 1, 3, 4, 16, 16) * 2 - 1
+    out = pipe.interpolate(v1, v2, num_steps=2, num_interp_frames=3, seed=0, progress=False, strength=0.5)
+    assert out.videos.shape == (3, 3, 4, 16, 16) and out.videos.abs().max() <= 1

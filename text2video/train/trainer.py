@@ -7,6 +7,11 @@ clipping, AdamW, the LR schedule and the EMA. All randomness of a step comes fro
 ``(seed, step, rank, micro)``, and the data order from ``(seed, epoch)``, so a resumed run repeats the
 uninterrupted one exactly. The trainer knows no particular model: it calls ``forward_cond`` through
 `ConditionedDenoiser`.
+
+With ``latent.vae`` set the run works in a VAE's latent space: the frozen VAE (`text2video.train.latent`)
+encodes each batch, or the whole dataset once into a `LatentDataset` cache (``latent.cache``); the model's
+channels and sizes are filled from the VAE; samples are drawn at the latent shape without x0 clipping and
+decoded. Without a VAE nothing of this runs.
 """
 
 from __future__ import annotations
@@ -124,7 +129,8 @@ class Trainer:
     text_encoder: has ``dim`` and ``encode(list[str])`` (default: ``load_text_encoder(config.text.encoder)``).
     objective:    has ``loss(model, x0, cond, generator=) -> (loss, stats)`` (default: ``DiffusionObjective``).
     sample_fn:    ``f(model, shape, cond, generator) -> (B,C,T,H,W)``; default: the sampling module with
-                  ``config.sample`` settings.
+                  ``config.sample`` settings. In latent space ``shape`` is the latent shape and the
+                  result is decoded.
     """
 
     def __init__(
