@@ -165,6 +165,8 @@ def test_latent_config_errors(tmp_path: Path) -> None:
         _config(latent={"vea": "tiny"})
     with pytest.raises(ConfigError, match="motion_modules"):
         _config(model={"name": "unet3d"}, train={"trainable": "motion_modules"})
+    with pytest.raises(ConfigError, match="gradient_checkpointing"):
+        _config(model={"name": "stdit"}, train={"gradient_checkpointing": True})
     with pytest.raises(ConfigError, match="model.preset"):
         _config(model={"preset": "huge"})
     missing = tmp_path / "no-such-sd15"
@@ -174,9 +176,11 @@ def test_latent_config_errors(tmp_path: Path) -> None:
 
 
 def test_motion_module_only_training_changes_only_motion_parameters(tmp_path: Path) -> None:
-    config = _config(latent={"vae": "tiny"}, train={"steps": 1, "save_every": 0, "trainable": "motion_modules", "lr": 1e-2})
+    config = _config(latent={"vae": "tiny"}, train={"steps": 1, "save_every": 0, "trainable": "motion_modules", "lr": 1e-2,
+                                                   "gradient_checkpointing": True})
     trainer = Trainer(config, tmp_path / "run", text_encoder=ToyTextEncoder(), dataset=ToyVideos(n=4, frames=4, size=16),
                       progress=False)  # fmt: skip
+    assert trainer.model.is_gradient_checkpointing
     before = {k: v.detach().clone() for k, v in trainer.model.state_dict().items()}
     trainer.train()
     after = trainer.model.state_dict()
