@@ -367,6 +367,29 @@ class SpatialLinearAttention(nn.Module):
         return from_channels_last(out.view(bt, h, w, c))
 
 
+class TextCrossAttention(nn.Module):
+    """Attention of every pixel of every frame to the caption's token states (output zero-initialised)."""
+
+    def __init__(self, dim: int, text_dim: int, heads: int, dim_head: int) -> None:
+        super().__init__()
+        self.heads, self.dim_head = heads, dim_head
+        self.norm = ChannelNorm(dim, "layer_nobias")
+        self.to_q = nn.Linear(dim, heads * dim_head, bias=False)
+        self.to_kv = nn.Linear(text_dim, 2 * heads * dim_head, bias=False)
+        self.to_out = nn.Linear(heads * dim_head, dim)
+        nn.init.zeros_(self.to_out.weight)
+        nn.init.zeros_(self.to_out.bias)
+
+    def forward(self, x: torch.Tensor, batch: int, text: torch.Tensor, text_mask: torch.Tensor) -> torch.Tensor:
+        bt, c, h, w = x.shape
+        inner = self.heads * self.dim_head
+        tokens = self.norm.normed_tokens(x).reshape(batch, -1, c)  # (B, T*H*W, C)
+        q = self.to_q(tokens).view(batch, -1, self.heads, self.dim_head).transpose(1, 2)
+        k, v = self.to_kv(text.to(tokens.dtype)).view(batch, text.shape[1], 2, self.heads, self.dim_head).permute(2, 0, 3, 1, 4)
+        out = scaled_dot_product(q, k, v, key_mask=text_mask).transpose(1, 2).reshape(bt, h, w, inner)
+        return from_channels_last(self.to_out(out))
+
+
 # ----------------------------------------------------------------------------------------------
 # convolution blocks
 
@@ -446,6 +469,7 @@ class UnetLevel(nn.Module):
         self.res2 = ResnetBlock(dim_out, dim_out, emb_dim=emb_dim, norm=norm, cond_norm=cond_norm)
         self.spatial_attn = SpatialLinearAttention(dim_out, heads, spatial_dim_head) if linear_attn else None
         self.temporal_attn = TemporalAttention(dim_out, heads, dim_head)
+        self.cross_attn: Optional[TextCrossAttention] = None  # set by Unet3D(text_cross_attn=True)
         if resample == "down":
             self.sample: Optional[nn.Module] = Conv2d(dim_out, dim_out, 4, 2, 1)
         elif resample == "up":
@@ -458,7 +482,10 @@ class UnetLevel(nn.Module):
         x = self.res2(x, emb_act, ctx.frames)
         if self.spatial_attn is not None:
             x = x + self.spatial_attn(x)
-        return x + self.temporal_attn(x, ctx.batch, ctx.angles, ctx.bias, ctx.focus)
+        x = x + self.temporal_attn(x, ctx.batch, ctx.angles, ctx.bias, ctx.focus)
+        if self.cross_attn is not None and ctx.text is not None:
+            x = x + self.cross_attn(x, ctx.batch, *ctx.text)
+        return x
 
 
 class MidBlock(nn.Module):
@@ -469,12 +496,15 @@ class MidBlock(nn.Module):
         self.res1 = ResnetBlock(dim, dim, emb_dim=emb_dim, norm=norm, cond_norm=cond_norm)
         self.spatial_attn = SpatialAttention(dim, heads, spatial_dim_head, over_time=attn_3d)
         self.temporal_attn = TemporalAttention(dim, heads, dim_head)
+        self.cross_attn: Optional[TextCrossAttention] = None  # set by Unet3D(text_cross_attn=True)
         self.res2 = ResnetBlock(dim, dim, emb_dim=emb_dim, norm=norm, cond_norm=cond_norm)
 
     def forward(self, x: torch.Tensor, emb_act: Optional[torch.Tensor], ctx: "_Context") -> torch.Tensor:
         x = self.res1(x, emb_act, ctx.frames)
         x = x + self.spatial_attn(x, ctx.batch)
         x = x + self.temporal_attn(x, ctx.batch, ctx.angles, ctx.bias, ctx.focus)
+        if self.cross_attn is not None and ctx.text is not None:
+            x = x + self.cross_attn(x, ctx.batch, *ctx.text)
         return self.res2(x, emb_act, ctx.frames)
 
 
@@ -483,6 +513,7 @@ class _Context:
 
     def __init__(self, batch: int, frames: int, angles: torch.Tensor, bias: torch.Tensor, focus: Optional[torch.Tensor]) -> None:
         self.batch, self.frames, self.angles, self.bias, self.focus = batch, frames, angles, bias, focus
+        self.text: Optional[tuple[torch.Tensor, torch.Tensor]] = None  # caption tokens and mask (cross-attention)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -504,7 +535,9 @@ class Unet3D(ModelMixin, ConfigMixin):
     (a sinusoidal frame-index encoding added after the first convolution), ``cond_norm`` (both
     normalisations of every ResNet block are conditional, scale-shift); ``gradient_checkpointing``;
     ``frame_cond`` (an MLP of the text and the frame position adds a per-frame term to the block
-    embedding, so the scale-shift of every frame can differ: text-steered motion; off by default).
+    embedding, so the scale-shift of every frame can differ: text-steered motion; off by default);
+    ``text_cross_attn`` (every level and the middle attend to the caption's token states, width
+    ``cond_dim``, given through ``forward_cond``; the seed's ``forward`` sees the null token; off by default).
     """
 
     _supports_gradient_checkpointing = True
@@ -531,6 +564,7 @@ class Unet3D(ModelMixin, ConfigMixin):
         rel_pos_max_distance: int = 32,
         gradient_checkpointing: bool = False,
         frame_cond: bool = False,
+        text_cross_attn: bool = False,
     ) -> None:
         super().__init__()
         if block_type not in BLOCK_TYPES:
@@ -578,6 +612,14 @@ class Unet3D(ModelMixin, ConfigMixin):
             for i, (a, b) in enumerate(reversed(in_out))
         )
         self.final_block = ResnetBlock(init_dim * 2, dim, emb_dim=None, norm=block_norm)
+        # text_cross_attn: every level and the middle attend to the caption tokens (a learned null token
+        # is always present, and is all that dropped or missing captions leave)
+        self.null_text_token = None
+        if text_cross_attn and self.has_cond:
+            self.null_text_token = nn.Parameter(torch.randn(1, 1, cond_dim) * 0.02)
+            for block in (*self.downs, self.mid, *self.ups):
+                width = block.temporal_attn.norm.weight.shape[0]
+                block.cross_attn = TextCrossAttention(width, cond_dim, attn_heads, attn_dim_head)
         self.final_conv = Conv2d(dim, out_dim or channels, 1)
 
     # -- helpers ---------------------------------------------------------------------------------
@@ -643,7 +685,25 @@ class Unet3D(ModelMixin, ConfigMixin):
     def forward_cond(self, x_t: torch.Tensor, t: torch.Tensor, cond: Conditioning) -> torch.Tensor:
         """The adapter call: pooled text, null-text rows and the focus mask of ``cond`` (its image is ignored)."""
         emb = self._cond_embedding(cond.text_pooled, cond.null_text, x_t.shape[0], x_t.device)
-        return self._forward(x_t, t, emb, cond.focus_present)
+        text = self._text_context(cond.text_tokens, cond.text_mask, cond.null_text, x_t.shape[0])
+        return self._forward(x_t, t, emb, cond.focus_present, text)
+
+    def _text_context(
+        self, tokens: Optional[torch.Tensor], mask: Optional[torch.Tensor], null_rows: Optional[torch.Tensor], batch: int
+    ) -> Optional[tuple[torch.Tensor, torch.Tensor]]:
+        """Keys of the cross-attention: the null token then the caption tokens ``(B, 1+L, D)`` and their mask."""
+        if self.null_text_token is None:
+            return None
+        null = self.null_text_token.expand(batch, -1, -1)
+        if tokens is None:
+            return null, torch.ones(batch, 1, dtype=torch.bool, device=null.device)
+        if tokens.ndim != 3 or tokens.shape[0] != batch or tokens.shape[2] != self.config.cond_dim:
+            raise ModelError(f"Unet3D expects text tokens of shape ({batch}, L, {self.config.cond_dim}), got {tuple(tokens.shape)}")
+        keep = torch.ones(tokens.shape[:2], dtype=torch.bool, device=tokens.device) if mask is None else mask.to(tokens.device).bool()
+        if null_rows is not None:
+            keep = keep & ~null_rows.to(device=tokens.device, dtype=torch.bool)[:, None]
+        first = torch.ones(batch, 1, dtype=torch.bool, device=tokens.device)
+        return torch.cat((null, tokens.to(null.dtype)), dim=1), torch.cat((first, keep), dim=1)
 
     def forward_with_cond_scale(self, x: torch.Tensor, time: torch.Tensor, cond: Optional[torch.Tensor] = None, cond_scale: float = 1.0, **kwargs) -> torch.Tensor:
         """Classifier-free guidance in one batched pass: ``null + (cond - null) * cond_scale``."""
@@ -664,7 +724,14 @@ class Unet3D(ModelMixin, ConfigMixin):
         pair = torch.cat((cond_emb[:, None].expand(b, frames, -1), pos[None].expand(b, -1, -1)), dim=-1)
         return (emb[:, None] + self.frame_cond_mlp(pair)).reshape(b * frames, -1)
 
-    def _forward(self, x: torch.Tensor, time: torch.Tensor, cond_emb: Optional[torch.Tensor], focus: Optional[torch.Tensor]) -> torch.Tensor:
+    def _forward(
+        self,
+        x: torch.Tensor,
+        time: torch.Tensor,
+        cond_emb: Optional[torch.Tensor],
+        focus: Optional[torch.Tensor],
+        text: Optional[tuple[torch.Tensor, torch.Tensor]] = None,
+    ) -> torch.Tensor:
         self._check_input(x, time)
         b, _, frames = x.shape[:3]
         device = x.device
@@ -674,6 +741,7 @@ class Unet3D(ModelMixin, ConfigMixin):
                 focus = None
         angles = rotary_angles(frames, self.init_temporal_attn.rot_dim, device)
         ctx = _Context(b, frames, angles, self.rel_pos_bias(frames, device), focus)
+        ctx.text = text if text is not None else self._text_context(None, None, None, b)
 
         h = self.init_conv(fold_frames(x.to(self.init_conv.weight.dtype)))
         if self.frame_pos is not None:
