@@ -86,3 +86,25 @@ def test_options_train_and_round_trip(tmp_path):
     assert loaded.config.frame_cond and loaded.config.text_cross_attn
     with torch.no_grad():
         torch.testing.assert_close(loaded.forward_cond(x, t, _cond()), model.eval().forward_cond(x, t, _cond()))
+
+
+def test_coord_channels_add_pixel_positions_to_the_first_convolution():
+    from text2video.models.unet3d import pixel_coordinates
+
+    x = torch.randn(2, 3, 4, 5, 7)
+    grid = pixel_coordinates(x)
+    assert grid.shape == (2, 2, 4, 5, 7)
+    torch.testing.assert_close(grid[1, 0, 2, 3], torch.tensor([-1.0, -2 / 3, -1 / 3, 0.0, 1 / 3, 2 / 3, 1.0]))  # x along a row
+    torch.testing.assert_close(grid[0, 1, 0, :, 6], torch.tensor([-1.0, -0.5, 0.0, 0.5, 1.0]))  # y down a column
+    torch.manual_seed(0)
+    plain = Unet3D(**SMALL).eval()
+    with_coords = Unet3D(**SMALL, coord_channels=True).eval()
+    state = plain.state_dict()
+    w = state["init_conv.weight"]
+    state["init_conv.weight"] = torch.cat((w, torch.zeros(w.shape[0], 2, *w.shape[2:])), dim=1)
+    with_coords.load_state_dict(state)
+    video, t = torch.randn(2, 3, 4, 8, 8), torch.tensor([3, 700])
+    with torch.no_grad():
+        torch.testing.assert_close(with_coords.forward_cond(video, t, _cond()), plain.forward_cond(video, t, _cond()))
+        with_coords.init_conv.weight[:, 3:] = 1.0
+        assert (with_coords.forward_cond(video, t, _cond()) - plain.forward_cond(video, t, _cond())).abs().max() > 1e-3

@@ -51,6 +51,15 @@ def fold_frames(x: torch.Tensor) -> torch.Tensor:
     return x.permute(0, 2, 3, 4, 1).reshape(b * t, h, w, c).permute(0, 3, 1, 2)
 
 
+def pixel_coordinates(x: torch.Tensor) -> torch.Tensor:
+    """``(B, 2, T, H, W)`` x and y of every pixel in [-1, 1] (extra input channels: absolute position)."""
+    b, _, t, h, w = x.shape
+    ys = torch.linspace(-1.0, 1.0, h, device=x.device, dtype=x.dtype)
+    xs = torch.linspace(-1.0, 1.0, w, device=x.device, dtype=x.dtype)
+    grid = torch.stack(torch.meshgrid(xs, ys, indexing="xy"))  # (2, H, W): x then y
+    return grid[None, :, None].expand(b, 2, t, h, w)
+
+
 def unfold_frames(x: torch.Tensor, batch: int) -> torch.Tensor:
     """``(B*T, C, H, W)`` channels-last -> contiguous ``(B, C, T, H, W)``."""
     bt, c, h, w = x.shape
@@ -537,7 +546,9 @@ class Unet3D(ModelMixin, ConfigMixin):
     ``frame_cond`` (an MLP of the text and the frame position adds a per-frame term to the block
     embedding, so the scale-shift of every frame can differ: text-steered motion; off by default);
     ``text_cross_attn`` (every level and the middle attend to the caption's token states, width
-    ``cond_dim``, given through ``forward_cond``; the seed's ``forward`` sees the null token; off by default).
+    ``cond_dim``, given through ``forward_cond``; the seed's ``forward`` sees the null token; off by default);
+    ``coord_channels`` (the pixels' x and y in [-1, 1] are two extra input channels of the first
+    convolution, so the conditioning can place things in the frame; off by default).
     """
 
     _supports_gradient_checkpointing = True
@@ -565,6 +576,7 @@ class Unet3D(ModelMixin, ConfigMixin):
         gradient_checkpointing: bool = False,
         frame_cond: bool = False,
         text_cross_attn: bool = False,
+        coord_channels: bool = False,
     ) -> None:
         super().__init__()
         if block_type not in BLOCK_TYPES:
@@ -585,7 +597,7 @@ class Unet3D(ModelMixin, ConfigMixin):
         common = dict(heads=attn_heads, dim_head=attn_dim_head, spatial_dim_head=spatial_attn_dim_head, norm=block_norm, cond_norm=cond_norm)
 
         self.rel_pos_bias = RelativePositionBias(attn_heads, num_buckets=32, max_distance=rel_pos_max_distance)
-        self.init_conv = Conv2d(channels, init_dim, init_kernel_size, padding=init_kernel_size // 2)
+        self.init_conv = Conv2d(channels + (2 if coord_channels else 0), init_dim, init_kernel_size, padding=init_kernel_size // 2)
         self.frame_pos = nn.Linear(init_dim, init_dim) if frame_pos_emb else None
         if self.frame_pos is not None:
             nn.init.zeros_(self.frame_pos.weight)
@@ -743,7 +755,10 @@ class Unet3D(ModelMixin, ConfigMixin):
         ctx = _Context(b, frames, angles, self.rel_pos_bias(frames, device), focus)
         ctx.text = text if text is not None else self._text_context(None, None, None, b)
 
-        h = self.init_conv(fold_frames(x.to(self.init_conv.weight.dtype)))
+        x = x.to(self.init_conv.weight.dtype)
+        if self.config.coord_channels:
+            x = torch.cat((x, pixel_coordinates(x)), dim=1)
+        h = self.init_conv(fold_frames(x))
         if self.frame_pos is not None:
             pos = sinusoidal_embedding(torch.arange(frames, device=device), h.shape[1], freq_shift=1)
             h = h + self.frame_pos(pos.to(h.dtype)).repeat(b, 1)[:, :, None, None]
