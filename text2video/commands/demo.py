@@ -95,7 +95,8 @@ def run(args: argparse.Namespace) -> int:
         print(json.dumps(report, indent=2))
     else:
         scores = report["adherence"]
-        print(f"demo finished in {report['total_seconds'] / 60:.1f} min ({report['train']['steps']} training steps)")
+        t = report["train"]
+        print(f"demo finished in {report['total_seconds'] / 60:.1f} min ({t['steps']} training steps, {t['steps_per_s']} steps/s)")
         for split in ("seen", "held_out"):
             s = scores.get(split, {})
             if s.get("n"):
@@ -176,6 +177,8 @@ def run_demo(
             "planned_steps": config.train.steps,
             "stopped": result.stopped,
             "seconds": round(train_seconds, 1),
+            "steps_per_s": round(result.step / max(train_seconds, 1e-9), 2),
+            "threads": torch.get_num_threads(),
             "final_loss": _tail_mean(result.losses),
             "batch_size": config.train.batch_size,
             "video": f"{config.data.num_frames}x{config.data.size}x{config.data.size}",
@@ -211,7 +214,8 @@ def _markdown(report: dict[str, Any]) -> str:
         "# text2video demo",
         "",
         f"Preset `{report['config']}`: {t['steps']} training steps ({t['stopped']}) of batch {t['batch_size']} on "
-        f"{t['video']} (frames x pixels) videos in {t['seconds'] / 60:.1f} min; whole demo {report['total_seconds'] / 60:.1f} min.",
+        f"{t['video']} (frames x pixels) videos in {t['seconds'] / 60:.1f} min ({t['steps_per_s']} steps/s, "
+        f"{t['threads']} thread(s)); whole demo {report['total_seconds'] / 60:.1f} min.",
         f"Final loss (mean of the last steps): {t['final_loss']}. Sampling: {report['sampling']['sampler']}, "
         f"{report['sampling']['steps']} steps, guidance {report['sampling']['guidance_scale']}.",
         "",
