@@ -18,8 +18,6 @@ video-diffusion-pytorch imports torchvision at import time; a stub stands in for
 from __future__ import annotations
 
 import argparse
-import importlib
-import importlib.machinery
 import json
 import multiprocessing as mp
 import platform
@@ -34,30 +32,11 @@ import torch
 
 CONFIG = dict(dim=64, cond_dim=768, dim_mults=(1, 2, 4, 8))
 FRAMES, SIZE = 5, 32
-STUBS = ("torchvision", "torchvision.transforms", "torchvision.transforms.functional", "torchvision.utils")
-
-
 def import_peer() -> types.ModuleType:
-    """video-diffusion-pytorch's model module, with torchvision stubbed only while it imports."""
-    import diffusers  # noqa: F401  (imported first: its availability checks must not see the stub)
+    """video-diffusion-pytorch's model module (torchvision stubbed only while it imports)."""
+    from text2video.models.convert.video_diffusion_pytorch import import_original_package
 
-    stubs = {name: types.ModuleType(name) for name in STUBS}
-    for name, module in stubs.items():
-        module.__spec__ = importlib.machinery.ModuleSpec(name, None)
-    stubs["torchvision"].transforms = stubs["torchvision.transforms"]
-    stubs["torchvision"].utils = stubs["torchvision.utils"]
-    stubs["torchvision.transforms"].functional = stubs["torchvision.transforms.functional"]
-    stubs["torchvision.transforms"].ToTensor = lambda: None
-    saved = {name: sys.modules.get(name) for name in STUBS}
-    sys.modules.update(stubs)
-    try:
-        return importlib.import_module("video_diffusion_pytorch.video_diffusion_pytorch")
-    finally:
-        for name, module in saved.items():
-            if module is None:
-                sys.modules.pop(name, None)
-            else:
-                sys.modules[name] = module
+    return import_original_package()
 
 
 def build(which: str, peer_state: dict | None = None) -> torch.nn.Module:

@@ -216,3 +216,38 @@ def convert(src: Path, out: Path, *, use_ema: Optional[bool] = None, **opts: Any
     }
     logger.info("converted %s (%s weights) to %s", src, part, out)
     return report
+
+
+_TORCHVISION_STUBS = ("torchvision", "torchvision.transforms", "torchvision.transforms.functional", "torchvision.utils")
+
+
+def import_original_package() -> "types.ModuleType":
+    """video-diffusion-pytorch's model module, for side-by-side checks against the original.
+
+    The package imports torchvision at import time only for its data loader, and torchvision has no CPU
+    build here: empty stand-in modules are put in ``sys.modules`` while it imports, then removed.
+    """
+    import importlib
+    import importlib.machinery
+    import sys
+    import types
+
+    import diffusers  # noqa: F401  (imported first: its availability checks must not see the stubs)
+
+    stubs = {name: types.ModuleType(name) for name in _TORCHVISION_STUBS}
+    for name, module in stubs.items():
+        module.__spec__ = importlib.machinery.ModuleSpec(name, None)
+    stubs["torchvision"].transforms = stubs["torchvision.transforms"]
+    stubs["torchvision"].utils = stubs["torchvision.utils"]
+    stubs["torchvision.transforms"].functional = stubs["torchvision.transforms.functional"]
+    stubs["torchvision.transforms"].ToTensor = lambda: None  # a default argument evaluated at import
+    saved = {name: sys.modules.get(name) for name in _TORCHVISION_STUBS}
+    sys.modules.update(stubs)
+    try:
+        return importlib.import_module("video_diffusion_pytorch.video_diffusion_pytorch")
+    finally:
+        for name, module in saved.items():
+            if module is None:
+                sys.modules.pop(name, None)
+            else:
+                sys.modules[name] = module
