@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 
 import pytest
 import torch
@@ -97,6 +98,49 @@ def test_min_snr_weights(kind: str) -> None:
     noise = torch.randn(x0.shape, generator=gen)
     per_item = obj.target(x0, noise, t).abs().flatten(1).mean(1)
     assert loss.item() == pytest.approx((per_item * expected.float()).mean().item(), rel=1e-4)
+
+
+@pytest.mark.parametrize("bias, portion, multiplier", [("later", 0.3, 3.0), ("earlier", 0.1, 5.0), ("later", 1.0, 4.0)])
+def test_timestep_bias_draws_the_chosen_portion_more_often(bias: str, portion: float, multiplier: float) -> None:
+    obj = DiffusionObjective(
+        ObjectiveConfig(timestep_bias=bias, timestep_bias_portion=portion, timestep_bias_multiplier=multiplier, cond_drop_prob=0.0)
+    )
+    n = obj.num_train_timesteps
+    k = round(portion * n)
+    index = torch.arange(n)
+    part = index >= n - k if bias == "later" else index < k
+    share = k * multiplier / (k * multiplier + (n - k))  # the portion's expected share of the draws
+    probs = obj.timestep_probabilities()
+    assert probs.sum().item() == pytest.approx(1.0)
+    assert probs[part].sum().item() == pytest.approx(share)
+    t = obj.sample_timesteps(40_000, torch.Generator().manual_seed(0))
+    assert t.dtype == torch.long and 0 <= int(t.min()) and int(t.max()) < n
+    assert part[t].float().mean().item() == pytest.approx(share, abs=0.01)
+    # the loss draws its timesteps the same way
+    seen = _Recorder()
+    obj.loss(seen, torch.zeros(4000, 1, 1, 1, 1), generator=torch.Generator().manual_seed(1))
+    assert part[seen.calls[0][1]].float().mean().item() == pytest.approx(share, abs=0.03)
+
+
+def test_no_timestep_bias_is_uniform() -> None:
+    obj = DiffusionObjective(ObjectiveConfig(timestep_bias="later", timestep_bias_multiplier=1.0))
+    torch.testing.assert_close(obj.timestep_probabilities(), torch.full((1000,), 1e-3, dtype=torch.float64))
+    gen_a, gen_b = torch.Generator().manual_seed(3), torch.Generator().manual_seed(3)
+    plain = DiffusionObjective(ObjectiveConfig())
+    assert torch.equal(obj.sample_timesteps(16, gen_a), plain.sample_timesteps(16, gen_b))
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"timestep_bias": "noisy"}, "timestep_bias 'noisy' is not supported"),
+        ({"timestep_bias_portion": 0.0}, "timestep_bias_portion must be in (0, 1]"),
+        ({"timestep_bias_multiplier": -1.0}, "timestep_bias_multiplier must be positive"),
+    ],
+)
+def test_timestep_bias_errors(kwargs: dict, message: str) -> None:
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        ObjectiveConfig(**kwargs)
 
 
 def test_given_frames_are_excluded_from_the_loss() -> None:

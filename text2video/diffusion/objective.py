@@ -25,6 +25,9 @@ LOSS_TYPES = ("l1", "l2", "huber")
 MASK_TASKS = ("image_to_video", "prediction", "interpolation")
 
 
+TIMESTEP_BIASES: tuple[str, ...] = ("none", "later", "earlier")
+
+
 def _default_mask_tasks() -> dict[str, float]:
     return {task: 1.0 for task in MASK_TASKS}
 
@@ -40,6 +43,11 @@ class ObjectiveConfig:
     prediction_type: what the model predicts: epsilon (noise) | sample (x0) | v_prediction.
     loss_type: l1 (seed 001) | l2 | huber (``huber_delta``).
     min_snr_gamma: weight each timestep by min(SNR, gamma) relative to the target (Hang et al. 2023); None: off.
+        It down-weights the noisiest steps, where a model learns the layout of the video.
+    timestep_bias: how training timesteps are drawn: none (uniform) | later (the noisiest
+        ``timestep_bias_portion`` of the chain is drawn ``timestep_bias_multiplier`` times as often) | earlier
+        (the least noisy portion is). Drawing the noisy end more often teaches a small model the
+        caption-dependent layout (where a shape starts and which way it goes) in fewer steps.
     offset_noise: scale of a per-video, per-channel constant added to the noise (0: off).
     cond_drop_prob: probability of dropping the text of a training item, so the null condition used by
         classifier-free guidance is learned (seed 001 never dropped it).
@@ -57,6 +65,9 @@ class ObjectiveConfig:
     loss_type: str = "l2"
     huber_delta: float = 1.0
     min_snr_gamma: Optional[float] = None
+    timestep_bias: str = "none"
+    timestep_bias_portion: float = 0.25
+    timestep_bias_multiplier: float = 1.0
     offset_noise: float = 0.0
     cond_drop_prob: float = 0.1
     frame_mask_prob: float = 0.0
@@ -80,6 +91,11 @@ class ObjectiveConfig:
             )
         if self.min_snr_gamma is not None and not self.min_snr_gamma > 0:
             raise ConfigError(f"min_snr_gamma must be positive or None, got {self.min_snr_gamma!r}")
+        _choice("timestep_bias", self.timestep_bias, TIMESTEP_BIASES)
+        if not 0.0 < self.timestep_bias_portion <= 1.0:
+            raise ConfigError(f"timestep_bias_portion must be in (0, 1], got {self.timestep_bias_portion!r}")
+        if not self.timestep_bias_multiplier > 0:
+            raise ConfigError(f"timestep_bias_multiplier must be positive, got {self.timestep_bias_multiplier!r}")
         if self.huber_delta <= 0:
             raise ConfigError(f"huber_delta must be positive, got {self.huber_delta!r}")
         if self.offset_noise < 0:
@@ -205,6 +221,23 @@ class DiffusionObjective:
 
     # --------------------------------------------------------------------------------------- loss
 
+    def timestep_probabilities(self) -> torch.Tensor:
+        """``(num_train_timesteps,)`` probabilities of drawing each training timestep (``timestep_bias``)."""
+        c, n = self.config, self.num_train_timesteps
+        weights = torch.ones(n, dtype=torch.float64)
+        if c.timestep_bias != "none":
+            k = max(1, round(c.timestep_bias_portion * n))
+            part = slice(n - k, n) if c.timestep_bias == "later" else slice(0, k)
+            weights[part] *= c.timestep_bias_multiplier
+        return weights / weights.sum()
+
+    def sample_timesteps(self, batch: int, generator: Optional[torch.Generator] = None, device: torch.device | str = "cpu") -> torch.Tensor:
+        """``(batch,)`` training timesteps drawn from ``generator``: uniform, or biased by ``timestep_bias``."""
+        if self.config.timestep_bias == "none" or self.config.timestep_bias_multiplier == 1:
+            return _draw(lambda d: torch.randint(0, self.num_train_timesteps, (batch,), generator=generator, device=d), generator, device)
+        probs = self.timestep_probabilities()
+        return _draw(lambda d: torch.multinomial(probs.to(d), batch, replacement=True, generator=generator), generator, device)
+
     def loss_weights(self, t: torch.Tensor) -> torch.Tensor:
         """Per-item weights (B,): min-SNR-gamma relative to the target, or ones."""
         gamma = self.config.min_snr_gamma
@@ -272,7 +305,7 @@ class DiffusionObjective:
         b, _, frames = x0.shape[:3]
         device = x0.device
         if t is None:
-            t = _draw(lambda d: torch.randint(0, self.num_train_timesteps, (b,), generator=generator, device=d), generator, device)
+            t = self.sample_timesteps(b, generator, device)
         noise = _draw(lambda d: torch.randn(x0.shape, generator=generator, device=d, dtype=x0.dtype), generator, device)
         if self.config.offset_noise > 0:
             offset = _draw(lambda d: torch.randn(b, x0.shape[1], 1, 1, 1, generator=generator, device=d, dtype=x0.dtype), generator, device)
