@@ -4,7 +4,9 @@ Seed 001's default configuration: dim 64, dim_mults (1, 2, 4, 8), 3 x 5 x 32 x 3
 text condition. Both models hold the same weights (ours converted from the peer's). Measured, with the
 two models alternating so that machine load hits both alike:
 
-* a training step (forward, MSE loss, backward, AdamW step) at batch 2 and batch 8;
+* a training step (forward, MSE loss, backward, optimizer step) at batch 2 and batch 8, each model
+  with the optimizer its own trainer uses (the peer: Adam; ours: fused AdamW);
+* the optimizer step alone (on fixed gradients), so the model's share of a training step can be read;
 * a sampling step (one no-grad denoiser call) at batch 1;
 * the peak resident memory of a training step at batch 2, each model in a fresh subprocess
   (``VmHWM`` minus the resident size after imports).
@@ -59,8 +61,31 @@ def inputs(batch: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor, torch
     return x, t, cond
 
 
+def optimizer_for(model: torch.nn.Module) -> torch.optim.Optimizer:
+    """The optimizer each project's own trainer builds: the peer's ``Trainer`` uses ``torch.optim.Adam``
+    with its defaults; ours uses `make_adamw` (fused AdamW)."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    if type(model).__module__.startswith("text2video."):
+        from text2video.train.trainer import make_adamw
+
+        return make_adamw(params, lr=1e-4)
+    return torch.optim.Adam(params, lr=1e-4)
+
+
+def optimizer_step_fn(model: torch.nn.Module, batch: int) -> Callable[[], None]:
+    """The optimizer update alone, on fixed random gradients."""
+    opt = optimizer_for(model)
+    for p in model.parameters():
+        p.grad = torch.randn_like(p) * 1e-3
+
+    def step() -> None:
+        opt.step()
+
+    return step
+
+
 def train_step_fn(model: torch.nn.Module, batch: int) -> Callable[[], None]:
-    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
+    opt = optimizer_for(model)
     x, t, cond = inputs(batch)
     target = torch.randn_like(x)
     model.train()
@@ -150,7 +175,7 @@ def main(argv: list[str] | None = None) -> int:
 
     peer = build("peer")
     ours = build("ours", peer.state_dict())
-    measurements = [("train", 2)] + ([] if args.quick else [("train", 8)]) + [("sample", 1)]
+    measurements = [("train", 2)] + ([] if args.quick else [("train", 8)]) + [("sample", 1), ("optimizer", 0)]
     results: dict = {
         "config": {**CONFIG, "frames": FRAMES, "size": SIZE},
         "machine": {"python": platform.python_version(), "torch": torch.__version__, "threads": args.threads, "processor": platform.processor() or platform.machine()},
@@ -158,13 +183,16 @@ def main(argv: list[str] | None = None) -> int:
         "timings": {},
     }
     for kind, batch in measurements:
-        make = train_step_fn if kind == "train" else sample_step_fn
+        make = {"train": train_step_fn, "sample": sample_step_fn, "optimizer": optimizer_step_fn}[kind]
         times = alternate({"peer": make(peer, batch), "ours": make(ours, batch)}, repeats)
+        if kind == "optimizer":
+            for m in (peer, ours):
+                m.zero_grad(set_to_none=True)
         entry = {"runs": times}
         for clock in ("wall", "cpu"):
             med = {name: statistics.median(v[clock]) for name, v in times.items()}
             entry[clock] = {"peer_s": med["peer"], "ours_s": med["ours"], "ratio": med["ours"] / med["peer"]}
-        key = f"{kind}_b{batch}"
+        key = f"{kind}_b{batch}" if batch else kind
         results["timings"][key] = entry
         w, c = entry["wall"], entry["cpu"]
         print(

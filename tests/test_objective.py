@@ -130,12 +130,26 @@ def test_no_timestep_bias_is_uniform() -> None:
     assert torch.equal(obj.sample_timesteps(16, gen_a), plain.sample_timesteps(16, gen_b))
 
 
+def test_timestep_bias_ends_after_its_steps() -> None:
+    obj = DiffusionObjective(ObjectiveConfig(timestep_bias="later", timestep_bias_portion=0.1, timestep_bias_multiplier=1e6, timestep_bias_steps=5))
+    plain = DiffusionObjective(ObjectiveConfig())
+    early = obj.sample_timesteps(2000, torch.Generator().manual_seed(0), step=4)
+    assert int(early.min()) >= 900  # only the noisiest tenth while the bias lasts
+    late = obj.sample_timesteps(64, torch.Generator().manual_seed(0), step=5)
+    assert torch.equal(late, plain.sample_timesteps(64, torch.Generator().manual_seed(0)))
+    assert int(obj.sample_timesteps(500, torch.Generator().manual_seed(0)).min()) >= 900  # no step: biased
+    seen = _Recorder()
+    obj.loss(seen, torch.zeros(2000, 1, 1, 1, 1), generator=torch.Generator().manual_seed(2), step=10)
+    assert (seen.calls[0][1] < 900).float().mean().item() == pytest.approx(0.9, abs=0.03)
+
+
 @pytest.mark.parametrize(
     "kwargs, message",
     [
         ({"timestep_bias": "noisy"}, "timestep_bias 'noisy' is not supported"),
         ({"timestep_bias_portion": 0.0}, "timestep_bias_portion must be in (0, 1]"),
         ({"timestep_bias_multiplier": -1.0}, "timestep_bias_multiplier must be positive"),
+        ({"timestep_bias_steps": -3}, "timestep_bias_steps must be a whole number >= 0 or None"),
     ],
 )
 def test_timestep_bias_errors(kwargs: dict, message: str) -> None:

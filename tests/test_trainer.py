@@ -131,3 +131,21 @@ def test_ema_follows_the_warmed_up_decay():
         ema.step(model, step)
     assert ema.current_decay() == 0.9
     assert torch.allclose(ema.shadow.weight, model.weight, atol=1e-6)
+
+
+class _StepRecordingObjective(ToyObjective):
+    """A toy objective whose loss takes the training step (as DiffusionObjective's does)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.steps = []
+
+    def loss(self, model, x0, cond, generator=None, step=None):
+        self.steps.append(step)
+        return super().loss(model, x0, cond, generator)
+
+
+def test_the_trainer_passes_the_step_to_an_objective_that_takes_it(tmp_path):
+    objective = _StepRecordingObjective()
+    make_trainer(tmp_path, toy_config(steps=3, grad_accum=2, batch_size=4, save_every=0), objective=objective).train()
+    assert objective.steps == [0, 0, 1, 1, 2, 2]  # each micro-batch of an optimizer step sees that step

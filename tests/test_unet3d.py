@@ -238,6 +238,11 @@ def test_short_sequence_attention_values_and_gradients():
     torch.testing.assert_close(short_sequence_attention(qkv, bias), expected)
     assert torch.autograd.gradcheck(short_sequence_attention, (qkv, bias))
     assert torch.autograd.gradcheck(short_sequence_attention, (qkv,))
+    # the no-grad path (sampling) gives the same values, with and without a bias
+    with torch.no_grad():
+        torch.testing.assert_close(short_sequence_attention(qkv, bias), expected)
+        plain = F.scaled_dot_product_attention(q, k, v).permute(2, 0, 1, 3)
+        torch.testing.assert_close(short_sequence_attention(qkv), plain)
 
 
 def test_conv3x3_gemm_backward_matches_conv2d():

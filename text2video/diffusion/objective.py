@@ -48,6 +48,8 @@ class ObjectiveConfig:
         ``timestep_bias_portion`` of the chain is drawn ``timestep_bias_multiplier`` times as often) | earlier
         (the least noisy portion is). Drawing the noisy end more often teaches a small model the
         caption-dependent layout (where a shape starts and which way it goes) in fewer steps.
+    timestep_bias_steps: apply the bias only for the first this many training steps, then draw uniformly
+        (None: always). The trainer passes the step to `loss`; a call without one counts as biased.
     offset_noise: scale of a per-video, per-channel constant added to the noise (0: off).
     cond_drop_prob: probability of dropping the text of a training item, so the null condition used by
         classifier-free guidance is learned (seed 001 never dropped it).
@@ -68,6 +70,7 @@ class ObjectiveConfig:
     timestep_bias: str = "none"
     timestep_bias_portion: float = 0.25
     timestep_bias_multiplier: float = 1.0
+    timestep_bias_steps: Optional[int] = None
     offset_noise: float = 0.0
     cond_drop_prob: float = 0.1
     frame_mask_prob: float = 0.0
@@ -96,6 +99,8 @@ class ObjectiveConfig:
             raise ConfigError(f"timestep_bias_portion must be in (0, 1], got {self.timestep_bias_portion!r}")
         if not self.timestep_bias_multiplier > 0:
             raise ConfigError(f"timestep_bias_multiplier must be positive, got {self.timestep_bias_multiplier!r}")
+        if self.timestep_bias_steps is not None and not (isinstance(self.timestep_bias_steps, int) and self.timestep_bias_steps >= 0):
+            raise ConfigError(f"timestep_bias_steps must be a whole number >= 0 or None, got {self.timestep_bias_steps!r}")
         if self.huber_delta <= 0:
             raise ConfigError(f"huber_delta must be positive, got {self.huber_delta!r}")
         if self.offset_noise < 0:
@@ -231,9 +236,14 @@ class DiffusionObjective:
             weights[part] *= c.timestep_bias_multiplier
         return weights / weights.sum()
 
-    def sample_timesteps(self, batch: int, generator: Optional[torch.Generator] = None, device: torch.device | str = "cpu") -> torch.Tensor:
-        """``(batch,)`` training timesteps drawn from ``generator``: uniform, or biased by ``timestep_bias``."""
-        if self.config.timestep_bias == "none" or self.config.timestep_bias_multiplier == 1:
+    def sample_timesteps(
+        self, batch: int, generator: Optional[torch.Generator] = None, device: torch.device | str = "cpu", step: Optional[int] = None
+    ) -> torch.Tensor:
+        """``(batch,)`` training timesteps drawn from ``generator``: uniform, or biased by ``timestep_bias``
+        (at training ``step`` below ``timestep_bias_steps``, when that is set)."""
+        c = self.config
+        ended = c.timestep_bias_steps is not None and step is not None and step >= c.timestep_bias_steps
+        if c.timestep_bias == "none" or c.timestep_bias_multiplier == 1 or ended:
             return _draw(lambda d: torch.randint(0, self.num_train_timesteps, (batch,), generator=generator, device=d), generator, device)
         probs = self.timestep_probabilities()
         return _draw(lambda d: torch.multinomial(probs.to(d), batch, replacement=True, generator=generator), generator, device)
@@ -291,10 +301,12 @@ class DiffusionObjective:
         *,
         generator: Optional[torch.Generator] = None,
         t: Optional[torch.Tensor] = None,
+        step: Optional[int] = None,
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """Training loss of ``model`` on clean videos ``x0`` (B, C, T, H, W) under ``cond``.
 
-        Draws timesteps (unless ``t`` is given), noise, text dropping and frame masks from ``generator``.
+        Draws timesteps (unless ``t`` is given), noise, text dropping and frame masks from ``generator``;
+        ``step`` (the training step) ends a ``timestep_bias`` limited to ``timestep_bias_steps``.
         Returns the scalar loss and detached statistics (scalar tensors; no device sync).
         """
         from ..models.adapter import denoise
@@ -305,7 +317,7 @@ class DiffusionObjective:
         b, _, frames = x0.shape[:3]
         device = x0.device
         if t is None:
-            t = self.sample_timesteps(b, generator, device)
+            t = self.sample_timesteps(b, generator, device, step)
         noise = _draw(lambda d: torch.randn(x0.shape, generator=generator, device=d, dtype=x0.dtype), generator, device)
         if self.config.offset_noise > 0:
             offset = _draw(lambda d: torch.randn(b, x0.shape[1], 1, 1, 1, generator=generator, device=d, dtype=x0.dtype), generator, device)

@@ -76,4 +76,21 @@ def short_sequence_attention(qkv: torch.Tensor, bias: Optional[torch.Tensor] = N
     """
     scale = qkv.shape[-1] ** -0.5 if scale is None else scale
     with torch.autocast(device_type=qkv.device.type, enabled=False):
+        if not torch.is_grad_enabled() or not (qkv.requires_grad or (bias is not None and bias.requires_grad)):
+            return _attend_no_grad(qkv, bias, scale)
         return _ShortAttention.apply(qkv, bias, scale)
+
+
+def _attend_no_grad(qkv: torch.Tensor, bias: Optional[torch.Tensor], scale: float) -> torch.Tensor:
+    """The forward of `_ShortAttention` with nothing kept for a backward: the keys are copied once,
+    straight into the transposed ``(N*H, d, T)`` layout the score product wants."""
+    t, n, _, h, d = qkv.shape
+    m = n * h
+    q = qkv[:, :, 0].permute(1, 2, 0, 3).reshape(m, t, d)
+    k_t = qkv[:, :, 1].permute(1, 2, 3, 0).reshape(m, d, t)
+    v = qkv[:, :, 2].permute(1, 2, 0, 3).reshape(m, t, d)
+    s = torch.bmm(q, k_t).mul_(scale)
+    if bias is not None:
+        s.view(n, h, t, t).add_(bias.to(s.dtype))
+    out = torch.bmm(_softmax_last_(s), v)
+    return out.view(n, h, t, d).permute(2, 0, 1, 3).contiguous()

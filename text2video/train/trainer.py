@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import inspect
 import logging
 import math
 import os
@@ -135,7 +136,8 @@ class Trainer:
     model:        a denoiser with ``forward_cond`` (default: ``build_model(config.model.name, ...)``).
     dataset:      items ``dict(video (C,T,H,W), text, fps, path)`` (default: ``make_dataset``).
     text_encoder: has ``dim`` and ``encode(list[str])`` (default: ``load_text_encoder(config.text.encoder)``).
-    objective:    has ``loss(model, x0, cond, generator=) -> (loss, stats)`` (default: ``DiffusionObjective``).
+    objective:    has ``loss(model, x0, cond, generator=) -> (loss, stats)``, optionally a ``step=`` keyword
+                  (default: ``DiffusionObjective``).
     sample_fn:    ``f(model, shape, cond, generator) -> (B,C,T,H,W)``; default: the sampling module with
                   ``config.sample`` settings. In latent space ``shape`` is the latent shape and the
                   result is decoded.
@@ -175,6 +177,7 @@ class Trainer:
         self.text_encoder = text_encoder if text_encoder is not None else self._build_text_encoder()
         self.embed = TextEmbedder(self.text_encoder, self._build_disk_cache())
         self.objective = objective if objective is not None else self._build_objective()
+        self._loss_takes_step = "step" in inspect.signature(self.objective.loss).parameters
         self.dataset = dataset if dataset is not None else self._build_dataset()
         self.vae = self._build_vae()
         self.latent_cached = False
@@ -371,7 +374,8 @@ class Trainer:
         elif t.image_mode == "focus_present" and t.image_share > 0:
             cond.focus_present = torch.rand(b, generator=gen, device=self.device) < t.image_share
         with self.accelerator.autocast():
-            loss, _ = self.objective.loss(self.wrapped, x0, cond, generator=gen)
+            step = {"step": self.step} if self._loss_takes_step else {}  # ends a timestep bias limited in steps
+            loss, _ = self.objective.loss(self.wrapped, x0, cond, generator=gen, **step)
         return loss
 
     def _optimizer_step(self, data_iter: Any) -> tuple[float, float]:
