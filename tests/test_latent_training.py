@@ -124,6 +124,18 @@ def test_latent_cache_trains_on_cached_latents(tmp_path: Path) -> None:
     assert trainer.train().step == 1
 
 
+def test_focus_present_training_also_marks_items_of_a_latent_run(tmp_path: Path) -> None:
+    from trainer_toys import ToyObjective
+
+    objective = ToyObjective()
+    config = _config(train={"steps": 1, "save_every": 0, "image_mode": "focus_present", "image_share": 1.0})
+    trainer = Trainer(config, tmp_path / "run", text_encoder=ToyTextEncoder(), dataset=ToyVideos(n=4, frames=4, size=16),
+                      objective=objective, progress=False)  # fmt: skip
+    assert not trainer.latent_cached  # each batch is encoded by the VAE during the step
+    trainer.train()
+    assert objective.seen[0].focus_present is not None and bool(objective.seen[0].focus_present.all())
+
+
 def test_pixel_space_is_unchanged_without_a_vae() -> None:
     config = _config(latent={"vae": None}, model={"name": "unet3d", "dim": 8, "dim_mults": [1]})
     model = build_configured_model(config, 8)

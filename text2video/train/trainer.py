@@ -371,7 +371,7 @@ class Trainer:
             x0 = x0[torch.arange(b, device=self.device), :, frame].unsqueeze(2)
         if self.vae is not None and not self.latent_cached:  # frames are encoded one by one: pick first, then encode
             x0 = self.vae.encode(x0, posterior=self.config.latent.posterior, generator=gen)
-        elif t.image_mode == "focus_present" and t.image_share > 0:
+        if t.image_mode == "focus_present" and t.image_share > 0:
             cond.focus_present = torch.rand(b, generator=gen, device=self.device) < t.image_share
         with self.accelerator.autocast():
             step = {"step": self.step} if self._loss_takes_step else {}  # ends a timestep bias limited in steps
