@@ -20,6 +20,23 @@ def _softmax_last_(s: torch.Tensor) -> torch.Tensor:
     return s.div_(s.sum(dim=-1, keepdim=True))
 
 
+def _attend(qkv: torch.Tensor, bias: Optional[torch.Tensor], scale: float) -> tuple[torch.Tensor, ...]:
+    """Packed ``qkv`` ``(T, N, 3, H, d)`` -> ``q`` ``(N*H, T, d)``, ``k_t`` ``(N*H, d, T)``, ``v``, the
+    probabilities ``p`` ``(N*H, T, T)`` and the output ``(T, N, H, d)``. Each of ``q``, ``k_t`` and ``v`` is
+    one copy, laid out for the batched product it feeds (the keys straight into the transposed layout)."""
+    t, n, _, h, d = qkv.shape
+    m = n * h
+    q = qkv[:, :, 0].permute(1, 2, 0, 3).reshape(m, t, d)
+    k_t = qkv[:, :, 1].permute(1, 2, 3, 0).reshape(m, d, t)
+    v = qkv[:, :, 2].permute(1, 2, 0, 3).reshape(m, t, d)
+    s = torch.bmm(q, k_t).mul_(scale)
+    if bias is not None:
+        s.view(n, h, t, t).add_(bias.to(s.dtype))
+    p = _softmax_last_(s)
+    out = torch.bmm(p, v).view(n, h, t, d).permute(2, 0, 1, 3).contiguous()
+    return q, k_t, v, p, out
+
+
 class _ShortAttention(torch.autograd.Function):
     """Packed ``qkv`` ``(T, N, 3, H, d)``, bias ``(H, T, T)`` or None -> ``(T, N, H, d)``.
 
@@ -31,21 +48,15 @@ class _ShortAttention(torch.autograd.Function):
     @staticmethod
     def forward(ctx, qkv: torch.Tensor, bias: Optional[torch.Tensor], scale: float) -> torch.Tensor:
         t, n, _, h, d = qkv.shape
-        m = n * h
-        q, k, v = (qkv[:, :, i].permute(1, 2, 0, 3).reshape(m, t, d) for i in range(3))  # copies
-        s = torch.bmm(q, k.transpose(1, 2).contiguous()).mul_(scale)
-        if bias is not None:
-            s.view(n, h, t, t).add_(bias.to(s.dtype))
-        p = _softmax_last_(s)
-        out = torch.bmm(p, v)  # (N*H, T, d)
-        ctx.save_for_backward(q, k, v, p)
+        q, k_t, v, p, out = _attend(qkv, bias, scale)
+        ctx.save_for_backward(q, k_t, v, p)
         ctx.scale, ctx.shape = scale, (t, n, h, d)
         ctx.bias_dtype = None if bias is None else bias.dtype
-        return out.view(n, h, t, d).permute(2, 0, 1, 3).contiguous()
+        return out
 
     @staticmethod
     def backward(ctx, grad_out: torch.Tensor):
-        q, k, v, p = ctx.saved_tensors
+        q, k_t, v, p = ctx.saved_tensors
         t, n, h, d = ctx.shape
         m = n * h
         dout = grad_out.to(p.dtype).permute(1, 2, 0, 3).reshape(m, t, d)  # (N*H, T, d), a copy
@@ -57,7 +68,7 @@ class _ShortAttention(torch.autograd.Function):
         if ctx.bias_dtype is not None and ctx.needs_input_grad[1]:
             dbias = ds.view(n, h, t, t).sum(dim=0).to(ctx.bias_dtype)
         ds.mul_(ctx.scale)
-        dq = torch.bmm(ds, k)
+        dq = torch.bmm(ds, k_t.transpose(1, 2).contiguous())
         dk = torch.bmm(ds.transpose(1, 2).contiguous(), q)
         dqkv = torch.empty((t, n, 3, h, d), dtype=p.dtype, device=p.device)
         for i, grad in enumerate((dq, dk, dv)):
@@ -77,20 +88,5 @@ def short_sequence_attention(qkv: torch.Tensor, bias: Optional[torch.Tensor] = N
     scale = qkv.shape[-1] ** -0.5 if scale is None else scale
     with torch.autocast(device_type=qkv.device.type, enabled=False):
         if not torch.is_grad_enabled() or not (qkv.requires_grad or (bias is not None and bias.requires_grad)):
-            return _attend_no_grad(qkv, bias, scale)
+            return _attend(qkv, bias, scale)[-1]  # nothing kept for a backward
         return _ShortAttention.apply(qkv, bias, scale)
-
-
-def _attend_no_grad(qkv: torch.Tensor, bias: Optional[torch.Tensor], scale: float) -> torch.Tensor:
-    """The forward of `_ShortAttention` with nothing kept for a backward: the keys are copied once,
-    straight into the transposed ``(N*H, d, T)`` layout the score product wants."""
-    t, n, _, h, d = qkv.shape
-    m = n * h
-    q = qkv[:, :, 0].permute(1, 2, 0, 3).reshape(m, t, d)
-    k_t = qkv[:, :, 1].permute(1, 2, 3, 0).reshape(m, d, t)
-    v = qkv[:, :, 2].permute(1, 2, 0, 3).reshape(m, t, d)
-    s = torch.bmm(q, k_t).mul_(scale)
-    if bias is not None:
-        s.view(n, h, t, t).add_(bias.to(s.dtype))
-    out = torch.bmm(_softmax_last_(s), v)
-    return out.view(n, h, t, d).permute(2, 0, 1, 3).contiguous()
