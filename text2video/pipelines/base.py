@@ -161,11 +161,6 @@ class VideoPipeline:
 
     # ------------------------------------------------------------------------------ latent space
 
-    @property
-    def is_latent(self) -> bool:
-        """Whether the model works in a VAE's latent space."""
-        return self.vae is not None
-
     def sample_shape(self, pixel_shape: Sequence[int]) -> tuple[int, ...]:
         """The shape the sampler works at for output videos of ``pixel_shape`` (B, C, T, H, W)."""
         return tuple(pixel_shape) if self.vae is None else self.vae.latent_shape(pixel_shape)

@@ -51,8 +51,7 @@ class InterpolationPipeline(ImageToVideoPipeline):
         cond = self._condition(prompts, 1, self.defaults.fps)
         generators, seeds = make_generators(b, seed)
         options = self._sampling_kwargs(steps=num_steps, sampler=sampler, guidance_scale=guidance_scale)
-        if self.vae is not None:  # interpolate the latents, decode the results
-            v1, v2 = self.encode_frames(v1), self.encode_frames(v2)
+        v1, v2 = self.encode_frames(v1), self.encode_frames(v2)  # latent pipelines: interpolate the latents
         videos = interpolate_videos(
             self.model, v1.to(self.device), v2.to(self.device), cond, objective=self.objective,
             num_interp=num_interp_frames, steps=options["steps"], strength=strength, sampler=options["sampler"],
