@@ -7,9 +7,14 @@ two models alternating so that machine load hits both alike:
 * a training step (forward, MSE loss, backward, optimizer step) at batch 2 and batch 8, each model
   with the optimizer its own trainer uses (the peer: Adam; ours: fused AdamW);
 * the optimizer step alone (on fixed gradients), so the model's share of a training step can be read;
-* a sampling step (one no-grad denoiser call) at batch 1;
+* a sampling step (one no-grad denoiser call) at batch 1, ours as inside its sampling loop (within
+  ``frozen_weights``: the convolution weights are reordered for oneDNN and the rotated attention
+  projections built once per sampling run, by the first call, which is the untimed warm-up), and
+  ours without it (``sample_plain_b1``);
 * the peak resident memory of a training step at batch 2, each model in a fresh subprocess
-  (``VmHWM`` minus the resident size after imports).
+  (``VmHWM`` minus the resident size after imports);
+* the floating-point work of the training and sampling calls (``torch.utils.flop_counter``), and the
+  rate each model achieves on it.
 
 Run:  python benchmarks/unet3d_vs_vdp.py [--quick] [--repeats N] [--threads N]
 Writes benchmarks/results/unet3d_vs_vdp[-quick].json and prints medians and ratios (ours / peer) of wall
@@ -20,6 +25,7 @@ video-diffusion-pytorch imports torchvision at import time; a stub stands in for
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import multiprocessing as mp
 import platform
@@ -31,6 +37,8 @@ from pathlib import Path
 from typing import Callable
 
 import torch
+
+from text2video.nn.frozen_weights import frozen_weights
 
 CONFIG = dict(dim=64, cond_dim=768, dim_mults=(1, 2, 4, 8))
 FRAMES, SIZE = 5, 32
@@ -110,6 +118,25 @@ def sample_step_fn(model: torch.nn.Module, batch: int) -> Callable[[], None]:
     return step
 
 
+def counted_gflop(model: torch.nn.Module, kind: str, batch: int) -> float:
+    """Floating-point work of one forward (sample) or forward + backward (train) call, in GFLOP
+    (``torch.utils.flop_counter``: matrix products and convolutions, inside custom autograd functions too)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    x, t, cond = inputs(batch)
+    counter = FlopCounterMode(display=False)
+    if kind == "train":
+        model.train()
+        with counter:
+            model(x, t, cond=cond).square().mean().backward()
+        model.zero_grad(set_to_none=True)
+    else:
+        model.eval()
+        with torch.no_grad(), counter:
+            model(x, t, cond=cond)
+    return counter.get_total_flops() / 1e9
+
+
 def alternate(steps: dict[str, Callable[[], None]], repeats: int) -> dict[str, dict[str, list[float]]]:
     """Warm each up once, then time them in turn ``repeats`` times: wall and process CPU seconds.
 
@@ -175,7 +202,7 @@ def main(argv: list[str] | None = None) -> int:
 
     peer = build("peer")
     ours = build("ours", peer.state_dict())
-    measurements = [("train", 2)] + ([] if args.quick else [("train", 8)]) + [("sample", 1), ("optimizer", 0)]
+    measurements = [("train", 2)] + ([] if args.quick else [("train", 8)]) + [("sample", 1), ("sample_plain", 1), ("optimizer", 0)]
     results: dict = {
         "config": {**CONFIG, "frames": FRAMES, "size": SIZE},
         "machine": {"python": platform.python_version(), "torch": torch.__version__, "threads": args.threads, "processor": platform.processor() or platform.machine()},
@@ -183,8 +210,9 @@ def main(argv: list[str] | None = None) -> int:
         "timings": {},
     }
     for kind, batch in measurements:
-        make = {"train": train_step_fn, "sample": sample_step_fn, "optimizer": optimizer_step_fn}[kind]
-        times = alternate({"peer": make(peer, batch), "ours": make(ours, batch)}, repeats)
+        make = {"train": train_step_fn, "sample": sample_step_fn, "sample_plain": sample_step_fn, "optimizer": optimizer_step_fn}[kind]
+        with frozen_weights(ours) if kind == "sample" else contextlib.nullcontext():
+            times = alternate({"peer": make(peer, batch), "ours": make(ours, batch)}, repeats)
         if kind == "optimizer":
             for m in (peer, ours):
                 m.zero_grad(set_to_none=True)
@@ -193,6 +221,10 @@ def main(argv: list[str] | None = None) -> int:
             med = {name: statistics.median(v[clock]) for name, v in times.items()}
             entry[clock] = {"peer_s": med["peer"], "ours_s": med["ours"], "ratio": med["ours"] / med["peer"]}
         key = f"{kind}_b{batch}" if batch else kind
+        if kind in ("train", "sample"):
+            gflop = {name: counted_gflop(m, kind, batch) for name, m in (("peer", peer), ("ours", ours))}
+            entry["gflop"] = gflop
+            entry["gflops_achieved"] = {name: gflop[name] / entry["wall"][f"{name}_s"] for name in gflop}
         results["timings"][key] = entry
         w, c = entry["wall"], entry["cpu"]
         print(
@@ -200,6 +232,9 @@ def main(argv: list[str] | None = None) -> int:
             f"cpu: peer {c['peer_s']:7.3f} s  ours {c['ours_s']:7.3f} s  ours/peer {c['ratio']:.2f}",
             flush=True,
         )
+        if "gflop" in entry:
+            g, r = entry["gflop"], entry["gflops_achieved"]
+            print(f"{'':10s} work: peer {g['peer']:.1f} GFLOP ({r['peer']:.0f} GFLOP/s)  ours {g['ours']:.1f} GFLOP ({r['ours']:.0f} GFLOP/s)")
     if not args.no_memory:
         mem = {which: peak_memory(which, 2, args.threads) for which in ("peer", "ours")}
         ratio = mem["ours"]["peak_above_imports_mb"] / mem["peer"]["peak_above_imports_mb"]

@@ -32,6 +32,8 @@ from ..errors import ModelError
 from ..nn.attention import scaled_dot_product
 from ..nn.embeddings import sinusoidal_embedding
 from ..nn.fused_norm import rms_scale_shift_silu
+from ..nn.frozen_weights import WeightDerivedCache, weight_key
+from ..nn.packed_conv import packed_conv2d, packed_conv_transpose2d
 from ..nn.short_attention import short_sequence_attention
 from ..nn.small_map_conv import conv3x3_gemm_backward
 
@@ -87,8 +89,12 @@ def conv_format(x: torch.Tensor) -> torch.memory_format:
     return torch.channels_last if x.shape[-2] * x.shape[-1] >= CHANNELS_LAST_MIN_PIXELS else torch.contiguous_format
 
 
-class Conv2d(nn.Conv2d):
-    """``nn.Conv2d`` that lays its input out in the faster memory format for its size."""
+class Conv2d(WeightDerivedCache, nn.Conv2d):
+    """``nn.Conv2d`` that lays its input out in the faster memory format for its size.
+
+    Inside :func:`~text2video.nn.frozen_weights.frozen_weights` (the sampling loop), no-grad CPU calls
+    keep its weight in oneDNN's layout between calls (:mod:`text2video.nn.packed_conv`).
+    """
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.kernel_size == (1, 1) and self.stride == (1, 1) and self.padding == (0, 0) and self.groups == 1:
@@ -98,7 +104,12 @@ class Conv2d(nn.Conv2d):
             return from_channels_last(F.linear(channels_last_view(x), weight, bias))
         if self._gemm_backward_pays(x):
             return conv3x3_gemm_backward(x.contiguous(), self.weight, self.bias)
-        return super().forward(x.contiguous(memory_format=conv_format(x)))
+        x = x.contiguous(memory_format=conv_format(x))
+        if self.padding_mode == "zeros" and not isinstance(self.padding, str):
+            y = packed_conv2d(self, x, self.weight, self.bias, self.stride, self.padding, self.dilation, self.groups)
+            if y is not None:
+                return y
+        return super().forward(x)
 
     def _gemm_backward_pays(self, x: torch.Tensor) -> bool:
         """Whether this call is a training step of a 3x3 convolution that oneDNN backpropagates slowly.
@@ -121,11 +132,17 @@ class Conv2d(nn.Conv2d):
         )
 
 
-class ConvTranspose2d(nn.ConvTranspose2d):
-    """``nn.ConvTranspose2d`` that lays its input out in the faster memory format for its size."""
+class ConvTranspose2d(WeightDerivedCache, nn.ConvTranspose2d):
+    """``nn.ConvTranspose2d`` that lays its input out in the faster memory format for its size
+    (and, like :class:`Conv2d`, packs its weight for no-grad CPU calls)."""
 
     def forward(self, x: torch.Tensor, output_size: Optional[list[int]] = None) -> torch.Tensor:
-        return super().forward(x.contiguous(memory_format=conv_format(x)), output_size)
+        x = x.contiguous(memory_format=conv_format(x))
+        if output_size is None:
+            y = packed_conv_transpose2d(self, x, self.weight, self.bias, self.stride, self.padding, self.output_padding, self.dilation, self.groups)
+            if y is not None:
+                return y
+        return super().forward(x, output_size)
 
 
 def channels_last_view(x: torch.Tensor) -> torch.Tensor:
@@ -257,8 +274,12 @@ def rotate_features(x: torch.Tensor, rot_dim: int, angles: torch.Tensor) -> torc
 # attention layers (each includes its pre-norm; the caller adds the residual)
 
 
-class TemporalAttention(nn.Module):
-    """Self-attention across the frames at each pixel, with rotary embeddings and relative position bias."""
+class TemporalAttention(WeightDerivedCache, nn.Module):
+    """Self-attention across the frames at each pixel, with rotary embeddings and relative position bias.
+
+    Inside :func:`~text2video.nn.frozen_weights.frozen_weights` (the sampling loop), the per-frame rotated
+    projection is built once per sampling run.
+    """
 
     def __init__(self, dim: int, heads: int, dim_head: int) -> None:
         super().__init__()
@@ -292,20 +313,31 @@ class TemporalAttention(nn.Module):
             weights = self.to_qkv.weight.to(tokens.dtype)
         else:
             # many tokens per frame: rotate the projection rows once per frame, one batched product
-            w_q, w_k, w_v = self.to_qkv.weight.split(inner)
-            weights = torch.cat(
-                (
-                    rotate_rows(w_q, self.heads, self.rot_dim, angles),
-                    rotate_rows(w_k, self.heads, self.rot_dim, angles),
-                    w_v.expand(frames, inner, c),
-                ),
-                dim=1,
-            ).transpose(1, 2).to(tokens.dtype)  # (T, C, 3*inner)
+            weights = self.derived(
+                "rotated_projection",
+                lambda: (tokens.dtype, tuple(angles.flatten().tolist()), weight_key(self.to_qkv.weight)),
+                lambda: self._rotated_projection(angles, tokens.dtype),
+            )
         rows = None if focus is None or not bool(focus.any()) else focus.repeat_interleave(hw).view(1, n, 1, 1)
         chunk = self.chunk_tokens if self.chunk_tokens > 0 else n
         outs = [self._attend(tokens[:, i : i + chunk], weights, angles, bias, None if rows is None else rows[:, i : i + chunk]) for i in range(0, n, chunk)]
         out = outs[0] if len(outs) == 1 else torch.cat(outs, dim=1)  # (T, B*HW, C)
         return from_channels_last(out.view(frames, batch, hw, c).transpose(0, 1).reshape(bt, h, w, c))
+
+    def _rotated_projection(self, angles: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+        """``(T, C, 3*inner)``: the query and key rows rotated by each frame's angles, and the value rows."""
+        inner = self.heads * self.dim_head
+        w_q, w_k, w_v = self.to_qkv.weight.split(inner)
+        frames, c = angles.shape[0], w_q.shape[1]
+        rotated = torch.cat(
+            (
+                rotate_rows(w_q, self.heads, self.rot_dim, angles),
+                rotate_rows(w_k, self.heads, self.rot_dim, angles),
+                w_v.expand(frames, inner, c),
+            ),
+            dim=1,
+        )
+        return rotated.transpose(1, 2).to(dtype)
 
     def _attend(self, tokens: torch.Tensor, weights: torch.Tensor, angles: torch.Tensor, bias: torch.Tensor, rows: Optional[torch.Tensor]) -> torch.Tensor:
         """Attention over frames of frame-major ``tokens`` ``(T, n, C)`` -> output projection ``(T, n, C)``."""
