@@ -11,12 +11,14 @@ two models alternating so that machine load hits both alike:
   ``frozen_weights``: the convolution weights are reordered for oneDNN and the rotated attention
   projections built once per sampling run, by the first call, which is the untimed warm-up), and
   ours without it (``sample_plain_b1``);
-* the peak resident memory of a training step at batch 2, each model in a fresh subprocess
-  (``VmHWM`` minus the resident size after imports);
+* the peak memory of a training step at batch 2: on CPU the resident memory, each model in a fresh
+  subprocess (``VmHWM`` minus the resident size after imports); on a GPU the peak allocated by torch
+  above what was allocated before the step (both models resident; timings there wait for the device);
 * the floating-point work of the training and sampling calls (``torch.utils.flop_counter``), and the
   rate each model achieves on it.
 
 Run:  python benchmarks/unet3d_vs_vdp.py [--quick] [--repeats N] [--threads N]
+      python benchmarks/unet3d_vs_vdp.py --device cuda --dtype bfloat16 --frames 16 --size 64 --out ...   (a GPU)
 Writes benchmarks/results/unet3d_vs_vdp[-quick].json and prints medians and ratios (ours / peer) of wall
 and process CPU time.
 video-diffusion-pytorch imports torchvision at import time; a stub stands in for it during that import.
@@ -26,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import json
 import multiprocessing as mp
 import platform
@@ -34,7 +37,7 @@ import sys
 import time
 import types
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Optional
 
 import torch
 
@@ -42,6 +45,31 @@ from text2video.nn.frozen_weights import frozen_weights
 
 CONFIG = dict(dim=64, cond_dim=768, dim_mults=(1, 2, 4, 8))
 FRAMES, SIZE = 5, 32
+
+
+@dataclasses.dataclass(frozen=True)
+class Setup:
+    """Where and at what size both models run: seed 001's CPU case by default; on a GPU, e.g. 16 x 64 x 64 in bf16."""
+
+    device: torch.device = torch.device("cpu")
+    amp_dtype: Optional[torch.dtype] = None  # autocast dtype (None: float32)
+    frames: int = FRAMES
+    size: int = SIZE
+
+    def autocast(self) -> contextlib.AbstractContextManager:
+        if self.amp_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=self.amp_dtype)
+
+    def sync(self) -> None:
+        """Wait for queued device work, so that a wall-clock reading covers it."""
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+
+
+CPU = Setup()
+
+
 def import_peer() -> types.ModuleType:
     """video-diffusion-pytorch's model module (torchvision stubbed only while it imports)."""
     from text2video.models.convert.video_diffusion_pytorch import import_original_package
@@ -61,12 +89,12 @@ def build(which: str, peer_state: dict | None = None) -> torch.nn.Module:
     return model
 
 
-def inputs(batch: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def inputs(batch: int, seed: int = 0, setup: Setup = CPU) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     g = torch.Generator().manual_seed(seed)
-    x = torch.randn(batch, 3, FRAMES, SIZE, SIZE, generator=g)
+    x = torch.randn(batch, 3, setup.frames, setup.size, setup.size, generator=g)
     t = torch.randint(0, 1000, (batch,), generator=g)
     cond = torch.randn(batch, CONFIG["cond_dim"], generator=g)
-    return x, t, cond
+    return x.to(setup.device), t.to(setup.device), cond.to(setup.device)
 
 
 def optimizer_for(model: torch.nn.Module) -> torch.optim.Optimizer:
@@ -80,7 +108,7 @@ def optimizer_for(model: torch.nn.Module) -> torch.optim.Optimizer:
     return torch.optim.Adam(params, lr=1e-4)
 
 
-def optimizer_step_fn(model: torch.nn.Module, batch: int) -> Callable[[], None]:
+def optimizer_step_fn(model: torch.nn.Module, batch: int, setup: Setup = CPU) -> Callable[[], None]:
     """The optimizer update alone, on fixed random gradients."""
     opt = optimizer_for(model)
     for p in model.parameters():
@@ -92,14 +120,15 @@ def optimizer_step_fn(model: torch.nn.Module, batch: int) -> Callable[[], None]:
     return step
 
 
-def train_step_fn(model: torch.nn.Module, batch: int) -> Callable[[], None]:
+def train_step_fn(model: torch.nn.Module, batch: int, setup: Setup = CPU) -> Callable[[], None]:
     opt = optimizer_for(model)
-    x, t, cond = inputs(batch)
+    x, t, cond = inputs(batch, setup=setup)
     target = torch.randn_like(x)
     model.train()
 
     def step() -> None:
-        loss = torch.nn.functional.mse_loss(model(x, t, cond=cond), target)
+        with setup.autocast():
+            loss = torch.nn.functional.mse_loss(model(x, t, cond=cond).float(), target)
         loss.backward()
         opt.step()
         opt.zero_grad(set_to_none=True)
@@ -107,37 +136,39 @@ def train_step_fn(model: torch.nn.Module, batch: int) -> Callable[[], None]:
     return step
 
 
-def sample_step_fn(model: torch.nn.Module, batch: int) -> Callable[[], None]:
-    x, t, cond = inputs(batch)
+def sample_step_fn(model: torch.nn.Module, batch: int, setup: Setup = CPU) -> Callable[[], None]:
+    x, t, cond = inputs(batch, setup=setup)
 
     def step() -> None:
         model.eval()
-        with torch.no_grad():
+        with torch.no_grad(), setup.autocast():
             model(x, t, cond=cond)
 
     return step
 
 
-def counted_gflop(model: torch.nn.Module, kind: str, batch: int) -> float:
+def counted_gflop(model: torch.nn.Module, kind: str, batch: int, setup: Setup = CPU) -> float:
     """Floating-point work of one forward (sample) or forward + backward (train) call, in GFLOP
     (``torch.utils.flop_counter``: matrix products and convolutions, inside custom autograd functions too)."""
     from torch.utils.flop_counter import FlopCounterMode
 
-    x, t, cond = inputs(batch)
+    x, t, cond = inputs(batch, setup=setup)
     counter = FlopCounterMode(display=False)
     if kind == "train":
         model.train()
         with counter:
-            model(x, t, cond=cond).square().mean().backward()
+            with setup.autocast():
+                loss = model(x, t, cond=cond).float().square().mean()
+            loss.backward()
         model.zero_grad(set_to_none=True)
     else:
         model.eval()
-        with torch.no_grad(), counter:
+        with torch.no_grad(), setup.autocast(), counter:
             model(x, t, cond=cond)
     return counter.get_total_flops() / 1e9
 
 
-def alternate(steps: dict[str, Callable[[], None]], repeats: int) -> dict[str, dict[str, list[float]]]:
+def alternate(steps: dict[str, Callable[[], None]], repeats: int, setup: Setup = CPU) -> dict[str, dict[str, list[float]]]:
     """Warm each up once, then time them in turn ``repeats`` times: wall and process CPU seconds.
 
     On a shared machine the CPU time (with ``--threads 1``) is the steadier figure: it leaves out the
@@ -148,8 +179,10 @@ def alternate(steps: dict[str, Callable[[], None]], repeats: int) -> dict[str, d
     times: dict[str, dict[str, list[float]]] = {name: {"wall": [], "cpu": []} for name in steps}
     for _ in range(repeats):
         for name, fn in steps.items():
+            setup.sync()
             wall, cpu = time.perf_counter(), time.process_time()
             fn()
+            setup.sync()
             times[name]["cpu"].append(time.process_time() - cpu)
             times[name]["wall"].append(time.perf_counter() - wall)
     return times
@@ -164,24 +197,44 @@ def _status_bytes(field: str) -> int:
     raise RuntimeError(f"/proc/self/status has no {field}")
 
 
-def _memory_child(which: str, batch: int, threads: int, queue: mp.Queue) -> None:
+def _memory_child(which: str, batch: int, threads: int, setup: Setup, queue: mp.Queue) -> None:
     torch.set_num_threads(threads)
-    model = build("peer") if which == "peer" else None
-    if which == "ours":
-        import text2video.models.unet3d  # noqa: F401  (imports before the baseline, as for the peer)
+    # import each model's code before the baseline, and build the model after it, so that both
+    # figures hold the weights, gradients, optimizer state and activations, and no imports
+    if which == "peer":
+        import_peer()
+    else:
+        import text2video.models.convert.video_diffusion_pytorch  # noqa: F401
+        import text2video.models.unet3d  # noqa: F401
+        import text2video.train.trainer  # noqa: F401
     base = _status_bytes("VmRSS")
-    model = model or build(which)
-    step = train_step_fn(model, batch)
+    model = build(which)
+    step = train_step_fn(model, batch, setup)
     step()
     step()
     peak = _status_bytes("VmHWM")  # this process's own high-water mark (ru_maxrss inherits the parent's)
     queue.put({"peak_rss_mb": peak / 2**20, "peak_above_imports_mb": (peak - base) / 2**20})
 
 
-def peak_memory(which: str, batch: int, threads: int) -> dict[str, float]:
+def peak_cuda_memory(model: torch.nn.Module, batch: int, setup: Setup) -> dict[str, float]:
+    """Peak allocated GPU memory of two training steps, above what was allocated before them."""
+    torch.cuda.empty_cache()
+    torch.cuda.reset_peak_memory_stats(setup.device)
+    base = torch.cuda.memory_allocated(setup.device)
+    step = train_step_fn(model, batch, setup)
+    step()
+    step()
+    setup.sync()
+    peak = torch.cuda.max_memory_allocated(setup.device)
+    model.zero_grad(set_to_none=True)
+    return {"peak_rss_mb": peak / 2**20, "peak_above_imports_mb": (peak - base) / 2**20}
+
+
+def peak_memory(which: str, batch: int, threads: int, setup: Setup = CPU) -> dict[str, float]:
+    """Peak resident memory of two CPU training steps, in a fresh process."""
     ctx = mp.get_context("spawn")
     queue = ctx.Queue()
-    proc = ctx.Process(target=_memory_child, args=(which, batch, threads, queue))
+    proc = ctx.Process(target=_memory_child, args=(which, batch, threads, setup, queue))
     proc.start()
     result = queue.get()
     proc.join()
@@ -195,24 +248,38 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=torch.get_num_threads(), help="torch CPU threads")
     parser.add_argument("--no-memory", action="store_true", help="skip the peak-memory subprocesses")
     parser.add_argument("--out", type=Path, default=None, help="JSON file (default benchmarks/results/unet3d_vs_vdp[-quick].json)")
+    parser.add_argument("--device", default="cpu", help="cpu or cuda[:N] (a GPU: e.g. --device cuda --dtype bfloat16 --frames 16 --size 64)")
+    parser.add_argument("--dtype", choices=("float32", "bfloat16", "float16"), default="float32", help="autocast dtype of both models")
+    parser.add_argument("--frames", type=int, default=FRAMES, help=f"frames per video (default {FRAMES}, seed 001)")
+    parser.add_argument("--size", type=int, default=SIZE, help=f"height and width (default {SIZE}, seed 001)")
     args = parser.parse_args(argv)
     repeats = args.repeats or (2 if args.quick else 5)
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
+    device = torch.device(args.device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        parser.error(f"--device {args.device}: no CUDA device is visible to torch here; use --device cpu")
+    setup = Setup(device, None if args.dtype == "float32" else getattr(torch, args.dtype), args.frames, args.size)
 
-    peer = build("peer")
-    ours = build("ours", peer.state_dict())
+    peer = build("peer").to(device)
+    ours = build("ours", peer.state_dict()).to(device)
     measurements = [("train", 2)] + ([] if args.quick else [("train", 8)]) + [("sample", 1), ("sample_plain", 1), ("optimizer", 0)]
     results: dict = {
-        "config": {**CONFIG, "frames": FRAMES, "size": SIZE},
-        "machine": {"python": platform.python_version(), "torch": torch.__version__, "threads": args.threads, "processor": platform.processor() or platform.machine()},
+        "config": {**CONFIG, "frames": setup.frames, "size": setup.size, "dtype": args.dtype},
+        "machine": {
+            "python": platform.python_version(),
+            "torch": torch.__version__,
+            "threads": args.threads,
+            "processor": platform.processor() or platform.machine(),
+            "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
+        },
         "repeats": repeats,
         "timings": {},
     }
     for kind, batch in measurements:
         make = {"train": train_step_fn, "sample": sample_step_fn, "sample_plain": sample_step_fn, "optimizer": optimizer_step_fn}[kind]
         with frozen_weights(ours) if kind == "sample" else contextlib.nullcontext():
-            times = alternate({"peer": make(peer, batch), "ours": make(ours, batch)}, repeats)
+            times = alternate({"peer": make(peer, batch, setup), "ours": make(ours, batch, setup)}, repeats, setup)
         if kind == "optimizer":
             for m in (peer, ours):
                 m.zero_grad(set_to_none=True)
@@ -222,7 +289,7 @@ def main(argv: list[str] | None = None) -> int:
             entry[clock] = {"peer_s": med["peer"], "ours_s": med["ours"], "ratio": med["ours"] / med["peer"]}
         key = f"{kind}_b{batch}" if batch else kind
         if kind in ("train", "sample"):
-            gflop = {name: counted_gflop(m, kind, batch) for name, m in (("peer", peer), ("ours", ours))}
+            gflop = {name: counted_gflop(m, kind, batch, setup) for name, m in (("peer", peer), ("ours", ours))}
             entry["gflop"] = gflop
             entry["gflops_achieved"] = {name: gflop[name] / entry["wall"][f"{name}_s"] for name in gflop}
         results["timings"][key] = entry
@@ -236,12 +303,16 @@ def main(argv: list[str] | None = None) -> int:
             g, r = entry["gflop"], entry["gflops_achieved"]
             print(f"{'':10s} work: peer {g['peer']:.1f} GFLOP ({r['peer']:.0f} GFLOP/s)  ours {g['ours']:.1f} GFLOP ({r['ours']:.0f} GFLOP/s)")
     if not args.no_memory:
-        mem = {which: peak_memory(which, 2, args.threads) for which in ("peer", "ours")}
+        if device.type == "cuda":
+            mem = {"peer": peak_cuda_memory(peer, 2, setup), "ours": peak_cuda_memory(ours, 2, setup)}
+        else:
+            mem = {which: peak_memory(which, 2, args.threads, setup) for which in ("peer", "ours")}
         ratio = mem["ours"]["peak_above_imports_mb"] / mem["peer"]["peak_above_imports_mb"]
         results["memory_train_b2"] = {**mem, "ratio": ratio}
         print(
             f"memory     peer {mem['peer']['peak_above_imports_mb']:7.0f} MB  ours {mem['ours']['peak_above_imports_mb']:7.0f} MB  "
-            f"ours/peer {ratio:.2f}  (peak RSS {mem['peer']['peak_rss_mb']:.0f} / {mem['ours']['peak_rss_mb']:.0f} MB)"
+            f"ours/peer {ratio:.2f}  (peak {'allocated' if device.type == 'cuda' else 'RSS'} "
+            f"{mem['peer']['peak_rss_mb']:.0f} / {mem['ours']['peak_rss_mb']:.0f} MB)"
         )
     out = args.out or Path(__file__).parent / "results" / f"unet3d_vs_vdp{'-quick' if args.quick else ''}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
