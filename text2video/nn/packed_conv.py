@@ -27,13 +27,16 @@ def _mkldnn_ops():
 
 
 def _packing_applies(layer: WeightDerivedCache, x: torch.Tensor, weight: torch.Tensor) -> Optional[dict]:
-    """The layer's frozen-weight cache where this call may use a packed weight (float32 CPU, no autocast)."""
+    """The layer's frozen-weight cache where this call may use a packed weight (float32 CPU, no autocast).
+
+    The cache is looked up first: outside a sampling loop (every training call) that one lookup decides.
+    """
+    entries = layer.frozen_entries()
+    if entries is None or entries.get("packing_unsupported"):
+        return None
     if x.device.type != "cpu" or x.dtype != torch.float32 or weight.dtype != torch.float32:
         return None
     if torch.is_autocast_enabled("cpu") or not torch.backends.mkldnn.is_available():
-        return None
-    entries = layer.frozen_entries()
-    if entries is None or entries.get("packing_unsupported"):
         return None
     return entries
 
