@@ -12,6 +12,8 @@ from typing import Optional
 
 import torch
 
+from . import cpu_kernels
+
 
 class _RmsScaleShiftSilu(torch.autograd.Function):
     """``x`` ``(G, P, C)``; ``weight`` ``(C,)``; ``scale``/``shift`` ``(G, C)`` or None -> ``(G, P, C)``."""
@@ -60,6 +62,61 @@ class _RmsScaleShiftSilu(torch.autograd.Function):
         return grad_x, grad_weight, grad_scale, grad_shift, None
 
 
+def _coef(weight: torch.Tensor, scale: Optional[torch.Tensor]) -> torch.Tensor:
+    """The per-channel (or per-group, per-channel) multiplier ``weight * (1 + scale)``, contiguous."""
+    return (weight if scale is None else weight * (scale + 1)).contiguous()
+
+
+def _group_stride(t: Optional[torch.Tensor]) -> int:
+    return 0 if t is None or t.ndim == 1 else t.shape[-1]
+
+
+class _FusedRmsScaleShiftSilu(torch.autograd.Function):
+    """:class:`_RmsScaleShiftSilu` as two C loops (``nn/csrc/cpu_kernels.c``): one pass forward, one backward."""
+
+    @staticmethod
+    def forward(ctx, x, weight, scale, shift, eps: float, lib):
+        coef = _coef(weight, scale)
+        y, r = _fused_forward(lib, x, coef, shift, eps)
+        ctx.save_for_backward(x, r, weight, scale, shift, coef)
+        ctx.lib = lib
+        return y
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        x, r, weight, scale, shift, coef = ctx.saved_tensors
+        g, p, c = x.shape
+        grad_out = grad_out.contiguous()
+        dx = torch.empty_like(x) if ctx.needs_input_grad[0] else None
+        dcoef = torch.empty((g, c), dtype=x.dtype)
+        dshift = torch.empty((g, c), dtype=x.dtype) if shift is not None else None
+        status = ctx.lib.t2v_rms_silu_backward(
+            x.data_ptr(), r.data_ptr(), coef.data_ptr(), _group_stride(coef), cpu_kernels.ptr(shift), _group_stride(shift),
+            grad_out.data_ptr(), cpu_kernels.ptr(dx), dcoef.data_ptr(), cpu_kernels.ptr(dshift), g, p, c, cpu_kernels.threads(),
+        )
+        if status != 0:
+            raise MemoryError("fused RMS norm backward could not allocate its scratch memory")
+        grad_weight = grad_scale = grad_shift = None
+        if scale is None:
+            grad_weight = dcoef.sum(dim=0) if ctx.needs_input_grad[1] else None
+        else:
+            grad_weight = (dcoef * (scale + 1)).sum(dim=0) if ctx.needs_input_grad[1] else None
+            grad_scale = dcoef * weight if ctx.needs_input_grad[2] else None
+        if shift is not None and ctx.needs_input_grad[3]:
+            grad_shift = dshift
+        return dx, grad_weight, grad_scale, grad_shift, None, None
+
+
+def _fused_forward(lib, x: torch.Tensor, coef: torch.Tensor, shift: Optional[torch.Tensor], eps: float) -> tuple[torch.Tensor, torch.Tensor]:
+    g, p, c = x.shape
+    y = torch.empty_like(x)
+    r = torch.empty((g, p, 1), dtype=x.dtype)
+    lib.t2v_rms_silu_forward(
+        x.data_ptr(), coef.data_ptr(), _group_stride(coef), cpu_kernels.ptr(shift), _group_stride(shift), y.data_ptr(), r.data_ptr(), g, p, c, eps, cpu_kernels.threads()
+    )
+    return y, r
+
+
 def rms_scale_shift_silu(
     x: torch.Tensor,
     weight: torch.Tensor,
@@ -77,6 +134,12 @@ def rms_scale_shift_silu(
         raise ValueError("rms_scale_shift_silu takes scale and shift together, or neither")
     dtype = x.dtype
     with torch.autocast(device_type=x.device.type, enabled=False):
-        return _RmsScaleShiftSilu.apply(
-            x.contiguous(), weight.to(dtype), None if scale is None else scale.to(dtype), None if shift is None else shift.to(dtype), eps
-        )
+        x, weight = x.contiguous(), weight.to(dtype)
+        scale = None if scale is None else scale.to(dtype).contiguous()
+        shift = None if shift is None else shift.to(dtype).contiguous()
+        lib = cpu_kernels.usable(x, weight, scale, shift)
+        if lib is not None:
+            if not torch.is_grad_enabled() or not any(t is not None and t.requires_grad for t in (x, weight, scale, shift)):
+                return _fused_forward(lib, x, _coef(weight, scale), shift, eps)[0]
+            return _FusedRmsScaleShiftSilu.apply(x, weight, scale, shift, eps, lib)
+        return _RmsScaleShiftSilu.apply(x, weight, scale, shift, eps)

@@ -13,6 +13,8 @@ from typing import Optional
 
 import torch
 
+from . import cpu_kernels
+
 
 def _softmax_last_(s: torch.Tensor) -> torch.Tensor:
     """In-place softmax over the (short) last dimension."""
@@ -76,6 +78,51 @@ class _ShortAttention(torch.autograd.Function):
         return dqkv, dbias, None
 
 
+def _fused_forward(lib, qkv: torch.Tensor, bias: Optional[torch.Tensor], scale: float, keep_probs: bool) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
+    t, n, _, h, d = qkv.shape
+    out = torch.empty((t, n, h, d), dtype=qkv.dtype)
+    probs = torch.empty((n, h, t, t), dtype=qkv.dtype) if keep_probs else None
+    lib.t2v_short_attention_forward(
+        cpu_kernels.ptr(qkv), cpu_kernels.ptr(bias), out.data_ptr(), cpu_kernels.ptr(probs), t, n, h, d, scale, cpu_kernels.threads()
+    )
+    return out, probs
+
+
+class _FusedShortAttention(torch.autograd.Function):
+    """:class:`_ShortAttention` as two C loops (``nn/csrc/cpu_kernels.c``); saves ``qkv`` and the probabilities."""
+
+    @staticmethod
+    def forward(ctx, qkv: torch.Tensor, bias: Optional[torch.Tensor], scale: float, lib) -> torch.Tensor:
+        out, probs = _fused_forward(lib, qkv, bias, scale, keep_probs=True)
+        ctx.save_for_backward(qkv, probs)
+        ctx.scale, ctx.lib = scale, lib
+        ctx.bias_dtype = None if bias is None else bias.dtype
+        return out
+
+    @staticmethod
+    def backward(ctx, grad_out: torch.Tensor):
+        qkv, probs = ctx.saved_tensors
+        t, n, _, h, d = qkv.shape
+        grad_out = grad_out.to(qkv.dtype).contiguous()
+        dqkv = torch.empty_like(qkv)
+        want_bias = ctx.bias_dtype is not None and ctx.needs_input_grad[1]
+        dbias = torch.empty((h, t, t), dtype=qkv.dtype) if want_bias else None
+        status = ctx.lib.t2v_short_attention_backward(
+            qkv.data_ptr(), probs.data_ptr(), grad_out.data_ptr(), dqkv.data_ptr(), cpu_kernels.ptr(dbias), t, n, h, d, ctx.scale, cpu_kernels.threads()
+        )
+        if status != 0:
+            raise MemoryError("short-sequence attention backward could not allocate its scratch memory")
+        return dqkv, None if dbias is None else dbias.to(ctx.bias_dtype), None, None
+
+
+def _fused_library(qkv: torch.Tensor, bias: Optional[torch.Tensor]):
+    """The C kernels when they apply: float32 CPU tensors, a contiguous ``qkv``, and short enough sequences."""
+    lib = cpu_kernels.usable(qkv, bias)
+    if lib is None or not qkv.is_contiguous() or qkv.shape[0] > lib.t2v_max_frames():
+        return None
+    return lib
+
+
 def short_sequence_attention(qkv: torch.Tensor, bias: Optional[torch.Tensor] = None, scale: Optional[float] = None) -> torch.Tensor:
     """Softmax attention over the first axis of packed ``qkv`` ``(T, N, 3, heads, d)`` -> ``(T, N, heads, d)``.
 
@@ -87,6 +134,13 @@ def short_sequence_attention(qkv: torch.Tensor, bias: Optional[torch.Tensor] = N
     """
     scale = qkv.shape[-1] ** -0.5 if scale is None else scale
     with torch.autocast(device_type=qkv.device.type, enabled=False):
+        lib = _fused_library(qkv, bias)
+        if lib is not None:
+            bias = None if bias is None else bias.contiguous()
+            if not torch.is_grad_enabled() or not (qkv.requires_grad or (bias is not None and bias.requires_grad)):
+                return _fused_forward(lib, qkv, bias, scale, keep_probs=False)[0]
+            return _FusedShortAttention.apply(qkv, bias, scale, lib)
         if not torch.is_grad_enabled() or not (qkv.requires_grad or (bias is not None and bias.requires_grad)):
             return _attend(qkv, bias, scale)[-1]  # nothing kept for a backward
         return _ShortAttention.apply(qkv, bias, scale)
+

@@ -1,0 +1,223 @@
+"""The fused C kernels (text2video.nn.cpu_kernels): building, falling back, and agreeing with PyTorch."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from text2video.nn import cpu_kernels
+from text2video.nn.fused_norm import rms_scale_shift_silu
+from text2video.nn.short_attention import short_sequence_attention
+from text2video.nn.small_map_conv import conv3x3_gemm_backward
+
+
+@pytest.fixture
+def fresh_load(monkeypatch, tmp_path):
+    """Kernel loading from a clean slate, into a private cache folder; the cached library is restored afterwards."""
+    monkeypatch.setenv(cpu_kernels.ENV_CACHE, str(tmp_path / "kernels"))
+    monkeypatch.delenv(cpu_kernels.ENV_SWITCH, raising=False)
+    cpu_kernels.load.cache_clear()
+    yield tmp_path / "kernels"
+    cpu_kernels.load.cache_clear()
+
+
+@pytest.fixture
+def kernels_off(monkeypatch):
+    """Every caller takes its PyTorch path."""
+    monkeypatch.setattr(cpu_kernels, "load", lambda: None)
+
+
+def require_kernels():
+    if cpu_kernels.load() is None:
+        pytest.skip("no C compiler here: the kernels cannot be built")
+
+
+# ------------------------------------------------------------------------------------------------
+# building and falling back
+
+
+def test_builds_once_into_the_cache_and_reuses_it(fresh_load):
+    if cpu_kernels._compiler() is None:
+        pytest.skip("no C compiler here")
+    lib = cpu_kernels.load()
+    assert lib is not None and lib.t2v_abi_version() == cpu_kernels.ABI_VERSION
+    built = list(fresh_load.glob("*.so"))
+    assert len(built) == 1 and built[0] == cpu_kernels.library_path(cpu_kernels._compiler())
+    stamp = built[0].stat().st_mtime_ns
+    cpu_kernels.load.cache_clear()
+    assert cpu_kernels.load() is not None
+    assert built[0].stat().st_mtime_ns == stamp  # loaded, not rebuilt
+    assert list(fresh_load.iterdir()) == built  # no temporary files left
+
+
+def test_switched_off_by_environment(fresh_load, monkeypatch):
+    monkeypatch.setenv(cpu_kernels.ENV_SWITCH, "0")
+    assert cpu_kernels.load() is None
+    assert not fresh_load.exists()
+
+
+def test_failed_build_falls_back_and_leaves_nothing(fresh_load, monkeypatch, caplog):
+    monkeypatch.setenv("CC", "false")  # a "compiler" that always fails
+    with caplog.at_level(logging.WARNING, logger=cpu_kernels.__name__):
+        assert cpu_kernels.load() is None
+    assert "PyTorch path" in caplog.text and cpu_kernels.ENV_SWITCH in caplog.text
+    assert not list(fresh_load.glob("*"))
+    # and the callers still work
+    qkv = torch.randn(3, 4, 3, 2, 8)
+    assert short_sequence_attention(qkv).shape == (3, 4, 2, 8)
+
+
+def test_no_compiler_falls_back(fresh_load, monkeypatch, caplog):
+    monkeypatch.setattr(cpu_kernels, "_compiler", lambda: None)
+    with caplog.at_level(logging.WARNING, logger=cpu_kernels.__name__):
+        assert cpu_kernels.load() is None
+    assert "no C compiler" in caplog.text
+
+
+def test_only_float32_cpu_tensors_use_the_kernels():
+    require_kernels()
+    assert cpu_kernels.usable(torch.zeros(2), None) is not None
+    assert cpu_kernels.usable(torch.zeros(2, dtype=torch.bfloat16)) is None
+    assert cpu_kernels.usable(torch.zeros(2), torch.zeros(2, dtype=torch.float64)) is None
+
+
+def test_non_contiguous_tensors_are_refused():
+    with pytest.raises(ValueError, match="contiguous"):
+        cpu_kernels.ptr(torch.zeros(4, 4).t())
+
+
+# ------------------------------------------------------------------------------------------------
+# agreement with PyTorch
+
+
+def _reference_attention(qkv: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+    """``(T, N, 3, H, d)`` -> ``(T, N, H, d)`` through scaled_dot_product_attention."""
+    q, k, v = (qkv[:, :, i].permute(1, 2, 0, 3) for i in range(3))  # (N, H, T, d)
+    out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias)
+    return out.permute(2, 0, 1, 3)
+
+
+@pytest.mark.parametrize("frames, heads, dim_head, with_bias", [(5, 4, 32, True), (7, 2, 64, False), (1, 3, 24, True), (16, 2, 20, True)])
+def test_short_attention_matches_sdpa(frames, heads, dim_head, with_bias):
+    require_kernels()
+    torch.manual_seed(frames)
+    qkv = torch.randn(frames, 37, 3, heads, dim_head, requires_grad=True)
+    bias = torch.randn(heads, frames, frames, requires_grad=True) if with_bias else None
+    out = short_sequence_attention(qkv, bias)
+    grad = torch.randn_like(out)
+    got = torch.autograd.grad(out, [qkv] + ([bias] if with_bias else []), grad)
+    ref = _reference_attention(qkv, bias)
+    want = torch.autograd.grad(ref, [qkv] + ([bias] if with_bias else []), grad)
+    torch.testing.assert_close(out, ref, atol=1e-5, rtol=1e-5)
+    for g, w in zip(got, want):
+        torch.testing.assert_close(g, w, atol=1e-4, rtol=1e-4)
+    with torch.no_grad():
+        torch.testing.assert_close(short_sequence_attention(qkv, bias), ref.detach(), atol=1e-5, rtol=1e-5)
+
+
+def test_short_attention_kernel_and_torch_path_agree(monkeypatch):
+    require_kernels()
+    torch.manual_seed(0)
+    qkv = torch.randn(6, 50, 3, 4, 16, requires_grad=True)
+    bias = torch.randn(4, 6, 6, requires_grad=True).permute(0, 2, 1)  # not contiguous
+    grad = torch.randn(6, 50, 4, 16)
+    fused = short_sequence_attention(qkv, bias)
+    fused_grads = torch.autograd.grad(fused, (qkv, bias), grad)
+    monkeypatch.setattr(cpu_kernels, "load", lambda: None)
+    plain = short_sequence_attention(qkv, bias)
+    plain_grads = torch.autograd.grad(plain, (qkv, bias), grad)
+    torch.testing.assert_close(fused, plain, atol=1e-5, rtol=1e-5)
+    for a, b in zip(fused_grads, plain_grads):
+        torch.testing.assert_close(a, b, atol=1e-4, rtol=1e-4)
+
+
+def test_short_attention_longer_than_the_kernel_limit_falls_back():
+    require_kernels()
+    frames = cpu_kernels.load().t2v_max_frames() + 1
+    qkv = torch.randn(frames, 2, 3, 1, 4)
+    torch.testing.assert_close(short_sequence_attention(qkv), _reference_attention(qkv, None), atol=1e-5, rtol=1e-5)
+
+
+def _reference_norm(x, weight, scale, shift, eps):
+    y = F.rms_norm(x, (x.shape[-1],), eps=eps) * weight
+    if scale is not None:
+        y = y * (scale[:, None] + 1) + shift[:, None]
+    return F.silu(y)
+
+
+@pytest.mark.parametrize("conditioned", [True, False])
+@pytest.mark.parametrize("channels", [64, 20])
+def test_rms_scale_shift_silu_matches_composition(conditioned, channels):
+    require_kernels()
+    torch.manual_seed(channels)
+    x = torch.randn(3, 11, channels, requires_grad=True)
+    weight = torch.randn(channels, requires_grad=True)
+    scale = torch.randn(3, channels, requires_grad=True) if conditioned else None
+    shift = torch.randn(3, channels, requires_grad=True) if conditioned else None
+    inputs = [t for t in (x, weight, scale, shift) if t is not None]
+    out = rms_scale_shift_silu(x, weight, scale, shift, 1e-6)
+    ref = _reference_norm(x, weight, scale, shift, 1e-6)
+    torch.testing.assert_close(out, ref, atol=1e-5, rtol=1e-5)
+    grad = torch.randn_like(out)
+    for got, want in zip(torch.autograd.grad(out, inputs, grad), torch.autograd.grad(ref, inputs, grad)):
+        torch.testing.assert_close(got, want, atol=1e-4, rtol=1e-4)
+
+
+def test_rms_norm_gradient_for_input_only():
+    require_kernels()
+    x = torch.randn(2, 5, 8, requires_grad=True)
+    weight, scale, shift = torch.randn(8), torch.randn(2, 8), torch.randn(2, 8)
+    (got,) = torch.autograd.grad(rms_scale_shift_silu(x, weight, scale, shift).sum(), x)
+    (want,) = torch.autograd.grad(_reference_norm(x, weight, scale, shift, 1e-12).sum(), x)
+    torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("size", [(4, 4), (3, 5), (1, 1)])
+@pytest.mark.parametrize("with_bias", [True, False])
+def test_small_map_conv_matches_conv2d(size, with_bias):
+    require_kernels()
+    torch.manual_seed(0)
+    x = torch.randn(3, 12, *size, requires_grad=True)
+    weight = torch.randn(10, 12, 3, 3, requires_grad=True)
+    bias = torch.randn(10, requires_grad=True) if with_bias else None
+    inputs = [t for t in (x, weight, bias) if t is not None]
+    out = conv3x3_gemm_backward(x, weight, bias)
+    ref = F.conv2d(x, weight, bias, padding=1)
+    assert out.is_contiguous(memory_format=torch.channels_last)
+    torch.testing.assert_close(out, ref, atol=1e-4, rtol=1e-4)
+    grad = torch.randn_like(ref)
+    for got, want in zip(torch.autograd.grad(out, inputs, grad), torch.autograd.grad(ref, inputs, grad)):
+        torch.testing.assert_close(got, want, atol=1e-4, rtol=1e-4)
+
+
+def test_unet3d_training_step_same_with_and_without_kernels(monkeypatch):
+    require_kernels()
+    from text2video.models import unet3d
+    from text2video.models.unet3d import Unet3D
+
+    # let the 4x4 level's convolutions take the small-map GEMM path at this tiny width
+    monkeypatch.setattr(unet3d, "GEMM_BACKWARD_MIN_CHANNELS", 32)
+    calls = []
+    real_conv = unet3d.conv3x3_gemm_backward
+    monkeypatch.setattr(unet3d, "conv3x3_gemm_backward", lambda *a: calls.append(1) or real_conv(*a))
+    torch.manual_seed(0)
+    model = Unet3D(dim=16, dim_mults=(1, 2), cond_dim=8, attn_heads=2, attn_dim_head=8)
+    x, t, cond = torch.randn(2, 3, 4, 8, 8), torch.tensor([3, 700]), torch.randn(2, 8)
+
+    def run():
+        model.zero_grad(set_to_none=True)
+        out = model(x, t, cond=cond)
+        out.square().mean().backward()
+        return out.detach(), {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+
+    fused_out, fused_grads = run()
+    assert calls, "the small-map convolution path was not taken"
+    monkeypatch.setattr(cpu_kernels, "load", lambda: None)
+    plain_out, plain_grads = run()
+    torch.testing.assert_close(fused_out, plain_out, atol=1e-5, rtol=1e-4)
+    assert fused_grads.keys() == plain_grads.keys()
+    for name in plain_grads:
+        torch.testing.assert_close(fused_grads[name], plain_grads[name], atol=1e-4, rtol=1e-3, msg=name)

@@ -1,0 +1,337 @@
+/* Fused CPU kernels for text2video (float32, contiguous tensors), called through ctypes.
+ *
+ * Built on first use by text2video.nn.cpu_kernels with the system C compiler and OpenMP. Inside a
+ * PyTorch process the OpenMP runtime is the one torch already loaded (same soname), so these loops
+ * share torch's thread pool. Every entry point takes the thread count to use.
+ *
+ * Short-sequence attention: qkv (T, N, 3, H, D) -> out (T, N, H, D); each of the N*H sequences of
+ * length T attends to itself, with an optional additive bias (H, T, T).
+ *
+ * RMS norm + scale-shift + SiLU over the last axis of x (G, P, C):
+ * y = silu(x * r * coef[g] + shift[g]), r = 1 / sqrt(mean(x^2) + eps).
+ */
+#include <math.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define T2V_MAX_T 64
+
+int t2v_abi_version(void) { return 1; }
+
+int t2v_max_frames(void) { return T2V_MAX_T; }
+
+static inline __attribute__((always_inline)) float dot(const float *restrict a, const float *restrict b, int64_t n) {
+    float acc = 0.f;
+#pragma omp simd reduction(+ : acc)
+    for (int64_t i = 0; i < n; ++i) acc += a[i] * b[i];
+    return acc;
+}
+
+/* Row-wise softmax of s (T x T) in place; the exponentials in one vector pass. */
+static inline void softmax_rows(float *restrict s, int64_t T) {
+    float shift[T2V_MAX_T * T2V_MAX_T];
+    for (int64_t i = 0; i < T; ++i) {
+        float mx = -INFINITY;
+        for (int64_t j = 0; j < T; ++j) mx = s[i * T + j] > mx ? s[i * T + j] : mx;
+        for (int64_t j = 0; j < T; ++j) shift[i * T + j] = mx;
+    }
+#pragma omp simd
+    for (int64_t e = 0; e < T * T; ++e) s[e] = expf(s[e] - shift[e]);
+    for (int64_t i = 0; i < T; ++i) {
+        float sum = 0.f;
+        for (int64_t j = 0; j < T; ++j) sum += s[i * T + j];
+        const float inv = 1.f / sum;
+        for (int64_t j = 0; j < T; ++j) s[i * T + j] *= inv;
+    }
+}
+
+/* One (pixel, head) sequence. Inlined with D a constant for the common head sizes. */
+static inline __attribute__((always_inline)) void attend_one(const float *restrict q, const float *restrict k,
+                                                             const float *restrict v, const float *restrict b,
+                                                             float *restrict o, float *restrict s, int64_t T,
+                                                             int64_t D, int64_t qkv_frame, int64_t out_frame,
+                                                             float scale) {
+    for (int64_t i = 0; i < T; ++i)
+        for (int64_t j = 0; j < T; ++j)
+            s[i * T + j] = dot(q + i * qkv_frame, k + j * qkv_frame, D) * scale + (b ? b[i * T + j] : 0.f);
+    softmax_rows(s, T);
+    for (int64_t i = 0; i < T; ++i) {
+        float acc[D];
+#pragma omp simd
+        for (int64_t e = 0; e < D; ++e) acc[e] = 0.f;
+        for (int64_t j = 0; j < T; ++j) {
+            const float p = s[i * T + j], *vj = v + j * qkv_frame;
+#pragma omp simd
+            for (int64_t e = 0; e < D; ++e) acc[e] += p * vj[e];
+        }
+        float *oi = o + i * out_frame;
+#pragma omp simd
+        for (int64_t e = 0; e < D; ++e) oi[e] = acc[e];
+    }
+}
+
+static inline __attribute__((always_inline)) void forward_range(const float *restrict qkv, const float *restrict bias,
+                                                                float *restrict out, float *restrict probs, int64_t T,
+                                                                int64_t N, int64_t H, int64_t D, float scale,
+                                                                int nthreads) {
+    const int64_t qkv_frame = N * 3 * H * D, out_frame = N * H * D;
+#pragma omp parallel for num_threads(nthreads) schedule(static)
+    for (int64_t n = 0; n < N; ++n) {
+        float s[T2V_MAX_T * T2V_MAX_T];
+        for (int64_t h = 0; h < H; ++h) {
+            const float *q = qkv + n * 3 * H * D + h * D;
+            attend_one(q, q + H * D, q + 2 * H * D, bias ? bias + h * T * T : NULL, out + (n * H + h) * D, s, T, D,
+                       qkv_frame, out_frame, scale);
+            if (probs) memcpy(probs + (n * H + h) * T * T, s, sizeof(float) * T * T);
+        }
+    }
+}
+
+/* probs may be NULL (nothing kept for a backward). */
+void t2v_short_attention_forward(const float *restrict qkv, const float *restrict bias, float *restrict out,
+                                 float *restrict probs, int64_t T, int64_t N, int64_t H, int64_t D, float scale,
+                                 int nthreads) {
+    if (D == 32)
+        forward_range(qkv, bias, out, probs, T, N, H, 32, scale, nthreads);
+    else if (D == 64)
+        forward_range(qkv, bias, out, probs, T, N, H, 64, scale, nthreads);
+    else
+        forward_range(qkv, bias, out, probs, T, N, H, D, scale, nthreads);
+}
+
+static inline __attribute__((always_inline)) void backward_one(const float *restrict q, const float *restrict k,
+                                                               const float *restrict v, const float *restrict p,
+                                                               const float *restrict g, float *restrict dq,
+                                                               float *restrict dk, float *restrict dv,
+                                                               float *restrict ds, float *restrict dbias, int64_t T,
+                                                               int64_t D, int64_t qkv_frame, int64_t out_frame,
+                                                               float scale) {
+    /* dp_ij = g_i . v_j ; ds = p * (dp - sum_j p dp) */
+    for (int64_t i = 0; i < T; ++i) {
+        float acc = 0.f;
+        for (int64_t j = 0; j < T; ++j) {
+            const float dp = dot(g + i * out_frame, v + j * qkv_frame, D);
+            ds[i * T + j] = dp;
+            acc += dp * p[i * T + j];
+        }
+        for (int64_t j = 0; j < T; ++j) ds[i * T + j] = p[i * T + j] * (ds[i * T + j] - acc);
+    }
+    if (dbias)
+        for (int64_t e = 0; e < T * T; ++e) dbias[e] += ds[e];
+    /* dv_j = sum_i p_ij g_i ; dq_j = scale sum_i ds_ji k_i ; dk_j = scale sum_i ds_ij q_i */
+    for (int64_t j = 0; j < T; ++j) {
+        float av[D], ak[D], aq[D];
+#pragma omp simd
+        for (int64_t e = 0; e < D; ++e) av[e] = ak[e] = aq[e] = 0.f;
+        for (int64_t i = 0; i < T; ++i) {
+            const float pij = p[i * T + j], sij = ds[i * T + j] * scale, sji = ds[j * T + i] * scale;
+            const float *gi = g + i * out_frame, *qi = q + i * qkv_frame, *ki = k + i * qkv_frame;
+#pragma omp simd
+            for (int64_t e = 0; e < D; ++e) {
+                av[e] += pij * gi[e];
+                ak[e] += sij * qi[e];
+                aq[e] += sji * ki[e];
+            }
+        }
+        float *dvj = dv + j * qkv_frame, *dkj = dk + j * qkv_frame, *dqj = dq + j * qkv_frame;
+#pragma omp simd
+        for (int64_t e = 0; e < D; ++e) {
+            dvj[e] = av[e];
+            dkj[e] = ak[e];
+            dqj[e] = aq[e];
+        }
+    }
+}
+
+static inline __attribute__((always_inline)) void backward_range(const float *restrict qkv, const float *restrict probs,
+                                                                 const float *restrict dout, float *restrict dqkv,
+                                                                 float *restrict partial, int64_t T, int64_t N,
+                                                                 int64_t H, int64_t D, float scale, int nthreads) {
+    const int64_t qkv_frame = N * 3 * H * D, out_frame = N * H * D, tt = T * T;
+#pragma omp parallel num_threads(nthreads)
+    {
+        int tid = 0;
+#ifdef _OPENMP
+        extern int omp_get_thread_num(void);
+        tid = omp_get_thread_num();
+#endif
+        float *mine = partial ? partial + (int64_t)tid * H * tt : NULL;
+        float ds[T2V_MAX_T * T2V_MAX_T];
+#pragma omp for schedule(static)
+        for (int64_t n = 0; n < N; ++n) {
+            for (int64_t h = 0; h < H; ++h) {
+                const int64_t base = n * 3 * H * D + h * D;
+                const float *q = qkv + base;
+                float *dq = dqkv + base;
+                backward_one(q, q + H * D, q + 2 * H * D, probs + (n * H + h) * tt, dout + (n * H + h) * D, dq,
+                             dq + H * D, dq + 2 * H * D, ds, mine ? mine + h * tt : NULL, T, D, qkv_frame, out_frame,
+                             scale);
+            }
+        }
+    }
+}
+
+/* dout (T, N, H, D) -> dqkv (T, N, 3, H, D), every element written; dbias (H, T, T) or NULL, overwritten.
+ * Returns 0, or -1 when scratch memory could not be allocated. */
+int t2v_short_attention_backward(const float *restrict qkv, const float *restrict probs, const float *restrict dout,
+                                 float *restrict dqkv, float *restrict dbias, int64_t T, int64_t N, int64_t H,
+                                 int64_t D, float scale, int nthreads) {
+    const int64_t tt = T * T;
+    float *partial = NULL;
+    if (dbias) {
+        partial = calloc((size_t)nthreads * H * tt, sizeof(float));
+        if (!partial) return -1;
+    }
+    if (D == 32)
+        backward_range(qkv, probs, dout, dqkv, partial, T, N, H, 32, scale, nthreads);
+    else if (D == 64)
+        backward_range(qkv, probs, dout, dqkv, partial, T, N, H, 64, scale, nthreads);
+    else
+        backward_range(qkv, probs, dout, dqkv, partial, T, N, H, D, scale, nthreads);
+    if (dbias) {
+        memset(dbias, 0, sizeof(float) * H * tt);
+        for (int t = 0; t < nthreads; ++t)
+            for (int64_t e = 0; e < H * tt; ++e) dbias[e] += partial[(int64_t)t * H * tt + e];
+        free(partial);
+    }
+    return 0;
+}
+
+static inline float sigmoidf(float a) { return 1.f / (1.f + expf(-a)); }
+
+/* coef: (G, C) with coef_stride C, or (C,) with coef_stride 0; shift likewise or NULL. r: (G*P,) out. */
+void t2v_rms_silu_forward(const float *restrict x, const float *restrict coef, int64_t coef_stride,
+                          const float *restrict shift, int64_t shift_stride, float *restrict y, float *restrict r,
+                          int64_t G, int64_t P, int64_t C, float eps, int nthreads) {
+#pragma omp parallel for num_threads(nthreads) schedule(static)
+    for (int64_t row = 0; row < G * P; ++row) {
+        const int64_t g = row / P;
+        const float *xr = x + row * C, *cf = coef + g * coef_stride, *sh = shift ? shift + g * shift_stride : NULL;
+        float *yr = y + row * C;
+        const float rr = 1.f / sqrtf(dot(xr, xr, C) / (float)C + eps);
+        r[row] = rr;
+        if (sh) {
+#pragma omp simd
+            for (int64_t c = 0; c < C; ++c) {
+                const float a = xr[c] * rr * cf[c] + sh[c];
+                yr[c] = a * sigmoidf(a);
+            }
+        } else {
+#pragma omp simd
+            for (int64_t c = 0; c < C; ++c) {
+                const float a = xr[c] * rr * cf[c];
+                yr[c] = a * sigmoidf(a);
+            }
+        }
+    }
+}
+
+/* dx (G, P, C) written when not NULL; dcoef (G, C) and dshift (G, C) (or NULL) overwritten with the sums
+ * over P of da * x * r and da, where da is the gradient at the SiLU's input. */
+int t2v_rms_silu_backward(const float *restrict x, const float *restrict r, const float *restrict coef,
+                          int64_t coef_stride, const float *restrict shift, int64_t shift_stride,
+                          const float *restrict dy, float *restrict dx, float *restrict dcoef, float *restrict dshift,
+                          int64_t G, int64_t P, int64_t C, int nthreads) {
+    const int64_t gc = G * C;
+    float *partial = calloc((size_t)nthreads * 2 * gc, sizeof(float));
+    float *scratch = malloc((size_t)nthreads * C * sizeof(float));
+    if (!partial || !scratch) {
+        free(partial);
+        free(scratch);
+        return -1;
+    }
+#pragma omp parallel num_threads(nthreads)
+    {
+        int tid = 0;
+#ifdef _OPENMP
+        extern int omp_get_thread_num(void);
+        tid = omp_get_thread_num();
+#endif
+        float *pc = partial + (int64_t)tid * 2 * gc, *ps = pc + gc, *da = scratch + (int64_t)tid * C;
+#pragma omp for schedule(static)
+        for (int64_t row = 0; row < G * P; ++row) {
+            const int64_t g = row / P;
+            const float *xr = x + row * C, *gr = dy + row * C, *cf = coef + g * coef_stride;
+            const float *sh = shift ? shift + g * shift_stride : NULL;
+            const float rr = r[row];
+            float *pcg = pc + g * C, *psg = ps + g * C, dotv = 0.f;
+#pragma omp simd reduction(+ : dotv)
+            for (int64_t c = 0; c < C; ++c) {
+                const float xn = xr[c] * rr, a = xn * cf[c] + (sh ? sh[c] : 0.f), s = sigmoidf(a);
+                const float d = gr[c] * s * (1.f + a * (1.f - s));
+                da[c] = d;
+                pcg[c] += d * xn;
+                psg[c] += d;
+                dotv += d * cf[c] * xn;
+            }
+            if (dx) {
+                const float mean = dotv / (float)C;
+                float *dxr = dx + row * C;
+#pragma omp simd
+                for (int64_t c = 0; c < C; ++c) dxr[c] = (da[c] * cf[c] - xr[c] * rr * mean) * rr;
+            }
+        }
+    }
+    memset(dcoef, 0, sizeof(float) * gc);
+    if (dshift) memset(dshift, 0, sizeof(float) * gc);
+    for (int t = 0; t < nthreads; ++t) {
+        const float *pc = partial + (int64_t)t * 2 * gc;
+        for (int64_t e = 0; e < gc; ++e) dcoef[e] += pc[e];
+        if (dshift)
+            for (int64_t e = 0; e < gc; ++e) dshift[e] += pc[gc + e];
+    }
+    free(partial);
+    free(scratch);
+    return 0;
+}
+
+/* 3x3 patches (zero padding 1) of x (N, C, H, W) -> patches (N*H*W, C*9), ordered (c, ky, kx) like a
+ * (C_out, C, 3, 3) weight. */
+void t2v_im2col3x3(const float *restrict x, float *restrict patches, int64_t N, int64_t C, int64_t H, int64_t W,
+                   int nthreads) {
+    const int64_t hw = H * W, row_len = C * 9;
+#pragma omp parallel for num_threads(nthreads) schedule(static)
+    for (int64_t row = 0; row < N * hw; ++row) {
+        const int64_t n = row / hw, y = (row % hw) / W, xx = row % W;
+        const float *xn = x + n * C * hw;
+        float *out = patches + row * row_len;
+        for (int64_t c = 0; c < C; ++c) {
+            const float *plane = xn + c * hw;
+            for (int64_t ky = 0; ky < 3; ++ky) {
+                const int64_t sy = y + ky - 1;
+                for (int64_t kx = 0; kx < 3; ++kx) {
+                    const int64_t sx = xx + kx - 1;
+                    out[c * 9 + ky * 3 + kx] = (sy >= 0 && sy < H && sx >= 0 && sx < W) ? plane[sy * W + sx] : 0.f;
+                }
+            }
+        }
+    }
+}
+
+/* The adjoint of t2v_im2col3x3: patch gradients (N*H*W, C*9) -> dx (N, C, H, W), overwritten. */
+void t2v_col2im3x3(const float *restrict dpatches, float *restrict dx, int64_t N, int64_t C, int64_t H, int64_t W,
+                   int nthreads) {
+    const int64_t hw = H * W, row_len = C * 9;
+#pragma omp parallel for num_threads(nthreads) schedule(static)
+    for (int64_t nc = 0; nc < N * C; ++nc) {
+        const int64_t n = nc / C, c = nc % C;
+        const float *src = dpatches + n * hw * row_len + c * 9;
+        float *plane = dx + nc * hw;
+        for (int64_t y = 0; y < H; ++y)
+            for (int64_t xx = 0; xx < W; ++xx) {
+                float acc = 0.f;
+                /* input pixel (y, xx) feeds output pixel (y - ky + 1, xx - kx + 1) at tap (ky, kx) */
+                for (int64_t ky = 0; ky < 3; ++ky) {
+                    const int64_t oy = y - ky + 1;
+                    if (oy < 0 || oy >= H) continue;
+                    for (int64_t kx = 0; kx < 3; ++kx) {
+                        const int64_t ox = xx - kx + 1;
+                        if (ox < 0 || ox >= W) continue;
+                        acc += src[(oy * W + ox) * row_len + ky * 3 + kx];
+                    }
+                }
+                plane[y * W + xx] = acc;
+            }
+    }
+}
