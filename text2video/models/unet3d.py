@@ -320,7 +320,10 @@ class TemporalAttention(WeightDerivedCache, nn.Module):
             )
         rows = None if focus is None or not bool(focus.any()) else focus.repeat_interleave(hw).view(1, n, 1, 1)
         chunk = self.chunk_tokens if self.chunk_tokens > 0 else n
-        outs = [self._attend(tokens[:, i : i + chunk], weights, angles, bias, None if rows is None else rows[:, i : i + chunk]) for i in range(0, n, chunk)]
+        # split (not slices): its backward concatenates the chunks' gradients once, where each slice's
+        # backward would write a full-size zero tensor
+        row_parts = [None] * math.ceil(n / chunk) if rows is None else rows.split(chunk, dim=1)
+        outs = [self._attend(part, weights, angles, bias, keep) for part, keep in zip(tokens.split(chunk, dim=1), row_parts)]
         out = outs[0] if len(outs) == 1 else torch.cat(outs, dim=1)  # (T, B*HW, C)
         return from_channels_last(out.view(frames, batch, hw, c).transpose(0, 1).reshape(bt, h, w, c))
 
