@@ -134,6 +134,22 @@ def test_short_attention_kernel_and_torch_path_agree(monkeypatch):
         torch.testing.assert_close(a, b, atol=1e-4, rtol=1e-4)
 
 
+def test_short_attention_with_infinite_mask_takes_the_torch_path(monkeypatch):
+    require_kernels()
+    torch.manual_seed(1)
+    qkv = torch.randn(4, 6, 3, 2, 8)
+    bias = torch.zeros(2, 4, 4)
+    bias[:, :, 3] = float("-inf")  # nobody attends to the last frame
+    calls = []
+    real = cpu_kernels.load().t2v_short_attention_forward
+    monkeypatch.setattr(cpu_kernels.load(), "t2v_short_attention_forward", lambda *a: calls.append(1) or real(*a))
+    out = short_sequence_attention(qkv, bias)
+    assert not calls
+    torch.testing.assert_close(out, _reference_attention(qkv, bias), atol=1e-5, rtol=1e-5)
+    short_sequence_attention(qkv, torch.zeros(2, 4, 4))
+    assert calls  # a finite bias does use the kernel
+
+
 def test_short_attention_longer_than_the_kernel_limit_falls_back():
     require_kernels()
     frames = cpu_kernels.load().t2v_max_frames() + 1

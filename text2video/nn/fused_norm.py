@@ -3,7 +3,9 @@
 A convolution block of a diffusion U-Net computes ``silu(rms_norm(x) * weight * (1 + scale) + shift)``;
 run op by op, autograd keeps five full-size intermediates and its backward walks a dozen kernels.
 Here the forward saves only the input and the per-row reciprocal norms, and the backward recomputes
-the pre-activation and applies the chain rule in a handful of whole-tensor operations.
+the pre-activation and applies the chain rule in a handful of whole-tensor operations. On float32 CPU
+tensors each direction is instead one C loop over the rows (:mod:`text2video.nn.cpu_kernels`), when the
+kernels are available.
 """
 
 from __future__ import annotations

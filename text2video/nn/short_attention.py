@@ -5,6 +5,8 @@ head: tens of thousands of tiny ``T x T`` problems. ``scaled_dot_product_attenti
 through paths tuned for long sequences; here they are batched matrix products whose second operand
 is always contiguous (the layout in which CPU batched GEMM is fast), a softmax written as whole-tensor
 operations, and a hand-written backward that saves only ``q``, ``k``, ``v`` and the probabilities.
+On float32 CPU tensors both directions run instead as one C loop each over the packed ``qkv``
+(:mod:`text2video.nn.cpu_kernels`), when the kernels are available.
 """
 
 from __future__ import annotations
@@ -116,9 +118,13 @@ class _FusedShortAttention(torch.autograd.Function):
 
 
 def _fused_library(qkv: torch.Tensor, bias: Optional[torch.Tensor]):
-    """The C kernels when they apply: float32 CPU tensors, a contiguous ``qkv``, and short enough sequences."""
+    """The C kernels when they apply: float32 CPU tensors, a contiguous ``qkv``, short enough sequences and
+    a finite bias (the kernels are built with fast-math, which assumes no infinities: a ``-inf`` mask
+    takes the PyTorch path)."""
     lib = cpu_kernels.usable(qkv, bias)
     if lib is None or not qkv.is_contiguous() or qkv.shape[0] > lib.t2v_max_frames():
+        return None
+    if bias is not None and not bool(torch.isfinite(bias).all()):
         return None
     return lib
 
@@ -133,14 +139,15 @@ def short_sequence_attention(qkv: torch.Tensor, bias: Optional[torch.Tensor] = N
     projection produced).
     """
     scale = qkv.shape[-1] ** -0.5 if scale is None else scale
+    needs_grad = torch.is_grad_enabled() and (qkv.requires_grad or (bias is not None and bias.requires_grad))
     with torch.autocast(device_type=qkv.device.type, enabled=False):
         lib = _fused_library(qkv, bias)
         if lib is not None:
             bias = None if bias is None else bias.contiguous()
-            if not torch.is_grad_enabled() or not (qkv.requires_grad or (bias is not None and bias.requires_grad)):
+            if not needs_grad:
                 return _fused_forward(lib, qkv, bias, scale, keep_probs=False)[0]
             return _FusedShortAttention.apply(qkv, bias, scale, lib)
-        if not torch.is_grad_enabled() or not (qkv.requires_grad or (bias is not None and bias.requires_grad)):
+        if not needs_grad:
             return _attend(qkv, bias, scale)[-1]  # nothing kept for a backward
         return _ShortAttention.apply(qkv, bias, scale)
 

@@ -9,13 +9,32 @@
  *
  * RMS norm + scale-shift + SiLU over the last axis of x (G, P, C):
  * y = silu(x * r * coef[g] + shift[g]), r = 1 / sqrt(mean(x^2) + eps).
+ *
+ * im2col / col2im for 3x3 convolutions (stride 1, zero padding 1) on small maps.
+ *
+ * Compiled with -ffast-math (for vectorised expf): inputs must be finite; callers check the bias.
  */
 #include <math.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
+#ifdef _OPENMP
+#include <omp.h>
+static inline int thread_index(void) { return omp_get_thread_num(); }
+#else
+static inline int thread_index(void) { return 0; }
+#endif
+
 #define T2V_MAX_T 64
+
+/* dst[e] = sum over threads t of partial[t * stride + e], for e < len (per-thread partial sums). */
+static void reduce_partials(float *restrict dst, const float *restrict partial, int nthreads, int64_t len,
+                            int64_t stride) {
+    memset(dst, 0, sizeof(float) * len);
+    for (int t = 0; t < nthreads; ++t)
+        for (int64_t e = 0; e < len; ++e) dst[e] += partial[(int64_t)t * stride + e];
+}
 
 int t2v_abi_version(void) { return 1; }
 
@@ -32,8 +51,8 @@ static inline __attribute__((always_inline)) float dot(const float *restrict a, 
 static inline void softmax_rows(float *restrict s, int64_t T) {
     float shift[T2V_MAX_T * T2V_MAX_T];
     for (int64_t i = 0; i < T; ++i) {
-        float mx = -INFINITY;
-        for (int64_t j = 0; j < T; ++j) mx = s[i * T + j] > mx ? s[i * T + j] : mx;
+        float mx = s[i * T];
+        for (int64_t j = 1; j < T; ++j) mx = s[i * T + j] > mx ? s[i * T + j] : mx;
         for (int64_t j = 0; j < T; ++j) shift[i * T + j] = mx;
     }
 #pragma omp simd
@@ -151,11 +170,7 @@ static inline __attribute__((always_inline)) void backward_range(const float *re
     const int64_t qkv_frame = N * 3 * H * D, out_frame = N * H * D, tt = T * T;
 #pragma omp parallel num_threads(nthreads)
     {
-        int tid = 0;
-#ifdef _OPENMP
-        extern int omp_get_thread_num(void);
-        tid = omp_get_thread_num();
-#endif
+        const int tid = thread_index();
         float *mine = partial ? partial + (int64_t)tid * H * tt : NULL;
         float ds[T2V_MAX_T * T2V_MAX_T];
 #pragma omp for schedule(static)
@@ -190,9 +205,7 @@ int t2v_short_attention_backward(const float *restrict qkv, const float *restric
     else
         backward_range(qkv, probs, dout, dqkv, partial, T, N, H, D, scale, nthreads);
     if (dbias) {
-        memset(dbias, 0, sizeof(float) * H * tt);
-        for (int t = 0; t < nthreads; ++t)
-            for (int64_t e = 0; e < H * tt; ++e) dbias[e] += partial[(int64_t)t * H * tt + e];
+        reduce_partials(dbias, partial, nthreads, H * tt, H * tt);
         free(partial);
     }
     return 0;
@@ -243,11 +256,7 @@ int t2v_rms_silu_backward(const float *restrict x, const float *restrict r, cons
     }
 #pragma omp parallel num_threads(nthreads)
     {
-        int tid = 0;
-#ifdef _OPENMP
-        extern int omp_get_thread_num(void);
-        tid = omp_get_thread_num();
-#endif
+        const int tid = thread_index();
         float *pc = partial + (int64_t)tid * 2 * gc, *ps = pc + gc, *da = scratch + (int64_t)tid * C;
 #pragma omp for schedule(static)
         for (int64_t row = 0; row < G * P; ++row) {
@@ -273,14 +282,8 @@ int t2v_rms_silu_backward(const float *restrict x, const float *restrict r, cons
             }
         }
     }
-    memset(dcoef, 0, sizeof(float) * gc);
-    if (dshift) memset(dshift, 0, sizeof(float) * gc);
-    for (int t = 0; t < nthreads; ++t) {
-        const float *pc = partial + (int64_t)t * 2 * gc;
-        for (int64_t e = 0; e < gc; ++e) dcoef[e] += pc[e];
-        if (dshift)
-            for (int64_t e = 0; e < gc; ++e) dshift[e] += pc[gc + e];
-    }
+    reduce_partials(dcoef, partial, nthreads, gc, 2 * gc);
+    if (dshift) reduce_partials(dshift, partial + gc, nthreads, gc, 2 * gc);
     free(partial);
     free(scratch);
     return 0;
