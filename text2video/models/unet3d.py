@@ -103,7 +103,7 @@ class Conv2d(WeightDerivedCache, nn.Conv2d):
             bias = None if self.bias is None else self.bias.to(x.dtype)
             return from_channels_last(F.linear(channels_last_view(x), weight, bias))
         if self._gemm_backward_pays(x):
-            return conv3x3_gemm_backward(x.contiguous(), self.weight, self.bias)
+            return conv3x3_gemm_backward(x, self.weight, self.bias)
         x = x.contiguous(memory_format=conv_format(x))
         if self.padding_mode == "zeros" and not isinstance(self.padding, str):
             y = packed_conv2d(self, x, self.weight, self.bias, self.stride, self.padding, self.dilation, self.groups)

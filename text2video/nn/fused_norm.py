@@ -17,13 +17,27 @@ import torch
 from . import cpu_kernels
 
 
+def _coef(weight: torch.Tensor, scale: Optional[torch.Tensor]) -> torch.Tensor:
+    """The per-channel (or per-group, per-channel) multiplier ``weight * (1 + scale)``, contiguous."""
+    return (weight if scale is None else weight * (scale + 1)).contiguous()
+
+
+def _coef_grads(
+    dcoef: torch.Tensor, weight: torch.Tensor, scale: Optional[torch.Tensor], needs_weight: bool, needs_scale: bool
+) -> tuple[Optional[torch.Tensor], Optional[torch.Tensor]]:
+    """Gradients of ``weight`` and ``scale`` from ``dcoef`` ``(G, C)``, the gradient of the per-group :func:`_coef`."""
+    if scale is None:
+        return (dcoef.sum(dim=0) if needs_weight else None), None
+    return ((dcoef * (scale + 1)).sum(dim=0) if needs_weight else None), (dcoef * weight if needs_scale else None)
+
+
 class _RmsScaleShiftSilu(torch.autograd.Function):
     """``x`` ``(G, P, C)``; ``weight`` ``(C,)``; ``scale``/``shift`` ``(G, C)`` or None -> ``(G, P, C)``."""
 
     @staticmethod
     def forward(ctx, x, weight, scale, shift, eps: float):
         r = torch.rsqrt(x.pow(2).mean(dim=-1, keepdim=True).add_(eps))  # (G, P, 1)
-        coef = weight if scale is None else weight * (scale + 1)  # (C,) or (G, C)
+        coef = _coef(weight, scale)  # (C,) or (G, C)
         coef3 = coef if coef.ndim == 1 else coef[:, None, :]
         a = x * r
         a.mul_(coef3)
@@ -36,7 +50,7 @@ class _RmsScaleShiftSilu(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_out):
         x, r, weight, scale, shift = ctx.saved_tensors
-        coef = weight if scale is None else weight * (scale + 1)
+        coef = _coef(weight, scale)
         coef3 = coef if coef.ndim == 1 else coef[:, None, :]
         xn = x * r
         a = xn * coef3
@@ -48,12 +62,8 @@ class _RmsScaleShiftSilu(torch.autograd.Function):
         del sig
         grad_weight = grad_scale = grad_shift = None
         if ctx.needs_input_grad[1] or ctx.needs_input_grad[2]:
-            dcoef = (da * xn).sum(dim=1) if scale is not None else (da * xn).sum(dim=(0, 1))  # (G, C) or (C,)
-            if scale is None:
-                grad_weight = dcoef
-            else:
-                grad_weight = (dcoef * (scale + 1)).sum(dim=0) if ctx.needs_input_grad[1] else None
-                grad_scale = dcoef * weight if ctx.needs_input_grad[2] else None
+            dcoef = (da * xn).sum(dim=1)  # (G, C)
+            grad_weight, grad_scale = _coef_grads(dcoef, weight, scale, ctx.needs_input_grad[1], ctx.needs_input_grad[2])
         if shift is not None and ctx.needs_input_grad[3]:
             grad_shift = da.sum(dim=1)
         grad_x = None
@@ -62,11 +72,6 @@ class _RmsScaleShiftSilu(torch.autograd.Function):
             dot = (dxn * xn).mean(dim=-1, keepdim=True)
             grad_x = dxn.sub_(xn.mul_(dot)).mul_(r)
         return grad_x, grad_weight, grad_scale, grad_shift, None
-
-
-def _coef(weight: torch.Tensor, scale: Optional[torch.Tensor]) -> torch.Tensor:
-    """The per-channel (or per-group, per-channel) multiplier ``weight * (1 + scale)``, contiguous."""
-    return (weight if scale is None else weight * (scale + 1)).contiguous()
 
 
 def _group_stride(t: Optional[torch.Tensor]) -> int:
@@ -98,14 +103,8 @@ class _FusedRmsScaleShiftSilu(torch.autograd.Function):
         )
         if status != 0:
             raise MemoryError("fused RMS norm backward could not allocate its scratch memory")
-        grad_weight = grad_scale = grad_shift = None
-        if scale is None:
-            grad_weight = dcoef.sum(dim=0) if ctx.needs_input_grad[1] else None
-        else:
-            grad_weight = (dcoef * (scale + 1)).sum(dim=0) if ctx.needs_input_grad[1] else None
-            grad_scale = dcoef * weight if ctx.needs_input_grad[2] else None
-        if shift is not None and ctx.needs_input_grad[3]:
-            grad_shift = dshift
+        grad_weight, grad_scale = _coef_grads(dcoef, weight, scale, ctx.needs_input_grad[1], ctx.needs_input_grad[2])
+        grad_shift = dshift if shift is not None and ctx.needs_input_grad[3] else None
         return dx, grad_weight, grad_scale, grad_shift, None, None
 
 
