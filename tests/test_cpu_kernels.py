@@ -185,6 +185,24 @@ def test_rms_scale_shift_silu_matches_composition(conditioned, channels, either_
         torch.testing.assert_close(got, want, atol=1e-4, rtol=1e-4)
 
 
+def test_rms_scale_shift_silu_at_large_pre_activations(either_path):
+    # pre-activations up to +-400: the SiLU's exponential saturates on both sides (the kernel's exp clamps
+    # its argument to [-87, 88]) and must still give silu(a) ~ a for large a and ~ 0 for very negative a
+    torch.manual_seed(3)
+    x = torch.randn(2, 7, 64, requires_grad=True)
+    weight = torch.full((64,), 40.0, requires_grad=True)
+    scale = torch.rand(2, 64).mul(4).requires_grad_()
+    shift = torch.randn(2, 64).mul(50).requires_grad_()
+    out = rms_scale_shift_silu(x, weight, scale, shift, 1e-6)
+    ref = _reference_norm(x, weight, scale, shift, 1e-6)
+    assert ref.detach().abs().max() > 150 and bool(torch.isfinite(out).all())
+    torch.testing.assert_close(out, ref, atol=1e-4, rtol=1e-5)
+    grad = torch.randn_like(out)
+    inputs = (x, weight, scale, shift)
+    for got, want in zip(torch.autograd.grad(out, inputs, grad), torch.autograd.grad(ref, inputs, grad)):
+        torch.testing.assert_close(got, want, atol=1e-3, rtol=1e-4)
+
+
 def test_rms_norm_gradient_for_input_only():
     require_kernels()
     x = torch.randn(2, 5, 8, requires_grad=True)
