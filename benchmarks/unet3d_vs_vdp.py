@@ -15,7 +15,17 @@ two models alternating so that machine load hits both alike:
   subprocess (``VmHWM`` minus the resident size after imports); on a GPU the peak allocated by torch
   above what was allocated before the step (both models resident; timings there wait for the device);
 * the floating-point work of the training and sampling calls (``torch.utils.flop_counter``), and the
-  rate each model achieves on it.
+  rate each model achieves on it;
+* the minor page faults of each timed call (median), to show that neither model pays for fresh memory.
+
+Each model alone in its own process reaches a steady state within a few steps in which glibc's heap
+serves every allocation from memory it already holds. Two models alternating in one process disturb
+each other's heap: glibc gives freed memory back to the kernel and takes it again, and every call then
+faults in fresh pages (measured at batch 2: about 125k faults per peer step, 10k-37k per step of ours).
+So the timing process first tells glibc to keep what it frees and to serve blocks up to 32 MiB from its
+heap (``--allocator steady``, the default), which gives both models their single-process steady state
+(a few faults per step at batch 2). ``--allocator default`` leaves glibc as it is.
+The memory rows run each model in a fresh process with glibc's defaults.
 
 Run:  python benchmarks/unet3d_vs_vdp.py [--quick] [--repeats N] [--threads N]
       python benchmarks/unet3d_vs_vdp.py --device cuda --dtype bfloat16 --frames 16 --size 64 --out ...   (a GPU)
@@ -28,10 +38,13 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import ctypes
+import ctypes.util
 import dataclasses
 import json
 import multiprocessing as mp
 import platform
+import resource
 import statistics
 import sys
 import time
@@ -168,6 +181,29 @@ def counted_gflop(model: torch.nn.Module, kind: str, batch: int, setup: Setup = 
     return counter.get_total_flops() / 1e9
 
 
+# glibc mallopt parameters (malloc.h); 32 MiB is the largest mmap threshold glibc accepts on 64-bit
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
+_HEAP_BLOCK_LIMIT = 32 * 2**20
+
+
+def steady_allocator() -> bool:
+    """Make glibc serve blocks up to 32 MiB from its heap and never give freed heap memory back to the
+    kernel, so that a repeated call finds its memory already mapped. Returns False where the C library
+    is not glibc."""
+    name = ctypes.util.find_library("c")
+    try:
+        libc = ctypes.CDLL(name)
+        mallopt = libc.mallopt
+    except (OSError, AttributeError, TypeError):
+        return False
+    mallopt.argtypes = (ctypes.c_int, ctypes.c_int)
+    return bool(mallopt(_M_TRIM_THRESHOLD, 2**31 - 1)) and bool(mallopt(_M_MMAP_THRESHOLD, _HEAP_BLOCK_LIMIT))
+
+
+def _minor_faults() -> int:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+
+
 def alternate(steps: dict[str, Callable[[], None]], repeats: int, setup: Setup = CPU) -> dict[str, dict[str, list[float]]]:
     """Warm each up once, then time them in turn ``repeats`` times: wall and process CPU seconds.
 
@@ -176,15 +212,16 @@ def alternate(steps: dict[str, Callable[[], None]], repeats: int, setup: Setup =
     """
     for fn in steps.values():
         fn()
-    times: dict[str, dict[str, list[float]]] = {name: {"wall": [], "cpu": []} for name in steps}
+    times: dict[str, dict[str, list[float]]] = {name: {"wall": [], "cpu": [], "faults": []} for name in steps}
     for _ in range(repeats):
         for name, fn in steps.items():
             setup.sync()
-            wall, cpu = time.perf_counter(), time.process_time()
+            faults, wall, cpu = _minor_faults(), time.perf_counter(), time.process_time()
             fn()
             setup.sync()
             times[name]["cpu"].append(time.process_time() - cpu)
             times[name]["wall"].append(time.perf_counter() - wall)
+            times[name]["faults"].append(_minor_faults() - faults)
     return times
 
 
@@ -252,7 +289,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dtype", choices=("float32", "bfloat16", "float16"), default="float32", help="autocast dtype of both models")
     parser.add_argument("--frames", type=int, default=FRAMES, help=f"frames per video (default {FRAMES}, seed 001)")
     parser.add_argument("--size", type=int, default=SIZE, help=f"height and width (default {SIZE}, seed 001)")
+    parser.add_argument(
+        "--allocator",
+        choices=("steady", "default"),
+        default="steady",
+        help="steady: glibc keeps freed memory, as each model's own process does after a few steps (default); default: glibc as it is",
+    )
     args = parser.parse_args(argv)
+    allocator = args.allocator
+    if allocator == "steady" and not steady_allocator():
+        print("the C library is not glibc: timing with its default allocator", file=sys.stderr)
+        allocator = "default"
     repeats = args.repeats or (2 if args.quick else 5)
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
@@ -272,6 +319,7 @@ def main(argv: list[str] | None = None) -> int:
             "threads": args.threads,
             "processor": platform.processor() or platform.machine(),
             "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
+            "allocator": allocator,
         },
         "repeats": repeats,
         "timings": {},
@@ -287,6 +335,7 @@ def main(argv: list[str] | None = None) -> int:
         for clock in ("wall", "cpu"):
             med = {name: statistics.median(v[clock]) for name, v in times.items()}
             entry[clock] = {"peer_s": med["peer"], "ours_s": med["ours"], "ratio": med["ours"] / med["peer"]}
+        entry["minor_faults"] = {name: statistics.median(v["faults"]) for name, v in times.items()}
         key = f"{kind}_b{batch}" if batch else kind
         if kind in ("train", "sample"):
             gflop = {name: counted_gflop(m, kind, batch, setup) for name, m in (("peer", peer), ("ours", ours))}
@@ -296,7 +345,8 @@ def main(argv: list[str] | None = None) -> int:
         w, c = entry["wall"], entry["cpu"]
         print(
             f"{key:10s} wall: peer {w['peer_s']:7.3f} s  ours {w['ours_s']:7.3f} s  ours/peer {w['ratio']:.2f}   "
-            f"cpu: peer {c['peer_s']:7.3f} s  ours {c['ours_s']:7.3f} s  ours/peer {c['ratio']:.2f}",
+            f"cpu: peer {c['peer_s']:7.3f} s  ours {c['ours_s']:7.3f} s  ours/peer {c['ratio']:.2f}   "
+            f"page faults: peer {entry['minor_faults']['peer']:.0f}  ours {entry['minor_faults']['ours']:.0f}",
             flush=True,
         )
         if "gflop" in entry:

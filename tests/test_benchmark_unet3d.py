@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import subprocess
 import sys
 from pathlib import Path
 
@@ -29,14 +30,17 @@ def bench():
 def test_quick_run_writes_every_measurement(bench, tmp_path: Path) -> None:
     out = tmp_path / "bench.json"
     args = ["--quick", "--repeats", "1", "--threads", "1", "--frames", "2", "--size", "16", "--no-memory", "--out", str(out)]
-    assert bench.main(args) == 0
+    # glibc's defaults here: the steady allocator would stay set in the test process
+    assert bench.main(args + ["--allocator", "default"]) == 0
     result = json.loads(out.read_text())
     assert result["config"]["frames"] == 2 and result["config"]["size"] == 16
+    assert result["machine"]["allocator"] == "default"
     timings = result["timings"]
     assert set(timings) == {"train_b2", "sample_b1", "sample_plain_b1", "optimizer"}
     for entry in timings.values():
         assert entry["wall"]["peer_s"] > 0 and entry["wall"]["ours_s"] > 0
         assert entry["wall"]["ratio"] == pytest.approx(entry["wall"]["ours_s"] / entry["wall"]["peer_s"])
+        assert set(entry["minor_faults"]) == {"peer", "ours"} and min(entry["minor_faults"].values()) >= 0
     # the same architecture does the same arithmetic: the counted work agrees within a few percent
     for key in ("train_b2", "sample_b1"):
         gflop = timings[key]["gflop"]
@@ -52,3 +56,34 @@ def test_gpu_request_without_a_gpu_is_refused(bench, capsys: pytest.CaptureFixtu
     with pytest.raises(SystemExit):
         bench.main(["--device", "cuda", "--quick"])
     assert "no CUDA device" in capsys.readouterr().err
+
+
+KEPT_AFTER_FREE = """
+import sys, torch
+sys.path.insert(0, {folder!r})
+import unet3d_vs_vdp
+def resident():
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) * 1024 for line in f if line.startswith("VmRSS:"))
+if {steady}:
+    assert unet3d_vs_vdp.steady_allocator()
+before = resident()
+torch.ones(4 * 2**20)  # 16 MiB, written and freed at once
+print(resident() - before)
+"""
+
+
+@pytest.mark.parametrize("steady", [True, False])
+def test_steady_allocator_keeps_freed_memory(steady: bool) -> None:
+    """With it, a freed 16 MiB block stays in the process for the next call to reuse; with glibc's defaults
+    the block was mapped on its own and goes back to the kernel when freed."""
+    if not sys.platform.startswith("linux"):
+        pytest.skip("glibc and /proc only")
+    code = KEPT_AFTER_FREE.format(folder=str(SCRIPT.parent), steady=steady)
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr
+    kept_mb = int(run.stdout.split()[-1]) / 2**20
+    if steady:
+        assert kept_mb > 15
+    else:
+        assert kept_mb < 4
