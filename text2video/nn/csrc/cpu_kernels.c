@@ -121,20 +121,17 @@ static inline __attribute__((always_inline)) void attend_one(const float *restri
     }
 }
 
-static inline __attribute__((always_inline)) void forward_range(const float *restrict qkv, const float *restrict bias,
-                                                                float *restrict out, float *restrict probs, int64_t T,
-                                                                int64_t N, int64_t H, int64_t D, float scale,
-                                                                int nthreads) {
+/* The heads of pixel n. */
+static inline __attribute__((always_inline)) void forward_pixel(const float *restrict qkv, const float *restrict bias,
+                                                                float *restrict out, float *restrict probs,
+                                                                float *restrict s, int64_t n, int64_t T, int64_t N,
+                                                                int64_t H, int64_t D, float scale) {
     const int64_t qkv_frame = N * 3 * H * D, out_frame = N * H * D;
-#pragma omp parallel for num_threads(nthreads) schedule(static)
-    for (int64_t n = 0; n < N; ++n) {
-        float s[T2V_MAX_T * T2V_MAX_T];
-        for (int64_t h = 0; h < H; ++h) {
-            const float *q = qkv + n * 3 * H * D + h * D;
-            attend_one(q, q + H * D, q + 2 * H * D, bias ? bias + h * T * T : NULL, out + (n * H + h) * D, s, T, D,
-                       qkv_frame, out_frame, scale);
-            if (probs) memcpy(probs + (n * H + h) * T * T, s, sizeof(float) * T * T);
-        }
+    for (int64_t h = 0; h < H; ++h) {
+        const float *q = qkv + n * 3 * H * D + h * D;
+        attend_one(q, q + H * D, q + 2 * H * D, bias ? bias + h * T * T : NULL, out + (n * H + h) * D, s, T, D,
+                   qkv_frame, out_frame, scale);
+        if (probs) memcpy(probs + (n * H + h) * T * T, s, sizeof(float) * T * T);
     }
 }
 
@@ -142,12 +139,18 @@ static inline __attribute__((always_inline)) void forward_range(const float *res
 void t2v_short_attention_forward(const float *restrict qkv, const float *restrict bias, float *restrict out,
                                  float *restrict probs, int64_t T, int64_t N, int64_t H, int64_t D, float scale,
                                  int nthreads) {
-    if (D == 32)
-        forward_range(qkv, bias, out, probs, T, N, H, 32, scale, nthreads);
-    else if (D == 64)
-        forward_range(qkv, bias, out, probs, T, N, H, 64, scale, nthreads);
-    else
-        forward_range(qkv, bias, out, probs, T, N, H, D, scale, nthreads);
+    /* the head size is made a constant inside the parallel loop: GCC outlines an OpenMP region before it
+     * inlines, so a constant passed to an inlined function that contains the region would be lost */
+#pragma omp parallel for num_threads(nthreads) schedule(static)
+    for (int64_t n = 0; n < N; ++n) {
+        float s[T2V_MAX_T * T2V_MAX_T];
+        if (D == 32)
+            forward_pixel(qkv, bias, out, probs, s, n, T, N, H, 32, scale);
+        else if (D == 64)
+            forward_pixel(qkv, bias, out, probs, s, n, T, N, H, 64, scale);
+        else
+            forward_pixel(qkv, bias, out, probs, s, n, T, N, H, D, scale);
+    }
 }
 
 static inline __attribute__((always_inline)) void backward_one(const float *restrict q, const float *restrict k,
@@ -194,27 +197,19 @@ static inline __attribute__((always_inline)) void backward_one(const float *rest
     }
 }
 
-static inline __attribute__((always_inline)) void backward_range(const float *restrict qkv, const float *restrict probs,
+/* The heads of pixel n; dbias_part (H, T, T) or NULL accumulates. */
+static inline __attribute__((always_inline)) void backward_pixel(const float *restrict qkv, const float *restrict probs,
                                                                  const float *restrict dout, float *restrict dqkv,
-                                                                 float *restrict partial, int64_t T, int64_t N,
-                                                                 int64_t H, int64_t D, float scale, int nthreads) {
+                                                                 float *restrict dbias_part, float *restrict ds,
+                                                                 int64_t n, int64_t T, int64_t N, int64_t H, int64_t D,
+                                                                 float scale) {
     const int64_t qkv_frame = N * 3 * H * D, out_frame = N * H * D, tt = T * T;
-#pragma omp parallel num_threads(nthreads)
-    {
-        const int tid = thread_index();
-        float *mine = partial ? partial + (int64_t)tid * H * tt : NULL;
-        float ds[T2V_MAX_T * T2V_MAX_T];
-#pragma omp for schedule(static)
-        for (int64_t n = 0; n < N; ++n) {
-            for (int64_t h = 0; h < H; ++h) {
-                const int64_t base = n * 3 * H * D + h * D;
-                const float *q = qkv + base;
-                float *dq = dqkv + base;
-                backward_one(q, q + H * D, q + 2 * H * D, probs + (n * H + h) * tt, dout + (n * H + h) * D, dq,
-                             dq + H * D, dq + 2 * H * D, ds, mine ? mine + h * tt : NULL, T, D, qkv_frame, out_frame,
-                             scale);
-            }
-        }
+    for (int64_t h = 0; h < H; ++h) {
+        const int64_t base = n * 3 * H * D + h * D;
+        const float *q = qkv + base;
+        float *dq = dqkv + base;
+        backward_one(q, q + H * D, q + 2 * H * D, probs + (n * H + h) * tt, dout + (n * H + h) * D, dq, dq + H * D,
+                     dq + 2 * H * D, ds, dbias_part ? dbias_part + h * tt : NULL, T, D, qkv_frame, out_frame, scale);
     }
 }
 
@@ -229,12 +224,20 @@ int t2v_short_attention_backward(const float *restrict qkv, const float *restric
         partial = calloc((size_t)nthreads * H * tt, sizeof(float));
         if (!partial) return -1;
     }
-    if (D == 32)
-        backward_range(qkv, probs, dout, dqkv, partial, T, N, H, 32, scale, nthreads);
-    else if (D == 64)
-        backward_range(qkv, probs, dout, dqkv, partial, T, N, H, 64, scale, nthreads);
-    else
-        backward_range(qkv, probs, dout, dqkv, partial, T, N, H, D, scale, nthreads);
+#pragma omp parallel num_threads(nthreads)
+    {
+        float *mine = partial ? partial + (int64_t)thread_index() * H * tt : NULL;
+        float ds[T2V_MAX_T * T2V_MAX_T];
+#pragma omp for schedule(static)
+        for (int64_t n = 0; n < N; ++n) {
+            if (D == 32)
+                backward_pixel(qkv, probs, dout, dqkv, mine, ds, n, T, N, H, 32, scale);
+            else if (D == 64)
+                backward_pixel(qkv, probs, dout, dqkv, mine, ds, n, T, N, H, 64, scale);
+            else
+                backward_pixel(qkv, probs, dout, dqkv, mine, ds, n, T, N, H, D, scale);
+        }
+    }
     if (dbias) {
         reduce_partials(dbias, partial, nthreads, H * tt, H * tt);
         free(partial);
