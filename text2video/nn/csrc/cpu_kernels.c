@@ -37,14 +37,15 @@ static inline int thread_index(void) { return 0; }
 #define WIDE_VECTORS
 #endif
 
-/* exp(a) for finite a as 2^n * p(f), a * log2(e) = n + f with |f| <= 1/2, p a degree-6 Taylor polynomial
- * of 2^f (relative error below 2e-7); inlined so that loops vectorise it without calls. Saturates to 0 below
- * -87 and to FLT_MAX-range above 88. */
+/* exp(a) = 2^n * e^f with n = round(a / ln 2) and f = a - n ln 2 (|f| <= ln(2) / 2; ln 2 in two parts, fused
+ * multiply-adds, so that f keeps its accuracy for large |a|), e^f a degree-6 Taylor polynomial: relative
+ * error about 2e-7. The argument is clamped to [-87, 88], so the result is always a normal float. Inlined
+ * so that loops vectorise it without calls. */
 static inline __attribute__((always_inline)) float fast_expf(float a) {
     a = a < -87.f ? -87.f : (a > 88.f ? 88.f : a);
-    const float t = a * 1.44269504088896341f;
-    const float n = __builtin_roundf(t);
-    const float f = (t - n) * 0.693147180559945309f;
+    const float n = __builtin_roundf(a * 1.44269504088896341f);
+    float f = __builtin_fmaf(-n, 0.693145751953125f, a); /* ln 2, high part (exact in 16 bits) */
+    f = __builtin_fmaf(-n, 1.42860676533018690e-06f, f);  /* ln 2, low part */
     float p = 1.f / 720.f;
     p = p * f + 1.f / 120.f;
     p = p * f + 1.f / 24.f;
