@@ -67,15 +67,16 @@ def resident():
         return next(int(line.split()[1]) * 1024 for line in f if line.startswith("VmRSS:"))
 if {steady}:
     assert unet3d_vs_vdp.steady_allocator()
+torch.ones(1024).sum()  # torch's lazy start-up (thread pool, ...) before the baseline
 before = resident()
-torch.ones(4 * 2**20)  # 16 MiB, written and freed at once
+torch.ones(6 * 2**20)  # 24 MiB, written and freed at once
 print(resident() - before)
 """
 
 
 @pytest.mark.parametrize("steady", [True, False])
 def test_steady_allocator_keeps_freed_memory(steady: bool) -> None:
-    """With it, a freed 16 MiB block stays in the process for the next call to reuse; with glibc's defaults
+    """With it, a freed 24 MiB block stays in the process for the next call to reuse; with glibc's defaults
     the block was mapped on its own and goes back to the kernel when freed."""
     if not sys.platform.startswith("linux"):
         pytest.skip("glibc and /proc only")
@@ -84,6 +85,6 @@ def test_steady_allocator_keeps_freed_memory(steady: bool) -> None:
     assert run.returncode == 0, run.stderr
     kept_mb = int(run.stdout.split()[-1]) / 2**20
     if steady:
-        assert kept_mb > 15
+        assert kept_mb > 20
     else:
-        assert kept_mb < 4
+        assert kept_mb < 8
