@@ -248,36 +248,102 @@ int t2v_short_attention_backward(const float *restrict qkv, const float *restric
 
 static inline __attribute__((always_inline)) float sigmoidf(float a) { return 1.f / (1.f + fast_expf(-a)); }
 
-/* coef: (G, C) with coef_stride C, or (C,) with coef_stride 0; shift likewise or NULL. r: (G*P,) out. */
-WIDE_VECTORS void t2v_rms_silu_forward(const float *restrict x, const float *restrict coef, int64_t coef_stride,
-                          const float *restrict shift, int64_t shift_stride, float *restrict y, float *restrict r,
-                          int64_t G, int64_t P, int64_t C, float eps, int nthreads) {
-#pragma omp parallel for num_threads(nthreads) schedule(static)
-    for (int64_t row = 0; row < G * P; ++row) {
-        const int64_t g = row / P;
-        const float *xr = x + row * C, *cf = coef + g * coef_stride, *sh = shift ? shift + g * shift_stride : NULL;
-        float *yr = y + row * C;
-        const float rr = 1.f / sqrtf(dot(xr, xr, C) / (float)C + eps);
-        r[row] = rr;
-        if (sh) {
+/* One row of the norm's forward: y = silu(x * r * coef[g] + shift[g]), r = 1 / sqrt(mean(x^2) + eps). */
+static inline __attribute__((always_inline)) void rms_silu_forward_row(const float *restrict x,
+                                                                       const float *restrict coef, int64_t coef_stride,
+                                                                       const float *restrict shift,
+                                                                       int64_t shift_stride, float *restrict y,
+                                                                       float *restrict r, int64_t row, int64_t P,
+                                                                       int64_t C, float eps) {
+    const int64_t g = row / P;
+    const float *xr = x + row * C, *cf = coef + g * coef_stride, *sh = shift ? shift + g * shift_stride : NULL;
+    float *yr = y + row * C;
+    const float rr = 1.f / sqrtf(dot(xr, xr, C) / (float)C + eps);
+    r[row] = rr;
+    if (sh) {
 #pragma omp simd
-            for (int64_t c = 0; c < C; ++c) {
-                const float a = xr[c] * rr * cf[c] + sh[c];
-                yr[c] = a * sigmoidf(a);
-            }
-        } else {
+        for (int64_t c = 0; c < C; ++c) {
+            const float a = xr[c] * rr * cf[c] + sh[c];
+            yr[c] = a * sigmoidf(a);
+        }
+    } else {
 #pragma omp simd
-            for (int64_t c = 0; c < C; ++c) {
-                const float a = xr[c] * rr * cf[c];
-                yr[c] = a * sigmoidf(a);
-            }
+        for (int64_t c = 0; c < C; ++c) {
+            const float a = xr[c] * rr * cf[c];
+            yr[c] = a * sigmoidf(a);
         }
     }
 }
 
+/* One row of the norm's backward: dx (when not NULL) for the row; the row's terms of dcoef and dshift are added
+ * to pcg and psg; da is scratch of C floats. */
+static inline __attribute__((always_inline)) void rms_silu_backward_row(
+    const float *restrict x, const float *restrict r, const float *restrict coef, int64_t coef_stride,
+    const float *restrict shift, int64_t shift_stride, const float *restrict dy, float *restrict dx,
+    float *restrict pc, float *restrict ps, float *restrict da, int64_t row, int64_t P, int64_t C) {
+    const int64_t g = row / P;
+    const float *xr = x + row * C, *gr = dy + row * C, *cf = coef + g * coef_stride;
+    const float *sh = shift ? shift + g * shift_stride : NULL;
+    const float rr = r[row];
+    float *pcg = pc + g * C, *psg = ps + g * C, dotv = 0.f;
+#pragma omp simd reduction(+ : dotv)
+    for (int64_t c = 0; c < C; ++c) {
+        const float xn = xr[c] * rr, a = xn * cf[c] + (sh ? sh[c] : 0.f), s = sigmoidf(a);
+        const float d = gr[c] * s * (1.f + a * (1.f - s));
+        da[c] = d;
+        pcg[c] += d * xn;
+        psg[c] += d;
+        dotv += d * cf[c] * xn;
+    }
+    if (dx) {
+        const float mean = dotv / (float)C;
+        float *dxr = dx + row * C;
+#pragma omp simd
+        for (int64_t c = 0; c < C; ++c) dxr[c] = (da[c] * cf[c] - xr[c] * rr * mean) * rr;
+    }
+}
+
+/* The norm's loops over rows, compiled twice: with 512-bit vectors (rows of a multiple of 16 channels, where
+ * they are faster) and with the compiler's default width (other rows, where the 512-bit loops' scalar tails
+ * cost more than they gain). partial: nthreads x (2, G, C) zeroed sums; scratch: nthreads x C floats. */
+#define T2V_RMS_SILU_LOOPS(suffix, attributes)                                                                         \
+    attributes static void rms_silu_forward_##suffix(const float *restrict x, const float *restrict coef,             \
+                                                     int64_t coef_stride, const float *restrict shift,                 \
+                                                     int64_t shift_stride, float *restrict y, float *restrict r,       \
+                                                     int64_t G, int64_t P, int64_t C, float eps, int nthreads) {       \
+        _Pragma("omp parallel for num_threads(nthreads) schedule(static)") for (int64_t row = 0; row < G * P; ++row)  \
+            rms_silu_forward_row(x, coef, coef_stride, shift, shift_stride, y, r, row, P, C, eps);                     \
+    }                                                                                                                  \
+    attributes static void rms_silu_backward_##suffix(                                                                 \
+        const float *restrict x, const float *restrict r, const float *restrict coef, int64_t coef_stride,             \
+        const float *restrict shift, int64_t shift_stride, const float *restrict dy, float *restrict dx,               \
+        float *restrict partial, float *restrict scratch, int64_t G, int64_t P, int64_t C, int nthreads) {             \
+        const int64_t gc = G * C;                                                                                      \
+        _Pragma("omp parallel num_threads(nthreads)") {                                                                \
+            const int tid = thread_index();                                                                            \
+            float *pc = partial + (int64_t)tid * 2 * gc;                                                               \
+            _Pragma("omp for schedule(static)") for (int64_t row = 0; row < G * P; ++row)                              \
+                rms_silu_backward_row(x, r, coef, coef_stride, shift, shift_stride, dy, dx, pc, pc + gc,               \
+                                      scratch + (int64_t)tid * C, row, P, C);                                          \
+        }                                                                                                              \
+    }
+
+T2V_RMS_SILU_LOOPS(wide, WIDE_VECTORS)
+T2V_RMS_SILU_LOOPS(default_width, )
+
+/* coef: (G, C) with coef_stride C, or (C,) with coef_stride 0; shift likewise or NULL. r: (G*P,) out. */
+void t2v_rms_silu_forward(const float *restrict x, const float *restrict coef, int64_t coef_stride,
+                          const float *restrict shift, int64_t shift_stride, float *restrict y, float *restrict r,
+                          int64_t G, int64_t P, int64_t C, float eps, int nthreads) {
+    if (C % 16 == 0)
+        rms_silu_forward_wide(x, coef, coef_stride, shift, shift_stride, y, r, G, P, C, eps, nthreads);
+    else
+        rms_silu_forward_default_width(x, coef, coef_stride, shift, shift_stride, y, r, G, P, C, eps, nthreads);
+}
+
 /* dx (G, P, C) written when not NULL; dcoef (G, C) and dshift (G, C) (or NULL) overwritten with the sums
  * over P of da * x * r and da, where da is the gradient at the SiLU's input. */
-WIDE_VECTORS int t2v_rms_silu_backward(const float *restrict x, const float *restrict r, const float *restrict coef,
+int t2v_rms_silu_backward(const float *restrict x, const float *restrict r, const float *restrict coef,
                           int64_t coef_stride, const float *restrict shift, int64_t shift_stride,
                           const float *restrict dy, float *restrict dx, float *restrict dcoef, float *restrict dshift,
                           int64_t G, int64_t P, int64_t C, int nthreads) {
@@ -289,34 +355,12 @@ WIDE_VECTORS int t2v_rms_silu_backward(const float *restrict x, const float *res
         free(scratch);
         return -1;
     }
-#pragma omp parallel num_threads(nthreads)
-    {
-        const int tid = thread_index();
-        float *pc = partial + (int64_t)tid * 2 * gc, *ps = pc + gc, *da = scratch + (int64_t)tid * C;
-#pragma omp for schedule(static)
-        for (int64_t row = 0; row < G * P; ++row) {
-            const int64_t g = row / P;
-            const float *xr = x + row * C, *gr = dy + row * C, *cf = coef + g * coef_stride;
-            const float *sh = shift ? shift + g * shift_stride : NULL;
-            const float rr = r[row];
-            float *pcg = pc + g * C, *psg = ps + g * C, dotv = 0.f;
-#pragma omp simd reduction(+ : dotv)
-            for (int64_t c = 0; c < C; ++c) {
-                const float xn = xr[c] * rr, a = xn * cf[c] + (sh ? sh[c] : 0.f), s = sigmoidf(a);
-                const float d = gr[c] * s * (1.f + a * (1.f - s));
-                da[c] = d;
-                pcg[c] += d * xn;
-                psg[c] += d;
-                dotv += d * cf[c] * xn;
-            }
-            if (dx) {
-                const float mean = dotv / (float)C;
-                float *dxr = dx + row * C;
-#pragma omp simd
-                for (int64_t c = 0; c < C; ++c) dxr[c] = (da[c] * cf[c] - xr[c] * rr * mean) * rr;
-            }
-        }
-    }
+    if (C % 16 == 0)
+        rms_silu_backward_wide(x, r, coef, coef_stride, shift, shift_stride, dy, dx, partial, scratch, G, P, C,
+                               nthreads);
+    else
+        rms_silu_backward_default_width(x, r, coef, coef_stride, shift, shift_stride, dy, dx, partial, scratch, G, P,
+                                        C, nthreads);
     reduce_partials(dcoef, partial, nthreads, gc, 2 * gc);
     if (dshift) reduce_partials(dshift, partial + gc, nthreads, gc, 2 * gc);
     free(partial);
