@@ -150,4 +150,3 @@ def short_sequence_attention(qkv: torch.Tensor, bias: Optional[torch.Tensor] = N
         if not needs_grad:
             return _attend(qkv, bias, scale)[-1]  # nothing kept for a backward
         return _ShortAttention.apply(qkv, bias, scale)
-
