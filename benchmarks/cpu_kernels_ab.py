@@ -5,9 +5,14 @@ rounds; within each round every configuration runs once, in turn, so that the ma
 alike: all kernels on, all off, and each kernel family left out alone. Prints the fastest and median
 time of each. Which kernels a call uses is switched by pointing the calling module at a stand-in
 that reports the kernels unavailable (the callers then take their PyTorch path, as without a compiler).
+With ``--against FILE.c`` another version of the kernel source (e.g. an earlier commit's) is built with
+the same flags and runs as one more configuration, all its kernels on; the script also prints the median
+over rounds of the step-by-step ratio to it.
 
 Run:  python benchmarks/cpu_kernels_ab.py [--batch 2] [--rounds 12] [--threads 2]
       python benchmarks/cpu_kernels_ab.py --tiny     # the tiny-cpu preset's model at batch 8, 6 x 16 x 16
+      git show REV:text2video/nn/csrc/cpu_kernels.c > /tmp/old_kernels.c
+      python benchmarks/cpu_kernels_ab.py --against /tmp/old_kernels.c
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ from __future__ import annotations
 import argparse
 import statistics
 import sys
+import tempfile
 import time
 import types
 from pathlib import Path
@@ -31,10 +37,18 @@ CALLERS = {"attention": short_attention, "norm": fused_norm, "conv": small_map_c
 UNAVAILABLE = types.SimpleNamespace(usable=lambda *tensors: None, threads=cpu_kernels.threads, ptr=cpu_kernels.ptr)
 
 
-def use_kernels(families: set[str]) -> None:
-    """Let only these kernel families run; the other callers take their PyTorch path."""
+def use_kernels(families: set[str], library=None) -> None:
+    """Let only these kernel families run (from ``library``, a loaded kernel build, if given; else the
+    package's); the other callers take their PyTorch path."""
+    chosen = cpu_kernels
+    if library is not None:
+        chosen = types.SimpleNamespace(
+            usable=lambda *tensors: library if cpu_kernels.usable(*tensors) is not None else None,
+            threads=cpu_kernels.threads,
+            ptr=cpu_kernels.ptr,
+        )
     for name, module in CALLERS.items():
-        module.cpu_kernels = cpu_kernels if name in families else UNAVAILABLE
+        module.cpu_kernels = chosen if name in families else UNAVAILABLE
 
 
 def tiny_step(batch: int = 8):
@@ -61,6 +75,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=12)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--tiny", action="store_true", help="the tiny-cpu preset's model instead of seed 001's")
+    parser.add_argument("--against", type=Path, default=None, help="another version of nn/csrc/cpu_kernels.c to compare with")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     if cpu_kernels.load() is None:
@@ -71,15 +86,18 @@ def main(argv: list[str] | None = None) -> int:
     else:
         step = train_step_fn(build("ours"), args.batch or 2)
     every = set(CALLERS)
-    configs = {"all kernels": every, "no kernels": set()}
-    configs.update({f"without {name}": every - {name} for name in CALLERS})
-    for families in configs.values():  # warm-up (builds the library, first-call allocations)
-        use_kernels(families)
+    configs = {"all kernels": (every, None), "no kernels": (set(), None)}
+    configs.update({f"without {name}": (every - {name}, None) for name in CALLERS})
+    if args.against is not None:
+        with tempfile.TemporaryDirectory() as folder:  # the loaded library stays mapped after its file goes
+            configs[f"other: {args.against.name}"] = (every, cpu_kernels.load_other(args.against, Path(folder)))
+    for families, library in configs.values():  # warm-up (builds the library, first-call allocations)
+        use_kernels(families, library)
         step()
     times: dict[str, list[float]] = {name: [] for name in configs}
     for _ in range(args.rounds):
-        for name, families in configs.items():
-            use_kernels(families)
+        for name, (families, library) in configs.items():
+            use_kernels(families, library)
             start = time.perf_counter()
             step()
             times[name].append(time.perf_counter() - start)
@@ -90,6 +108,9 @@ def main(argv: list[str] | None = None) -> int:
     for name, values in times.items():
         median = statistics.median(values)
         print(f"{name:20s} fastest {min(values):.3f} s  median {median:.3f} s  median / no kernels {median / base:.2f}")
+    if args.against is not None:
+        pairs = [ours / other for ours, other in zip(times["all kernels"], times[f"other: {args.against.name}"])]
+        print(f"all kernels / {args.against.name}: median of the rounds' ratios {statistics.median(pairs):.3f}")
     return 0
 
 

@@ -26,3 +26,19 @@ def test_tiny_run_reports_every_configuration() -> None:
     names = [line.split("fastest")[0].strip() for line in lines[1:]]
     assert names == ["all kernels", "no kernels", "without attention", "without norm", "without conv"]
     assert "median / no kernels 1.00" in lines[2]  # the baseline row is its own reference
+
+
+def test_against_another_kernel_source_adds_its_row_and_ratio(tmp_path: Path) -> None:
+    if cpu_kernels.load() is None:
+        pytest.skip("no C compiler here: the kernels cannot be built")
+    other = tmp_path / "same_kernels.c"
+    other.write_text(cpu_kernels.SOURCE.read_text())
+    result = subprocess.run(
+        [sys.executable, str(SCRIPT), "--tiny", "--rounds", "1", "--batch", "2", "--threads", "1", "--against", str(other)],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[-2].startswith("other: same_kernels.c")
+    assert lines[-1].startswith("all kernels / same_kernels.c: median of the rounds' ratios")
+    assert float(lines[-1].split()[-1]) > 0

@@ -81,6 +81,16 @@ def test_no_compiler_falls_back(fresh_load, monkeypatch, caplog):
     assert "no C compiler" in caplog.text
 
 
+def test_load_other_builds_another_source_and_refuses_a_broken_one(tmp_path):
+    require_kernels()
+    other = cpu_kernels.load_other(cpu_kernels.SOURCE, tmp_path)
+    assert other.t2v_abi_version() == cpu_kernels.ABI_VERSION and other.t2v_max_frames() == 64
+    broken = tmp_path / "broken.c"
+    broken.write_text("this is not C\n")
+    with pytest.raises(RuntimeError, match="failed"):
+        cpu_kernels.load_other(broken, tmp_path)
+
+
 def test_only_float32_cpu_tensors_use_the_kernels():
     require_kernels()
     assert cpu_kernels.usable(torch.zeros(2), None) is not None

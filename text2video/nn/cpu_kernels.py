@@ -1,11 +1,12 @@
 """Fused float32 CPU kernels (``csrc/cpu_kernels.c``), built with the system C compiler on first use.
 
-Two parts of the pixel-space U-Net's training step are dominated on CPU by many small operations,
-not by arithmetic: attention over the few frames at every pixel (``T x T`` problems by the ten
-thousand), and RMS norm + scale-shift + SiLU. Each is one pass over memory in C. The library is
-compiled once per source version and machine into a cache folder (``$TEXT2VIDEO_KERNEL_CACHE``, else
-``~/.cache/text2video/kernels``) with ``cc -O3 -march=native -fopenmp`` (``$CC`` picks another
-compiler) and loaded with :mod:`ctypes`; its OpenMP loops run in torch's own OpenMP runtime.
+Parts of the pixel-space U-Net's training step are dominated on CPU by many small operations, not by
+arithmetic: attention over the few frames at every pixel (``T x T`` problems by the ten thousand), RMS
+norm + scale-shift + SiLU, and the patch copies of 3x3 convolutions on tiny maps. Each is one pass over
+memory in C. The library is compiled once per source version and machine into a cache folder
+(``$TEXT2VIDEO_KERNEL_CACHE``, else ``~/.cache/text2video/kernels``) with ``cc`` and :data:`FLAGS`
+(``-O3 -march=native -ffast-math -fopenmp``; ``$CC`` picks another compiler) and loaded with
+:mod:`ctypes`; its OpenMP loops run in torch's own OpenMP runtime.
 
 Nothing depends on it: :func:`load` returns None when there is no compiler, the build fails, or
 ``TEXT2VIDEO_CPU_KERNELS=0`` is set, and callers then use their PyTorch path (the reason is logged
@@ -84,13 +85,14 @@ def library_path(compiler: str) -> Path:
     return cache_dir() / f"t2v_cpu_kernels-{digest.hexdigest()[:16]}.so"
 
 
-def build(compiler: str, target: Path) -> None:
-    """Compile the source into ``target`` (written to a temporary name, then renamed into place)."""
+def build(compiler: str, target: Path, source: Path = SOURCE) -> None:
+    """Compile ``source`` (by default the package's) into ``target`` (written to a temporary name, then
+    renamed into place)."""
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(suffix=".so", dir=target.parent)
     os.close(fd)
     try:
-        cmd = [compiler, *FLAGS, "-o", tmp, str(SOURCE), "-lm"]
+        cmd = [compiler, *FLAGS, "-o", tmp, str(source), "-lm"]
         result = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
         if result.returncode != 0:
             raise RuntimeError(f"{' '.join(cmd)} failed:\n{result.stderr.strip()}")
@@ -128,6 +130,18 @@ def load() -> Optional[ctypes.CDLL]:
     except Exception as err:  # a failed build or load must never stop training: fall back
         logger.warning("fused CPU kernels unavailable (%s); using the PyTorch path. Set %s=0 to skip the attempt.", err, ENV_SWITCH)
         return None
+
+
+def load_other(source: Path, folder: Path) -> ctypes.CDLL:
+    """Another version of the kernel source (e.g. an earlier commit's), built with the same compiler and flags
+    into ``folder`` and loaded, for benchmarks that compare versions. Raises when it cannot be built or
+    its ABI differs."""
+    compiler = _compiler()
+    if compiler is None:
+        raise RuntimeError("no C compiler found (cc, gcc, clang or $CC)")
+    target = Path(folder) / f"t2v_cpu_kernels-{hashlib.sha256(Path(source).read_bytes()).hexdigest()[:16]}.so"
+    build(compiler, target, Path(source))
+    return _bind(ctypes.CDLL(str(target)))
 
 
 def usable(*tensors: Optional[torch.Tensor]) -> Optional[ctypes.CDLL]:
