@@ -88,3 +88,35 @@ def test_steady_allocator_keeps_freed_memory(steady: bool) -> None:
         assert kept_mb > 20
     else:
         assert kept_mb < 8
+
+
+PARTS_SCRIPT = SCRIPT.parent / "unet3d_parts.py"
+
+
+@pytest.fixture(scope="module")
+def parts(bench):
+    spec = importlib.util.spec_from_file_location("unet3d_parts", PARTS_SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_parts_run_pairs_every_part_of_both_models(parts, tmp_path: Path) -> None:
+    out = tmp_path / "parts.json"
+    args = ["--frames", "2", "--size", "16", "--repeats", "1", "--threads", "1", "--allocator", "default", "--out", str(out)]
+    assert parts.main(args) == 0
+    result = json.loads(out.read_text())
+    rows = result["parts"]
+    # four levels: 5 parts each way, less the resampling the outermost levels lack; 4 in the middle; 5 at the ends
+    assert len(rows) == 2 * (4 * 5 - 1) + 4 + 5
+    assert len({r["ours"] for r in rows}) == len({r["peer"] for r in rows}) == len(rows)
+    for row in rows:
+        assert row["ours_ms"] > 0 and row["peer_ms"] > 0 and row["ratio"] > 0
+        if row["kind"] in ("resnet blocks", "resampling", "first layers"):
+            # the same layers do the same arithmetic: a wrong pairing would show here
+            assert row["gflop_ours"] == pytest.approx(row["gflop_peer"], rel=0.02), row
+    kinds = result["kinds"]
+    assert set(kinds) == {r["kind"] for r in rows} | {"total"}
+    assert kinds["total"]["ours_ms"] == pytest.approx(sum(r["ours_ms"] for r in rows))
+    assert kinds["total"]["peer_ms"] == pytest.approx(sum(r["peer_ms"] for r in rows))
+    assert sum(e["share_of_peer"] for k, e in kinds.items() if k != "total") == pytest.approx(1.0)

@@ -132,6 +132,39 @@ def test_short_attention_matches_sdpa(frames, heads, dim_head, with_bias):
         torch.testing.assert_close(short_sequence_attention(qkv, bias), ref.detach(), atol=1e-5, rtol=1e-5)
 
 
+def _rotated_by_complex_product(x: torch.Tensor, angles: torch.Tensor) -> torch.Tensor:
+    """``x`` ``(T, N, H, d)`` with the pairs of its first ``2R`` features, read as complex numbers, times ``exp(i angle)``."""
+    pairs = 2 * angles.shape[-1]
+    z = torch.view_as_complex(x[..., :pairs].double().unflatten(-1, (-1, 2)).contiguous())
+    turned = torch.view_as_real(z * torch.polar(torch.ones_like(angles.double()), angles.double())[:, None, None])
+    return torch.cat((turned.flatten(-2).to(x.dtype), x[..., pairs:]), dim=-1)
+
+
+@pytest.mark.parametrize("frames, heads, dim_head, pairs", [(5, 4, 32, 16), (6, 2, 24, 4), (7, 2, 64, 16), (1, 3, 8, 4)])
+def test_short_attention_applies_rotary_angles(frames, heads, dim_head, pairs, either_path):
+    torch.manual_seed(frames)
+    qkv = torch.randn(frames, 29, 3, heads, dim_head, requires_grad=True)
+    bias = torch.randn(heads, frames, frames, requires_grad=True)
+    angles = torch.rand(frames, pairs) * 6.0
+    out = short_sequence_attention(qkv, bias, angles=angles)
+    rotated = torch.stack([_rotated_by_complex_product(qkv[:, :, i], angles) for i in range(2)] + [qkv[:, :, 2]], dim=2)
+    ref = _reference_attention(rotated, bias)
+    torch.testing.assert_close(out, ref, atol=1e-5, rtol=1e-5)
+    grad = torch.randn_like(out)
+    for got, want in zip(torch.autograd.grad(out, (qkv, bias), grad), torch.autograd.grad(ref, (qkv, bias), grad)):
+        torch.testing.assert_close(got, want, atol=1e-4, rtol=1e-4)
+    with torch.no_grad():
+        torch.testing.assert_close(short_sequence_attention(qkv, bias, angles=angles), ref.detach(), atol=1e-5, rtol=1e-5)
+
+
+def test_short_attention_rejects_angles_that_do_not_fit():
+    qkv = torch.randn(4, 3, 3, 2, 8)
+    with pytest.raises(ValueError, match="rotary angles"):
+        short_sequence_attention(qkv, angles=torch.zeros(5, 4))  # 5 frames of angles for 4
+    with pytest.raises(ValueError, match="rotary angles"):
+        short_sequence_attention(qkv, angles=torch.zeros(4, 5))  # 10 rotated features of 8
+
+
 def test_short_attention_kernel_and_torch_path_agree(monkeypatch):
     require_kernels()
     torch.manual_seed(0)

@@ -102,7 +102,11 @@ def test_missing_onednn_ops_fall_back(monkeypatch: pytest.MonkeyPatch) -> None:
     torch.testing.assert_close(y, F.conv2d(x, conv.weight, conv.bias, padding=1))
 
 
-def test_temporal_attention_reuses_its_rotated_projection() -> None:
+def test_temporal_attention_reuses_its_rotated_projection(monkeypatch: pytest.MonkeyPatch) -> None:
+    from text2video.models import unet3d
+
+    # the rotated projection is the path where the C attention kernel does not rotate (a GPU, no compiler)
+    monkeypatch.setattr(unet3d, "rotates_inside", lambda *args: False)
     torch.manual_seed(0)
     attn, rel = TemporalAttention(8, 2, 8).eval(), RelativePositionBias(2)
     x = torch.randn(2 * 3, 8, 4, 4)  # batch 2, 3 frames, 16 pixels >= 8 channels: the rotated-rows path

@@ -13,15 +13,14 @@ import torch.nn.functional as F
 
 from text2video.models.unet3d import (
     RelativePositionBias,
+    SpatialLinearAttention,
     TemporalAttention,
     Unet3D,
     fold_frames,
-    rotary_angles,
-    rotate_features,
-    rotate_rows,
     unfold_frames,
 )
 from text2video.nn.fused_norm import rms_scale_shift_silu
+from text2video.nn.rotary import rotary_angles, rotate_features, rotate_rows
 from text2video.nn.short_attention import short_sequence_attention
 from text2video.nn.small_map_conv import conv3x3_gemm_backward
 
@@ -251,6 +250,49 @@ def test_conv3x3_gemm_backward_matches_conv2d():
     bias = torch.randn(6, dtype=torch.double, requires_grad=True)
     torch.testing.assert_close(conv3x3_gemm_backward(x, weight, bias), F.conv2d(x, weight, bias, padding=1))
     assert torch.autograd.gradcheck(conv3x3_gemm_backward, (x, weight, bias))
+
+
+@pytest.mark.parametrize("channels,size", [(8, 6), (48, 3), (24, 5)])  # more pixels than channels, fewer, ~equal
+def test_spatial_linear_attention_matches_the_formula(channels, size):
+    torch.manual_seed(0)
+    attn = SpatialLinearAttention(channels, heads=2, dim_head=8)
+    with torch.no_grad():
+        attn.to_out.bias.normal_()
+    x = torch.randn(3, channels, size, size, dtype=torch.double)
+    attn = attn.double()
+    # the seed's formula, written out: softmax of q over features, of k over pixels, context = k v^T
+    tokens = attn.norm.normed_tokens(x).reshape(3, size * size, channels)
+    q, k, v = (tokens @ w.t() for w in attn.to_qkv.weight.chunk(3))  # (BT, N, heads*d)
+    q = q.view(3, -1, 2, 8).softmax(dim=-1) * 8**-0.5
+    k = k.view(3, -1, 2, 8).softmax(dim=1)
+    context = torch.einsum("bnhd,bnhe->bhde", k, v.view(3, -1, 2, 8))
+    out = torch.einsum("bnhd,bhde->bnhe", q, context).reshape(3, size * size, 16) @ attn.to_out.weight.t() + attn.to_out.bias
+    expected = out.view(3, size, size, channels).permute(0, 3, 1, 2)
+    torch.testing.assert_close(attn(x), expected)
+
+
+@pytest.mark.parametrize(
+    "c_in,c_out,size,grad,taken",
+    [
+        (256, 512, 4, True, True),  # unequal channels, both >= 256, a 4x4 map
+        (512, 256, 2, True, True),
+        (128, 512, 4, True, False),  # too few input channels
+        (256, 512, 8, True, False),  # an 8x8 map: oneDNN is faster there
+        (256, 512, 4, False, False),  # no gradient wanted: the ordinary convolution
+    ],
+)
+def test_small_map_convolutions_take_the_gemm_path(monkeypatch, c_in, c_out, size, grad, taken):
+    from text2video.models import unet3d
+
+    calls = []
+    real = unet3d.conv3x3_gemm_backward
+    monkeypatch.setattr(unet3d, "conv3x3_gemm_backward", lambda *a: calls.append(1) or real(*a))
+    conv = unet3d.Conv2d(c_in, c_out, 3, padding=1)
+    x = torch.randn(2, c_in, size, size)
+    with torch.set_grad_enabled(grad):
+        out = conv(x)
+    assert bool(calls) == taken
+    torch.testing.assert_close(out, F.conv2d(x, conv.weight, conv.bias, padding=1), atol=1e-4, rtol=1e-4)
 
 
 @pytest.mark.parametrize("channels,size", [(8, 4), (32, 2)])  # many tokens per frame (rotated weights), few (rotated features)

@@ -9,9 +9,9 @@ and a final block fed with the skip from the initial features.
 
 Inside, frames are folded into the batch and kept channels-last: every activation is a
 ``(B*T, C, H, W)`` tensor stored as ``(B, T, H, W, C)``. Spatial convolutions are 2-D, normalisations over
-channels and the token projections of attention read memory contiguously, and the rotary embedding
-is applied to the projection weights (one rotated copy per frame) instead of to every query and key.
-The public tensors stay ``(B, C, T, H, W)``.
+channels and the token projections of attention read memory contiguously. The rotary embedding is
+applied inside the fused CPU attention kernel where it runs, elsewhere to the projection weights (one
+rotated copy per frame) instead of to every query and key. The public tensors stay ``(B, C, T, H, W)``.
 """
 
 from __future__ import annotations
@@ -34,7 +34,8 @@ from ..nn.embeddings import sinusoidal_embedding
 from ..nn.fused_norm import rms_scale_shift_silu
 from ..nn.frozen_weights import WeightDerivedCache, weight_key
 from ..nn.packed_conv import packed_conv2d, packed_conv_transpose2d
-from ..nn.short_attention import short_sequence_attention
+from ..nn.rotary import rotary_angles, rotate_rows
+from ..nn.short_attention import rotates_inside, short_sequence_attention
 from ..nn.small_map_conv import conv3x3_gemm_backward
 
 logger = logging.getLogger(__name__)
@@ -73,9 +74,9 @@ def unfold_frames(x: torch.Tensor, batch: int) -> torch.Tensor:
 CHANNELS_LAST_MIN_PIXELS = 64
 
 
-#: 3x3 convolutions with at least this many (equal) input and output channels on maps of at most
-#: this many pixels are backpropagated by GEMMs (``text2video.nn.small_map_conv``) when training on CPU.
-GEMM_BACKWARD_MIN_CHANNELS = 512
+#: 3x3 convolutions with at least this many input and output channels on maps of at most this many
+#: pixels are backpropagated by GEMMs (``text2video.nn.small_map_conv``) when training on CPU.
+GEMM_BACKWARD_MIN_CHANNELS = 256
 GEMM_BACKWARD_MAX_PIXELS = 16
 
 
@@ -114,8 +115,9 @@ class Conv2d(WeightDerivedCache, nn.Conv2d):
     def _gemm_backward_pays(self, x: torch.Tensor) -> bool:
         """Whether this call is a training step of a 3x3 convolution that oneDNN backpropagates slowly.
 
-        Measured on CPU (1 thread): 512 -> 512 channels on maps of 16 pixels or fewer, about 0.7x the
-        time of oneDNN's forward + backward; other bottleneck shapes gain nothing.
+        Measured on CPU (forward + backward, batch 10, against oneDNN; 1 and 2 threads alike): on 4x4
+        maps, 512 -> 512 channels 0.71-0.74x, 256 -> 512 and 1024 -> 256 0.83-0.92x, 512 -> 256 and
+        256 -> 256 0.89-0.94x; on 8x8 maps the GEMMs lose (256 -> 256: 1.13x).
         """
         return (
             self.kernel_size == (3, 3)
@@ -123,7 +125,7 @@ class Conv2d(WeightDerivedCache, nn.Conv2d):
             and self.padding == (1, 1)
             and self.dilation == (1, 1)
             and self.groups == 1
-            and self.in_channels == self.out_channels >= GEMM_BACKWARD_MIN_CHANNELS
+            and min(self.in_channels, self.out_channels) >= GEMM_BACKWARD_MIN_CHANNELS
             and x.shape[-2] * x.shape[-1] <= GEMM_BACKWARD_MAX_PIXELS
             and x.device.type == "cpu"
             and x.dtype == self.weight.dtype == torch.float32
@@ -227,49 +229,6 @@ class RelativePositionBias(nn.Module):
         return self.embedding(self.buckets(n, device)).permute(2, 0, 1)
 
 
-def rotary_angles(frames: int, rot_dim: int, device: torch.device, theta: float = 10000.0) -> torch.Tensor:
-    """``(frames, rot_dim // 2)`` rotation angles of the rotary embedding (pairs of adjacent features)."""
-    inv_freq = 1.0 / (theta ** (torch.arange(0, rot_dim, 2, device=device)[: rot_dim // 2].float() / rot_dim))
-    return torch.arange(frames, device=device, dtype=torch.float32)[:, None] * inv_freq[None, :]
-
-
-def rotate_rows(weight: torch.Tensor, heads: int, rot_dim: int, angles: torch.Tensor) -> torch.Tensor:
-    """Per-frame rotated copies ``(T, heads*d, C)`` of a query/key projection ``weight`` ``(heads*d, C)``.
-
-    Rotating the projection's output rows by frame ``f``'s angles equals rotating every query of that
-    frame (rotary embeddings with interleaved pairs), at the cost of a weight-sized operation.
-    """
-    inner, c = weight.shape
-    d = inner // heads
-    w = weight.view(heads, d, c)
-    pairs = w[:, :rot_dim].view(heads, rot_dim // 2, 2, c)
-    even, odd = pairs[:, :, 0], pairs[:, :, 1]  # (heads, r, C)
-    cos = angles.cos().to(weight.dtype)[:, None, :, None]  # (T, 1, r, 1)
-    sin = angles.sin().to(weight.dtype)[:, None, :, None]
-    rot_even = even * cos - odd * sin
-    rot_odd = odd * cos + even * sin
-    rotated = torch.stack((rot_even, rot_odd), dim=3).reshape(angles.shape[0], heads, rot_dim, c)
-    if rot_dim < d:
-        rest = w[:, rot_dim:].expand(angles.shape[0], heads, d - rot_dim, c)
-        rotated = torch.cat((rotated, rest), dim=2)
-    return rotated.reshape(angles.shape[0], inner, c)
-
-
-def rotate_features(x: torch.Tensor, rot_dim: int, angles: torch.Tensor) -> torch.Tensor:
-    """Rotary embedding of ``x`` ``(T, ..., d)`` (interleaved pairs of its first ``rot_dim`` features) by frame.
-
-    The activation-side twin of :func:`rotate_rows`, cheaper when a frame has fewer tokens than channels.
-    """
-    t, d = x.shape[0], x.shape[-1]
-    view = (t,) + (1,) * (x.ndim - 2) + (rot_dim // 2,)
-    cos = angles.cos().to(x.dtype).view(view)
-    sin = angles.sin().to(x.dtype).view(view)
-    pairs = x[..., :rot_dim].unflatten(-1, (rot_dim // 2, 2))
-    even, odd = pairs[..., 0], pairs[..., 1]
-    rotated = torch.stack((even * cos - odd * sin, odd * cos + even * sin), dim=-1).flatten(-2)
-    return rotated if rot_dim == d else torch.cat((rotated, x[..., rot_dim:]), dim=-1)
-
-
 # ----------------------------------------------------------------------------------------------
 # attention layers (each includes its pre-norm; the caller adds the residual)
 
@@ -277,8 +236,10 @@ def rotate_features(x: torch.Tensor, rot_dim: int, angles: torch.Tensor) -> torc
 class TemporalAttention(WeightDerivedCache, nn.Module):
     """Self-attention across the frames at each pixel, with rotary embeddings and relative position bias.
 
-    Inside :func:`~text2video.nn.frozen_weights.frozen_weights` (the sampling loop), the per-frame rotated
-    projection is built once per sampling run.
+    Where the fused CPU kernels run the attention, they also apply the rotary embedding. Elsewhere it is
+    applied to the projection weights (one rotated copy per frame; inside
+    :func:`~text2video.nn.frozen_weights.frozen_weights`, the sampling loop, built once per run) or, when a
+    frame has fewer tokens than channels, to the projected queries and keys.
     """
 
     def __init__(self, dim: int, heads: int, dim_head: int) -> None:
@@ -308,8 +269,8 @@ class TemporalAttention(WeightDerivedCache, nn.Module):
         # frame-major tokens (T, B*HW, C), attended in chunks of pixels that stay in cache
         n = batch * hw
         tokens = tokens.transpose(0, 1).reshape(frames, n, c)
-        if n < c:
-            # few tokens per frame: rotate the projected queries and keys
+        if n < c or rotates_inside(tokens, frames):
+            # the kernels rotate the queries and keys, or few tokens per frame: rotate them after projecting
             weights = self.to_qkv.weight.to(tokens.dtype)
         else:
             # many tokens per frame: rotate the projection rows once per frame, one batched product
@@ -347,10 +308,10 @@ class TemporalAttention(WeightDerivedCache, nn.Module):
         frames, n, _ = tokens.shape
         if weights.ndim == 2:
             qkv = F.linear(tokens, weights).view(frames, n, 3, self.heads, self.dim_head)
-            qkv = torch.cat((rotate_features(qkv[:, :, :2], self.rot_dim, angles), qkv[:, :, 2:]), dim=2)
+            out = short_sequence_attention(qkv, bias, angles=angles)  # (T, n, heads, d), queries and keys rotated
         else:
             qkv = torch.bmm(tokens, weights).view(frames, n, 3, self.heads, self.dim_head)
-        out = short_sequence_attention(qkv, bias)  # (T, n, heads, d)
+            out = short_sequence_attention(qkv, bias)
         if rows is not None:
             out = torch.where(rows, qkv[:, :, 2], out)
         return self.to_out(out.reshape(frames, n, self.heads * self.dim_head))
@@ -404,10 +365,17 @@ class SpatialLinearAttention(nn.Module):
         else:
             v = torch.bmm(w_v.expand(bt, -1, -1), tokens_t).view(bt, self.heads, self.dim_head, n)
             context = torch.matmul(k.view(bt, self.heads, self.dim_head, n), v.transpose(-1, -2))  # (BT, heads, d, e)
-        # fold the output projection into the (small) context: out = q @ (context @ W_out^T)
-        w_out = self.to_out.weight.view(c, self.heads, self.dim_head).to(context.dtype)
-        mixer = torch.einsum("bhde,che->bhdc", context, w_out).reshape(bt, inner, c) * (self.dim_head**-0.5)
-        out = torch.baddbmm(self.to_out.bias.to(q.dtype), q.reshape(bt, n, inner), mixer.to(q.dtype))
+        context = context * (self.dim_head**-0.5)
+        if n > c:
+            # more pixels than channels: fold the output projection into the (small) context,
+            # out = q @ (context @ W_out^T)
+            w_out = self.to_out.weight.view(c, self.heads, self.dim_head).to(context.dtype)
+            mixer = torch.einsum("bhde,che->bhdc", context, w_out).reshape(bt, inner, c)
+            out = torch.baddbmm(self.to_out.bias.to(q.dtype), q.reshape(bt, n, inner), mixer.to(q.dtype))
+        else:
+            # few pixels (the bottleneck levels): each head's queries times its context, then the projection
+            per_head = torch.matmul(q.transpose(1, 2), context.to(q.dtype))  # (BT, heads, N, e)
+            out = self.to_out(per_head.transpose(1, 2).reshape(bt, n, inner))
         return from_channels_last(out.view(bt, h, w, c))
 
 

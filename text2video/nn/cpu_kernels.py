@@ -33,7 +33,7 @@ logger = logging.getLogger(__name__)
 
 SOURCE = Path(__file__).with_name("csrc") / "cpu_kernels.c"
 FLAGS = ("-O3", "-march=native", "-ffast-math", "-fopenmp", "-fPIC", "-shared")
-ABI_VERSION = 1
+ABI_VERSION = 2
 ENV_SWITCH = "TEXT2VIDEO_CPU_KERNELS"
 ENV_CACHE = "TEXT2VIDEO_KERNEL_CACHE"
 
@@ -41,8 +41,8 @@ _i64, _f32, _int, _ptr = ctypes.c_int64, ctypes.c_float, ctypes.c_int, ctypes.c_
 _SIGNATURES = {
     "t2v_abi_version": ((), _int),
     "t2v_max_frames": ((), _int),
-    "t2v_short_attention_forward": ((_ptr, _ptr, _ptr, _ptr, _i64, _i64, _i64, _i64, _f32, _int), None),
-    "t2v_short_attention_backward": ((_ptr, _ptr, _ptr, _ptr, _ptr, _i64, _i64, _i64, _i64, _f32, _int), _int),
+    "t2v_short_attention_forward": ((_ptr, _ptr, _ptr, _i64, _ptr, _ptr, _i64, _i64, _i64, _i64, _f32, _int), None),
+    "t2v_short_attention_backward": ((_ptr, _ptr, _ptr, _i64, _ptr, _ptr, _ptr, _i64, _i64, _i64, _i64, _f32, _int), _int),
     "t2v_rms_silu_forward": ((_ptr, _ptr, _i64, _ptr, _i64, _ptr, _ptr, _i64, _i64, _i64, _f32, _int), None),
     "t2v_rms_silu_backward": ((_ptr, _ptr, _ptr, _i64, _ptr, _i64, _ptr, _ptr, _ptr, _ptr, _i64, _i64, _i64, _int), _int),
     "t2v_im2col3x3": ((_ptr, _ptr, _i64, _i64, _i64, _i64, _int), None),

@@ -6,7 +6,9 @@ through paths tuned for long sequences; here they are batched matrix products wh
 is always contiguous (the layout in which CPU batched GEMM is fast), a softmax written as whole-tensor
 operations, and a hand-written backward that saves only ``q``, ``k``, ``v`` and the probabilities.
 On float32 CPU tensors both directions run instead as one C loop each over the packed ``qkv``
-(:mod:`text2video.nn.cpu_kernels`), when the kernels are available.
+(:mod:`text2video.nn.cpu_kernels`), when the kernels are available. Rotary embeddings of the queries
+and keys (``angles``) are then applied inside those loops, on data already in cache; elsewhere the
+queries and keys are rotated first (:func:`~text2video.nn.rotary.rotate_features`).
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from typing import Optional
 import torch
 
 from . import cpu_kernels
+from .rotary import rotate_features
 
 
 def _softmax_last_(s: torch.Tensor) -> torch.Tensor:
@@ -80,24 +83,37 @@ class _ShortAttention(torch.autograd.Function):
         return dqkv, dbias, None
 
 
-def _fused_forward(lib, qkv: torch.Tensor, bias: Optional[torch.Tensor], scale: float, keep_probs: bool) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
+def _rotation_table(angles: Optional[torch.Tensor]) -> Optional[torch.Tensor]:
+    """``(T, R)`` rotary angles -> their cosines and sines ``(T, R, 2)`` (float32, contiguous), or None."""
+    if angles is None:
+        return None
+    angles = angles.detach().float()
+    return torch.stack((angles.cos(), angles.sin()), dim=-1).contiguous()
+
+
+def _fused_forward(
+    lib, qkv: torch.Tensor, bias: Optional[torch.Tensor], rot: Optional[torch.Tensor], scale: float, keep_probs: bool
+) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
     t, n, _, h, d = qkv.shape
     out = torch.empty((t, n, h, d), dtype=qkv.dtype)
     probs = torch.empty((n, h, t, t), dtype=qkv.dtype) if keep_probs else None
+    rot_pairs = 0 if rot is None else rot.shape[1]
     lib.t2v_short_attention_forward(
-        cpu_kernels.ptr(qkv), cpu_kernels.ptr(bias), out.data_ptr(), cpu_kernels.ptr(probs), t, n, h, d, scale, cpu_kernels.threads()
-    )
+        cpu_kernels.ptr(qkv), cpu_kernels.ptr(bias), cpu_kernels.ptr(rot), rot_pairs, out.data_ptr(), cpu_kernels.ptr(probs),
+        t, n, h, d, scale, cpu_kernels.threads(),
+    )  # fmt: skip
     return out, probs
 
 
 class _FusedShortAttention(torch.autograd.Function):
-    """:class:`_ShortAttention` as two C loops (``nn/csrc/cpu_kernels.c``); saves ``qkv`` and the probabilities."""
+    """:class:`_ShortAttention` as two C loops (``nn/csrc/cpu_kernels.c``), rotary embeddings (``rot``, a
+    cosine/sine table or None) included; saves ``qkv`` and the probabilities."""
 
     @staticmethod
-    def forward(ctx, qkv: torch.Tensor, bias: Optional[torch.Tensor], scale: float, lib) -> torch.Tensor:
-        out, probs = _fused_forward(lib, qkv, bias, scale, keep_probs=True)
+    def forward(ctx, qkv: torch.Tensor, bias: Optional[torch.Tensor], rot: Optional[torch.Tensor], scale: float, lib) -> torch.Tensor:
+        out, probs = _fused_forward(lib, qkv, bias, rot, scale, keep_probs=True)
         ctx.save_for_backward(qkv, probs)
-        ctx.scale, ctx.lib = scale, lib
+        ctx.scale, ctx.lib, ctx.rot = scale, lib, rot
         ctx.bias_dtype = None if bias is None else bias.dtype
         return out
 
@@ -109,12 +125,14 @@ class _FusedShortAttention(torch.autograd.Function):
         dqkv = torch.empty_like(qkv)
         want_bias = ctx.bias_dtype is not None and ctx.needs_input_grad[1]
         dbias = torch.empty((h, t, t), dtype=qkv.dtype) if want_bias else None
+        rot_pairs = 0 if ctx.rot is None else ctx.rot.shape[1]
         status = ctx.lib.t2v_short_attention_backward(
-            qkv.data_ptr(), probs.data_ptr(), grad_out.data_ptr(), dqkv.data_ptr(), cpu_kernels.ptr(dbias), t, n, h, d, ctx.scale, cpu_kernels.threads()
-        )
+            qkv.data_ptr(), probs.data_ptr(), cpu_kernels.ptr(ctx.rot), rot_pairs, grad_out.data_ptr(), dqkv.data_ptr(),
+            cpu_kernels.ptr(dbias), t, n, h, d, ctx.scale, cpu_kernels.threads(),
+        )  # fmt: skip
         if status != 0:
             raise MemoryError("short-sequence attention backward could not allocate its scratch memory")
-        return dqkv, None if dbias is None else dbias.to(ctx.bias_dtype), None, None
+        return dqkv, None if dbias is None else dbias.to(ctx.bias_dtype), None, None, None
 
 
 def _fused_library(qkv: torch.Tensor, bias: Optional[torch.Tensor]):
@@ -129,24 +147,41 @@ def _fused_library(qkv: torch.Tensor, bias: Optional[torch.Tensor]):
     return lib
 
 
-def short_sequence_attention(qkv: torch.Tensor, bias: Optional[torch.Tensor] = None, scale: Optional[float] = None) -> torch.Tensor:
+def rotates_inside(x: torch.Tensor, frames: int) -> bool:
+    """Whether :func:`short_sequence_attention` on a ``qkv`` like ``x`` (dtype, device) over ``frames`` frames
+    runs in the C kernels, which apply rotary embeddings at no extra cost (with a finite bias)."""
+    lib = cpu_kernels.usable(x)
+    return lib is not None and frames <= lib.t2v_max_frames()
+
+
+def short_sequence_attention(
+    qkv: torch.Tensor, bias: Optional[torch.Tensor] = None, scale: Optional[float] = None, angles: Optional[torch.Tensor] = None
+) -> torch.Tensor:
     """Softmax attention over the first axis of packed ``qkv`` ``(T, N, 3, heads, d)`` -> ``(T, N, heads, d)``.
 
     Each of the ``N * heads`` sequences of length ``T`` attends to itself. ``bias``: additive
-    ``(heads, T, T)`` (e.g. relative positions; it receives a gradient). Equals
-    ``scaled_dot_product_attention`` with ``attn_mask=bias`` on the unpacked tensors up to float
+    ``(heads, T, T)`` (e.g. relative positions; it receives a gradient). ``angles``: ``(T, R)`` rotary
+    angles (:func:`~text2video.nn.rotary.rotary_angles`, ``2R <= d``): the queries and keys of frame ``t``
+    are first rotated by ``angles[t]`` (interleaved pairs of their first ``2R`` features). Equals
+    ``scaled_dot_product_attention`` with ``attn_mask=bias`` on the unpacked (rotated) tensors up to float
     rounding; meant for short ``T``. Runs in the dtype of ``qkv`` (under autocast, the dtype the
     projection produced).
     """
-    scale = qkv.shape[-1] ** -0.5 if scale is None else scale
+    t, d = qkv.shape[0], qkv.shape[-1]
+    scale = d**-0.5 if scale is None else scale
+    if angles is not None and (angles.shape[0] != t or 2 * angles.shape[-1] > d):
+        raise ValueError(f"rotary angles {tuple(angles.shape)} do not fit {t} frames of {d} features per head")
     needs_grad = torch.is_grad_enabled() and (qkv.requires_grad or (bias is not None and bias.requires_grad))
     with torch.autocast(device_type=qkv.device.type, enabled=False):
         lib = _fused_library(qkv, bias)
         if lib is not None:
             bias = None if bias is None else bias.contiguous()
+            rot = _rotation_table(angles)
             if not needs_grad:
-                return _fused_forward(lib, qkv, bias, scale, keep_probs=False)[0]
-            return _FusedShortAttention.apply(qkv, bias, scale, lib)
+                return _fused_forward(lib, qkv, bias, rot, scale, keep_probs=False)[0]
+            return _FusedShortAttention.apply(qkv, bias, rot, scale, lib)
+        if angles is not None:
+            qkv = torch.cat((rotate_features(qkv[:, :, :2], 2 * angles.shape[-1], angles), qkv[:, :, 2:]), dim=2)
         if not needs_grad:
             return _attend(qkv, bias, scale)[-1]  # nothing kept for a backward
         return _ShortAttention.apply(qkv, bias, scale)

@@ -5,7 +5,9 @@
  * share torch's thread pool. Every entry point takes the thread count to use.
  *
  * Short-sequence attention: qkv (T, N, 3, H, D) -> out (T, N, H, D); each of the N*H sequences of
- * length T attends to itself, with an optional additive bias (H, T, T).
+ * length T attends to itself, with an optional additive bias (H, T, T) and optional rotary embeddings
+ * of the queries and keys (frame t rotates the interleaved pairs of their first 2R features by the
+ * angles whose cosines and sines are rot (T, R, 2)).
  *
  * RMS norm + scale-shift + SiLU over the last axis of x (G, P, C):
  * y = silu(x * r * coef[g] + shift[g]), r = 1 / sqrt(mean(x^2) + eps).
@@ -68,7 +70,7 @@ static void reduce_partials(float *restrict dst, const float *restrict partial, 
         for (int64_t e = 0; e < len; ++e) dst[e] += partial[(int64_t)t * stride + e];
 }
 
-int t2v_abi_version(void) { return 1; }
+int t2v_abi_version(void) { return 2; }
 
 int t2v_max_frames(void) { return T2V_MAX_T; }
 
@@ -101,11 +103,11 @@ static inline void softmax_rows(float *restrict s, int64_t T) {
 static inline __attribute__((always_inline)) void attend_one(const float *restrict q, const float *restrict k,
                                                              const float *restrict v, const float *restrict b,
                                                              float *restrict o, float *restrict s, int64_t T,
-                                                             int64_t D, int64_t qkv_frame, int64_t out_frame,
-                                                             float scale) {
+                                                             int64_t D, int64_t qk_frame, int64_t qkv_frame,
+                                                             int64_t out_frame, float scale) {
     for (int64_t i = 0; i < T; ++i)
         for (int64_t j = 0; j < T; ++j)
-            s[i * T + j] = dot(q + i * qkv_frame, k + j * qkv_frame, D) * scale + (b ? b[i * T + j] : 0.f);
+            s[i * T + j] = dot(q + i * qk_frame, k + j * qk_frame, D) * scale + (b ? b[i * T + j] : 0.f);
     softmax_rows(s, T);
     for (int64_t i = 0; i < T; ++i) {
         float acc[D];
@@ -122,35 +124,61 @@ static inline __attribute__((always_inline)) void attend_one(const float *restri
     }
 }
 
-/* The heads of pixel n. */
+/* dst = the T frames of src (D features each, frame strides src_frame / dst_frame) with the interleaved pairs of
+ * their first 2R features rotated by the frame's angles (cos, sin in rot (T, R, 2)); sign -1 rotates back. */
+static inline __attribute__((always_inline)) void rotate_frames(const float *restrict src, int64_t src_frame,
+                                                                float *restrict dst, int64_t dst_frame,
+                                                                const float *restrict rot, int64_t T, int64_t D,
+                                                                int64_t R, float sign) {
+    for (int64_t t = 0; t < T; ++t) {
+        const float *a = src + t * src_frame, *cs = rot + t * R * 2;
+        float *b = dst + t * dst_frame;
+        for (int64_t r = 0; r < R; ++r) {
+            const float c = cs[2 * r], si = sign * cs[2 * r + 1], even = a[2 * r], odd = a[2 * r + 1];
+            b[2 * r] = even * c - odd * si;
+            b[2 * r + 1] = odd * c + even * si;
+        }
+        for (int64_t e = 2 * R; e < D; ++e) b[e] = a[e];
+    }
+}
+
+/* The heads of pixel n; rot (T, R, 2) or NULL (no rotary embedding). */
 static inline __attribute__((always_inline)) void forward_pixel(const float *restrict qkv, const float *restrict bias,
+                                                                const float *restrict rot, int64_t R,
                                                                 float *restrict out, float *restrict probs,
                                                                 float *restrict s, int64_t n, int64_t T, int64_t N,
                                                                 int64_t H, int64_t D, float scale) {
     const int64_t qkv_frame = N * 3 * H * D, out_frame = N * H * D;
     for (int64_t h = 0; h < H; ++h) {
-        const float *q = qkv + n * 3 * H * D + h * D;
-        attend_one(q, q + H * D, q + 2 * H * D, bias ? bias + h * T * T : NULL, out + (n * H + h) * D, s, T, D,
-                   qkv_frame, out_frame, scale);
+        const float *q = qkv + n * 3 * H * D + h * D, *b = bias ? bias + h * T * T : NULL;
+        float *o = out + (n * H + h) * D;
+        if (rot) {
+            float qr[T * D], kr[T * D];
+            rotate_frames(q, qkv_frame, qr, D, rot, T, D, R, 1.f);
+            rotate_frames(q + H * D, qkv_frame, kr, D, rot, T, D, R, 1.f);
+            attend_one(qr, kr, q + 2 * H * D, b, o, s, T, D, D, qkv_frame, out_frame, scale);
+        } else {
+            attend_one(q, q + H * D, q + 2 * H * D, b, o, s, T, D, qkv_frame, qkv_frame, out_frame, scale);
+        }
         if (probs) memcpy(probs + (n * H + h) * T * T, s, sizeof(float) * T * T);
     }
 }
 
 /* probs may be NULL (nothing kept for a backward). */
-void t2v_short_attention_forward(const float *restrict qkv, const float *restrict bias, float *restrict out,
-                                 float *restrict probs, int64_t T, int64_t N, int64_t H, int64_t D, float scale,
-                                 int nthreads) {
+void t2v_short_attention_forward(const float *restrict qkv, const float *restrict bias, const float *restrict rot,
+                                 int64_t R, float *restrict out, float *restrict probs, int64_t T, int64_t N, int64_t H,
+                                 int64_t D, float scale, int nthreads) {
     /* the head size is made a constant inside the parallel loop: GCC outlines an OpenMP region before it
      * inlines, so a constant passed to an inlined function that contains the region would be lost */
 #pragma omp parallel for num_threads(nthreads) schedule(static)
     for (int64_t n = 0; n < N; ++n) {
         float s[T2V_MAX_T * T2V_MAX_T];
         if (D == 32)
-            forward_pixel(qkv, bias, out, probs, s, n, T, N, H, 32, scale);
+            forward_pixel(qkv, bias, rot, R, out, probs, s, n, T, N, H, 32, scale);
         else if (D == 64)
-            forward_pixel(qkv, bias, out, probs, s, n, T, N, H, 64, scale);
+            forward_pixel(qkv, bias, rot, R, out, probs, s, n, T, N, H, 64, scale);
         else
-            forward_pixel(qkv, bias, out, probs, s, n, T, N, H, D, scale);
+            forward_pixel(qkv, bias, rot, R, out, probs, s, n, T, N, H, D, scale);
     }
 }
 
@@ -159,8 +187,8 @@ static inline __attribute__((always_inline)) void backward_one(const float *rest
                                                                const float *restrict g, float *restrict dq,
                                                                float *restrict dk, float *restrict dv,
                                                                float *restrict ds, float *restrict dbias, int64_t T,
-                                                               int64_t D, int64_t qkv_frame, int64_t out_frame,
-                                                               float scale) {
+                                                               int64_t D, int64_t qk_frame, int64_t qkv_frame,
+                                                               int64_t out_frame, float scale) {
     /* dp_ij = g_i . v_j ; ds = p * (dp - sum_j p dp) */
     for (int64_t i = 0; i < T; ++i) {
         float acc = 0.f;
@@ -180,7 +208,7 @@ static inline __attribute__((always_inline)) void backward_one(const float *rest
         for (int64_t e = 0; e < D; ++e) av[e] = ak[e] = aq[e] = 0.f;
         for (int64_t i = 0; i < T; ++i) {
             const float pij = p[i * T + j], sij = ds[i * T + j] * scale, sji = ds[j * T + i] * scale;
-            const float *gi = g + i * out_frame, *qi = q + i * qkv_frame, *ki = k + i * qkv_frame;
+            const float *gi = g + i * out_frame, *qi = q + i * qk_frame, *ki = k + i * qk_frame;
 #pragma omp simd
             for (int64_t e = 0; e < D; ++e) {
                 av[e] += pij * gi[e];
@@ -188,7 +216,7 @@ static inline __attribute__((always_inline)) void backward_one(const float *rest
                 aq[e] += sji * ki[e];
             }
         }
-        float *dvj = dv + j * qkv_frame, *dkj = dk + j * qkv_frame, *dqj = dq + j * qkv_frame;
+        float *dvj = dv + j * qkv_frame, *dkj = dk + j * qk_frame, *dqj = dq + j * qk_frame;
 #pragma omp simd
         for (int64_t e = 0; e < D; ++e) {
             dvj[e] = av[e];
@@ -198,8 +226,10 @@ static inline __attribute__((always_inline)) void backward_one(const float *rest
     }
 }
 
-/* The heads of pixel n; dbias_part (H, T, T) or NULL accumulates. */
+/* The heads of pixel n; dbias_part (H, T, T) or NULL accumulates. With rot, the queries and keys are rotated
+ * before, and their gradients rotated back after. */
 static inline __attribute__((always_inline)) void backward_pixel(const float *restrict qkv, const float *restrict probs,
+                                                                 const float *restrict rot, int64_t R,
                                                                  const float *restrict dout, float *restrict dqkv,
                                                                  float *restrict dbias_part, float *restrict ds,
                                                                  int64_t n, int64_t T, int64_t N, int64_t H, int64_t D,
@@ -207,18 +237,28 @@ static inline __attribute__((always_inline)) void backward_pixel(const float *re
     const int64_t qkv_frame = N * 3 * H * D, out_frame = N * H * D, tt = T * T;
     for (int64_t h = 0; h < H; ++h) {
         const int64_t base = n * 3 * H * D + h * D;
-        const float *q = qkv + base;
-        float *dq = dqkv + base;
-        backward_one(q, q + H * D, q + 2 * H * D, probs + (n * H + h) * tt, dout + (n * H + h) * D, dq, dq + H * D,
-                     dq + 2 * H * D, ds, dbias_part ? dbias_part + h * tt : NULL, T, D, qkv_frame, out_frame, scale);
+        const float *q = qkv + base, *p = probs + (n * H + h) * tt, *g = dout + (n * H + h) * D;
+        float *dq = dqkv + base, *db = dbias_part ? dbias_part + h * tt : NULL;
+        if (rot) {
+            float qr[T * D], kr[T * D], dqr[T * D], dkr[T * D];
+            rotate_frames(q, qkv_frame, qr, D, rot, T, D, R, 1.f);
+            rotate_frames(q + H * D, qkv_frame, kr, D, rot, T, D, R, 1.f);
+            backward_one(qr, kr, q + 2 * H * D, p, g, dqr, dkr, dq + 2 * H * D, ds, db, T, D, D, qkv_frame, out_frame,
+                         scale);
+            rotate_frames(dqr, D, dq, qkv_frame, rot, T, D, R, -1.f);
+            rotate_frames(dkr, D, dq + H * D, qkv_frame, rot, T, D, R, -1.f);
+        } else {
+            backward_one(q, q + H * D, q + 2 * H * D, p, g, dq, dq + H * D, dq + 2 * H * D, ds, db, T, D, qkv_frame,
+                         qkv_frame, out_frame, scale);
+        }
     }
 }
 
 /* dout (T, N, H, D) -> dqkv (T, N, 3, H, D), every element written; dbias (H, T, T) or NULL, overwritten.
  * Returns 0, or -1 when scratch memory could not be allocated. */
-int t2v_short_attention_backward(const float *restrict qkv, const float *restrict probs, const float *restrict dout,
-                                 float *restrict dqkv, float *restrict dbias, int64_t T, int64_t N, int64_t H,
-                                 int64_t D, float scale, int nthreads) {
+int t2v_short_attention_backward(const float *restrict qkv, const float *restrict probs, const float *restrict rot,
+                                 int64_t R, const float *restrict dout, float *restrict dqkv, float *restrict dbias,
+                                 int64_t T, int64_t N, int64_t H, int64_t D, float scale, int nthreads) {
     const int64_t tt = T * T;
     float *partial = NULL;
     if (dbias) {
@@ -232,11 +272,11 @@ int t2v_short_attention_backward(const float *restrict qkv, const float *restric
 #pragma omp for schedule(static)
         for (int64_t n = 0; n < N; ++n) {
             if (D == 32)
-                backward_pixel(qkv, probs, dout, dqkv, mine, ds, n, T, N, H, 32, scale);
+                backward_pixel(qkv, probs, rot, R, dout, dqkv, mine, ds, n, T, N, H, 32, scale);
             else if (D == 64)
-                backward_pixel(qkv, probs, dout, dqkv, mine, ds, n, T, N, H, 64, scale);
+                backward_pixel(qkv, probs, rot, R, dout, dqkv, mine, ds, n, T, N, H, 64, scale);
             else
-                backward_pixel(qkv, probs, dout, dqkv, mine, ds, n, T, N, H, D, scale);
+                backward_pixel(qkv, probs, rot, R, dout, dqkv, mine, ds, n, T, N, H, D, scale);
         }
     }
     if (dbias) {
