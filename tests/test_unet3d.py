@@ -335,3 +335,23 @@ def test_rms_scale_shift_silu_matches_composition():
     assert torch.autograd.gradcheck(rms_scale_shift_silu, (x, weight))
     with pytest.raises(ValueError, match="together"):
         rms_scale_shift_silu(x, weight, scale, None)
+
+
+@pytest.mark.parametrize("kernel,stride", [(3, 1), (4, 2)])
+def test_conv2d_on_channels_last_input_keeps_plain_gradients(kernel, stride):
+    from text2video.models.unet3d import Conv2d
+
+    torch.manual_seed(0)
+    conv = Conv2d(16, 24, kernel, stride, 1)
+    x = torch.randn(3, 16, 8, 8).contiguous(memory_format=torch.channels_last).requires_grad_(True)
+    out = conv(x)
+    grad = torch.randn_like(out)
+    out.backward(grad)
+    ref_w, ref_b = conv.weight.detach().clone().requires_grad_(True), conv.bias.detach().clone().requires_grad_(True)
+    ref_x = x.detach().contiguous().requires_grad_(True)
+    ref = F.conv2d(ref_x, ref_w, ref_b, stride=stride, padding=1)
+    ref.backward(grad)
+    torch.testing.assert_close(out, ref, atol=1e-5, rtol=1e-5)
+    for got, want in ((x.grad, ref_x.grad), (conv.weight.grad, ref_w.grad), (conv.bias.grad, ref_b.grad)):
+        torch.testing.assert_close(got, want, atol=1e-4, rtol=1e-4)
+    assert conv.weight.grad.is_contiguous()  # the parameter's own layout, as optimizers and DDP buckets expect

@@ -110,7 +110,13 @@ class Conv2d(WeightDerivedCache, nn.Conv2d):
             y = packed_conv2d(self, x, self.weight, self.bias, self.stride, self.padding, self.dilation, self.groups)
             if y is not None:
                 return y
-        return super().forward(x)
+        weight = self.weight
+        if x.device.type == "cpu" and weight.requires_grad and torch.is_grad_enabled() and x.is_contiguous(memory_format=torch.channels_last):
+            # oneDNN wants a channels-last weight for a channels-last input: PyTorch would copy it in the forward
+            # and again in the backward; once here, and the backward reuses this copy (measured at batch 10:
+            # 0.94x for 256 channels on 8x8 maps, 0.82x for the 4x4 down-sampling convolution there)
+            weight = weight.contiguous(memory_format=torch.channels_last)
+        return self._conv_forward(x, weight, self.bias)
 
     def _gemm_backward_pays(self, x: torch.Tensor) -> bool:
         """Whether this call is a training step of a 3x3 convolution that oneDNN backpropagates slowly.
