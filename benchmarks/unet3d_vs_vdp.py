@@ -30,7 +30,7 @@ The memory rows run each model in a fresh process with glibc's defaults.
 Run:  python benchmarks/unet3d_vs_vdp.py [--quick] [--repeats N] [--threads N]
       python benchmarks/unet3d_vs_vdp.py --device cuda --dtype bfloat16 --frames 16 --size 64 --out ...   (a GPU)
 Writes benchmarks/results/unet3d_vs_vdp[-quick].json and prints medians and ratios (ours / peer) of wall
-and process CPU time.
+and process CPU time: the ratio of the medians, and the median of the round-by-round ratios ("paired").
 video-diffusion-pytorch imports torchvision at import time; a stub stands in for it during that import.
 """
 
@@ -225,6 +225,12 @@ def alternate(steps: dict[str, Callable[[], None]], repeats: int, setup: Setup =
     return times
 
 
+def paired_ratio(ours: list[float], peer: list[float]) -> float:
+    """Median over rounds of ours / peer, each round's two calls made one after the other: steadier than the
+    ratio of the medians when the machine's speed drifts during the run."""
+    return statistics.median(a / b for a, b in zip(ours, peer))
+
+
 def _status_bytes(field: str) -> int:
     """A memory figure of this process from /proc/self/status (VmRSS, VmHWM), in bytes."""
     with open("/proc/self/status") as f:
@@ -334,7 +340,8 @@ def main(argv: list[str] | None = None) -> int:
         entry = {"runs": times}
         for clock in ("wall", "cpu"):
             med = {name: statistics.median(v[clock]) for name, v in times.items()}
-            entry[clock] = {"peer_s": med["peer"], "ours_s": med["ours"], "ratio": med["ours"] / med["peer"]}
+            entry[clock] = {"peer_s": med["peer"], "ours_s": med["ours"], "ratio": med["ours"] / med["peer"],
+                            "paired_ratio": paired_ratio(times["ours"][clock], times["peer"][clock])}  # fmt: skip
         entry["minor_faults"] = {name: statistics.median(v["faults"]) for name, v in times.items()}
         key = f"{kind}_b{batch}" if batch else kind
         if kind in ("train", "sample"):
@@ -344,8 +351,8 @@ def main(argv: list[str] | None = None) -> int:
         results["timings"][key] = entry
         w, c = entry["wall"], entry["cpu"]
         print(
-            f"{key:10s} wall: peer {w['peer_s']:7.3f} s  ours {w['ours_s']:7.3f} s  ours/peer {w['ratio']:.2f}   "
-            f"cpu: peer {c['peer_s']:7.3f} s  ours {c['ours_s']:7.3f} s  ours/peer {c['ratio']:.2f}   "
+            f"{key:10s} wall: peer {w['peer_s']:7.3f} s  ours {w['ours_s']:7.3f} s  ours/peer {w['ratio']:.2f} (paired {w['paired_ratio']:.2f})   "
+            f"cpu: peer {c['peer_s']:7.3f} s  ours {c['ours_s']:7.3f} s  ours/peer {c['ratio']:.2f} (paired {c['paired_ratio']:.2f})   "
             f"page faults: peer {entry['minor_faults']['peer']:.0f}  ours {entry['minor_faults']['ours']:.0f}",
             flush=True,
         )

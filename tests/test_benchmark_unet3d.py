@@ -40,12 +40,22 @@ def test_quick_run_writes_every_measurement(bench, tmp_path: Path) -> None:
     for entry in timings.values():
         assert entry["wall"]["peer_s"] > 0 and entry["wall"]["ours_s"] > 0
         assert entry["wall"]["ratio"] == pytest.approx(entry["wall"]["ours_s"] / entry["wall"]["peer_s"])
+        runs = entry["runs"]
+        pairs = sorted(o / p for o, p in zip(runs["ours"]["wall"], runs["peer"]["wall"]))
+        assert entry["wall"]["paired_ratio"] == pytest.approx(pairs[len(pairs) // 2])  # one round: its own ratio
         assert set(entry["minor_faults"]) == {"peer", "ours"} and min(entry["minor_faults"].values()) >= 0
     # the same architecture does the same arithmetic: the counted work agrees within a few percent
     for key in ("train_b2", "sample_b1"):
         gflop = timings[key]["gflop"]
         assert gflop["ours"] == pytest.approx(gflop["peer"], rel=0.05)
     assert timings["train_b2"]["gflop"]["ours"] > 2 * timings["sample_b1"]["gflop"]["ours"]  # backward + batch 2
+
+
+def test_paired_ratio_follows_the_rounds_not_the_medians(bench) -> None:
+    # the machine slows down in round 2 for both; the median of each list would pair unrelated rounds
+    ours, peer = [1.0, 3.0, 2.5], [2.0, 6.0, 3.0]
+    assert bench.paired_ratio(ours, peer) == pytest.approx(0.5)
+    assert bench.statistics.median(ours) / bench.statistics.median(peer) == pytest.approx(2.5 / 3.0)
 
 
 def test_gpu_request_without_a_gpu_is_refused(bench, capsys: pytest.CaptureFixture) -> None:
