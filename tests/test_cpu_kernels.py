@@ -301,3 +301,14 @@ def test_unet3d_training_step_same_with_and_without_kernels(monkeypatch):
     assert fused_grads.keys() == plain_grads.keys()
     for name in plain_grads:
         torch.testing.assert_close(fused_grads[name], plain_grads[name], atol=1e-4, rtol=1e-3, msg=name)
+
+
+def test_rotation_inside_the_kernel_is_not_promised_under_autocast():
+    from text2video.nn.short_attention import rotates_inside
+
+    require_kernels()
+    x = torch.randn(5, 4, 8)
+    assert rotates_inside(x, 5)
+    assert not rotates_inside(x, cpu_kernels.load().t2v_max_frames() + 1)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert not rotates_inside(x, 5)  # the projection would come out in bf16

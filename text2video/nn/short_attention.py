@@ -148,8 +148,11 @@ def _fused_library(qkv: torch.Tensor, bias: Optional[torch.Tensor]):
 
 
 def rotates_inside(x: torch.Tensor, frames: int) -> bool:
-    """Whether :func:`short_sequence_attention` on a ``qkv`` like ``x`` (dtype, device) over ``frames`` frames
-    runs in the C kernels, which apply rotary embeddings at no extra cost (with a finite bias)."""
+    """Whether :func:`short_sequence_attention` on a ``qkv`` projected from ``x`` (dtype, device; no autocast)
+    over ``frames`` frames runs in the C kernels, which apply rotary embeddings at no extra cost (with a
+    finite bias)."""
+    if torch.is_autocast_enabled(x.device.type):
+        return False  # the projection will come out in the autocast dtype, which the kernels do not take
     lib = cpu_kernels.usable(x)
     return lib is not None and frames <= lib.t2v_max_frames()
 
@@ -170,7 +173,10 @@ def short_sequence_attention(
     t, d = qkv.shape[0], qkv.shape[-1]
     scale = d**-0.5 if scale is None else scale
     if angles is not None and (angles.shape[0] != t or 2 * angles.shape[-1] > d):
-        raise ValueError(f"rotary angles {tuple(angles.shape)} do not fit {t} frames of {d} features per head")
+        raise ValueError(
+            f"rotary angles {tuple(angles.shape)} do not fit {t} frames of {d} features per head: "
+            f"pass ({t}, R) angles with 2R <= {d} (rotary_angles(frames, rot_dim))"
+        )
     needs_grad = torch.is_grad_enabled() and (qkv.requires_grad or (bias is not None and bias.requires_grad))
     with torch.autocast(device_type=qkv.device.type, enabled=False):
         lib = _fused_library(qkv, bias)
