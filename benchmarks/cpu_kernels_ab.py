@@ -29,7 +29,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from unet3d_vs_vdp import build, train_step_fn  # noqa: E402
+from unet3d_vs_vdp import build, paired_ratio, train_step_fn  # noqa: E402
 
 from text2video.nn import cpu_kernels, fused_norm, short_attention, small_map_conv  # noqa: E402
 
@@ -109,8 +109,8 @@ def main(argv: list[str] | None = None) -> int:
         median = statistics.median(values)
         print(f"{name:20s} fastest {min(values):.3f} s  median {median:.3f} s  median / no kernels {median / base:.2f}")
     if args.against is not None:
-        pairs = [ours / other for ours, other in zip(times["all kernels"], times[f"other: {args.against.name}"])]
-        print(f"all kernels / {args.against.name}: median of the rounds' ratios {statistics.median(pairs):.3f}")
+        ratio = paired_ratio(times["all kernels"], times[f"other: {args.against.name}"])
+        print(f"all kernels / {args.against.name}: median of the rounds' ratios {ratio:.3f}")
     return 0
 
 

@@ -33,7 +33,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from unet3d_vs_vdp import CONFIG, FRAMES, SIZE, Setup, build, inputs, steady_allocator  # noqa: E402
+from unet3d_vs_vdp import CONFIG, FRAMES, SIZE, Setup, build, inputs, paired_ratio, steady_allocator  # noqa: E402
 
 
 def part_pairs(levels: int) -> list[tuple[str, str, str]]:
@@ -166,7 +166,7 @@ def measure(ours: torch.nn.Module, peer: torch.nn.Module, batch: int, repeats: i
                 setup.sync()
                 times[who].append(time.perf_counter() - start)
         ms = {who: 1e3 * statistics.median(values) for who, values in times.items()}
-        ratio = statistics.median(a / b for a, b in zip(times["ours"], times["peer"]))
+        ratio = paired_ratio(times["ours"], times["peer"])
         rows.append(dict(kind=kind, ours=ours_name, peer=peer_name, ours_ms=ms["ours"], peer_ms=ms["peer"], ratio=ratio,
                          gflop_ours=gflop["ours"], gflop_peer=gflop["peer"]))  # fmt: skip
     return rows
