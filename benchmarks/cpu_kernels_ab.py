@@ -29,11 +29,11 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from unet3d_vs_vdp import build, paired_ratio, train_step_fn  # noqa: E402
+from unet3d_vs_vdp import build, paired_ratio, steady_allocator, train_step_fn  # noqa: E402
 
-from text2video.nn import cpu_kernels, fused_norm, short_attention, small_map_conv  # noqa: E402
+from text2video.nn import cpu_kernels, fused_norm, short_attention, small_map_conv, winograd_conv  # noqa: E402
 
-CALLERS = {"attention": short_attention, "norm": fused_norm, "conv": small_map_conv}
+CALLERS = {"attention": short_attention, "norm": fused_norm, "conv": small_map_conv, "winograd": winograd_conv}
 UNAVAILABLE = types.SimpleNamespace(usable=lambda *tensors: None, threads=cpu_kernels.threads, ptr=cpu_kernels.ptr)
 
 
@@ -78,6 +78,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--against", type=Path, default=None, help="another version of nn/csrc/cpu_kernels.c to compare with")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
+    steady_allocator()  # as unet3d_vs_vdp.py: glibc keeps freed memory, as a training process does after a few steps
     if cpu_kernels.load() is None:
         print("the fused CPU kernels are unavailable here (see the log); nothing to compare")
         return 1
@@ -107,7 +108,9 @@ def main(argv: list[str] | None = None) -> int:
           f"{args.threads} threads, {args.rounds} rounds")  # fmt: skip
     for name, values in times.items():
         median = statistics.median(values)
-        print(f"{name:20s} fastest {min(values):.3f} s  median {median:.3f} s  median / no kernels {median / base:.2f}")
+        paired = paired_ratio(values, times["all kernels"])
+        print(f"{name:20s} fastest {min(values):.3f} s  median {median:.3f} s  median / no kernels {median / base:.2f}"
+              f"  paired / all kernels {paired:.3f}")  # fmt: skip
     if args.against is not None:
         ratio = paired_ratio(times["all kernels"], times[f"other: {args.against.name}"])
         print(f"all kernels / {args.against.name}: median of the rounds' ratios {ratio:.3f}")

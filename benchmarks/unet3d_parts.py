@@ -5,8 +5,8 @@ pass of each model records the input every part receives (ResNet blocks, spatial
 resampling convolutions, the first and last layers, the time embedding); each part is then run alone,
 forward and backward (a fixed random output gradient, parameter gradients cleared before each call), our
 part and the peer's in turn, ``--repeats`` rounds per part. Per part it prints both medians, the median of
-the round-by-round ratios (ours / peer), the floating-point work (``torch.utils.flop_counter``) and the
-rate; then the sums per kind of part.
+the round-by-round ratios (ours / peer), the floating-point work (``torch.utils.flop_counter``, convolutions
+counted by the direct method) and the rate; then the sums per kind of part.
 
 What a part covers differs in one small way: the peer's attention parts are ``Residual`` wrappers that add
 their input to the output; ours are called by the level, which does that add itself (one elementwise add).
@@ -136,10 +136,13 @@ def part_step(module: torch.nn.Module, args: tuple, kwargs: dict) -> Callable[[]
 
 
 def counted_gflop(step: Callable[[], None]) -> float:
+    """The step's work in GFLOP, every convolution counted by the direct method (as unet3d_vs_vdp.counted_gflop)."""
     from torch.utils.flop_counter import FlopCounterMode
 
+    from text2video.nn import winograd_conv
+
     counter = FlopCounterMode(display=False)
-    with counter:
+    with counter, winograd_conv.disabled():
         step()
     return counter.get_total_flops() / 1e9
 

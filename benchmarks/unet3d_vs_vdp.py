@@ -14,8 +14,9 @@ two models alternating so that machine load hits both alike:
 * the peak memory of a training step at batch 2: on CPU the resident memory, each model in a fresh
   subprocess (``VmHWM`` minus the resident size after imports); on a GPU the peak allocated by torch
   above what was allocated before the step (both models resident; timings there wait for the device);
-* the floating-point work of the training and sampling calls (``torch.utils.flop_counter``), and the
-  rate each model achieves on it;
+* the floating-point work of the training and sampling calls (``torch.utils.flop_counter``, every
+  convolution counted by the direct method: ours computes some by Winograd's, with fewer multiplications),
+  and the rate each model achieves on that nominal work;
 * the minor page faults of each timed call (median), to show that neither model pays for fresh memory.
 
 Each model alone in its own process reaches a steady state within a few steps in which glibc's heap
@@ -162,14 +163,20 @@ def sample_step_fn(model: torch.nn.Module, batch: int, setup: Setup = CPU) -> Ca
 
 def counted_gflop(model: torch.nn.Module, kind: str, batch: int, setup: Setup = CPU) -> float:
     """Floating-point work of one forward (sample) or forward + backward (train) call, in GFLOP
-    (``torch.utils.flop_counter``: matrix products and convolutions, inside custom autograd functions too)."""
+    (``torch.utils.flop_counter``: matrix products and convolutions, inside custom autograd functions too).
+
+    Counted with the direct method for every convolution (Winograd off), so that both models' figures are
+    the same nominal work and the rates derived from them are comparable (ours does less arithmetic).
+    """
     from torch.utils.flop_counter import FlopCounterMode
+
+    from text2video.nn import winograd_conv
 
     x, t, cond = inputs(batch, setup=setup)
     counter = FlopCounterMode(display=False)
     if kind == "train":
         model.train()
-        with counter:
+        with counter, winograd_conv.disabled():
             with setup.autocast():
                 loss = model(x, t, cond=cond).float().square().mean()
             loss.backward()

@@ -24,7 +24,7 @@ def test_tiny_run_reports_every_configuration() -> None:
     lines = result.stdout.splitlines()
     assert lines[0].startswith("tiny-cpu model, batch 2, 1 threads, 1 rounds")
     names = [line.split("fastest")[0].strip() for line in lines[1:]]
-    assert names == ["all kernels", "no kernels", "without attention", "without norm", "without conv"]
+    assert names == ["all kernels", "no kernels", "without attention", "without norm", "without conv", "without winograd"]
     assert "median / no kernels 1.00" in lines[2]  # the baseline row is its own reference
 
 

@@ -8,10 +8,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from text2video.nn import cpu_kernels
+from text2video.nn import cpu_kernels, winograd_conv
 from text2video.nn.fused_norm import rms_scale_shift_silu
 from text2video.nn.short_attention import short_sequence_attention
 from text2video.nn.small_map_conv import conv3x3_gemm_backward
+from text2video.nn.winograd_conv import CHANNEL_BLOCK, conv3x3_winograd, transform_weight, winograd_applies
 
 
 @pytest.fixture
@@ -273,6 +274,125 @@ def test_small_map_conv_matches_conv2d(size, with_bias, either_path):
         torch.testing.assert_close(got, want, atol=1e-4, rtol=1e-4)
 
 
+# Lavin & Gray (2016): F(2x2, 3x3) with points 0, +-1; F(4x4, 3x3) with points 0, +-1, +-2
+WINOGRAD_MATRICES = {
+    2: dict(
+        bt=[[1, 0, -1, 0], [0, 1, 1, 0], [0, -1, 1, 0], [0, 1, 0, -1]],
+        at=[[1, 1, 1, 0], [0, 1, -1, -1]],
+        g=[[1, 0, 0], [0.5, 0.5, 0.5], [0.5, -0.5, 0.5], [0, 0, 1]],
+    ),
+    4: dict(
+        bt=[[4, 0, -5, 0, 1, 0], [0, -4, -4, 1, 1, 0], [0, 4, -4, -1, 1, 0], [0, -2, -1, 2, 1, 0], [0, 2, -1, -2, 1, 0], [0, 4, 0, -5, 0, 1]],
+        at=[[1, 1, 1, 1, 1, 0], [0, 1, -1, 2, -2, 0], [0, 1, 1, 4, 4, 0], [0, 1, -1, 8, -8, 1]],
+        g=[[1 / 4, 0, 0], [-1 / 6, -1 / 6, -1 / 6], [-1 / 6, 1 / 6, -1 / 6], [1 / 24, 1 / 12, 1 / 6], [1 / 24, -1 / 12, 1 / 6], [0, 0, 1]],
+    ),
+}
+
+
+def _reference_winograd_input(x: torch.Tensor, tile: int) -> torch.Tensor:
+    """(N, H, W, C) -> (alpha^2, tiles, C): B^T d B of every padded (alpha x alpha) input tile, in float64."""
+    bt = torch.tensor(WINOGRAD_MATRICES[tile]["bt"], dtype=torch.float64)
+    alpha = tile + 2
+    xp = F.pad(x.double(), (0, 0, 1, 1, 1, 1))  # (N, H+2, W+2, C)
+    d = xp.unfold(1, alpha, tile).unfold(2, alpha, tile)  # (N, th, tw, C, alpha, alpha)
+    v = torch.einsum("ar,nijcrs,bs->abnijc", bt, d, bt)
+    return v.reshape(alpha * alpha, -1, x.shape[-1])
+
+
+@pytest.mark.parametrize("tile", [2, 4])
+def test_winograd_transforms_match_the_papers_matrices(tile):
+    require_kernels()
+    lib = cpu_kernels.load()
+    torch.manual_seed(0)
+    n, h, w, c, c_out = 2, 8, 12, 32, 16
+    mats = {k: torch.tensor(v, dtype=torch.float64) for k, v in WINOGRAD_MATRICES[tile].items()}
+    alpha, tiles = tile + 2, n * (h // tile) * (w // tile)
+    x = torch.randn(n, h, w, c)
+    v = torch.empty(alpha * alpha, tiles, c)
+    lib.t2v_winograd_input(x.data_ptr(), v.data_ptr(), n, h, w, c, tile, 1)
+    torch.testing.assert_close(v.double(), _reference_winograd_input(x, tile), atol=1e-4, rtol=1e-5)
+    weight = torch.randn(c_out, c, 3, 3)
+    want_u = torch.einsum("ak,oikl,bl->aboi", mats["g"], weight.double(), mats["g"]).reshape(alpha * alpha, c_out, c)
+    torch.testing.assert_close(transform_weight(weight, tile).double(), want_u, atol=1e-5, rtol=1e-5)
+    m = torch.randn(alpha * alpha, tiles, c_out)
+    bias = torch.randn(c_out)
+    y = torch.empty(n, h, w, c_out)
+    lib.t2v_winograd_output(m.data_ptr(), bias.data_ptr(), y.data_ptr(), n, h, w, c_out, tile, 1)
+    blocks = torch.einsum("pa,abtc,qb->tcpq", mats["at"], m.double().view(alpha, alpha, tiles, c_out), mats["at"])
+    blocks = blocks.reshape(n, h // tile, w // tile, c_out, tile, tile).permute(0, 1, 4, 2, 5, 3).reshape(n, h, w, c_out)
+    torch.testing.assert_close(y.double(), blocks + bias.double(), atol=1e-4, rtol=1e-5)
+
+
+@pytest.mark.parametrize("tile", [2, 4])
+def test_winograd_adjoint_kernels_are_adjoints(tile):
+    """<T a, b> = <a, T* b> for the tile transforms and the weight transform."""
+    require_kernels()
+    lib = cpu_kernels.load()
+    torch.manual_seed(1)
+    n, h, w, c = 3, 4, 8, 16
+    alpha, tiles = tile + 2, n * (h // tile) * (w // tile)
+    dot = lambda a, b: (a.double() * b.double()).sum().item()  # noqa: E731
+    x, dv = torch.randn(n, h, w, c), torch.randn(alpha * alpha, tiles, c)
+    v, dx = torch.empty_like(dv), torch.empty_like(x)
+    lib.t2v_winograd_input(x.data_ptr(), v.data_ptr(), n, h, w, c, tile, 2)
+    lib.t2v_winograd_input_adjoint(dv.data_ptr(), dx.data_ptr(), n, h, w, c, tile, 2)
+    assert dot(v, dv) == pytest.approx(dot(x, dx), rel=1e-5)
+    m, dy = torch.randn(alpha * alpha, tiles, c), torch.randn(n, h, w, c)
+    y, dm = torch.empty_like(dy), torch.empty_like(m)
+    lib.t2v_winograd_output(m.data_ptr(), None, y.data_ptr(), n, h, w, c, tile, 2)
+    lib.t2v_winograd_output_adjoint(dy.data_ptr(), dm.data_ptr(), n, h, w, c, tile, 2)
+    assert dot(y, dy) == pytest.approx(dot(m, dm), rel=1e-5)
+    weight, du = torch.randn(c, c, 3, 3), torch.randn(alpha * alpha, c, c)
+    dw = torch.empty_like(weight)
+    lib.t2v_winograd_weight_adjoint(du.data_ptr(), dw.data_ptr(), c * c, tile, 2)
+    assert dot(transform_weight(weight, tile), du) == pytest.approx(dot(weight, dw), rel=1e-5)
+
+
+@pytest.mark.parametrize("tile,size", [(2, (2, 2)), (2, (8, 6)), (4, (4, 4)), (4, (12, 8))])
+@pytest.mark.parametrize("with_bias", [True, False])
+def test_winograd_conv_matches_conv2d(tile, size, with_bias):
+    require_kernels()
+    torch.manual_seed(0)
+    x = torch.randn(3, 32, *size).contiguous(memory_format=torch.channels_last).requires_grad_(True)
+    weight = torch.randn(16, 32, 3, 3, requires_grad=True)
+    bias = torch.randn(16, requires_grad=True) if with_bias else None
+    inputs = [t for t in (x, weight, bias) if t is not None]
+    out = conv3x3_winograd(x, weight, bias, tile)
+    assert out.is_contiguous(memory_format=torch.channels_last)
+    ref_inputs = [t.detach().double().requires_grad_(True) for t in inputs]
+    ref = F.conv2d(ref_inputs[0], ref_inputs[1], ref_inputs[2] if with_bias else None, padding=1)
+    torch.testing.assert_close(out.double(), ref, atol=2e-4, rtol=1e-4)
+    grad = torch.randn_like(out)
+    for got, want in zip(torch.autograd.grad(out, inputs, grad), torch.autograd.grad(ref, ref_inputs, grad.double())):
+        torch.testing.assert_close(got.double(), want, atol=2e-4, rtol=1e-4)
+
+
+def test_winograd_conv_input_gradient_alone_and_refusals():
+    require_kernels()
+    torch.manual_seed(0)
+    x = torch.randn(2, 16, 4, 4, requires_grad=True)
+    weight = torch.randn(16, 16, 3, 3)  # a frozen weight: only the input's gradient
+    out = conv3x3_winograd(x, weight, None, 2)
+    (gx,) = torch.autograd.grad(out.sum(), x)
+    ref_x = x.detach().requires_grad_(True)
+    (want,) = torch.autograd.grad(F.conv2d(ref_x, weight, padding=1).sum(), ref_x)
+    torch.testing.assert_close(gx, want, atol=1e-4, rtol=1e-4)
+    assert winograd_applies(x, weight, 2) and winograd_applies(x, weight, 4)
+    assert not winograd_applies(torch.randn(2, 16, 6, 6), weight, 4)  # sides not multiples of 4
+    assert not winograd_applies(torch.randn(2, 16, 5, 4), weight, 2)
+    assert not winograd_applies(x, weight, 3)
+    narrow = torch.randn(2, CHANNEL_BLOCK + 8, 4, 4)
+    assert not winograd_applies(narrow, torch.randn(16, CHANNEL_BLOCK + 8, 3, 3), 2)
+    assert not winograd_applies(x.double(), weight.double(), 2)
+    with winograd_conv.disabled():
+        assert not winograd_applies(x, weight, 2)
+    assert winograd_applies(x, weight, 2)
+    with pytest.raises(ValueError, match="multiples of the tile size"):
+        conv3x3_winograd(torch.randn(2, 16, 6, 6), weight, None, 4)
+    with pytest.raises(ValueError, match=r"\(C_out, 16, 3, 3\) weight"):
+        conv3x3_winograd(x, torch.randn(16, 8, 3, 3), None, 2)
+
+
 def test_unet3d_training_step_same_with_and_without_kernels(monkeypatch):
     require_kernels()
     from text2video.models import unet3d
@@ -280,9 +400,10 @@ def test_unet3d_training_step_same_with_and_without_kernels(monkeypatch):
 
     # let the 4x4 level's convolutions take the small-map GEMM path at this tiny width
     monkeypatch.setattr(unet3d, "GEMM_BACKWARD_MIN_CHANNELS", 32)
-    calls = []
-    real_conv = unet3d.conv3x3_gemm_backward
+    calls, winograd_tiles = [], []
+    real_conv, real_winograd = unet3d.conv3x3_gemm_backward, unet3d.conv3x3_winograd
     monkeypatch.setattr(unet3d, "conv3x3_gemm_backward", lambda *a: calls.append(1) or real_conv(*a))
+    monkeypatch.setattr(unet3d, "conv3x3_winograd", lambda *a: winograd_tiles.append(a[-1]) or real_winograd(*a))
     torch.manual_seed(0)
     model = Unet3D(dim=16, dim_mults=(1, 2), cond_dim=8, attn_heads=2, attn_dim_head=8)
     x, t, cond = torch.randn(2, 3, 4, 8, 8), torch.tensor([3, 700]), torch.randn(2, 8)
@@ -295,6 +416,7 @@ def test_unet3d_training_step_same_with_and_without_kernels(monkeypatch):
 
     fused_out, fused_grads = run()
     assert calls, "the small-map convolution path was not taken"
+    assert set(winograd_tiles) == {2}, "the 8x8 level's convolutions did not take the Winograd path"
     monkeypatch.setattr(cpu_kernels, "load", lambda: None)
     plain_out, plain_grads = run()
     torch.testing.assert_close(fused_out, plain_out, atol=1e-5, rtol=1e-4)

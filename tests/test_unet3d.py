@@ -295,6 +295,39 @@ def test_small_map_convolutions_take_the_gemm_path(monkeypatch, c_in, c_out, siz
     torch.testing.assert_close(out, F.conv2d(x, conv.weight, conv.bias, padding=1), atol=1e-4, rtol=1e-4)
 
 
+@pytest.mark.parametrize(
+    "c_in,c_out,size,grad,tile",
+    [
+        (64, 64, 32, True, 4),  # 32x32 and 16x16 maps: F(4x4, 3x3)
+        (128, 64, 16, True, 4),
+        (256, 128, 8, True, 2),  # 8x8: F(2x2, 3x3)
+        (64, 64, 20, True, 4),  # 400 pixels, sides multiples of 4
+        (64, 64, 18, True, 2),  # 324 pixels, even sides only
+        (64, 64, 12, True, 2),  # 144 pixels: the small tile
+        (64, 64, 9, True, None),  # odd sides: oneDNN
+        (24, 64, 16, True, None),  # channels not a multiple of the kernels' block
+        (64, 64, 4, True, None),  # 4x4: too small
+        (64, 64, 16, False, None),  # no gradient wanted: the ordinary convolution
+    ],
+)
+def test_training_convolutions_take_the_winograd_path(monkeypatch, c_in, c_out, size, grad, tile):
+    from text2video.models import unet3d
+    from text2video.nn import cpu_kernels
+
+    if cpu_kernels.load() is None:
+        pytest.skip("no C compiler here: the kernels cannot be built")
+    tiles = []
+    real = unet3d.conv3x3_winograd
+    monkeypatch.setattr(unet3d, "conv3x3_winograd", lambda *a: tiles.append(a[-1]) or real(*a))
+    torch.manual_seed(0)
+    conv = unet3d.Conv2d(c_in, c_out, 3, padding=1)
+    x = torch.randn(2, c_in, size, size)
+    with torch.set_grad_enabled(grad):
+        out = conv(x)
+    assert tiles == ([tile] if tile else [])
+    torch.testing.assert_close(out, F.conv2d(x, conv.weight, conv.bias, padding=1), atol=1e-4, rtol=1e-4)
+
+
 @pytest.mark.parametrize("channels,size", [(8, 4), (32, 2)])  # many tokens per frame (rotated weights), few (rotated features)
 def test_temporal_attention_chunks_and_paths_agree(channels, size):
     batch, frames = 2, 5

@@ -33,7 +33,7 @@ logger = logging.getLogger(__name__)
 
 SOURCE = Path(__file__).with_name("csrc") / "cpu_kernels.c"
 FLAGS = ("-O3", "-march=native", "-ffast-math", "-fopenmp", "-fPIC", "-shared")
-ABI_VERSION = 2
+ABI_VERSION = 3
 ENV_SWITCH = "TEXT2VIDEO_CPU_KERNELS"
 ENV_CACHE = "TEXT2VIDEO_KERNEL_CACHE"
 
@@ -47,6 +47,12 @@ _SIGNATURES = {
     "t2v_rms_silu_backward": ((_ptr, _ptr, _ptr, _i64, _ptr, _i64, _ptr, _ptr, _ptr, _ptr, _i64, _i64, _i64, _int), _int),
     "t2v_im2col3x3": ((_ptr, _ptr, _i64, _i64, _i64, _i64, _int), None),
     "t2v_col2im3x3": ((_ptr, _ptr, _i64, _i64, _i64, _i64, _int), None),
+    "t2v_winograd_input": ((_ptr, _ptr, _i64, _i64, _i64, _i64, _int, _int), None),
+    "t2v_winograd_output": ((_ptr, _ptr, _ptr, _i64, _i64, _i64, _i64, _int, _int), None),
+    "t2v_winograd_output_adjoint": ((_ptr, _ptr, _i64, _i64, _i64, _i64, _int, _int), None),
+    "t2v_winograd_input_adjoint": ((_ptr, _ptr, _i64, _i64, _i64, _i64, _int, _int), None),
+    "t2v_winograd_weight": ((_ptr, _ptr, _i64, _int, _int), None),
+    "t2v_winograd_weight_adjoint": ((_ptr, _ptr, _i64, _int, _int), None),
 }
 
 

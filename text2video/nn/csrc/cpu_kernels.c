@@ -25,8 +25,10 @@
 #ifdef _OPENMP
 #include <omp.h>
 static inline int thread_index(void) { return omp_get_thread_num(); }
+static inline int thread_count(void) { return omp_get_num_threads(); }
 #else
 static inline int thread_index(void) { return 0; }
+static inline int thread_count(void) { return 1; }
 #endif
 
 #define T2V_MAX_T 64
@@ -70,7 +72,7 @@ static void reduce_partials(float *restrict dst, const float *restrict partial, 
         for (int64_t e = 0; e < len; ++e) dst[e] += partial[(int64_t)t * stride + e];
 }
 
-int t2v_abi_version(void) { return 2; }
+int t2v_abi_version(void) { return 3; }
 
 int t2v_max_frames(void) { return T2V_MAX_T; }
 
@@ -458,3 +460,303 @@ void t2v_col2im3x3(const float *restrict dpatches, float *restrict dx, int64_t N
     }
 }
 
+
+/* Winograd F(m x m, 3x3) transforms, m = 2 or 4, for 3x3 convolutions (stride 1, zero padding 1) of
+ * channels-last maps (N, H, W, C) whose height and width are multiples of m. With alpha = m + 2, tile
+ * (n, i, j) covers the output pixels (m i .. m i + m - 1, m j ..) and the input pixels (m i - 1 .. m i + m,
+ * m j - 1 ..); tiles are numbered t = (n * H/m + i) * W/m + j. Transformed tiles are stored
+ * (alpha^2, tiles, C), position p = alpha a + b. The convolution is y = A^T (U * (B^T d B)) A per tile and
+ * channel pair, U = G g G^T the transformed weight; summed over input channels, the product at each
+ * position is one GEMM (done by the caller). Matrices from Lavin & Gray (2016), points 0, +-1 (m = 2) and
+ * 0, +-1, +-2 (m = 4). */
+
+#define WINO_CB 16    /* channels per block: one 512-bit vector; C (and C_out * C) must be multiples of it */
+#define WINO_MAX_A 6  /* largest alpha */
+
+typedef struct {
+    int m, alpha;
+    const float *bt; /* B^T (alpha x alpha) */
+    const float *at; /* A^T (m x alpha) */
+    const float *g;  /* G (alpha x 3) */
+} wino_spec;
+
+static const float WINO2_BT[16] = {1, 0, -1, 0, 0, 1, 1, 0, 0, -1, 1, 0, 0, 1, 0, -1};
+static const float WINO2_AT[8] = {1, 1, 1, 0, 0, 1, -1, -1};
+static const float WINO2_G[12] = {1, 0, 0, 0.5f, 0.5f, 0.5f, 0.5f, -0.5f, 0.5f, 0, 0, 1};
+static const float WINO4_BT[36] = {4, 0, -5, 0, 1, 0, 0, -4, -4, 1, 1, 0, 0, 4, -4, -1, 1, 0,
+                                   0, -2, -1, 2, 1, 0, 0, 2, -1, -2, 1, 0, 0, 4, 0, -5, 0, 1};
+static const float WINO4_AT[24] = {1, 1, 1, 1, 1, 0, 0, 1, -1, 2, -2, 0, 0, 1, 1, 4, 4, 0, 0, 1, -1, 8, -8, 1};
+static const float WINO4_G[18] = {1.f / 4,  0,         0,         -1.f / 6, -1.f / 6, -1.f / 6,
+                                  -1.f / 6, 1.f / 6,   -1.f / 6,  1.f / 24, 1.f / 12, 1.f / 6,
+                                  1.f / 24, -1.f / 12, 1.f / 6,   0,        0,        1};
+static const wino_spec WINO2 = {2, 4, WINO2_BT, WINO2_AT, WINO2_G};
+static const wino_spec WINO4 = {4, 6, WINO4_BT, WINO4_AT, WINO4_G};
+
+/* dst[k] = sum_j coef[j * coef_stride] * src[j][k] over j < count, k < WINO_CB. The callers are inlined into
+ * wrappers for one tile size with their small loops unrolled, so that the coefficients are constants: the
+ * compiler drops the zero terms and keeps the sum in registers. */
+#define WINO_UNROLL _Pragma("GCC unroll 6")
+static inline __attribute__((always_inline)) void wino_combine(float *restrict dst, const float *const *src,
+                                                              const float *coef, int coef_stride, int count) {
+#pragma omp simd
+    for (int k = 0; k < WINO_CB; ++k) {
+        float acc = 0.f;
+        WINO_UNROLL
+        for (int j = 0; j < count; ++j) acc += coef[j * coef_stride] * src[j][k];
+        dst[k] = acc;
+    }
+}
+
+/* x (N, H, W, C) -> v (alpha^2, tiles, C) = B^T d B per tile. */
+static inline __attribute__((always_inline)) void winograd_input(const wino_spec *sp, const float *restrict x, float *restrict v, int64_t N,
+                                        int64_t H, int64_t W, int64_t C, int64_t begin, int64_t end) {
+    const int m = sp->m, A = sp->alpha;
+    const int64_t th = H / m, tw = W / m, tiles = N * th * tw;
+    static const float zeros[WINO_CB];
+    for (int64_t t = begin; t < end; ++t) {
+        const int64_t n = t / (th * tw), y0 = m * ((t / tw) % th) - 1, x0 = m * (t % tw) - 1;
+        float e[WINO_MAX_A * WINO_MAX_A][WINO_CB];
+        const float *src[WINO_MAX_A];
+        for (int64_t c0 = 0; c0 < C; c0 += WINO_CB) {
+            WINO_UNROLL
+            for (int s = 0; s < A; ++s) { /* columns of d: e[a][s] = sum_r B^T[a][r] d[r][s] */
+                WINO_UNROLL
+                for (int r = 0; r < A; ++r) {
+                    const int64_t yy = y0 + r, xx = x0 + s;
+                    src[r] = (yy < 0 || yy >= H || xx < 0 || xx >= W) ? zeros : x + ((n * H + yy) * W + xx) * C + c0;
+                }
+                WINO_UNROLL
+                for (int a = 0; a < A; ++a) wino_combine(e[a * A + s], src, sp->bt + a * A, 1, A);
+            }
+            WINO_UNROLL
+            for (int a = 0; a < A; ++a) { /* v[a][b] = sum_s e[a][s] B^T[b][s] */
+                WINO_UNROLL
+                for (int s = 0; s < A; ++s) src[s] = e[a * A + s];
+                WINO_UNROLL
+                for (int b = 0; b < A; ++b)
+                    wino_combine(v + ((int64_t)(a * A + b) * tiles + t) * C + c0, src, sp->bt + b * A, 1, A);
+            }
+        }
+    }
+}
+
+/* m (alpha^2, tiles, C) -> y (N, H, W, C) = A^T m A per tile, plus bias (C) when not NULL. */
+static inline __attribute__((always_inline)) void winograd_output(const wino_spec *sp, const float *restrict mt, const float *restrict bias,
+                                         float *restrict y, int64_t N, int64_t H, int64_t W, int64_t C, int64_t begin, int64_t end) {
+    const int m = sp->m, A = sp->alpha;
+    const int64_t th = H / m, tw = W / m, tiles = N * th * tw;
+    for (int64_t t = begin; t < end; ++t) {
+        const int64_t n = t / (th * tw), y0 = m * ((t / tw) % th), x0 = m * (t % tw);
+        float u[4 * WINO_MAX_A][WINO_CB];
+        const float *src[WINO_MAX_A];
+        for (int64_t c0 = 0; c0 < C; c0 += WINO_CB) {
+            WINO_UNROLL
+            for (int s = 0; s < A; ++s) { /* u[p][s] = sum_a A^T[p][a] m[a][s] */
+                WINO_UNROLL
+                for (int a = 0; a < A; ++a) src[a] = mt + ((int64_t)(a * A + s) * tiles + t) * C + c0;
+                WINO_UNROLL
+                for (int p = 0; p < m; ++p) wino_combine(u[p * A + s], src, sp->at + p * A, 1, A);
+            }
+            WINO_UNROLL
+            for (int p = 0; p < m; ++p) { /* y[p][q] = sum_s u[p][s] A^T[q][s] */
+                WINO_UNROLL
+                for (int s = 0; s < A; ++s) src[s] = u[p * A + s];
+                WINO_UNROLL
+                for (int q = 0; q < m; ++q) {
+                    float *out = y + ((n * H + y0 + p) * W + x0 + q) * C + c0;
+                    wino_combine(out, src, sp->at + q * A, 1, A);
+                    if (bias) {
+#pragma omp simd
+                        for (int64_t k = 0; k < WINO_CB; ++k) out[k] += bias[c0 + k];
+                    }
+                }
+            }
+        }
+    }
+}
+
+/* The adjoint of winograd_output (without the bias): dy (N, H, W, C) -> dm (alpha^2, tiles, C) = A dy A^T. */
+static inline __attribute__((always_inline)) void winograd_output_adjoint(const wino_spec *sp, const float *restrict dy, float *restrict dm,
+                                                 int64_t N, int64_t H, int64_t W, int64_t C, int64_t begin, int64_t end) {
+    const int m = sp->m, A = sp->alpha;
+    const int64_t th = H / m, tw = W / m, tiles = N * th * tw;
+    for (int64_t t = begin; t < end; ++t) {
+        const int64_t n = t / (th * tw), y0 = m * ((t / tw) % th), x0 = m * (t % tw);
+        float w[WINO_MAX_A * 4][WINO_CB];
+        const float *src[WINO_MAX_A];
+        for (int64_t c0 = 0; c0 < C; c0 += WINO_CB) {
+            WINO_UNROLL
+            for (int q = 0; q < m; ++q) { /* w[a][q] = sum_p A^T[p][a] dy[p][q] */
+                WINO_UNROLL
+                for (int p = 0; p < m; ++p) src[p] = dy + ((n * H + y0 + p) * W + x0 + q) * C + c0;
+                WINO_UNROLL
+                for (int a = 0; a < A; ++a) wino_combine(w[a * 4 + q], src, sp->at + a, A, m);
+            }
+            WINO_UNROLL
+            for (int a = 0; a < A; ++a) { /* dm[a][b] = sum_q w[a][q] A^T[q][b] */
+                WINO_UNROLL
+                for (int q = 0; q < m; ++q) src[q] = w[a * 4 + q];
+                WINO_UNROLL
+                for (int b = 0; b < A; ++b)
+                    wino_combine(dm + ((int64_t)(a * A + b) * tiles + t) * C + c0, src, sp->at + b, A, m);
+            }
+        }
+    }
+}
+
+/* The adjoint of winograd_input: dv (alpha^2, tiles, C) -> dx (N, H, W, C), adding the sum over tiles of
+ * B dv B^T at the tile's input pixels (the caller zeroes dx). Job k of a parity is the tile row i = parity + 2
+ * (k mod rows) of image k / rows: tile rows of one parity never overlap (m >= 2), so the two parities run one
+ * after the other, each in parallel. */
+static inline __attribute__((always_inline)) void winograd_input_adjoint(const wino_spec *sp, const float *restrict dv,
+                                                                         float *restrict dx, int64_t N, int64_t H,
+                                                                         int64_t W, int64_t C, int parity,
+                                                                         int64_t begin, int64_t end) {
+    const int m = sp->m, A = sp->alpha;
+    const int64_t th = H / m, tw = W / m, tiles = N * th * tw, rows = (th - parity + 1) / 2;
+    float e[WINO_MAX_A * WINO_MAX_A][WINO_CB], dd[WINO_CB];
+    const float *src[WINO_MAX_A];
+    for (int64_t job = begin; job < end; ++job) {
+        const int64_t n = job / rows, i = parity + 2 * (job % rows);
+        for (int64_t j = 0; j < tw; ++j) {
+            const int64_t t = (n * th + i) * tw + j, y0 = m * i - 1, x0 = m * j - 1;
+            for (int64_t c0 = 0; c0 < C; c0 += WINO_CB) {
+                WINO_UNROLL
+                for (int b = 0; b < A; ++b) { /* e[r][b] = sum_a B^T[a][r] dv[a][b] */
+                    WINO_UNROLL
+                    for (int a = 0; a < A; ++a) src[a] = dv + ((int64_t)(a * A + b) * tiles + t) * C + c0;
+                    WINO_UNROLL
+                    for (int r = 0; r < A; ++r) wino_combine(e[r * A + b], src, sp->bt + r, A, A);
+                }
+                WINO_UNROLL
+                for (int r = 0; r < A; ++r) { /* dx[r][s] += sum_b e[r][b] B^T[b][s] */
+                    const int64_t yy = y0 + r;
+                    if (yy < 0 || yy >= H) continue;
+                    WINO_UNROLL
+                    for (int b = 0; b < A; ++b) src[b] = e[r * A + b];
+                    WINO_UNROLL
+                    for (int s = 0; s < A; ++s) {
+                        const int64_t xx = x0 + s;
+                        if (xx < 0 || xx >= W) continue;
+                        wino_combine(dd, src, sp->bt + s, A, A);
+                        float *out = dx + ((n * H + yy) * W + xx) * C + c0;
+#pragma omp simd
+                        for (int64_t k = 0; k < WINO_CB; ++k) out[k] += dd[k];
+                    }
+                }
+            }
+        }
+    }
+}
+
+/* w (P, 3, 3) -> u (alpha^2, P): u[alpha a + b] = (G w G^T)[a][b] for each of the P = C_out * C channel pairs. */
+static inline __attribute__((always_inline)) void winograd_weight(const wino_spec *sp, const float *restrict w, float *restrict u, int64_t P,
+                                         int64_t begin, int64_t end) {
+    const int A = sp->alpha;
+    for (int64_t e0 = begin * WINO_CB; e0 < end * WINO_CB; e0 += WINO_CB) {
+        float taps[9][WINO_CB], rows[WINO_MAX_A * 3][WINO_CB];
+        const float *src[WINO_MAX_A];
+        WINO_UNROLL
+        for (int k = 0; k < 9; ++k)
+            for (int64_t q = 0; q < WINO_CB; ++q) taps[k][q] = w[(e0 + q) * 9 + k];
+        WINO_UNROLL
+        for (int l = 0; l < 3; ++l) { /* rows[a][l] = sum_k G[a][k] w[k][l] */
+            WINO_UNROLL
+            for (int k = 0; k < 3; ++k) src[k] = taps[k * 3 + l];
+            WINO_UNROLL
+            for (int a = 0; a < A; ++a) wino_combine(rows[a * 3 + l], src, sp->g + a * 3, 1, 3);
+        }
+        WINO_UNROLL
+        for (int a = 0; a < A; ++a) { /* u[a][b] = sum_l rows[a][l] G[b][l] */
+            WINO_UNROLL
+            for (int l = 0; l < 3; ++l) src[l] = rows[a * 3 + l];
+            WINO_UNROLL
+            for (int b = 0; b < A; ++b) wino_combine(u + (int64_t)(a * A + b) * P + e0, src, sp->g + b * 3, 1, 3);
+        }
+    }
+}
+
+/* The adjoint of winograd_weight: du (alpha^2, P) -> dw (P, 3, 3) (overwritten), dw = G^T du G. */
+static inline __attribute__((always_inline)) void winograd_weight_adjoint(const wino_spec *sp, const float *restrict du, float *restrict dw,
+                                                 int64_t P, int64_t begin, int64_t end) {
+    const int A = sp->alpha;
+    for (int64_t e0 = begin * WINO_CB; e0 < end * WINO_CB; e0 += WINO_CB) {
+        float cols[WINO_MAX_A * 3][WINO_CB], taps[9][WINO_CB];
+        const float *src[WINO_MAX_A];
+        WINO_UNROLL
+        for (int a = 0; a < A; ++a) { /* cols[a][l] = sum_b du[a][b] G[b][l] */
+            WINO_UNROLL
+            for (int b = 0; b < A; ++b) src[b] = du + (int64_t)(a * A + b) * P + e0;
+            WINO_UNROLL
+            for (int l = 0; l < 3; ++l) wino_combine(cols[a * 3 + l], src, sp->g + l, 3, A);
+        }
+        WINO_UNROLL
+        for (int l = 0; l < 3; ++l) { /* dw[k][l] = sum_a G[a][k] cols[a][l] */
+            WINO_UNROLL
+            for (int a = 0; a < A; ++a) src[a] = cols[a * 3 + l];
+            WINO_UNROLL
+            for (int k = 0; k < 3; ++k) wino_combine(taps[k * 3 + l], src, sp->g + k, 3, A);
+        }
+        WINO_UNROLL
+        for (int k = 0; k < 9; ++k)
+            for (int64_t q = 0; q < WINO_CB; ++q) dw[(e0 + q) * 9 + k] = taps[k][q];
+    }
+}
+
+/* Runs CALL(spec) for this thread's share [begin, end) of jobs, in parallel, with the spec of tile size m
+ * named as a constant (so that the inlined transform is specialised for it). */
+#define WINO_PARALLEL(m, nthreads, jobs, CALL)                                                  \
+    _Pragma("omp parallel num_threads(nthreads)") {                                           \
+        const int64_t per_thread = ((jobs) + thread_count() - 1) / thread_count();             \
+        const int64_t begin = thread_index() * per_thread;                                     \
+        const int64_t end = begin + per_thread < (jobs) ? begin + per_thread : (jobs);         \
+        if ((m) == 4)                                                                          \
+            CALL(&WINO4);                                                                      \
+        else                                                                                   \
+            CALL(&WINO2);                                                                      \
+    }
+
+WIDE_VECTORS void t2v_winograd_input(const float *x, float *v, int64_t N, int64_t H, int64_t W, int64_t C, int m,
+                                     int nthreads) {
+#define CALL(spec) winograd_input(spec, x, v, N, H, W, C, begin, end)
+    WINO_PARALLEL(m, nthreads, N * (H / m) * (W / m), CALL)
+#undef CALL
+}
+
+WIDE_VECTORS void t2v_winograd_output(const float *mt, const float *bias, float *y, int64_t N, int64_t H, int64_t W,
+                                      int64_t C, int m, int nthreads) {
+#define CALL(spec) winograd_output(spec, mt, bias, y, N, H, W, C, begin, end)
+    WINO_PARALLEL(m, nthreads, N * (H / m) * (W / m), CALL)
+#undef CALL
+}
+
+WIDE_VECTORS void t2v_winograd_output_adjoint(const float *dy, float *dm, int64_t N, int64_t H, int64_t W, int64_t C,
+                                              int m, int nthreads) {
+#define CALL(spec) winograd_output_adjoint(spec, dy, dm, N, H, W, C, begin, end)
+    WINO_PARALLEL(m, nthreads, N * (H / m) * (W / m), CALL)
+#undef CALL
+}
+
+/* dx (N, H, W, C) overwritten. */
+WIDE_VECTORS void t2v_winograd_input_adjoint(const float *dv, float *dx, int64_t N, int64_t H, int64_t W, int64_t C,
+                                             int m, int nthreads) {
+    memset(dx, 0, sizeof(float) * N * H * W * C);
+    for (int parity = 0; parity < 2; ++parity) {
+#define CALL(spec) winograd_input_adjoint(spec, dv, dx, N, H, W, C, parity, begin, end)
+        WINO_PARALLEL(m, nthreads, N * ((H / m - parity + 1) / 2), CALL)
+#undef CALL
+    }
+}
+
+WIDE_VECTORS void t2v_winograd_weight(const float *w, float *u, int64_t P, int m, int nthreads) {
+#define CALL(spec) winograd_weight(spec, w, u, P, begin, end)
+    WINO_PARALLEL(m, nthreads, P / WINO_CB, CALL)
+#undef CALL
+}
+
+/* dw (P, 3, 3) overwritten. */
+WIDE_VECTORS void t2v_winograd_weight_adjoint(const float *du, float *dw, int64_t P, int m, int nthreads) {
+#define CALL(spec) winograd_weight_adjoint(spec, du, dw, P, begin, end)
+    WINO_PARALLEL(m, nthreads, P / WINO_CB, CALL)
+#undef CALL
+}
