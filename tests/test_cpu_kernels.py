@@ -398,7 +398,8 @@ def test_unet3d_training_step_same_with_and_without_kernels(monkeypatch):
     from text2video.models import unet3d
     from text2video.models.unet3d import Unet3D
 
-    # let the 4x4 level's convolutions take the small-map GEMM path at this tiny width
+    # 6x6 frames: Winograd on the outer level; the inner 3x3 level's convolutions take the small-map GEMM
+    # path at this tiny width
     monkeypatch.setattr(unet3d, "GEMM_BACKWARD_MIN_CHANNELS", 32)
     calls, winograd_tiles = [], []
     real_conv, real_winograd = unet3d.conv3x3_gemm_backward, unet3d.conv3x3_winograd
@@ -406,7 +407,7 @@ def test_unet3d_training_step_same_with_and_without_kernels(monkeypatch):
     monkeypatch.setattr(unet3d, "conv3x3_winograd", lambda *a: winograd_tiles.append(a[-1]) or real_winograd(*a))
     torch.manual_seed(0)
     model = Unet3D(dim=16, dim_mults=(1, 2), cond_dim=8, attn_heads=2, attn_dim_head=8)
-    x, t, cond = torch.randn(2, 3, 4, 8, 8), torch.tensor([3, 700]), torch.randn(2, 8)
+    x, t, cond = torch.randn(2, 3, 4, 6, 6), torch.tensor([3, 700]), torch.randn(2, 8)
 
     def run():
         model.zero_grad(set_to_none=True)
@@ -416,7 +417,7 @@ def test_unet3d_training_step_same_with_and_without_kernels(monkeypatch):
 
     fused_out, fused_grads = run()
     assert calls, "the small-map convolution path was not taken"
-    assert set(winograd_tiles) == {2}, "the 8x8 level's convolutions did not take the Winograd path"
+    assert set(winograd_tiles) == {2}, "the 6x6 level's convolutions did not take the Winograd path"
     monkeypatch.setattr(cpu_kernels, "load", lambda: None)
     plain_out, plain_grads = run()
     torch.testing.assert_close(fused_out, plain_out, atol=1e-5, rtol=1e-4)

@@ -274,11 +274,11 @@ def test_spatial_linear_attention_matches_the_formula(channels, size):
 @pytest.mark.parametrize(
     "c_in,c_out,size,grad,taken",
     [
-        (256, 512, 4, True, True),  # unequal channels, both >= 256, a 4x4 map
-        (512, 256, 2, True, True),
-        (128, 512, 4, True, False),  # too few input channels
-        (256, 512, 8, True, False),  # an 8x8 map: oneDNN is faster there
-        (256, 512, 4, False, False),  # no gradient wanted: the ordinary convolution
+        (256, 512, 3, True, True),  # unequal channels, both >= 256, a 3x3 map (odd sides: no Winograd)
+        (512, 256, 2, True, True),  # a 2x2 map: too small for Winograd
+        (128, 512, 3, True, False),  # too few input channels
+        (256, 512, 8, True, False),  # an 8x8 map: Winograd
+        (256, 512, 3, False, False),  # no gradient wanted: the ordinary convolution
     ],
 )
 def test_small_map_convolutions_take_the_gemm_path(monkeypatch, c_in, c_out, size, grad, taken):
@@ -306,7 +306,8 @@ def test_small_map_convolutions_take_the_gemm_path(monkeypatch, c_in, c_out, siz
         (64, 64, 12, True, 2),  # 144 pixels: the small tile
         (64, 64, 9, True, None),  # odd sides: oneDNN
         (24, 64, 16, True, None),  # channels not a multiple of the kernels' block
-        (64, 64, 4, True, None),  # 4x4: too small
+        (256, 512, 4, True, 2),  # 4x4: the small tile too
+        (64, 64, 2, True, None),  # 2x2: too small
         (64, 64, 16, False, None),  # no gradient wanted: the ordinary convolution
     ],
 )

@@ -76,7 +76,8 @@ CHANNELS_LAST_MIN_PIXELS = 64
 
 
 #: 3x3 convolutions with at least this many input and output channels on maps of at most this many
-#: pixels are backpropagated by GEMMs (``text2video.nn.small_map_conv``) when training on CPU.
+#: pixels are backpropagated by GEMMs (``text2video.nn.small_map_conv``) when training on CPU, where
+#: Winograd does not apply (maps below WINOGRAD_MIN_PIXELS, odd sides).
 GEMM_BACKWARD_MIN_CHANNELS = 256
 GEMM_BACKWARD_MAX_PIXELS = 16
 
@@ -84,7 +85,7 @@ GEMM_BACKWARD_MAX_PIXELS = 16
 #: When training on CPU, 3x3 convolutions on maps of at least this many pixels run by Winograd
 #: (``text2video.nn.winograd_conv``): F(4x4, 3x3) from WINOGRAD_LARGE_TILE_MIN_PIXELS up (sides multiples of
 #: 4), F(2x2, 3x3) below (even sides). On smaller maps the transformed weight costs more than it saves.
-WINOGRAD_MIN_PIXELS = 64
+WINOGRAD_MIN_PIXELS = 16
 WINOGRAD_LARGE_TILE_MIN_PIXELS = 256
 
 
@@ -132,10 +133,11 @@ class Conv2d(WeightDerivedCache, nn.Conv2d):
     def _winograd_tile(self, x: torch.Tensor) -> int:
         """The Winograd output tile size for this call (0: not Winograd).
 
-        Measured on CPU (forward + backward, batch 10, 2 threads, against oneDNN): F(4x4, 3x3) 0.63-0.75x on
-        32x32 maps of 64-128 channels and 0.59-0.67x on 16x16 maps; F(2x2, 3x3) 0.62-0.66x on 8x8 maps of
-        128-512 channels, where F(4x4) is slower (0.65-0.75x); on 4x4 maps both Winograd tiles are no faster
-        than the GEMM backward below.
+        Measured on CPU (forward + backward, batch 10, 2 threads, against oneDNN): F(4x4, 3x3) 0.65-0.75x on
+        32x32 maps of 64-128 channels (F(2x2): 0.80-0.89x) and 0.56-0.62x on 16x16 maps (F(2x2): 0.69-0.74x);
+        on 8x8 maps of 128-512 channels both 0.55-0.67x, F(2x2) kept for its smaller transformed weight; on
+        4x4 maps F(2x2) 0.60-0.78x, where the GEMM backward below gives 0.75-0.94x and F(4x4) 0.9-2.7x; on
+        2x2 maps F(2x2) only 0.83x.
         """
         pixels = x.shape[-2] * x.shape[-1]
         if pixels < WINOGRAD_MIN_PIXELS or not self._cpu_training_3x3(x):

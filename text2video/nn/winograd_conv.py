@@ -93,6 +93,7 @@ class _Conv3x3Winograd(torch.autograd.Function):
         return y.permute(0, 3, 1, 2)  # channels-last storage
 
     @staticmethod
+    @torch.autograd.function.once_differentiable
     def backward(ctx, grad_out: torch.Tensor):
         v, u = ctx.saved_tensors
         lib, tile, nthreads = ctx.lib, ctx.tile, cpu_kernels.threads()
