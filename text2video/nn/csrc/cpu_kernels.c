@@ -14,6 +14,9 @@
  *
  * im2col / col2im for 3x3 convolutions (stride 1, zero padding 1) on small maps.
  *
+ * Winograd F(2x2, 3x3) and F(4x4, 3x3): the tile transforms of channels-last maps, the weight transform,
+ * and their adjoints (the GEMMs between them are the caller's).
+ *
  * Compiled with -ffast-math (reassociated sums, no NaN/infinity handling): inputs must be finite; callers
  * check the bias. Exponentials use the inlined fast_expf below, so that the loops vectorise without calls.
  */
