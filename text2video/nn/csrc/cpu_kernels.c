@@ -511,8 +511,9 @@ static inline __attribute__((always_inline)) void wino_combine(float *restrict d
 }
 
 /* x (N, H, W, C) -> v (alpha^2, tiles, C) = B^T d B per tile. */
-static inline __attribute__((always_inline)) void winograd_input(const wino_spec *sp, const float *restrict x, float *restrict v, int64_t N,
-                                        int64_t H, int64_t W, int64_t C, int64_t begin, int64_t end) {
+static inline __attribute__((always_inline)) void winograd_input(const wino_spec *sp, const float *restrict x,
+                                                                 float *restrict v, int64_t N, int64_t H, int64_t W,
+                                                                 int64_t C, int64_t begin, int64_t end) {
     const int m = sp->m, A = sp->alpha;
     const int64_t th = H / m, tw = W / m, tiles = N * th * tw;
     static const float zeros[WINO_CB];
@@ -544,8 +545,10 @@ static inline __attribute__((always_inline)) void winograd_input(const wino_spec
 }
 
 /* m (alpha^2, tiles, C) -> y (N, H, W, C) = A^T m A per tile, plus bias (C) when not NULL. */
-static inline __attribute__((always_inline)) void winograd_output(const wino_spec *sp, const float *restrict mt, const float *restrict bias,
-                                         float *restrict y, int64_t N, int64_t H, int64_t W, int64_t C, int64_t begin, int64_t end) {
+static inline __attribute__((always_inline)) void winograd_output(const wino_spec *sp, const float *restrict mt,
+                                                                  const float *restrict bias, float *restrict y,
+                                                                  int64_t N, int64_t H, int64_t W, int64_t C,
+                                                                  int64_t begin, int64_t end) {
     const int m = sp->m, A = sp->alpha;
     const int64_t th = H / m, tw = W / m, tiles = N * th * tw;
     for (int64_t t = begin; t < end; ++t) {
@@ -579,8 +582,10 @@ static inline __attribute__((always_inline)) void winograd_output(const wino_spe
 }
 
 /* The adjoint of winograd_output (without the bias): dy (N, H, W, C) -> dm (alpha^2, tiles, C) = A dy A^T. */
-static inline __attribute__((always_inline)) void winograd_output_adjoint(const wino_spec *sp, const float *restrict dy, float *restrict dm,
-                                                 int64_t N, int64_t H, int64_t W, int64_t C, int64_t begin, int64_t end) {
+static inline __attribute__((always_inline)) void winograd_output_adjoint(const wino_spec *sp, const float *restrict dy,
+                                                                          float *restrict dm, int64_t N, int64_t H,
+                                                                          int64_t W, int64_t C, int64_t begin,
+                                                                          int64_t end) {
     const int m = sp->m, A = sp->alpha;
     const int64_t th = H / m, tw = W / m, tiles = N * th * tw;
     for (int64_t t = begin; t < end; ++t) {
@@ -653,8 +658,9 @@ static inline __attribute__((always_inline)) void winograd_input_adjoint(const w
 }
 
 /* w (P, 3, 3) -> u (alpha^2, P): u[alpha a + b] = (G w G^T)[a][b] for each of the P = C_out * C channel pairs. */
-static inline __attribute__((always_inline)) void winograd_weight(const wino_spec *sp, const float *restrict w, float *restrict u, int64_t P,
-                                         int64_t begin, int64_t end) {
+static inline __attribute__((always_inline)) void winograd_weight(const wino_spec *sp, const float *restrict w,
+                                                                  float *restrict u, int64_t P, int64_t begin,
+                                                                  int64_t end) {
     const int A = sp->alpha;
     for (int64_t e0 = begin * WINO_CB; e0 < end * WINO_CB; e0 += WINO_CB) {
         float taps[9][WINO_CB], rows[WINO_MAX_A * 3][WINO_CB];
@@ -680,8 +686,9 @@ static inline __attribute__((always_inline)) void winograd_weight(const wino_spe
 }
 
 /* The adjoint of winograd_weight: du (alpha^2, P) -> dw (P, 3, 3) (overwritten), dw = G^T du G. */
-static inline __attribute__((always_inline)) void winograd_weight_adjoint(const wino_spec *sp, const float *restrict du, float *restrict dw,
-                                                 int64_t P, int64_t begin, int64_t end) {
+static inline __attribute__((always_inline)) void winograd_weight_adjoint(const wino_spec *sp, const float *restrict du,
+                                                                          float *restrict dw, int64_t P, int64_t begin,
+                                                                          int64_t end) {
     const int A = sp->alpha;
     for (int64_t e0 = begin * WINO_CB; e0 < end * WINO_CB; e0 += WINO_CB) {
         float cols[WINO_MAX_A * 3][WINO_CB], taps[9][WINO_CB];
@@ -707,7 +714,8 @@ static inline __attribute__((always_inline)) void winograd_weight_adjoint(const 
 }
 
 /* Runs CALL(spec) for this thread's share [begin, end) of jobs, in parallel, with the spec of tile size m
- * named as a constant (so that the inlined transform is specialised for it). */
+ * named as a constant (so that the inlined transform is specialised for it). The pragma's num_threads names
+ * the calling function's own `nthreads` (a _Pragma string is not macro-expanded). */
 #define WINO_PARALLEL(m, nthreads, jobs, CALL)                                                  \
     _Pragma("omp parallel num_threads(nthreads)") {                                           \
         const int64_t per_thread = ((jobs) + thread_count() - 1) / thread_count();             \
