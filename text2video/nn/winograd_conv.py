@@ -85,8 +85,8 @@ class _Conv3x3Winograd(torch.autograd.Function):
         u = transform_weight(weight, tile, lib)
         m = torch.bmm(v, u.transpose(1, 2))
         y = torch.empty((n, h, w, c_out), dtype=x.dtype)
-        bias_ptr = None if bias is None else bias.contiguous().data_ptr()
-        lib.t2v_winograd_output(m.data_ptr(), bias_ptr, y.data_ptr(), n, h, w, c_out, tile, nthreads)
+        bias_c = None if bias is None else bias.contiguous()  # held while the kernel reads it
+        lib.t2v_winograd_output(m.data_ptr(), cpu_kernels.ptr(bias_c), y.data_ptr(), n, h, w, c_out, tile, nthreads)
         # the backward needs the transformed input for the weight gradient and the transformed weight for the
         # input gradient: both kept. Recomputing them would be passes over memory as long as the products they
         # feed; for the transformed weight of the 4x4 and 8x8 levels measured at 1.05x the training step.

@@ -463,7 +463,6 @@ void t2v_col2im3x3(const float *restrict dpatches, float *restrict dx, int64_t N
     }
 }
 
-
 /* Winograd F(m x m, 3x3) transforms, m = 2 or 4, for 3x3 convolutions (stride 1, zero padding 1) of
  * channels-last maps (N, H, W, C) whose height and width are multiples of m. With alpha = m + 2, tile
  * (n, i, j) covers the output pixels (m i .. m i + m - 1, m j ..) and the input pixels (m i - 1 .. m i + m,
