@@ -367,6 +367,29 @@ def test_winograd_conv_matches_conv2d(tile, size, with_bias):
         torch.testing.assert_close(got.double(), want, atol=2e-4, rtol=1e-4)
 
 
+@pytest.mark.parametrize("tile,channels,size", [(4, 64, 32), (2, 256, 4)])
+def test_winograd_large_outputs_stream_the_same_values(tile, channels, size):
+    """Outputs large enough for the kernels' non-temporal stores (cpu_kernels.c: transformed tiles of 1 MiB and
+    more with F(4x4)'s 36 streams, anything of 4 MiB and more) hold the same values as the direct convolution."""
+    require_kernels()
+    torch.manual_seed(2)
+    alpha = tile + 2
+    x = torch.randn(2, channels, size, size).contiguous(memory_format=torch.channels_last).requires_grad_(True)
+    weight = (torch.randn(channels, channels, 3, 3) / (3 * channels**0.5)).requires_grad_(True)
+    tiles = 2 * (size // tile) ** 2
+    streamed = {"tiles": alpha * alpha * tiles * channels * 4, "weight": alpha * alpha * channels * channels * 4}
+    assert max(streamed.values()) >= (1 << 20 if tile == 4 else 4 << 20)
+    out = conv3x3_winograd(x, weight, None, tile)
+    ref_x, ref_w = x.detach().double().requires_grad_(True), weight.detach().double().requires_grad_(True)
+    ref = F.conv2d(ref_x, ref_w, padding=1)
+    grad = torch.randn_like(out)
+    got = (out, *torch.autograd.grad(out, (x, weight), grad))
+    want = (ref, *torch.autograd.grad(ref, (ref_x, ref_w), grad.double()))
+    for g, w in zip(got, want):
+        # F(4x4)'s rounding is about 7e-6 of the largest value (the weight gradient sums 2048 pixels' products)
+        torch.testing.assert_close(g.double(), w, atol=2e-5 * float(w.abs().max()), rtol=0)
+
+
 def test_winograd_conv_input_gradient_alone_and_refusals():
     require_kernels()
     torch.manual_seed(0)
