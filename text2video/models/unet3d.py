@@ -36,6 +36,7 @@ from ..nn.frozen_weights import WeightDerivedCache, weight_key
 from ..nn.packed_conv import packed_conv2d, packed_conv_transpose2d
 from ..nn.rotary import rotary_angles, rotate_rows
 from ..nn.short_attention import rotates_inside, short_sequence_attention
+from ..nn.resample_gemm import downsample_conv_gemm, upsample_conv_gemm
 from ..nn.small_map_conv import conv3x3_gemm_backward
 from ..nn.winograd_conv import conv3x3_winograd, winograd_applies
 
@@ -77,7 +78,8 @@ CHANNELS_LAST_MIN_PIXELS = 64
 
 #: 3x3 convolutions with at least this many input and output channels on maps of at most this many
 #: pixels are backpropagated by GEMMs (``text2video.nn.small_map_conv``) when training on CPU, where
-#: Winograd does not apply (maps below WINOGRAD_MIN_PIXELS, odd sides).
+#: Winograd does not apply (maps below WINOGRAD_MIN_PIXELS, odd sides). The resampling convolutions to and
+#: from such maps run as GEMMs too (``text2video.nn.resample_gemm``).
 GEMM_BACKWARD_MIN_CHANNELS = 256
 GEMM_BACKWARD_MAX_PIXELS = 16
 
@@ -117,6 +119,8 @@ class Conv2d(WeightDerivedCache, nn.Conv2d):
             return conv3x3_winograd(x, self.weight, self.bias, tile)
         if self._gemm_backward_pays(x):
             return conv3x3_gemm_backward(x, self.weight, self.bias)
+        if self._gemm_downsample_pays(x):
+            return downsample_conv_gemm(x, self.weight, self.bias)
         x = x.contiguous(memory_format=conv_format(x))
         if self.padding_mode == "zeros" and not isinstance(self.padding, str):
             y = packed_conv2d(self, x, self.weight, self.bias, self.stride, self.padding, self.dilation, self.groups)
@@ -158,20 +162,44 @@ class Conv2d(WeightDerivedCache, nn.Conv2d):
             and x.shape[-2] * x.shape[-1] <= GEMM_BACKWARD_MAX_PIXELS
         )
 
+    def _gemm_downsample_pays(self, x: torch.Tensor) -> bool:
+        """Whether this call is a training step of a down-sampling convolution (4x4, stride 2, padding 1) that
+        oneDNN runs slowly: the same channel and map limits as :meth:`_gemm_backward_pays`, on the output map.
+
+        Measured on CPU (forward + backward, batch 10, 2 threads, against oneDNN with its channels-last weight):
+        256 channels from 8x8 to 4x4 0.71x; 128 from 16x16 1.11x, 64 from 32x32 1.8x.
+        """
+        return (
+            _cpu_float32_training(self, x, (4, 4), (2, 2), (1, 1))
+            and min(self.in_channels, self.out_channels) >= GEMM_BACKWARD_MIN_CHANNELS
+            and x.shape[-2] * x.shape[-1] <= 4 * GEMM_BACKWARD_MAX_PIXELS
+            and x.shape[-2] % 2 == 0
+            and x.shape[-1] % 2 == 0
+        )
+
     def _cpu_training_3x3(self, x: torch.Tensor) -> bool:
         """Whether this call is a float32 CPU training call of a 3x3 convolution with stride 1 and padding 1."""
-        return (
-            self.kernel_size == (3, 3)
-            and self.stride == (1, 1)
-            and self.padding == (1, 1)
-            and self.dilation == (1, 1)
-            and self.groups == 1
-            and self.padding_mode == "zeros"
-            and x.device.type == "cpu"
-            and x.dtype == self.weight.dtype == torch.float32
-            and torch.is_grad_enabled()
-            and not torch.is_autocast_enabled("cpu")
-        )
+        return _cpu_float32_training(self, x, (3, 3), (1, 1), (1, 1))
+
+
+def _cpu_float32_training(
+    conv: nn.modules.conv._ConvNd, x: torch.Tensor, kernel: tuple[int, int], stride: tuple[int, int], padding: tuple[int, int]
+) -> bool:
+    """Whether this call of ``conv`` is a float32 CPU training call with this kernel, stride and zero padding (no
+    dilation, groups or output padding)."""
+    return (
+        conv.kernel_size == kernel
+        and conv.stride == stride
+        and conv.padding == padding
+        and conv.dilation == (1, 1)
+        and conv.groups == 1
+        and conv.padding_mode == "zeros"
+        and all(p == 0 for p in getattr(conv, "output_padding", (0, 0)))
+        and x.device.type == "cpu"
+        and x.dtype == conv.weight.dtype == torch.float32
+        and torch.is_grad_enabled()
+        and not torch.is_autocast_enabled("cpu")
+    )
 
 
 class ConvTranspose2d(WeightDerivedCache, nn.ConvTranspose2d):
@@ -179,12 +207,27 @@ class ConvTranspose2d(WeightDerivedCache, nn.ConvTranspose2d):
     (and, like :class:`Conv2d`, packs its weight for no-grad CPU calls)."""
 
     def forward(self, x: torch.Tensor, output_size: Optional[list[int]] = None) -> torch.Tensor:
+        if output_size is None and self._gemm_upsample_pays(x):
+            return upsample_conv_gemm(x, self.weight, self.bias)
         x = x.contiguous(memory_format=conv_format(x))
         if output_size is None:
             y = packed_conv_transpose2d(self, x, self.weight, self.bias, self.stride, self.padding, self.output_padding, self.dilation, self.groups)
             if y is not None:
                 return y
         return super().forward(x, output_size)
+
+    def _gemm_upsample_pays(self, x: torch.Tensor) -> bool:
+        """Whether this call is a training step of an up-sampling convolution (4x4, stride 2, padding 1) that
+        oneDNN runs slowly: the channel and map limits of :meth:`Conv2d._gemm_backward_pays`, on the input map.
+
+        Measured on CPU (forward + backward, batch 10, 2 threads, against oneDNN): 256 channels from 4x4 to 8x8
+        0.75x; 128 from 8x8 1.01x, 64 from 16x16 1.5x.
+        """
+        return (
+            _cpu_float32_training(self, x, (4, 4), (2, 2), (1, 1))
+            and min(self.in_channels, self.out_channels) >= GEMM_BACKWARD_MIN_CHANNELS
+            and x.shape[-2] * x.shape[-1] <= GEMM_BACKWARD_MAX_PIXELS
+        )
 
 
 def channels_last_view(x: torch.Tensor) -> torch.Tensor:

@@ -1,0 +1,92 @@
+"""The resampling convolutions as GEMMs (text2video.nn.resample_gemm) and where Unet3D uses them."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from text2video.models.unet3d import Conv2d, ConvTranspose2d
+from text2video.nn.resample_gemm import downsample_conv_gemm, upsample_conv_gemm
+
+
+def _grads(out: torch.Tensor, inputs: list[torch.Tensor], grad: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    return torch.autograd.grad(out, inputs, grad)
+
+
+@pytest.mark.parametrize("size", [(2, 2), (6, 4), (8, 10)])
+@pytest.mark.parametrize("with_bias", [True, False])
+def test_downsample_matches_conv2d(size, with_bias):
+    torch.manual_seed(0)
+    x = torch.randn(3, 5, *size, dtype=torch.float64, requires_grad=True)
+    weight = torch.randn(7, 5, 4, 4, dtype=torch.float64, requires_grad=True)
+    bias = torch.randn(7, dtype=torch.float64, requires_grad=True) if with_bias else None
+    inputs = [t for t in (x, weight, bias) if t is not None]
+    out, ref = downsample_conv_gemm(x, weight, bias), F.conv2d(x, weight, bias, stride=2, padding=1)
+    assert out.shape == ref.shape == (3, 7, size[0] // 2, size[1] // 2)
+    torch.testing.assert_close(out, ref)
+    grad = torch.randn_like(ref)
+    for got, want in zip(_grads(out, inputs, grad), _grads(ref, inputs, grad)):
+        torch.testing.assert_close(got, want)
+
+
+@pytest.mark.parametrize("size", [(1, 1), (3, 2), (4, 4)])
+@pytest.mark.parametrize("with_bias", [True, False])
+def test_upsample_matches_conv_transpose2d(size, with_bias):
+    torch.manual_seed(1)
+    x = torch.randn(2, 6, *size, dtype=torch.float64, requires_grad=True)
+    weight = torch.randn(6, 4, 4, 4, dtype=torch.float64, requires_grad=True)
+    bias = torch.randn(4, dtype=torch.float64, requires_grad=True) if with_bias else None
+    inputs = [t for t in (x, weight, bias) if t is not None]
+    out, ref = upsample_conv_gemm(x, weight, bias), F.conv_transpose2d(x, weight, bias, stride=2, padding=1)
+    assert out.shape == ref.shape == (2, 4, 2 * size[0], 2 * size[1])
+    torch.testing.assert_close(out, ref)
+    grad = torch.randn_like(ref)
+    for got, want in zip(_grads(out, inputs, grad), _grads(ref, inputs, grad)):
+        torch.testing.assert_close(got, want)
+
+
+def test_resampling_gemms_pass_gradcheck():
+    torch.manual_seed(2)
+    x = torch.randn(1, 2, 4, 2, dtype=torch.float64, requires_grad=True)
+    w_down = torch.randn(3, 2, 4, 4, dtype=torch.float64, requires_grad=True)
+    w_up = torch.randn(2, 3, 4, 4, dtype=torch.float64, requires_grad=True)
+    bias = torch.randn(3, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(downsample_conv_gemm, (x, w_down, bias))
+    assert torch.autograd.gradcheck(upsample_conv_gemm, (x, w_up, bias))
+
+
+def test_resampling_gemms_refuse_shapes_they_do_not_take():
+    with pytest.raises(ValueError, match=r"even height and width.*\(1, 2, 5, 4\)"):
+        downsample_conv_gemm(torch.randn(1, 2, 5, 4), torch.randn(3, 2, 4, 4))
+    with pytest.raises(ValueError, match=r"4x4 kernel.*\(3, 2, 3, 3\)"):
+        downsample_conv_gemm(torch.randn(1, 2, 4, 4), torch.randn(3, 2, 3, 3))
+    with pytest.raises(ValueError, match="taking its C channels"):
+        upsample_conv_gemm(torch.randn(1, 2, 3, 3), torch.randn(3, 2, 4, 4))  # takes 3 input channels, not 2
+
+
+def test_unet3d_resampling_takes_the_gemms_on_small_maps_with_many_channels():
+    torch.manual_seed(3)
+    down, up = Conv2d(256, 256, 4, 2, 1), ConvTranspose2d(256, 256, 4, 2, 1)
+    assert down._gemm_downsample_pays(torch.randn(2, 256, 8, 8))  # to a 4x4 map
+    assert not down._gemm_downsample_pays(torch.randn(2, 256, 16, 16))  # to an 8x8 map: oneDNN
+    assert not Conv2d(128, 128, 4, 2, 1)._gemm_downsample_pays(torch.randn(2, 128, 8, 8))  # too few channels
+    assert not Conv2d(256, 256, 3, 1, 1)._gemm_downsample_pays(torch.randn(2, 256, 8, 8))  # not a resampling kernel
+    assert up._gemm_upsample_pays(torch.randn(2, 256, 4, 4))
+    assert not up._gemm_upsample_pays(torch.randn(2, 256, 8, 8))
+    x = torch.randn(2, 256, 8, 8)
+    assert not down._gemm_downsample_pays(x.double())
+    with torch.no_grad():
+        assert not down._gemm_downsample_pays(x)  # sampling keeps oneDNN's packed weights
+        assert not up._gemm_upsample_pays(x[..., :4, :4])
+    for module, inp, ref_fn in (
+        (down, x, lambda i: F.conv2d(i, down.weight, down.bias, stride=2, padding=1)),
+        (up, x[..., :4, :4].contiguous(), lambda i: F.conv_transpose2d(i, up.weight, up.bias, stride=2, padding=1)),
+    ):
+        inp = inp.requires_grad_(True)
+        out, ref = module(inp), ref_fn(inp)
+        torch.testing.assert_close(out, ref, atol=1e-4, rtol=1e-4)
+        grad = torch.randn_like(ref)
+        params = [inp, module.weight, module.bias]
+        for got, want in zip(_grads(out, params, grad), _grads(ref, params, grad)):
+            torch.testing.assert_close(got, want, atol=1e-3, rtol=1e-4)
