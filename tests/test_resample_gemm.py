@@ -14,32 +14,26 @@ def _grads(out: torch.Tensor, inputs: list[torch.Tensor], grad: torch.Tensor) ->
     return torch.autograd.grad(out, inputs, grad)
 
 
-@pytest.mark.parametrize("size", [(2, 2), (6, 4), (8, 10)])
+# (function, its reference, weight shape for 5 input and 7 output channels, output size for an (h, w) input)
+RESAMPLINGS = {
+    "down": (downsample_conv_gemm, F.conv2d, (7, 5, 4, 4), lambda h, w: (h // 2, w // 2)),
+    "up": (upsample_conv_gemm, F.conv_transpose2d, (5, 7, 4, 4), lambda h, w: (2 * h, 2 * w)),
+}
+
+
+@pytest.mark.parametrize(
+    "direction, size", [("down", (2, 2)), ("down", (6, 4)), ("down", (8, 10)), ("up", (1, 1)), ("up", (3, 2)), ("up", (4, 4))]
+)
 @pytest.mark.parametrize("with_bias", [True, False])
-def test_downsample_matches_conv2d(size, with_bias):
+def test_resampling_gemms_match_the_convolutions(direction, size, with_bias):
+    fn, reference, weight_shape, out_size = RESAMPLINGS[direction]
     torch.manual_seed(0)
     x = torch.randn(3, 5, *size, dtype=torch.float64, requires_grad=True)
-    weight = torch.randn(7, 5, 4, 4, dtype=torch.float64, requires_grad=True)
+    weight = torch.randn(*weight_shape, dtype=torch.float64, requires_grad=True)
     bias = torch.randn(7, dtype=torch.float64, requires_grad=True) if with_bias else None
     inputs = [t for t in (x, weight, bias) if t is not None]
-    out, ref = downsample_conv_gemm(x, weight, bias), F.conv2d(x, weight, bias, stride=2, padding=1)
-    assert out.shape == ref.shape == (3, 7, size[0] // 2, size[1] // 2)
-    torch.testing.assert_close(out, ref)
-    grad = torch.randn_like(ref)
-    for got, want in zip(_grads(out, inputs, grad), _grads(ref, inputs, grad)):
-        torch.testing.assert_close(got, want)
-
-
-@pytest.mark.parametrize("size", [(1, 1), (3, 2), (4, 4)])
-@pytest.mark.parametrize("with_bias", [True, False])
-def test_upsample_matches_conv_transpose2d(size, with_bias):
-    torch.manual_seed(1)
-    x = torch.randn(2, 6, *size, dtype=torch.float64, requires_grad=True)
-    weight = torch.randn(6, 4, 4, 4, dtype=torch.float64, requires_grad=True)
-    bias = torch.randn(4, dtype=torch.float64, requires_grad=True) if with_bias else None
-    inputs = [t for t in (x, weight, bias) if t is not None]
-    out, ref = upsample_conv_gemm(x, weight, bias), F.conv_transpose2d(x, weight, bias, stride=2, padding=1)
-    assert out.shape == ref.shape == (2, 4, 2 * size[0], 2 * size[1])
+    out, ref = fn(x, weight, bias), reference(x, weight, bias, stride=2, padding=1)
+    assert out.shape == ref.shape == (3, 7, *out_size(*size))
     torch.testing.assert_close(out, ref)
     grad = torch.randn_like(ref)
     for got, want in zip(_grads(out, inputs, grad), _grads(ref, inputs, grad)):

@@ -34,9 +34,9 @@ from ..nn.embeddings import sinusoidal_embedding
 from ..nn.fused_norm import rms_scale_shift_silu
 from ..nn.frozen_weights import WeightDerivedCache, weight_key
 from ..nn.packed_conv import packed_conv2d, packed_conv_transpose2d
+from ..nn.resample_gemm import downsample_conv_gemm, upsample_conv_gemm
 from ..nn.rotary import rotary_angles, rotate_rows
 from ..nn.short_attention import rotates_inside, short_sequence_attention
-from ..nn.resample_gemm import downsample_conv_gemm, upsample_conv_gemm
 from ..nn.small_map_conv import conv3x3_gemm_backward
 from ..nn.winograd_conv import conv3x3_winograd, winograd_applies
 
