@@ -82,7 +82,7 @@ class _UpsampleGemm(torch.autograd.Function):
         w2d = weight.permute(0, 2, 3, 1).reshape(c, 16 * c_out)  # (C, (ky, kx, c_out))
         y = _fold(torch.mm(rows, w2d), n, c_out, 2 * h, 2 * w)
         if bias is not None:
-            y = y + bias.view(1, -1, 1, 1)
+            y.add_(bias.view(1, -1, 1, 1))  # y is a view of the fold's own fresh buffer
         ctx.save_for_backward(rows, w2d)
         ctx.shape, ctx.has_bias = (n, c, h, w, c_out), bias is not None
         return y
