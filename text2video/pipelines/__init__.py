@@ -6,7 +6,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
-from .base import PipelineDefaults, VideoOutput, VideoPipeline, read_pipeline_record
+from .base import PipelineDefaults, VideoOutput, VideoPipeline
 from .image_to_video import ImageToVideoPipeline
 from .interpolate import InterpolationPipeline
 from .text_to_video import TextToVideoPipeline
@@ -29,16 +29,14 @@ PIPELINES: MappingProxyType[str, type[VideoPipeline]] = MappingProxyType(
 
 
 def load_pipeline(path: str | Path, kind: str | None = None, **kwargs: Any) -> VideoPipeline:
-    """Load a pipeline folder (``pipeline.json`` + ``model/``) or a training run folder. ``kind`` picks another pipeline class on
-    the same files (e.g. ``"InterpolationPipeline"``); keyword arguments go to ``from_pretrained``."""
-    from ..errors import ConfigError
-    from ..train.export import is_run_dir, pipeline_from_run
+    """Load any model text2video reads as a pipeline: a pipeline folder (``pipeline.json`` + ``model/``), a
+    training run or checkpoint folder, a diffusers ``TextToVideoSDPipeline`` / ``AnimateDiffPipeline`` /
+    Stable Diffusion folder (with ``motion_adapter=``), a video-diffusion-pytorch ``.pt`` (with
+    ``text_encoder=``), or a Hugging Face Hub id of one of these (detected from the files, see
+    `text2video.pipelines.pretrained`). ``kind`` picks another pipeline class on the same model (e.g.
+    ``"InterpolationPipeline"``); keyword arguments: ``device``, ``dtype``, ``offload``, ``vae_frames``,
+    ``vae_tiling``, ``text_encoder``, ``motion_adapter``, ``clip_skip``, ``checkpoint``, ``use_ema``,
+    ``model``, ``vae``, ``revision``."""
+    from .pretrained import load_any
 
-    if is_run_dir(path):  # a training run folder: its latest checkpoint, EMA weights
-        return pipeline_from_run(path, kind=kind or TextToVideoPipeline.pipeline_name, **kwargs)
-    record = read_pipeline_record(Path(path))
-    name = kind or record.get("pipeline", TextToVideoPipeline.pipeline_name)
-    cls = PIPELINES.get(name)
-    if cls is None:
-        raise ConfigError(f"unknown pipeline {name!r}; choose one of: {', '.join(PIPELINES)}")
-    return cls.from_pretrained(path, **kwargs)
+    return load_any(path, kind, **kwargs)

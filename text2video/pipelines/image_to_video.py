@@ -77,6 +77,7 @@ class ImageToVideoPipeline(VideoPipeline):
         sampler: Optional[str],
         num_videos_per_prompt: int,
         progress: bool,
+        latents: Optional[torch.Tensor] = None,
     ) -> VideoOutput:
         d = self.defaults
         num_frames = num_frames or d.num_frames
@@ -100,7 +101,7 @@ class ImageToVideoPipeline(VideoPipeline):
         options = self._sampling_kwargs(steps=steps, sampler=sampler, guidance_scale=guidance_scale)
         shape = self.sample_shape((count, d.channels, num_frames, *pixel_hw))
         videos = sample(self.model, shape, cond, objective=self.objective, negative_cond=negative, generators=generators,
-                        progress=progress, **options)  # fmt: skip
+                        progress=progress, noise=latents, **options)  # fmt: skip
         videos = self.decode(videos)
         return self._finish(videos, [p for p in prompts for _ in range(num_videos_per_prompt)], seeds)
 
@@ -117,13 +118,15 @@ class ImageToVideoPipeline(VideoPipeline):
         sampler: Optional[str] = None,
         num_videos_per_prompt: int = 1,
         progress: bool = True,
+        latents: Optional[torch.Tensor] = None,
     ) -> VideoOutput:
-        """Videos whose first frame(s) are ``image``: one image animates it, k frames continue the clip."""
+        """Videos whose first frame(s) are ``image``: one image animates it, k frames continue the clip.
+        ``latents``: the initial noise of the sampled shape, as in diffusers."""
         frames = as_frames_tensor(image)
         return self._generate_with(
             frames, list(range(frames.shape[2])), prompt, num_frames=num_frames, steps=steps,
             guidance_scale=guidance_scale, negative_prompt=negative_prompt, seed=seed, sampler=sampler,
-            num_videos_per_prompt=num_videos_per_prompt, progress=progress,
+            num_videos_per_prompt=num_videos_per_prompt, progress=progress, latents=latents,
         )  # fmt: skip
 
     def predict(self, frames: Any, num_frames: Optional[int] = None, prompt: str | Sequence[str] | None = None, **kwargs: Any) -> VideoOutput:

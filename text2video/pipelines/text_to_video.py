@@ -39,9 +39,13 @@ class TextToVideoPipeline(VideoPipeline):
         eta: Optional[float] = None,
         dynamic_threshold: Optional[float] = None,
         progress: bool = True,
+        latents: Optional[torch.Tensor] = None,
+        clip_x0: Optional[bool] = None,
     ) -> VideoOutput:
         """Videos for ``prompt`` (a string or a list): ``num_videos_per_prompt`` each, video ``i`` seeded
-        ``seed + i`` so any one of them can be reproduced alone."""
+        ``seed + i`` so any one of them can be reproduced alone. ``latents`` is the initial noise, as in
+        diffusers (the sampled shape, latent for a latent pipeline; it replaces the seeded draw);
+        ``clip_x0`` overrides clipping the predicted clean video to [-1, 1]."""
         prompts = as_prompt_list(prompt)
         if num_videos_per_prompt < 1:
             raise ConfigError(f"num_videos_per_prompt must be >= 1, got {num_videos_per_prompt}")
@@ -56,9 +60,10 @@ class TextToVideoPipeline(VideoPipeline):
         cond = self._condition(prompts, num_videos_per_prompt, d.fps)
         negative = self._negative(negative_prompt if negative_prompt is not None else d.negative_prompt, shape[0])
         generators, seeds = make_generators(shape[0], seed)
-        options = self._sampling_kwargs(steps=steps, sampler=sampler, guidance_scale=guidance_scale, eta=eta, dynamic_threshold=dynamic_threshold)
+        options = self._sampling_kwargs(steps=steps, sampler=sampler, guidance_scale=guidance_scale, eta=eta,
+                                        dynamic_threshold=dynamic_threshold, clip_x0=clip_x0)  # fmt: skip
         videos = sample(self.model, shape, cond, objective=self.objective, negative_cond=negative, generators=generators,
-                        progress=progress, **options)  # fmt: skip
+                        progress=progress, noise=latents, **options)  # fmt: skip
         videos = self.decode(videos)
         return self._finish(videos, [p for p in prompts for _ in range(num_videos_per_prompt)], seeds)
 
