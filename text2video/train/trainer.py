@@ -99,7 +99,8 @@ class TextEmbedder:
             tokens[i, : tok.shape[0]] = tok
             mask[i, : m.shape[0]] = m
         pooled = torch.stack([r[2] for r in rows])
-        empty = torch.tensor([not t for t in texts], dtype=torch.bool)
+        # an empty caption is the null condition, unless the encoder has a null prompt of its own (max-length encoders)
+        empty = torch.tensor([not t and not hasattr(self.encoder, "null_prompt") for t in texts], dtype=torch.bool)
         return Conditioning(text_tokens=tokens, text_mask=mask, text_pooled=pooled, null_text=empty).to(device)
 
 
@@ -207,6 +208,8 @@ class Trainer:
         from ..text import load_text_encoder
 
         kwargs = {} if self.config.text.max_length is None else {"max_length": self.config.text.max_length}
+        if self.config.text.padding != "longest":
+            kwargs["padding"] = self.config.text.padding
         return load_text_encoder(self.config.text.encoder, **kwargs)
 
     def _build_disk_cache(self) -> Any:
@@ -260,11 +263,13 @@ class Trainer:
 
     @staticmethod
     def _load_initial_weights(model: nn.Module, source: str) -> None:
-        """``train.init_from``: the weights of a ``save_pretrained`` folder (e.g. ``text2video convert``'s
-        output) or a ``.safetensors`` file, loaded strictly before the first step."""
+        """``train.init_from``: the weights of a ``save_pretrained`` folder, of a pipeline folder's ``model/``
+        (``text2video convert`` / ``export``) or a ``.safetensors`` file, loaded strictly before the first step."""
         from .checkpoint import load_weights
 
         path = Path(source).expanduser()
+        if path.is_dir() and (path / "pipeline.json").is_file():  # a pipeline folder (text2video convert / export)
+            path = path / "model"
         if path.is_dir():
             path = path / "diffusion_pytorch_model.safetensors"
         if not path.is_file():
@@ -362,9 +367,14 @@ class Trainer:
         gen = seeded_generator(t.seed, self.step, self.rank, micro, device=self.device)
         x0 = batch["video"].to(self.device, non_blocking=True)
         b = x0.shape[0]
-        cond = self.embed(batch["text"], self.device)
+        texts = list(batch["text"])
         drop = torch.rand(b, generator=gen, device=self.device) < t.cond_drop
-        cond = cond.text_dropped(drop)
+        null_prompt = getattr(self.text_encoder, "null_prompt", None)
+        if null_prompt is not None:  # max-length encoders: a dropped caption is the empty prompt (the pipelines' recipe)
+            texts = [null_prompt if dropped else text for text, dropped in zip(texts, drop.tolist())]
+        cond = self.embed(texts, self.device)
+        if null_prompt is None:
+            cond = cond.text_dropped(drop)
         cond.fps = batch["fps"].to(self.device)
         if image_step and t.image_mode == "frames" and x0.shape[2] > 1:
             frame = torch.randint(0, x0.shape[2], (b,), generator=gen, device=self.device)
@@ -590,8 +600,10 @@ class Trainer:
             from ..diffusion.sampling import sample
 
             negative = None
-            if s.negative_prompt:
-                negative = self.embed([s.negative_prompt] * len(prompts), self.device)
+            null_prompt = getattr(self.text_encoder, "null_prompt", None)  # max-length encoders: the empty prompt
+            unconditional = s.negative_prompt or null_prompt
+            if unconditional is not None:
+                negative = self.embed([unconditional] * len(prompts), self.device)
             kwargs: dict[str, Any] = {}
             if negative is not None:
                 kwargs["negative_cond"] = negative
