@@ -28,6 +28,8 @@ from torch.utils._pytree import tree_flatten
 
 logger = logging.getLogger(__name__)
 
+#: tokens of a typical prompt, for encoders that pad to the longest prompt rather than to their limit.
+TYPICAL_PROMPT_TOKENS = 32
 ESTIMATE_DTYPES: dict[str, torch.dtype] = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
 
@@ -230,6 +232,6 @@ def text_shape(encoder: Any) -> Optional[tuple[int, int, int]]:
         return None
     length = int(getattr(encoder, "max_length", 77))
     if not hasattr(encoder, "null_prompt"):  # padded to the longest prompt: a typical prompt, not the limit
-        length = min(length, 32)
+        length = min(length, TYPICAL_PROMPT_TOKENS)
     dim = int(getattr(encoder, "dim", 768))
     return length, dim, int(getattr(encoder, "pooled_dim", dim))
