@@ -4,6 +4,7 @@ Diffusion folder, with a small CLIP text encoder whose tokenizer is written from
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -97,7 +98,7 @@ def motion_adapter(seed: int = 5) -> Any:
     from diffusers import MotionAdapter
 
     torch.manual_seed(0)
-    adapter = MotionAdapter(block_out_channels=WIDTHS, motion_layers_per_block=1, motion_num_attention_heads=2,
+    adapter = MotionAdapter(block_out_channels=WIDTHS, motion_layers_per_block=1, motion_num_attention_heads=8,
                             motion_norm_num_groups=4, motion_max_seq_length=16, use_motion_mid_block=True)  # fmt: skip
     return randomize(adapter, seed)
 
@@ -125,3 +126,18 @@ def save_animatediff(folder: Path, scheduler: Any = None) -> Path:
                                motion_adapter=motion_adapter(), scheduler=sched)  # fmt: skip
     pipe.save_pretrained(folder)
     return folder
+
+
+def to_original_layout(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Diffusers MotionAdapter names -> original AnimateDiff names (written independently of ours)."""
+    names = {"attn1": "attention_blocks.0", "attn2": "attention_blocks.1", "norm1": "norms.0", "norm2": "norms.1", "norm3": "ff_norm"}
+    out = {}
+    for key, value in state.items():
+        key = re.sub(r"(motion_modules\.\d+)\.", r"\1.temporal_transformer.", key)
+        key = re.sub(r"(transformer_blocks\.\d+)\.(attn1|attn2|norm1|norm2|norm3)\.", lambda m: f"{m.group(1)}.{names[m.group(2)]}.", key)
+        if key.endswith("pos_embed.pe"):
+            for i in (0, 1):
+                out[key.replace("pos_embed.pe", f"attention_blocks.{i}.pos_encoder.pe")] = value
+            continue
+        out[key] = value
+    return out

@@ -170,7 +170,9 @@ class VideoPipeline:
     def to(self, device: torch.device | str | None = None, dtype: torch.dtype | None = None) -> "VideoPipeline":
         """Move the model and the VAE to ``device`` and/or cast them to ``dtype`` (the text encoder keeps the
         device and dtype it was loaded with; its output is moved to the model's device)."""
-        if hasattr(self.model, "to"):
+        if isinstance(self.model, torch.nn.Module):  # (nn.Module's own .to: diffusers' warns on every dtype cast)
+            torch.nn.Module.to(self.model, device=device, dtype=dtype)
+        elif hasattr(self.model, "to"):
             self.model.to(device=device, dtype=dtype)
         if self.vae is not None:
             self.vae.to(device=device, dtype=dtype)

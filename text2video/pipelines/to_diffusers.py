@@ -207,9 +207,10 @@ def _place_weights(target: torch.nn.Module, ours: dict[str, torch.Tensor], used:
     target.load_state_dict(new, strict=False)
 
 
-def diffusers_unet(model: torch.nn.Module) -> tuple[str, dict[str, torch.nn.Module]]:
+def diffusers_unet(model: torch.nn.Module, sample_size: int | None = None) -> tuple[str, dict[str, torch.nn.Module]]:
     """The diffusers modules holding ``model``'s weights: ``("text-to-video", {"unet"})`` or
-    ``("animatediff", {"unet", "motion_adapter"})``; a `ModelError` names why a model does not fit."""
+    ``("animatediff", {"unet", "motion_adapter"})``; a `ModelError` names why a model does not fit.
+    ``sample_size`` (the default frame size over the VAE factor) is what diffusers' pipelines default to."""
     from ..models.unet3d_condition import UNet3DConditionModel
 
     if not isinstance(model, UNet3DConditionModel):
@@ -223,6 +224,8 @@ def diffusers_unet(model: torch.nn.Module) -> tuple[str, dict[str, torch.nn.Modu
     import diffusers
 
     config = dict(model.config)
+    if sample_size is not None:
+        config["sample_size"] = int(sample_size)
     ours = {k: v.detach().float().cpu() for k, v in model.state_dict().items()}
     used: set[str] = set()
     if flavour == "text-to-video":
@@ -294,7 +297,11 @@ def export_diffusers(pipe: Any, out: str | Path) -> dict[str, Any]:
     import diffusers
 
     out = Path(out)
-    flavour, modules = diffusers_unet(pipe.model)
+    d = pipe.defaults
+    factor = pipe.vae.downsample_factor if pipe.vae is not None else 1
+    if d.height != d.width:
+        logger.info("diffusers' pipelines default to square frames: pass height=%d, width=%d to them", d.height, d.width)
+    flavour, modules = diffusers_unet(pipe.model, sample_size=d.height // factor)
     text_encoder, tokenizer, notes = _text_parts(pipe)
     scheduler, scheduler_notes = _scheduler(pipe)
     notes += scheduler_notes

@@ -100,7 +100,7 @@ class MaxLengthTextEncoder(TextEncoder):
         if self.clip_skip is None:
             states = out.last_hidden_state
         else:
-            text_model = getattr(model, "text_model", None)
+            text_model = getattr(model, "text_model", model)  # transformers 5 folds text_model into CLIPTextModel
             states = text_model.final_layer_norm(out.hidden_states[-(self.clip_skip + 1)])
         if getattr(out, "text_embeds", None) is not None:
             pooled = out.text_embeds
