@@ -71,7 +71,7 @@ def dynamic_threshold_x0(x0: torch.Tensor, percentile: float) -> torch.Tensor:
 
 
 #: attribute a model carries while it is offloaded to the CPU between calls (see
-#: `text2video.pipelines.offload`): the device its forward runs on, where the sampling state lives.
+#: `text2video.pipelines.memory`): the device its forward runs on, where the sampling state lives.
 EXECUTION_DEVICE_ATTR = "t2v_execution_device"
 
 

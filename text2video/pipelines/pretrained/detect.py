@@ -185,6 +185,9 @@ def detect_model(spec: str | Path, *, revision: Optional[str] = None) -> ModelSo
     if path.exists():
         return detect_local(path, str(spec))
     if looks_like_hub_id(spec):
-        local = resolve_hub_id(str(spec), revision=revision)
+        try:
+            local = resolve_hub_id(str(spec), revision=revision)
+        except ModelError as exc:  # it may as well be a mistyped local path: say both
+            raise ModelError(f"{spec} is not a local file or folder, and as a Hugging Face Hub id: {exc}") from exc
         return detect_local(local, str(spec))
     raise CheckpointError(f"model {spec} does not exist: pass a local folder or file, or a Hugging Face Hub id (org/name)")
