@@ -141,3 +141,12 @@ def to_original_layout(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor
             continue
         out[key] = value
     return out
+
+
+def one_thread():
+    """A fixture body: these tiny models run fastest on one thread (2 threads on a busy 2-core machine
+    spend most of each small op waiting for each other); the previous count is restored afterwards."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)

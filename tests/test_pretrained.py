@@ -20,6 +20,8 @@ from text2video.pipelines.pretrained import detect_model
 PROMPTS = ["a red circle moving left", "a dog"]
 
 
+_single_thread = pytest.fixture(scope="module", autouse=True)(toys.one_thread)
+
 @pytest.fixture(scope="module")
 def folders(tmp_path_factory) -> dict[str, Path]:
     """Tiny diffusers pipeline folders written by diffusers' own save_pretrained."""

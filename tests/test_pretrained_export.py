@@ -42,6 +42,8 @@ def _train(run: Path, clip: Path, *, latent: bool, model: dict, padding: str = "
     return run
 
 
+_single_thread = pytest.fixture(scope="module", autouse=True)(toys.one_thread)
+
 @pytest.fixture(scope="module")
 def clip_folder(tmp_path_factory) -> Path:
     folder = tmp_path_factory.mktemp("clip")
