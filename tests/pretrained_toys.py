@@ -29,20 +29,12 @@ def randomize(module: torch.nn.Module, seed: int, scale: float = 0.1) -> torch.n
 
 def tiny_clip() -> tuple[Any, Any]:
     """(CLIPTextModel, CLIPTokenizer): one layer, width 16, prompts padded to `TOKENS` tokens."""
-    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
+    from transformers import CLIPTextConfig, CLIPTextModel
 
-    vocab = {"<|startoftext|>": 0, "<|endoftext|>": 1}
-    letters = "abcdefghijklmnopqrstuvwxyz"
-    for piece in [w + "</w>" for w in WORDS] + list(letters) + [c + "</w>" for c in letters]:
-        vocab.setdefault(piece, len(vocab))
-    merges = []
-    for word in WORDS:  # each known word merges letter by letter into one token
-        pieces = list(word[:-1]) + [word[-1] + "</w>"]
-        while len(pieces) > 1:
-            merges.append((pieces[0], pieces[1]))
-            pieces = [pieces[0] + pieces[1]] + pieces[2:]
-            vocab.setdefault(pieces[0], len(vocab))
-    tokenizer = CLIPTokenizer(vocab=vocab, merges=list(dict.fromkeys(merges)), model_max_length=TOKENS)
+    from text_models import clip_tokenizer
+
+    tokenizer = clip_tokenizer(WORDS, model_max_length=TOKENS)
+    vocab = tokenizer.get_vocab()
     config = CLIPTextConfig(vocab_size=len(vocab), hidden_size=TEXT_DIM, intermediate_size=32, num_hidden_layers=2,
                             num_attention_heads=2, max_position_embeddings=TOKENS, projection_dim=8, bos_token_id=0,
                             eos_token_id=1, pad_token_id=1)  # fmt: skip

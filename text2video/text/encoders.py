@@ -406,12 +406,7 @@ class HFTextEncoder(TextEncoder):
         """Run the model: (token states (B, L, D), pooled (B, D'))."""
 
     def encode(self, prompts: Sequence[str]) -> TextEmbeddings:
-        if isinstance(prompts, str):
-            prompts = [prompts]
-        prompts = list(prompts)
-        bad = [type(p).__name__ for p in prompts if not isinstance(p, str)]
-        if bad:
-            raise TextEncoderError(f"prompts must be strings, got {', '.join(sorted(set(bad)))}; use '' for no text")
+        prompts = prompt_list(prompts)
         device, dtype = self.device, self.dtype
         if not prompts:
             return TextEmbeddings(
@@ -431,6 +426,15 @@ class HFTextEncoder(TextEncoder):
                 tokens = tokens * mask.unsqueeze(-1).to(tokens.dtype)
                 chunks.append(TextEmbeddings(tokens=tokens, mask=mask, pooled=pooled))
         return TextEmbeddings.cat(chunks)
+
+
+def prompt_list(prompts: str | Sequence[str]) -> list[str]:
+    """``prompts`` as a list of strings (one string is one prompt); a `TextEncoderError` for anything else."""
+    prompts = [prompts] if isinstance(prompts, str) else list(prompts)
+    bad = [type(p).__name__ for p in prompts if not isinstance(p, str)]
+    if bad:
+        raise TextEncoderError(f"prompts must be strings, got {', '.join(sorted(set(bad)))}; use '' for no text")
+    return prompts
 
 
 def masked_mean(states: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:

@@ -17,7 +17,7 @@ from typing import Any, Optional, Sequence
 import torch
 
 from ..errors import TextEncoderError
-from .encoders import HFTextEncoder, TextEmbeddings, TextEncoder, masked_mean
+from .encoders import HFTextEncoder, TextEmbeddings, TextEncoder, masked_mean, prompt_list
 
 logger = logging.getLogger(__name__)
 
@@ -111,12 +111,7 @@ class MaxLengthTextEncoder(TextEncoder):
         return states, pooled
 
     def encode(self, prompts: Sequence[str]) -> TextEmbeddings:
-        if isinstance(prompts, str):
-            prompts = [prompts]
-        prompts = list(prompts)
-        bad = [type(p).__name__ for p in prompts if not isinstance(p, str)]
-        if bad:
-            raise TextEncoderError(f"prompts must be strings, got {', '.join(sorted(set(bad)))}; use '' for no text")
+        prompts = prompt_list(prompts)
         length = self.max_length
         if not prompts:
             device, dtype = self.device, self.dtype
