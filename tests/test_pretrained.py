@@ -167,6 +167,24 @@ def test_seeds_negative_prompt_image_to_video_and_infilling_work_on_pretrained_m
     assert filled.shape == (1, 3, 3, 16, 16)
 
 
+def test_every_model_command_takes_a_pretrained_model(folders, tmp_path, capsys):
+    from PIL import Image
+
+    from text2video.io.video import read_video
+
+    Image.new("RGB", (16, 16), (200, 30, 30)).save(tmp_path / "first.png")
+    common = ["--model", str(folders["ad-ddim"]), "--steps", "1", "--frames", "3", "--json"]
+    assert main(["animate", str(tmp_path / "first.png"), "--prompt", PROMPTS[0], *common, "-o", str(tmp_path / "a")]) == 0
+    animated = json.loads(capsys.readouterr().out)["videos"]
+    assert read_video(animated[0])[0].shape == (3, 16, 16, 3)
+    assert main(["interpolate", "--first", str(tmp_path / "first.png"), "--last", str(tmp_path / "first.png"), *common,
+                 "-o", str(tmp_path / "i")]) == 0  # fmt: skip
+    assert len(json.loads(capsys.readouterr().out)["videos"]) == 1
+    assert main(["eval", "--model", str(folders["ad-ddim"]), "--n", "2", "--batch-size", "2", "--steps", "1", "--frames", "2",
+                 "--size", "16", "--no-fvd", "--out", str(tmp_path / "report"), "--json"]) == 0  # fmt: skip
+    assert len(list((tmp_path / "report" / "samples").glob("*.gif"))) == 2
+
+
 # ------------------------------------------------------------------------------------------ memory options
 
 

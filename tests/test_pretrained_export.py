@@ -131,6 +131,20 @@ def test_checkpoint_folder_as_model(runs):
     assert (latest - expected).abs().max() > 0  # another checkpoint, other weights
 
 
+def test_own_runs_take_the_memory_options_and_info(runs, capsys):
+    pipe = load_pipeline(runs["latent"], dtype="bfloat16", vae_frames=2)
+    assert next(pipe.model.parameters()).dtype == torch.bfloat16 and pipe.vae.micro_batch == 2
+    video = pipe(PROMPT, steps=2, seed=0, progress=False).videos
+    full = load_pipeline(runs["latent"])(PROMPT, steps=2, seed=0, progress=False).videos
+    assert video.dtype == torch.float32 and 0 < (video - full).abs().max() < 0.5
+    assert main(["info", "--model", str(runs["latent"]), "--json"]) == 0
+    facts = json.loads(capsys.readouterr().out)
+    assert facts["format"] == "text2video-run" and facts["denoiser"] == "UNet3DConditionModel"
+    assert facts["text_encoder"]["padding"] == "max_length" and facts["vae"]["downsample_factor"] == 4
+    assert facts["parameters"]["denoiser"] == sum(p.numel() for p in pipe.model.parameters())
+    assert facts["memory"]["float32"]["total_bytes"] > facts["memory"]["float16"]["total_bytes"] > 0
+
+
 # ------------------------------------------------------------------------------------------ convert
 
 
