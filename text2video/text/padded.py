@@ -83,10 +83,6 @@ class MaxLengthTextEncoder(TextEncoder):
         self.inner.to(device)
         return self
 
-    def spec(self) -> dict[str, Any]:
-        """What `load_text_encoder` needs to rebuild this encoder (the folder is filled in by the caller)."""
-        return {"padding": "max_length", "clip_skip": self.clip_skip, "max_length": self.max_length}
-
     def __repr__(self) -> str:
         return f"MaxLengthTextEncoder({self.inner!r}, clip_skip={self.clip_skip})"
 

@@ -33,6 +33,11 @@ def _text_encoder_option(text_encoder: Any) -> Any:
     return text_encoder
 
 
+def _ref_of(text_encoder: Any) -> Optional[str]:
+    """What ``pipeline.json`` records for a text encoder given as an option (a folder; None for an object)."""
+    return str(Path(text_encoder).expanduser().resolve()) if isinstance(text_encoder, (str, Path)) else None
+
+
 def assemble(
     source: ModelSource,
     kind: Optional[str] = None,
@@ -74,8 +79,8 @@ def assemble(
 
         unet, config, timesteps = vdp.load_model(source.path, use_ema)
         encoder = vdp.load_text_encoder_for(source.path, config.get("cond_dim"), text_encoder)
-        ref = str(Path(text_encoder).expanduser().resolve()) if isinstance(text_encoder, (str, Path)) else None
-        return cls(model or unet, encoder, vdp.objective_config(timesteps), vdp.DEFAULTS, text_encoder_ref=ref)
+        return cls(model if model is not None else unet, encoder, vdp.objective_config(timesteps), vdp.DEFAULTS,
+                   text_encoder_ref=_ref_of(text_encoder))
     from .diffusers_folder import read_parts
 
     parts = read_parts(source, motion_adapter=motion_adapter, clip_skip=clip_skip)
@@ -88,7 +93,7 @@ def assemble(
         encoder,
         parts.objective_config,
         parts.defaults,
-        text_encoder_ref=parts.text_encoder_ref if text_encoder is None else getattr(encoder, "id", None),
+        text_encoder_ref=parts.text_encoder_ref if text_encoder is None else _ref_of(text_encoder),
         vae=vae if vae is not None else parts.load_vae(),
         scheduler_config=parts.scheduler_config,
         embed_text_encoder=text_encoder is None,
@@ -115,6 +120,8 @@ def load_any(
 
     source = detect_model(spec, revision=revision)
     logger.info("%s: %s", spec, source.description)
+    if offload == "on" and device is None:
+        device = "cuda"  # offload means: run on the GPU, keep on the CPU
     offloading = offload != "off" and device is not None and str(device).startswith("cuda")
     pipe = assemble(source, kind, device=None if offloading else device, dtype=dtype, **options)
     pipe.source = source
