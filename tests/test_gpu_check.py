@@ -25,6 +25,10 @@ def gpu_check():
 
 @pytest.fixture(scope="module")
 def dry_run(gpu_check, tmp_path_factory) -> dict:
+    # Accelerate keeps one process-wide state: an earlier test's trainer (fp32) would refuse the check's bf16
+    from accelerate.state import AcceleratorState
+
+    AcceleratorState._reset_state(True)
     out = tmp_path_factory.mktemp("gpu_check") / "dry.json"
     assert gpu_check.main(["--dry-run", "--out", str(out)]) == 0
     return json.loads(out.read_text())
