@@ -25,12 +25,16 @@ def gpu_check():
 
 @pytest.fixture(scope="module")
 def dry_run(gpu_check, tmp_path_factory) -> dict:
-    # Accelerate keeps one process-wide state: an earlier test's trainer (fp32) would refuse the check's bf16
+    # Accelerate keeps one process-wide state, and the check trains in bf16 while the other tests' trainers
+    # use fp32: start from a clean state, and leave one behind
     from accelerate.state import AcceleratorState
 
     AcceleratorState._reset_state(True)
     out = tmp_path_factory.mktemp("gpu_check") / "dry.json"
-    assert gpu_check.main(["--dry-run", "--out", str(out)]) == 0
+    try:
+        assert gpu_check.main(["--dry-run", "--out", str(out)]) == 0
+    finally:
+        AcceleratorState._reset_state(True)
     return json.loads(out.read_text())
 
 
