@@ -23,18 +23,21 @@ def gpu_check():
     return module
 
 
-@pytest.fixture(scope="module")
-def dry_run(gpu_check, tmp_path_factory) -> dict:
-    # Accelerate keeps one process-wide state, and the check trains in bf16 while the other tests' trainers
-    # use fp32: start from a clean state, and leave one behind
+@pytest.fixture(scope="module", autouse=True)
+def _own_accelerate_state():
+    """Accelerate keeps one process-wide state, and the check trains in bf16 while the other tests' trainers
+    use fp32: this module starts from a clean state and leaves one behind."""
     from accelerate.state import AcceleratorState
 
     AcceleratorState._reset_state(True)
+    yield
+    AcceleratorState._reset_state(True)
+
+
+@pytest.fixture(scope="module")
+def dry_run(gpu_check, tmp_path_factory) -> dict:
     out = tmp_path_factory.mktemp("gpu_check") / "dry.json"
-    try:
-        assert gpu_check.main(["--dry-run", "--out", str(out)]) == 0
-    finally:
-        AcceleratorState._reset_state(True)
+    assert gpu_check.main(["--dry-run", "--out", str(out)]) == 0
     return json.loads(out.read_text())
 
 
