@@ -75,18 +75,29 @@ def main() -> None:
         text_to_video = {"unet": MODELSCOPE_UNET, "vae": SD_VAE, "text_encoder": CLIP_VIT_H_TEXT, "scheduler": DDIM}
         _write(root / "text-to-video-ms-1.7b", "TextToVideoSDPipeline", text_to_video)
         _write(root / "zeroscope_v2_576w", "TextToVideoSDPipeline", text_to_video)
-        _write(root / "stable-diffusion-v1-5", "StableDiffusionPipeline",
-               {"unet": SD15_UNET, "vae": SD_VAE, "text_encoder": CLIP_VIT_L_TEXT, "scheduler": {**DDIM, "_class_name": "PNDMScheduler"}})
+        _write(
+            root / "stable-diffusion-v1-5",
+            "StableDiffusionPipeline",
+            {"unet": SD15_UNET, "vae": SD_VAE, "text_encoder": CLIP_VIT_L_TEXT, "scheduler": {**DDIM, "_class_name": "PNDMScheduler"}},
+        )
         with torch.device("meta"):  # the adapter's tensors by shape only (its weights are read for their layout)
             adapter = MotionAdapter(**{k: v for k, v in MOTION_ADAPTER_V152.items() if not k.startswith("_")})
         (root / "adapter").mkdir()
         (root / "adapter" / "config.json").write_text(json.dumps(MOTION_ADAPTER_V152))
-        save_file({k: torch.zeros(1).expand(v.shape).contiguous() if v.numel() < 2**20 else torch.zeros(v.shape[:1])
-                   for k, v in adapter.state_dict().items()}, str(root / "adapter" / "diffusion_pytorch_model.safetensors"))
+        save_file(
+            {
+                k: torch.zeros(1).expand(v.shape).contiguous() if v.numel() < 2**20 else torch.zeros(v.shape[:1])
+                for k, v in adapter.state_dict().items()
+            },
+            str(root / "adapter" / "diffusion_pytorch_model.safetensors"),
+        )
         runs = {
             "ModelScope text-to-video-ms-1.7b (256x256, 16 frames)": (root / "text-to-video-ms-1.7b", {}),
             "Zeroscope v2 576w (576x320, 24 frames)": (root / "zeroscope_v2_576w", {}),
-            "AnimateDiff: SD 1.5 + motion adapter v1-5-2 (512x512, 16 frames)": (root / "stable-diffusion-v1-5", {"motion_adapter": root / "adapter"}),
+            "AnimateDiff: SD 1.5 + motion adapter v1-5-2 (512x512, 16 frames)": (
+                root / "stable-diffusion-v1-5",
+                {"motion_adapter": root / "adapter"},
+            ),
         }
         for name, (folder, options) in runs.items():
             facts = describe_model(str(folder), **options)

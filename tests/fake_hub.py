@@ -36,7 +36,7 @@ class FakeHub:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.server.server_address[1]}"
 
-    def __enter__(self) -> "FakeHub":
+    def __enter__(self) -> FakeHub:
         self.thread.start()
         return self
 
@@ -67,7 +67,9 @@ class FakeHub:
             self._send(handler, 401, b'{"error": "gated"}', {"X-Error-Code": "GatedRepo", "X-Error-Message": "gated"}, head)
             return True
         if repo not in self.repos:
-            self._send(handler, 404, b'{"error": "not found"}', {"X-Error-Code": "RepoNotFound", "X-Error-Message": "Repository not found"}, head)
+            self._send(
+                handler, 404, b'{"error": "not found"}', {"X-Error-Code": "RepoNotFound", "X-Error-Message": "Repository not found"}, head
+            )
             return True
         return False
 

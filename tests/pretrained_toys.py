@@ -29,9 +29,8 @@ def randomize(module: torch.nn.Module, seed: int, scale: float = 0.1) -> torch.n
 
 def tiny_clip() -> tuple[Any, Any]:
     """(CLIPTextModel, CLIPTokenizer): one layer, width 16, prompts padded to `TOKENS` tokens."""
-    from transformers import CLIPTextConfig, CLIPTextModel
-
     from text_models import clip_tokenizer
+    from transformers import CLIPTextConfig, CLIPTextModel
 
     tokenizer = clip_tokenizer(WORDS, model_max_length=TOKENS)
     vocab = tokenizer.get_vocab()
@@ -57,7 +56,9 @@ def ddim(**overrides: Any) -> Any:
     """ModelScope's scheduler settings (DDIM, scaled-linear betas, leading spacing, offset 1)."""
     from diffusers import DDIMScheduler
 
-    settings = dict(beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012, clip_sample=False, set_alpha_to_one=False, steps_offset=1)
+    settings = dict(
+        beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012, clip_sample=False, set_alpha_to_one=False, steps_offset=1
+    )
     return DDIMScheduler(**{**settings, **overrides})
 
 

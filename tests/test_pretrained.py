@@ -8,19 +8,20 @@ import json
 import shutil
 from pathlib import Path
 
+import pretrained_toys as toys
 import pytest
 import torch
 
-import pretrained_toys as toys
 from text2video.cli import main
-from text2video.errors import CheckpointError, ConfigError, ModelError, TextEncoderError, Text2VideoError
-from text2video.pipelines import ImageToVideoPipeline, InterpolationPipeline, TextToVideoPipeline, load_pipeline
+from text2video.errors import CheckpointError, ConfigError, ModelError, Text2VideoError, TextEncoderError
+from text2video.pipelines import ImageToVideoPipeline, InterpolationPipeline, load_pipeline
 from text2video.pipelines.pretrained import detect_model
 
 PROMPTS = ["a red circle moving left", "a dog"]
 
 
 _single_thread = pytest.fixture(scope="module", autouse=True)(toys.one_thread)
+
 
 @pytest.fixture(scope="module")
 def folders(tmp_path_factory) -> dict[str, Path]:
@@ -378,11 +379,18 @@ def test_info_reports_family_sizes_and_a_memory_estimate_from_the_model(folders,
     assert (facts["defaults"]["height"], facts["defaults"]["num_frames"], facts["sampler"]["scheduler"]) == (16, 16, "DDIMScheduler")
     memory = facts["memory"]
     weights32 = 4 * (count(pipe.model) + count(pipe.text_encoder.model) + count(pipe.vae.vae))
-    buffers = sum(b.numel() * (4 if b.is_floating_point() else b.element_size())
-                  for m in (pipe.model, pipe.text_encoder.model, pipe.vae.vae) for b in m.buffers())  # e.g. CLIP's position ids
+    buffers = sum(
+        b.numel() * (4 if b.is_floating_point() else b.element_size())
+        for m in (pipe.model, pipe.text_encoder.model, pipe.vae.vae)
+        for b in m.buffers()
+    )  # e.g. CLIP's position ids
     assert memory["float32"]["weights_bytes"] == weights32 + buffers
-    integer_buffers = sum(b.numel() * b.element_size() for m in (pipe.model, pipe.text_encoder.model, pipe.vae.vae)
-                          for b in m.buffers() if not b.is_floating_point())
+    integer_buffers = sum(
+        b.numel() * b.element_size()
+        for m in (pipe.model, pipe.text_encoder.model, pipe.vae.vae)
+        for b in m.buffers()
+        if not b.is_floating_point()
+    )
     assert (memory["float16"]["weights_bytes"] - integer_buffers) * 2 == memory["float32"]["weights_bytes"] - integer_buffers
     assert 0 < memory["float16"]["activations_bytes"] < memory["float32"]["activations_bytes"]
     assert memory["float16"]["total_bytes"] > memory["float16"]["total_offload_bytes"] > 0

@@ -7,10 +7,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pretrained_toys as toys
 import pytest
 import torch
 
-import pretrained_toys as toys
 from text2video.cli import main
 from text2video.config import config_from_dict
 from text2video.errors import ModelError
@@ -43,6 +43,7 @@ def _train(run: Path, clip: Path, *, latent: bool, model: dict, padding: str = "
 
 
 _single_thread = pytest.fixture(scope="module", autouse=True)(toys.one_thread)
+
 
 @pytest.fixture(scope="module")
 def clip_folder(tmp_path_factory) -> Path:

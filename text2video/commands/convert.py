@@ -24,10 +24,18 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--from", dest="source", required=True, choices=sorted(CONVERTERS), help="the project that wrote the model")
     p.add_argument("input", metavar="IN", help="pipeline folder, UNet folder, checkpoint file (.pt/.pth/.ckpt/.safetensors) or Hub id")
     p.add_argument("--out", required=True, help="output folder")
-    p.add_argument("--motion-adapter", default=None, metavar="DIR_OR_CKPT",
-                   help="--from animatediff: AnimateDiff motion weights (MotionAdapter folder, Hub id or original .ckpt)")
-    p.add_argument("--text-encoder", default=None, metavar="DIR",
-                   help="--from video-diffusion-pytorch: the BERT folder the checkpoint was trained with (copied into OUT)")
+    p.add_argument(
+        "--motion-adapter",
+        default=None,
+        metavar="DIR_OR_CKPT",
+        help="--from animatediff: AnimateDiff motion weights (MotionAdapter folder, Hub id or original .ckpt)",
+    )
+    p.add_argument(
+        "--text-encoder",
+        default=None,
+        metavar="DIR",
+        help="--from video-diffusion-pytorch: the BERT folder the checkpoint was trained with (copied into OUT)",
+    )
     ema = p.add_mutually_exclusive_group()
     ema.add_argument("--ema", dest="use_ema", action="store_const", const=True, default=None, help="take the EMA weights")
     ema.add_argument("--no-ema", dest="use_ema", action="store_const", const=False, help="take the trained (non-EMA) weights")

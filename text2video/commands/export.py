@@ -20,8 +20,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("run", help="run folder (holds config.yaml and checkpoints/), checkpoint folder or pipeline folder")
     p.add_argument("--out", required=True, help="pipeline folder to write")
-    p.add_argument("--format", choices=("text2video", "diffusers"), default="text2video",
-                   help="text2video (default) or diffusers (TextToVideoSDPipeline / AnimateDiffPipeline)")
+    p.add_argument(
+        "--format",
+        choices=("text2video", "diffusers"),
+        default="text2video",
+        help="text2video (default) or diffusers (TextToVideoSDPipeline / AnimateDiffPipeline)",
+    )
     p.add_argument("--checkpoint", default="latest", help="latest (default) or a checkpoint folder")
     p.add_argument("--no-ema", action="store_true", help="export the live weights instead of the EMA weights")
     p.add_argument("--json", action="store_true", help="print the report as JSON")

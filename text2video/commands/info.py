@@ -24,8 +24,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
     p = sub.add_parser("info", help="print versions, the device and what is available, or what a model is (--model)")
     p.add_argument("--json", action="store_true", help="print JSON instead of text")
-    p.add_argument("--model", default=None, help="describe this model (any --model of generate: folder, .pt or Hub id) "
-                   "and estimate the memory of one sample")
+    p.add_argument(
+        "--model",
+        default=None,
+        help="describe this model (any --model of generate: folder, .pt or Hub id) and estimate the memory of one sample",
+    )
     add_pretrained_args(p)
     p.set_defaults(func=run)
 

@@ -11,20 +11,43 @@ def add_pretrained_args(p: argparse.ArgumentParser) -> None:
     """``--motion-adapter``, ``--text-encoder``, ``--clip-skip``, ``--dtype``, ``--vae-frames``,
     ``--vae-tiling``, ``--offload``, ``--revision``."""
     g = p.add_argument_group("pretrained models and memory")
-    g.add_argument("--motion-adapter", default=None, metavar="DIR_OR_CKPT",
-                   help="with a Stable Diffusion 1.5 folder: AnimateDiff motion weights (a MotionAdapter folder or Hub id, "
-                   "or an original mm_sd_v15*.ckpt)")
-    g.add_argument("--text-encoder", default=None, metavar="DIR",
-                   help="with a video-diffusion-pytorch .pt: the BERT folder it was trained with (its width must be the "
-                   "checkpoint's cond_dim); with other models: replace the text encoder")
+    g.add_argument(
+        "--motion-adapter",
+        default=None,
+        metavar="DIR_OR_CKPT",
+        help="with a Stable Diffusion 1.5 folder: AnimateDiff motion weights (a MotionAdapter folder or Hub id, "
+        "or an original mm_sd_v15*.ckpt)",
+    )
+    g.add_argument(
+        "--text-encoder",
+        default=None,
+        metavar="DIR",
+        help="with a video-diffusion-pytorch .pt: the BERT folder it was trained with (its width must be the "
+        "checkpoint's cond_dim); with other models: replace the text encoder",
+    )
     g.add_argument("--clip-skip", type=int, default=None, help="with a diffusers folder: use the CLIP layer this many from the end")
-    g.add_argument("--dtype", default=None, choices=("float32", "float16", "bfloat16"),
-                   help="sample in this precision (default float32; float16/bfloat16 halve the memory on a GPU)")
-    g.add_argument("--vae-frames", type=int, default=None, metavar="N",
-                   help="frames the VAE decodes per call (default 8; lower it to save memory; the result is the same)")
-    g.add_argument("--vae-tiling", action="store_true", help="decode large frames in overlapping tiles (saves memory, changes pixels slightly)")
-    g.add_argument("--offload", default="off", choices=("off", "on", "auto"),
-                   help="model CPU offload on CUDA: only the running part on the GPU (auto: when one sample does not fit)")
+    g.add_argument(
+        "--dtype",
+        default=None,
+        choices=("float32", "float16", "bfloat16"),
+        help="sample in this precision (default float32; float16/bfloat16 halve the memory on a GPU)",
+    )
+    g.add_argument(
+        "--vae-frames",
+        type=int,
+        default=None,
+        metavar="N",
+        help="frames the VAE decodes per call (default 8; lower it to save memory; the result is the same)",
+    )
+    g.add_argument(
+        "--vae-tiling", action="store_true", help="decode large frames in overlapping tiles (saves memory, changes pixels slightly)"
+    )
+    g.add_argument(
+        "--offload",
+        default="off",
+        choices=("off", "on", "auto"),
+        help="model CPU offload on CUDA: only the running part on the GPU (auto: when one sample does not fit)",
+    )
     g.add_argument("--revision", default=None, help="with a Hub id: a branch, tag or commit (default main)")
 
 

@@ -139,7 +139,9 @@ def objective_settings_from_scheduler(config: dict[str, Any]) -> dict[str, Any]:
     """`ObjectiveConfig` fields (schedule and prediction type) of a diffusers scheduler config; a
     `ConfigError` names what text2video's objective cannot express."""
     if config.get("trained_betas") is not None:
-        raise ConfigError("the scheduler config lists trained_betas; text2video's objective supports linear, scaled_linear and cosine schedules")
+        raise ConfigError(
+            "the scheduler config lists trained_betas; text2video's objective supports linear, scaled_linear and cosine schedules"
+        )
     schedule = config.get("beta_schedule", "linear")
     schedule = BETA_SCHEDULE_ALIASES.get(schedule, schedule)
     if schedule not in BETA_SCHEDULES:

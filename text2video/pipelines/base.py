@@ -51,7 +51,7 @@ class PipelineDefaults:
     negative_prompt: Optional[str] = None
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any] | None) -> "PipelineDefaults":
+    def from_dict(cls, data: Mapping[str, Any] | None) -> PipelineDefaults:
         data = dict(data or {})
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(data) - known)
@@ -167,7 +167,7 @@ class VideoPipeline:
         except (AttributeError, StopIteration, TypeError):
             return torch.device("cpu")
 
-    def to(self, device: torch.device | str | None = None, dtype: torch.dtype | None = None) -> "VideoPipeline":
+    def to(self, device: torch.device | str | None = None, dtype: torch.dtype | None = None) -> VideoPipeline:
         """Move the model and the VAE to ``device`` and/or cast them to ``dtype`` (the text encoder keeps the
         device and dtype it was loaded with; its output is moved to the model's device)."""
         if isinstance(self.model, torch.nn.Module):  # (nn.Module's own .to: diffusers' warns on every dtype cast)
@@ -279,7 +279,7 @@ class VideoPipeline:
         vae: Any = None,
         device: torch.device | str | None = None,
         dtype: torch.dtype | None = None,
-    ) -> "VideoPipeline":
+    ) -> VideoPipeline:
         """Load a folder written by `save_pretrained`. ``model`` / ``text_encoder`` / ``vae`` replace the
         saved ones; ``dtype`` casts the model, the VAE and the text encoder."""
         from .parts import load_text_encoder_ref

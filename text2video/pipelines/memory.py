@@ -132,7 +132,9 @@ def should_offload(mode: str, pipe: Any, device: torch.device) -> bool:
         return False
     free, _ = torch.cuda.mem_get_info(device)
     if need > free:
-        logger.info("one sample needs about %.1f GiB and %.1f GiB are free on %s: offloading parts to the CPU", need / 2**30, free / 2**30, device)
+        logger.info(
+            "one sample needs about %.1f GiB and %.1f GiB are free on %s: offloading parts to the CPU", need / 2**30, free / 2**30, device
+        )
         return True
     return False
 

@@ -34,9 +34,7 @@ def resolve_ref(ref: Any, folder: Path) -> Any:
     return {**ref, "path": absolute} if isinstance(ref, Mapping) else absolute
 
 
-def load_text_encoder_ref(
-    ref: Any, folder: Path, *, device: torch.device | str | None = None, dtype: torch.dtype | None = None
-) -> Any:
+def load_text_encoder_ref(ref: Any, folder: Path, *, device: torch.device | str | None = None, dtype: torch.dtype | None = None) -> Any:
     """The text encoder a pipeline folder's entry names (None for an unconditional model)."""
     if ref is None:
         return None

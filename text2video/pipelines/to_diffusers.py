@@ -323,8 +323,13 @@ def export_diffusers(pipe: Any, out: str | Path) -> dict[str, Any]:
         "pipeline": cls.__name__,
         "output": str(out),
         "scheduler": type(scheduler).__name__,
-        "default_call": {"num_frames": pipe.defaults.num_frames, "height": pipe.defaults.height, "width": pipe.defaults.width,
-                         "num_inference_steps": pipe.defaults.steps, "guidance_scale": pipe.defaults.guidance_scale},  # fmt: skip
+        "default_call": {
+            "num_frames": pipe.defaults.num_frames,
+            "height": pipe.defaults.height,
+            "width": pipe.defaults.width,
+            "num_inference_steps": pipe.defaults.steps,
+            "guidance_scale": pipe.defaults.guidance_scale,
+        },  # fmt: skip
         "notes": notes,
     }
     logger.info("wrote a diffusers %s folder to %s", cls.__name__, out)

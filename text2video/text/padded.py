@@ -79,7 +79,7 @@ class MaxLengthTextEncoder(TextEncoder):
     def dtype(self) -> torch.dtype:
         return self.inner.dtype
 
-    def to(self, device: torch.device | str | None = None) -> "MaxLengthTextEncoder":
+    def to(self, device: torch.device | str | None = None) -> MaxLengthTextEncoder:
         self.inner.to(device)
         return self
 

@@ -316,9 +316,7 @@ class Trainer:
         }
 
     def _batches(self, consumed: int) -> ShardedBatches:
-        return ShardedBatches(
-            len(self.dataset), self.micro_batch * self.world, self.rank, self.world, self.config.train.seed, consumed
-        )
+        return ShardedBatches(len(self.dataset), self.micro_batch * self.world, self.rank, self.world, self.config.train.seed, consumed)
 
     def save(self) -> Optional[Path]:
         """Write a checkpoint of the current step (main process only); every process waits for it."""
@@ -610,8 +608,15 @@ class Trainer:
             if self.vae is not None:
                 kwargs["clip_x0"] = False  # latents are not bounded to [-1, 1]
             video = sample(
-                model, shape, cond, objective=self.objective, sampler=s.sampler, steps=s.steps,
-                guidance_scale=s.guidance_scale, generators=gens, **kwargs,
+                model,
+                shape,
+                cond,
+                objective=self.objective,
+                sampler=s.sampler,
+                steps=s.steps,
+                guidance_scale=s.guidance_scale,
+                generators=gens,
+                **kwargs,
             )
         model.train(was_training)
         if self.vae is not None:
@@ -770,4 +775,14 @@ def train(config: Config, run_dir: str | Path, resume: Optional[str | Path] = No
     return Trainer(config, run_dir, **kwargs).train(resume=resume)
 
 
-__all__ = ["Trainer", "TrainResult", "NonFiniteLossError", "train", "build_configured_model", "configured_model_kwargs", "plot_loss_curve", "read_metrics", "list_checkpoints"]
+__all__ = [
+    "Trainer",
+    "TrainResult",
+    "NonFiniteLossError",
+    "train",
+    "build_configured_model",
+    "configured_model_kwargs",
+    "plot_loss_curve",
+    "read_metrics",
+    "list_checkpoints",
+]

@@ -141,7 +141,9 @@ def _is_checkpoint_dir(path: Path) -> bool:
 def _bare_model_error(path: Path, config: dict[str, Any]) -> CheckpointError:
     name = config.get("_class_name") or config.get("model_type") or "model"
     if name == "MotionAdapter":
-        return CheckpointError(f"{path} is an AnimateDiff MotionAdapter: pass it as --motion-adapter, with a Stable Diffusion 1.5 folder as --model")
+        return CheckpointError(
+            f"{path} is an AnimateDiff MotionAdapter: pass it as --motion-adapter, with a Stable Diffusion 1.5 folder as --model"
+        )
     return CheckpointError(
         f"{path} holds a bare {name} (config.json only), not a whole pipeline: pass the pipeline folder that holds it "
         "(with model_index.json), or a text2video pipeline folder (pipeline.json, see `text2video convert` / `export`)"

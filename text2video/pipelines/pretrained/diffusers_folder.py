@@ -47,9 +47,18 @@ KNOWN_DEFAULTS: MappingProxyType[str, MappingProxyType[str, Any]] = MappingProxy
 )
 #: AnimateDiff's inference schedule (its configs/inference yaml): what an SD folder + adapter samples with.
 ANIMATEDIFF_SCHEDULER: MappingProxyType[str, Any] = MappingProxyType(
-    {"_class_name": "DDIMScheduler", "beta_schedule": "linear", "beta_start": 0.00085, "beta_end": 0.012,
-     "clip_sample": False, "set_alpha_to_one": False, "steps_offset": 1, "timestep_spacing": "linspace",
-     "prediction_type": "epsilon", "num_train_timesteps": 1000}  # fmt: skip
+    {
+        "_class_name": "DDIMScheduler",
+        "beta_schedule": "linear",
+        "beta_start": 0.00085,
+        "beta_end": 0.012,
+        "clip_sample": False,
+        "set_alpha_to_one": False,
+        "steps_offset": 1,
+        "timestep_spacing": "linspace",
+        "prediction_type": "epsilon",
+        "num_train_timesteps": 1000,
+    }  # fmt: skip
 )
 FAMILIES: MappingProxyType[str, str] = MappingProxyType(
     {
@@ -172,7 +181,9 @@ def read_parts(source: ModelSource, *, motion_adapter: Any = None, clip_skip: Op
     adapter: Optional[Path] = None
     if motion_adapter is not None:
         if source.format == "diffusers-text-to-video":
-            raise ModelError("--motion-adapter applies to Stable Diffusion and AnimateDiff folders; a TextToVideoSDPipeline has its own temporal layers")
+            raise ModelError(
+                "--motion-adapter applies to Stable Diffusion and AnimateDiff folders; a TextToVideoSDPipeline has its own temporal layers"
+            )
         adapter = _resolve_adapter(motion_adapter)
     elif source.format == "diffusers-animatediff" and unet_config.get("_class_name") == "UNet2DConditionModel":
         adapter = root / "motion_adapter"

@@ -188,9 +188,13 @@ def estimate_memory(
         if size in by_size:
             out[name] = by_size[size]
             continue
-        parts = {"denoiser": PartEstimate(weight_bytes(meta_model, dtype), denoiser_peak(meta_model, (batch, *sample_shape[1:]), text, dtype))}
+        parts = {
+            "denoiser": PartEstimate(weight_bytes(meta_model, dtype), denoiser_peak(meta_model, (batch, *sample_shape[1:]), text, dtype))
+        }
         if meta_text is not None and text is not None:
-            parts["text_encoder"] = PartEstimate(weight_bytes(meta_text, dtype), text_encoder_peak(torch.nn.Module.to(meta_text, dtype=dtype), 2, text[0]))
+            parts["text_encoder"] = PartEstimate(
+                weight_bytes(meta_text, dtype), text_encoder_peak(torch.nn.Module.to(meta_text, dtype=dtype), 2, text[0])
+            )
         if meta_vae is not None:
             _, c, t, h, w = sample_shape
             frames = min(vae_frames, sample_shape[0] * t)

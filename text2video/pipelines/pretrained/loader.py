@@ -79,8 +79,13 @@ def assemble(
 
         unet, config, timesteps = vdp.load_model(source.path, use_ema)
         encoder = vdp.load_text_encoder_for(source.path, config.get("cond_dim"), text_encoder)
-        return cls(model if model is not None else unet, encoder, vdp.objective_config(timesteps), vdp.DEFAULTS,
-                   text_encoder_ref=_ref_of(text_encoder))
+        return cls(
+            model if model is not None else unet,
+            encoder,
+            vdp.objective_config(timesteps),
+            vdp.DEFAULTS,
+            text_encoder_ref=_ref_of(text_encoder),
+        )
     from .diffusers_folder import read_parts
 
     parts = read_parts(source, motion_adapter=motion_adapter, clip_skip=clip_skip)
