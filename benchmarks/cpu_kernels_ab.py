@@ -1,4 +1,4 @@
-"""What the fused CPU kernels (text2video.nn.cpu_kernels) give a Unet3D training step, measured in one process.
+"""What the fused CPU kernels (text2video.backends.cpu.kernels) give a Unet3D training step, measured in one process.
 
 The step (forward, MSE loss, backward, optimizer step; the same step as ``unet3d_vs_vdp.py``) runs in
 rounds; within each round every configuration runs once, in turn, so that the machine's drift hits all
@@ -11,7 +11,7 @@ over rounds of the step-by-step ratio to it.
 
 Run:  python benchmarks/cpu_kernels_ab.py [--batch 2] [--rounds 12] [--threads 2]
       python benchmarks/cpu_kernels_ab.py --tiny     # the tiny-cpu preset's model at batch 8, 6 x 16 x 16
-      git show REV:text2video/nn/csrc/cpu_kernels.c > /tmp/old_kernels.c
+      git show REV:text2video/backends/cpu/csrc/cpu_kernels.c > /tmp/old_kernels.c
       python benchmarks/cpu_kernels_ab.py --against /tmp/old_kernels.c
 """
 
@@ -31,7 +31,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from unet3d_vs_vdp import build, paired_ratio, steady_allocator, train_step_fn  # noqa: E402
 
-from text2video.nn import cpu_kernels, fused_norm, short_attention, small_map_conv, winograd_conv  # noqa: E402
+from text2video.backends.cpu import fused_norm, short_attention, small_map_conv, winograd_conv
+from text2video.backends.cpu import kernels as cpu_kernels  # noqa: E402
 
 CALLERS = {"attention": short_attention, "norm": fused_norm, "conv": small_map_conv, "winograd": winograd_conv}
 UNAVAILABLE = types.SimpleNamespace(usable=lambda *tensors: None, threads=cpu_kernels.threads, ptr=cpu_kernels.ptr)
@@ -75,7 +76,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=12)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--tiny", action="store_true", help="the tiny-cpu preset's model instead of seed 001's")
-    parser.add_argument("--against", type=Path, default=None, help="another version of nn/csrc/cpu_kernels.c to compare with")
+    parser.add_argument("--against", type=Path, default=None, help="another version of backends/cpu/csrc/cpu_kernels.c to compare with")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     steady_allocator()  # as unet3d_vs_vdp.py: glibc keeps freed memory, as a training process does after a few steps

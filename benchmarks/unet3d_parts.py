@@ -139,7 +139,7 @@ def counted_gflop(step: Callable[[], None]) -> float:
     """The step's work in GFLOP, every convolution counted by the direct method (as unet3d_vs_vdp.counted_gflop)."""
     from torch.utils.flop_counter import FlopCounterMode
 
-    from text2video.nn import winograd_conv
+    from text2video.backends.cpu import winograd_conv
 
     counter = FlopCounterMode(display=False)
     with counter, winograd_conv.disabled():

@@ -55,7 +55,7 @@ from typing import Callable, Optional
 
 import torch
 
-from text2video.nn.frozen_weights import frozen_weights
+from text2video.backends.cpu.frozen_weights import frozen_weights
 
 CONFIG = dict(dim=64, cond_dim=768, dim_mults=(1, 2, 4, 8))
 FRAMES, SIZE = 5, 32
@@ -170,7 +170,7 @@ def counted_gflop(model: torch.nn.Module, kind: str, batch: int, setup: Setup = 
     """
     from torch.utils.flop_counter import FlopCounterMode
 
-    from text2video.nn import winograd_conv
+    from text2video.backends.cpu import winograd_conv
 
     x, t, cond = inputs(batch, setup=setup)
     counter = FlopCounterMode(display=False)

@@ -1,4 +1,4 @@
-"""The fused C kernels (text2video.nn.cpu_kernels): building, falling back, and agreeing with PyTorch."""
+"""The fused C kernels (text2video.backends.cpu.kernels): building, falling back, and agreeing with PyTorch."""
 
 from __future__ import annotations
 
@@ -8,11 +8,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from text2video.nn import cpu_kernels, winograd_conv
-from text2video.nn.fused_norm import rms_scale_shift_silu
-from text2video.nn.short_attention import short_sequence_attention
-from text2video.nn.small_map_conv import conv3x3_gemm_backward
-from text2video.nn.winograd_conv import CHANNEL_BLOCK, conv3x3_winograd, transform_weight, winograd_applies
+from text2video.backends.cpu import kernels as cpu_kernels, winograd_conv
+from text2video.backends.cpu.fused_norm import rms_scale_shift_silu
+from text2video.backends.cpu.short_attention import short_sequence_attention
+from text2video.backends.cpu.small_map_conv import conv3x3_gemm_backward
+from text2video.backends.cpu.winograd_conv import CHANNEL_BLOCK, conv3x3_winograd, transform_weight, winograd_applies
 
 
 @pytest.fixture
@@ -450,7 +450,7 @@ def test_unet3d_training_step_same_with_and_without_kernels(monkeypatch):
 
 
 def test_rotation_inside_the_kernel_is_not_promised_under_autocast():
-    from text2video.nn.short_attention import rotates_inside
+    from text2video.backends.cpu.short_attention import rotates_inside
 
     require_kernels()
     x = torch.randn(5, 4, 8)

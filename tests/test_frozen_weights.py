@@ -1,4 +1,4 @@
-"""Frozen-weight sampling (text2video.nn.frozen_weights) and oneDNN-packed convolutions (text2video.nn.packed_conv)."""
+"""Frozen-weight sampling (text2video.backends.cpu.frozen_weights) and oneDNN-packed convolutions (text2video.backends.cpu.packed_conv)."""
 
 from __future__ import annotations
 
@@ -12,8 +12,8 @@ import torch.nn.functional as F
 from text2video.diffusion.objective import DiffusionObjective
 from text2video.diffusion.sampling import sample
 from text2video.models.unet3d import Conv2d, ConvTranspose2d, RelativePositionBias, TemporalAttention, Unet3D, rotary_angles
-from text2video.nn import packed_conv
-from text2video.nn.frozen_weights import frozen_weights
+from text2video.backends.cpu import packed_conv
+from text2video.backends.cpu.frozen_weights import frozen_weights
 
 pytestmark = pytest.mark.skipif(not torch.backends.mkldnn.is_available(), reason="needs oneDNN (mkldnn) CPU build")
 

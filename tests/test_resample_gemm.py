@@ -1,4 +1,4 @@
-"""The resampling convolutions as GEMMs (text2video.nn.resample_gemm) and where Unet3D uses them."""
+"""The resampling convolutions as GEMMs (text2video.backends.cpu.resample_gemm) and where Unet3D uses them."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 
 from text2video.models.unet3d import Conv2d, ConvTranspose2d
-from text2video.nn.resample_gemm import downsample_conv_gemm, upsample_conv_gemm
+from text2video.backends.cpu.resample_gemm import downsample_conv_gemm, upsample_conv_gemm
 
 
 def _grads(out: torch.Tensor, inputs: list[torch.Tensor], grad: torch.Tensor) -> tuple[torch.Tensor, ...]:

@@ -19,10 +19,10 @@ from text2video.models.unet3d import (
     fold_frames,
     unfold_frames,
 )
-from text2video.nn.fused_norm import rms_scale_shift_silu
+from text2video.backends.cpu.fused_norm import rms_scale_shift_silu
 from text2video.nn.rotary import rotary_angles, rotate_features, rotate_rows
-from text2video.nn.short_attention import short_sequence_attention
-from text2video.nn.small_map_conv import conv3x3_gemm_backward
+from text2video.backends.cpu.short_attention import short_sequence_attention
+from text2video.backends.cpu.small_map_conv import conv3x3_gemm_backward
 
 TINY = dict(dim=8, cond_dim=6, dim_mults=(1, 2), attn_heads=2, attn_dim_head=8, spatial_attn_dim_head=8)
 
@@ -313,7 +313,7 @@ def test_small_map_convolutions_take_the_gemm_path(monkeypatch, c_in, c_out, siz
 )
 def test_training_convolutions_take_the_winograd_path(monkeypatch, c_in, c_out, size, grad, tile):
     from text2video.models import unet3d
-    from text2video.nn import cpu_kernels
+    from text2video.backends.cpu import kernels as cpu_kernels
 
     if cpu_kernels.load() is None:
         pytest.skip("no C compiler here: the kernels cannot be built")

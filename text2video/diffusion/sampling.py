@@ -22,7 +22,7 @@ import torch
 from tqdm.auto import tqdm
 
 from ..errors import ConfigError
-from ..nn.frozen_weights import frozen_weights
+from ..backends.cpu.frozen_weights import frozen_weights
 from .conditioning import Conditioning
 from .objective import DiffusionObjective
 from .schedule import SAMPLERS, STOCHASTIC_SAMPLERS, resolve_sampler

@@ -31,14 +31,14 @@ from ..diffusion.conditioning import Conditioning
 from ..errors import ModelError
 from ..nn.attention import scaled_dot_product
 from ..nn.embeddings import sinusoidal_embedding
-from ..nn.fused_norm import rms_scale_shift_silu
-from ..nn.frozen_weights import WeightDerivedCache, weight_key
-from ..nn.packed_conv import packed_conv2d, packed_conv_transpose2d
-from ..nn.resample_gemm import downsample_conv_gemm, upsample_conv_gemm
+from ..backends.cpu.fused_norm import rms_scale_shift_silu
+from ..backends.cpu.frozen_weights import WeightDerivedCache, weight_key
+from ..backends.cpu.packed_conv import packed_conv2d, packed_conv_transpose2d
+from ..backends.cpu.resample_gemm import downsample_conv_gemm, upsample_conv_gemm
 from ..nn.rotary import rotary_angles, rotate_rows
-from ..nn.short_attention import rotates_inside, short_sequence_attention
-from ..nn.small_map_conv import conv3x3_gemm_backward
-from ..nn.winograd_conv import conv3x3_winograd, winograd_applies
+from ..backends.cpu.short_attention import rotates_inside, short_sequence_attention
+from ..backends.cpu.small_map_conv import conv3x3_gemm_backward
+from ..backends.cpu.winograd_conv import conv3x3_winograd, winograd_applies
 
 logger = logging.getLogger(__name__)
 
@@ -77,15 +77,15 @@ CHANNELS_LAST_MIN_PIXELS = 64
 
 
 #: 3x3 convolutions with at least this many input and output channels on maps of at most this many
-#: pixels are backpropagated by GEMMs (``text2video.nn.small_map_conv``) when training on CPU, where
+#: pixels are backpropagated by GEMMs (``text2video.backends.cpu.small_map_conv``) when training on CPU, where
 #: Winograd does not apply (maps below WINOGRAD_MIN_PIXELS, odd sides). The resampling convolutions to and
-#: from such maps run as GEMMs too (``text2video.nn.resample_gemm``).
+#: from such maps run as GEMMs too (``text2video.backends.cpu.resample_gemm``).
 GEMM_BACKWARD_MIN_CHANNELS = 256
 GEMM_BACKWARD_MAX_PIXELS = 16
 
 
 #: When training on CPU, 3x3 convolutions on maps of at least this many pixels run by Winograd
-#: (``text2video.nn.winograd_conv``): F(4x4, 3x3) from WINOGRAD_LARGE_TILE_MIN_PIXELS up (sides multiples of
+#: (``text2video.backends.cpu.winograd_conv``): F(4x4, 3x3) from WINOGRAD_LARGE_TILE_MIN_PIXELS up (sides multiples of
 #: 4), F(2x2, 3x3) below (even sides). On smaller maps the transformed weight costs more than it saves.
 WINOGRAD_MIN_PIXELS = 16
 WINOGRAD_LARGE_TILE_MIN_PIXELS = 256
@@ -106,8 +106,8 @@ def conv_format(x: torch.Tensor) -> torch.memory_format:
 class Conv2d(WeightDerivedCache, nn.Conv2d):
     """``nn.Conv2d`` that lays its input out in the faster memory format for its size.
 
-    Inside :func:`~text2video.nn.frozen_weights.frozen_weights` (the sampling loop), no-grad CPU calls
-    keep its weight in oneDNN's layout between calls (:mod:`text2video.nn.packed_conv`).
+    Inside :func:`~text2video.backends.cpu.frozen_weights.frozen_weights` (the sampling loop), no-grad CPU calls
+    keep its weight in oneDNN's layout between calls (:mod:`text2video.backends.cpu.packed_conv`).
     """
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -323,7 +323,7 @@ class TemporalAttention(WeightDerivedCache, nn.Module):
 
     Where the fused CPU kernels run the attention, they also apply the rotary embedding. Elsewhere it is
     applied to the projection weights (one rotated copy per frame; inside
-    :func:`~text2video.nn.frozen_weights.frozen_weights`, the sampling loop, built once per run) or, when a
+    :func:`~text2video.backends.cpu.frozen_weights.frozen_weights`, the sampling loop, built once per run) or, when a
     frame has fewer tokens than channels, to the projected queries and keys.
     """
 

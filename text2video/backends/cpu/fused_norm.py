@@ -4,7 +4,7 @@ A convolution block of a diffusion U-Net computes ``silu(rms_norm(x) * weight * 
 run op by op, autograd keeps five full-size intermediates and its backward walks a dozen kernels.
 Here the forward saves only the input and the per-row reciprocal norms, and the backward recomputes
 the pre-activation and applies the chain rule in a handful of whole-tensor operations. On float32 CPU
-tensors each direction is instead one C loop over the rows (:mod:`text2video.nn.cpu_kernels`), when the
+tensors each direction is instead one C loop over the rows (:mod:`text2video.backends.cpu.kernels`), when the
 kernels are available.
 """
 
@@ -14,7 +14,7 @@ from typing import Optional
 
 import torch
 
-from . import cpu_kernels
+from . import kernels as cpu_kernels
 
 
 def _coef(weight: torch.Tensor, scale: Optional[torch.Tensor]) -> torch.Tensor:
@@ -79,7 +79,7 @@ def _group_stride(t: Optional[torch.Tensor]) -> int:
 
 
 class _FusedRmsScaleShiftSilu(torch.autograd.Function):
-    """:class:`_RmsScaleShiftSilu` as two C loops (``nn/csrc/cpu_kernels.c``): one pass forward, one backward."""
+    """:class:`_RmsScaleShiftSilu` as two C loops (``backends/cpu/csrc/cpu_kernels.c``): one pass forward, one backward."""
 
     @staticmethod
     def forward(ctx, x, weight, scale, shift, eps: float, lib):

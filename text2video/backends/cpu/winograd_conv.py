@@ -6,7 +6,7 @@ channels, the products at each of the (m + 2)^2 positions are one matrix product
 (m + 2)^2 GEMMs. Per output pixel that is 4 multiplications per channel pair for m = 2 and 2.25 for m = 4,
 against 9 for the direct method. The backward is the same GEMMs for the input and weight gradients, with
 the transforms' adjoints around them. The tile and weight transforms run in the fused C kernels
-(:mod:`text2video.nn.cpu_kernels`), one pass over memory each. The backward reuses the forward's
+(:mod:`text2video.backends.cpu.kernels`), one pass over memory each. The backward reuses the forward's
 transformed input ((m + 2)^2 / m^2 times the input's size, kept in place of the input itself) and
 transformed weight ((m + 2)^2 / 9 times the weight's size).
 
@@ -22,7 +22,7 @@ from typing import Iterator, Optional
 
 import torch
 
-from . import cpu_kernels
+from . import kernels as cpu_kernels
 
 #: Output tile sizes with kernels: F(2x2, 3x3) and F(4x4, 3x3).
 TILE_SIZES = (2, 4)
