@@ -31,7 +31,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from unet3d_vs_vdp import build, paired_ratio, steady_allocator, train_step_fn  # noqa: E402
 
-from text2video.backends.cpu import fused_norm, short_attention, small_map_conv, winograd_conv
+from text2video.backends import cpu as cpu_backend  # noqa: E402
+from text2video.backends.cpu import fused_norm, short_attention, small_map_conv, winograd_conv  # noqa: E402
 from text2video.backends.cpu import kernels as cpu_kernels  # noqa: E402
 
 CALLERS = {"attention": short_attention, "norm": fused_norm, "conv": small_map_conv, "winograd": winograd_conv}
@@ -59,6 +60,7 @@ def tiny_step(batch: int = 8):
     torch.manual_seed(0)
     model = Unet3D(dim=24, dim_mults=(1, 2), attn_heads=2, attn_dim_head=16, init_kernel_size=3, cond_dim=384,
                    frame_pos_emb=True, cond_norm=True, frame_cond=True, coord_channels=True)  # fmt: skip
+    cpu_backend.install(model)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
     x, t, cond = torch.randn(batch, 3, 6, 16, 16), torch.randint(0, 1000, (batch,)), torch.randn(batch, 384)
 

@@ -8,7 +8,7 @@ two models alternating so that machine load hits both alike:
   with the optimizer its own trainer uses (the peer: Adam; ours: fused AdamW);
 * the optimizer step alone (on fixed gradients), so the model's share of a training step can be read;
 * a sampling step (one no-grad denoiser call) at batch 1, ours as inside its sampling loop (within
-  ``frozen_weights``: the convolution weights are reordered for oneDNN and the rotated attention
+  ``text2video.backends.cpu.sampling``, as our pipelines run it: the convolution weights are reordered for oneDNN and the rotated attention
   projections built once per sampling run, by the first call, which is the untimed warm-up), and
   ours without it (``sample_plain_b1``);
 * the peak memory of a training step at batch 2: on CPU the resident memory, each model in a fresh
@@ -55,7 +55,7 @@ from typing import Callable, Optional
 
 import torch
 
-from text2video.backends.cpu.frozen_weights import frozen_weights
+from text2video.backends import cpu as cpu_backend
 
 CONFIG = dict(dim=64, cond_dim=768, dim_mults=(1, 2, 4, 8))
 FRAMES, SIZE = 5, 32
@@ -91,16 +91,19 @@ def import_peer() -> types.ModuleType:
     return import_original_package()
 
 
-def build(which: str, peer_state: dict | None = None) -> torch.nn.Module:
+def build(which: str, peer_state: dict | None = None, device: torch.device = CPU.device) -> torch.nn.Module:
+    """The peer's model, or ours (with the peer's weights when given) with the CPU backend installed on CPU, as
+    our trainer and pipelines run it (``TEXT2VIDEO_CPU_BACKEND=0``: the plain PyTorch model)."""
     if which == "peer":
-        return import_peer().Unet3D(**CONFIG)
+        return import_peer().Unet3D(**CONFIG).to(device)
     from text2video.models.convert.video_diffusion_pytorch import convert_state_dict
     from text2video.models.unet3d import Unet3D
 
     model = Unet3D(**CONFIG)
     if peer_state is not None:
         model.load_state_dict(convert_state_dict(peer_state, model.state_dict()))
-    return model
+    model.to(device)
+    return cpu_backend.install(model) if device.type == "cpu" else model
 
 
 def inputs(batch: int, seed: int = 0, setup: Setup = CPU) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -321,8 +324,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--device {args.device}: no CUDA device is visible to torch here; use --device cpu")
     setup = Setup(device, None if args.dtype == "float32" else getattr(torch, args.dtype), args.frames, args.size)
 
-    peer = build("peer").to(device)
-    ours = build("ours", peer.state_dict()).to(device)
+    peer = build("peer", device=device)
+    ours = build("ours", peer.state_dict(), device)
     measurements = [("train", 2)] + ([] if args.quick else [("train", 8)]) + [("sample", 1), ("sample_plain", 1), ("optimizer", 0)]
     results: dict = {
         "config": {**CONFIG, "frames": setup.frames, "size": setup.size, "dtype": args.dtype},
@@ -333,13 +336,14 @@ def main(argv: list[str] | None = None) -> int:
             "processor": platform.processor() or platform.machine(),
             "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
             "allocator": allocator,
+            "cpu_backend": cpu_backend.installed(ours),
         },
         "repeats": repeats,
         "timings": {},
     }
     for kind, batch in measurements:
         make = {"train": train_step_fn, "sample": sample_step_fn, "sample_plain": sample_step_fn, "optimizer": optimizer_step_fn}[kind]
-        with frozen_weights(ours) if kind == "sample" else contextlib.nullcontext():
+        with cpu_backend.sampling(ours) if kind == "sample" and device.type == "cpu" else contextlib.nullcontext():
             times = alternate({"peer": make(peer, batch, setup), "ours": make(ours, batch, setup)}, repeats, setup)
         if kind == "optimizer":
             for m in (peer, ours):

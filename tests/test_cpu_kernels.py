@@ -418,7 +418,8 @@ def test_winograd_conv_input_gradient_alone_and_refusals():
 
 def test_unet3d_training_step_same_with_and_without_kernels(monkeypatch):
     require_kernels()
-    from text2video.models import unet3d
+    from text2video.backends import cpu as cpu_backend
+    from text2video.backends.cpu import unet3d
     from text2video.models.unet3d import Unet3D
 
     # 6x6 frames: Winograd on the outer level; the inner 3x3 level's convolutions take the small-map GEMM
@@ -429,7 +430,7 @@ def test_unet3d_training_step_same_with_and_without_kernels(monkeypatch):
     monkeypatch.setattr(unet3d, "conv3x3_gemm_backward", lambda *a: calls.append(1) or real_conv(*a))
     monkeypatch.setattr(unet3d, "conv3x3_winograd", lambda *a: winograd_tiles.append(a[-1]) or real_winograd(*a))
     torch.manual_seed(0)
-    model = Unet3D(dim=16, dim_mults=(1, 2), cond_dim=8, attn_heads=2, attn_dim_head=8)
+    model = cpu_backend.install(Unet3D(dim=16, dim_mults=(1, 2), cond_dim=8, attn_heads=2, attn_dim_head=8))
     x, t, cond = torch.randn(2, 3, 4, 6, 6), torch.tensor([3, 700]), torch.randn(2, 8)
 
     def run():

@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from text2video.models.unet3d import Conv2d, ConvTranspose2d
+from text2video.backends.cpu.unet3d import FastConv2d as Conv2d, FastConvTranspose2d as ConvTranspose2d
 from text2video.backends.cpu.resample_gemm import downsample_conv_gemm, upsample_conv_gemm
 
 

@@ -7,7 +7,7 @@ import torch
 
 from text2video.diffusion.conditioning import Conditioning
 from text2video.errors import ModelError
-from text2video.models.adapter import denoise
+from text2video.diffusion.denoise import denoise
 from text2video.models.registry import load_model
 import torch.nn.functional as F
 
@@ -16,9 +16,9 @@ from text2video.models.unet3d import (
     SpatialLinearAttention,
     TemporalAttention,
     Unet3D,
-    fold_frames,
-    unfold_frames,
+
 )
+from text2video.nn.frames import fold_frames, unfold_frames
 from text2video.backends.cpu.fused_norm import rms_scale_shift_silu
 from text2video.nn.rotary import rotary_angles, rotate_features, rotate_rows
 from text2video.backends.cpu.short_attention import short_sequence_attention
@@ -45,7 +45,11 @@ def test_fold_unfold_round_trip():
     folded = fold_frames(x)
     assert folded.shape == (8, 3, 5, 6)
     assert torch.equal(folded[1 * 4 + 2], x[1, :, 2])
-    assert torch.equal(unfold_frames(folded, 2), x)
+    assert torch.equal(unfold_frames(folded, 4), x)
+    assert torch.equal(fold_frames(x, torch.channels_last), folded)
+    assert fold_frames(x, torch.channels_last).is_contiguous(memory_format=torch.channels_last)
+    with pytest.raises(ValueError, match="whole number"):
+        unfold_frames(folded, 3)
 
 
 def test_size_not_divisible_is_a_clear_error():
@@ -282,12 +286,12 @@ def test_spatial_linear_attention_matches_the_formula(channels, size):
     ],
 )
 def test_small_map_convolutions_take_the_gemm_path(monkeypatch, c_in, c_out, size, grad, taken):
-    from text2video.models import unet3d
+    from text2video.backends.cpu import unet3d
 
     calls = []
     real = unet3d.conv3x3_gemm_backward
     monkeypatch.setattr(unet3d, "conv3x3_gemm_backward", lambda *a: calls.append(1) or real(*a))
-    conv = unet3d.Conv2d(c_in, c_out, 3, padding=1)
+    conv = unet3d.FastConv2d(c_in, c_out, 3, padding=1)
     x = torch.randn(2, c_in, size, size)
     with torch.set_grad_enabled(grad):
         out = conv(x)
@@ -312,8 +316,8 @@ def test_small_map_convolutions_take_the_gemm_path(monkeypatch, c_in, c_out, siz
     ],
 )
 def test_training_convolutions_take_the_winograd_path(monkeypatch, c_in, c_out, size, grad, tile):
-    from text2video.models import unet3d
     from text2video.backends.cpu import kernels as cpu_kernels
+    from text2video.backends.cpu import unet3d
 
     if cpu_kernels.load() is None:
         pytest.skip("no C compiler here: the kernels cannot be built")
@@ -321,7 +325,7 @@ def test_training_convolutions_take_the_winograd_path(monkeypatch, c_in, c_out, 
     real = unet3d.conv3x3_winograd
     monkeypatch.setattr(unet3d, "conv3x3_winograd", lambda *a: tiles.append(a[-1]) or real(*a))
     torch.manual_seed(0)
-    conv = unet3d.Conv2d(c_in, c_out, 3, padding=1)
+    conv = unet3d.FastConv2d(c_in, c_out, 3, padding=1)
     x = torch.randn(2, c_in, size, size)
     with torch.set_grad_enabled(grad):
         out = conv(x)
@@ -331,8 +335,12 @@ def test_training_convolutions_take_the_winograd_path(monkeypatch, c_in, c_out, 
 
 @pytest.mark.parametrize("channels,size", [(8, 4), (32, 2)])  # many tokens per frame (rotated weights), few (rotated features)
 def test_temporal_attention_chunks_and_paths_agree(channels, size):
+    from text2video.backends.cpu.unet3d import FastTemporalAttention
+
     batch, frames = 2, 5
-    layer = TemporalAttention(channels, 2, 8).double()
+    plain = TemporalAttention(channels, 2, 8).double()
+    layer = FastTemporalAttention(channels, 2, 8).double()
+    layer.load_state_dict(plain.state_dict())
     x = torch.randn(batch * frames, channels, size, size, dtype=torch.double).contiguous(memory_format=torch.channels_last)
     angles = rotary_angles(frames, 8, x.device).double()
     bias = RelativePositionBias(2).double()(frames, x.device)
@@ -357,6 +365,8 @@ def test_temporal_attention_chunks_and_paths_agree(channels, size):
     ref = F.scaled_dot_product_attention(rot(q), rot(k), v, attn_mask=bias)
     ref = layer.to_out(ref.permute(0, 3, 1, 2, 4).reshape(batch, frames, size, size, 16))
     torch.testing.assert_close(whole.permute(0, 2, 3, 1).reshape_as(ref), ref)
+    # the model's own (plain) layer computes the same
+    torch.testing.assert_close(plain(x, batch, angles, bias.detach()), whole)
 
 
 def test_rms_scale_shift_silu_matches_composition():
@@ -373,10 +383,10 @@ def test_rms_scale_shift_silu_matches_composition():
 
 @pytest.mark.parametrize("kernel,stride", [(3, 1), (4, 2)])
 def test_conv2d_on_channels_last_input_keeps_plain_gradients(kernel, stride):
-    from text2video.models.unet3d import Conv2d
+    from text2video.backends.cpu.unet3d import FastConv2d
 
     torch.manual_seed(0)
-    conv = Conv2d(16, 24, kernel, stride, 1)
+    conv = FastConv2d(16, 24, kernel, stride, 1)
     x = torch.randn(3, 16, 8, 8).contiguous(memory_format=torch.channels_last).requires_grad_(True)
     out = conv(x)
     grad = torch.randn_like(out)

@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from text2video.config import config_from_dict
-from text2video.models.adapter import denoise
+from text2video.diffusion.denoise import denoise
 
 
 class ToyDenoiser(nn.Module):

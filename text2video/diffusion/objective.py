@@ -16,6 +16,7 @@ import torch.nn.functional as F
 
 from ..errors import ConfigError
 from .conditioning import Conditioning
+from .denoise import denoise
 from .schedule import BETA_SCHEDULE_ALIASES, BETA_SCHEDULES, SAMPLERS, make_betas, rescale_to_zero_terminal_snr, resolve_sampler
 
 logger = logging.getLogger(__name__)
@@ -309,8 +310,6 @@ class DiffusionObjective:
         ``step`` (the training step) ends a ``timestep_bias`` limited to ``timestep_bias_steps``.
         Returns the scalar loss and detached statistics (scalar tensors; no device sync).
         """
-        from ..models.adapter import denoise
-
         if x0.ndim != 5:
             raise ConfigError(f"loss expects videos (B, C, T, H, W), got shape {tuple(x0.shape)}")
         cond = cond if cond is not None else Conditioning()

@@ -22,8 +22,8 @@ import torch
 from tqdm.auto import tqdm
 
 from ..errors import ConfigError
-from ..backends.cpu.frozen_weights import frozen_weights
 from .conditioning import Conditioning
+from .denoise import denoise
 from .objective import DiffusionObjective
 from .schedule import SAMPLERS, STOCHASTIC_SAMPLERS, resolve_sampler
 
@@ -235,8 +235,6 @@ def denoise_from(
     progress: bool = False,
 ) -> torch.Tensor:
     """Run ``plan`` from state ``x`` (in the scheduler's space at ``plan.timesteps[0]``) down to x0."""
-    from ..models.adapter import denoise
-
     b = x.shape[0]
     device, dtype = x.device, x.dtype
     cond = _broadcast_cond(cond if cond is not None else Conditioning(), b, "cond").to(device)
@@ -261,34 +259,33 @@ def denoise_from(
         step_kwargs["eta"] = float(eta)
 
     last = len(plan.timesteps) - 1
-    with frozen_weights(model):  # weight-derived tensors (e.g. packed convolution weights) built once for all steps
-        for i, t in enumerate(tqdm(plan.timesteps, desc="sampling", disable=not progress, leave=False)):
-            t_int = int(round(float(t)))
-            tt = torch.full((b,), t_int, device=device, dtype=torch.long)
-            scale = plan.input_scale(t)
-            if given is not None:
-                image, mask = given
-                renoised = objective.q_sample(image, tt, randn(x.shape, generators, device, dtype))
-                x = torch.where(mask, renoised / scale, x)
-            x_in = x * scale
-            if guided:
-                out = denoise(model, torch.cat([x_in, x_in]), torch.cat([tt, tt]), cond_in)
-                pos, neg = out.chunk(2)
-                prediction = neg + guidance_scale * (pos - neg)
-            else:
-                prediction = denoise(model, x_in, tt, cond_in)
-            x0 = objective.predict_x0(x_in, tt, prediction.to(dtype))
-            if dynamic_threshold is not None:
-                x0 = dynamic_threshold_x0(x0, dynamic_threshold)
-            elif clip_x0:
-                x0 = x0.clamp(-1.0, 1.0)
-            if i == last and plan.sampler == "ddim":
-                # diffusers' DDIM steps to t - T // steps, which is 0 rather than the clean end when steps does
-                # not divide T; its step to alpha_bar = 1 is exactly the predicted x0.
-                x = x0
-                break
-            v = objective.velocity_from_x0(x_in, tt, x0)
-            x = scheduler.step(v, t, x, **step_kwargs).prev_sample
+    for i, t in enumerate(tqdm(plan.timesteps, desc="sampling", disable=not progress, leave=False)):
+        t_int = int(round(float(t)))
+        tt = torch.full((b,), t_int, device=device, dtype=torch.long)
+        scale = plan.input_scale(t)
+        if given is not None:
+            image, mask = given
+            renoised = objective.q_sample(image, tt, randn(x.shape, generators, device, dtype))
+            x = torch.where(mask, renoised / scale, x)
+        x_in = x * scale
+        if guided:
+            out = denoise(model, torch.cat([x_in, x_in]), torch.cat([tt, tt]), cond_in)
+            pos, neg = out.chunk(2)
+            prediction = neg + guidance_scale * (pos - neg)
+        else:
+            prediction = denoise(model, x_in, tt, cond_in)
+        x0 = objective.predict_x0(x_in, tt, prediction.to(dtype))
+        if dynamic_threshold is not None:
+            x0 = dynamic_threshold_x0(x0, dynamic_threshold)
+        elif clip_x0:
+            x0 = x0.clamp(-1.0, 1.0)
+        if i == last and plan.sampler == "ddim":
+            # diffusers' DDIM steps to t - T // steps, which is 0 rather than the clean end when steps does
+            # not divide T; its step to alpha_bar = 1 is exactly the predicted x0.
+            x = x0
+            break
+        v = objective.velocity_from_x0(x_in, tt, x0)
+        x = scheduler.step(v, t, x, **step_kwargs).prev_sample
     if given is not None:
         image, mask = given
         x = torch.where(mask, image, x)

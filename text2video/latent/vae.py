@@ -26,6 +26,7 @@ import torch
 from torch import nn
 
 from ..errors import ModelError
+from ..nn.frames import fold_frames, unfold_frames
 
 logger = logging.getLogger(__name__)
 
@@ -302,16 +303,6 @@ class VideoVAE(nn.Module):
 
     # ------------------------------------------------------------------------ encode / decode
 
-    @staticmethod
-    def _fold(video: torch.Tensor) -> torch.Tensor:
-        b, c, t, h, w = video.shape
-        return video.permute(0, 2, 1, 3, 4).reshape(b * t, c, h, w)
-
-    @staticmethod
-    def _unfold(frames: torch.Tensor, b: int, t: int) -> torch.Tensor:
-        n, c, h, w = frames.shape
-        return frames.reshape(b, t, c, h, w).permute(0, 2, 1, 3, 4).contiguous()
-
     @torch.no_grad()
     def encode_moments(self, video: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Mean and standard deviation of the posterior, both scaled: ``(B, c, T, h, w)`` each.
@@ -321,14 +312,14 @@ class VideoVAE(nn.Module):
         self._check_video(video)
         b, _, t, _, _ = video.shape
         out_dtype = video.dtype if video.is_floating_point() else torch.float32
-        frames = self._fold(video)
+        frames = fold_frames(video)
         means, stds = [], []
         for start in range(0, frames.shape[0], self.micro_batch):
             chunk = frames[start : start + self.micro_batch].to(self.device, self.dtype)
             dist = self.vae.encode(chunk).latent_dist
             means.append(((dist.mean - self.shift_factor) * self.scaling_factor).to(video.device, out_dtype))
             stds.append((dist.std * self.scaling_factor).to(video.device, out_dtype))
-        return self._unfold(torch.cat(means), b, t), self._unfold(torch.cat(stds), b, t)
+        return unfold_frames(torch.cat(means), t).contiguous(), unfold_frames(torch.cat(stds), t).contiguous()
 
     @torch.no_grad()
     def encode(self, video: torch.Tensor, *, posterior: Posterior = "mode", generator: Generators = None) -> torch.Tensor:
@@ -351,13 +342,13 @@ class VideoVAE(nn.Module):
         self._check_latents(latents)
         b, _, t, _, _ = latents.shape
         out_dtype = latents.dtype if latents.is_floating_point() else torch.float32
-        frames = self._fold(latents)
+        frames = fold_frames(latents)
         outs = []
         for start in range(0, frames.shape[0], self.micro_batch):
             z = frames[start : start + self.micro_batch].to(self.device, self.dtype) / self.scaling_factor + self.shift_factor
             pixels = self.vae.decode(z).sample
             outs.append((pixels.clamp(-1.0, 1.0) if clamp else pixels).to(latents.device, out_dtype))
-        return self._unfold(torch.cat(outs), b, t)
+        return unfold_frames(torch.cat(outs), t).contiguous()
 
     def forward(self, video: torch.Tensor, *, posterior: Posterior = "mode", generator: Generators = None) -> torch.Tensor:
         """``decode(encode(video))``: what the VAE keeps of a video."""

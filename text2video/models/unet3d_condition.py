@@ -27,6 +27,7 @@ from torch import nn
 from ..diffusion.conditioning import Conditioning
 from ..errors import ModelError
 from ..nn.embeddings import sinusoidal_embedding
+from ..nn.frames import fold_frames, unfold_frames
 from ..nn.motion import TemporalTransformer
 from .unet3d_condition_blocks import (
     AttentionOptions,
@@ -38,8 +39,6 @@ from .unet3d_condition_blocks import (
     MotionOptions,
     UNetMidBlock3DCrossAttn,
     UpBlock3D,
-    fold_frames,
-    unfold_frames,
 )
 
 logger = logging.getLogger(__name__)

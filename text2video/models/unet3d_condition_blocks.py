@@ -14,20 +14,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..nn.frames import fold_frames, unfold_frames
 from ..nn.motion import TemporalConvLayer, TemporalTransformer
 from ..nn.transformer_block import TransformerBlock
-
-
-def fold_frames(x: torch.Tensor) -> torch.Tensor:
-    """``(B, C, T, H, W) -> (B*T, C, H, W)``."""
-    b, c, t, h, w = x.shape
-    return x.transpose(1, 2).reshape(b * t, c, h, w)
-
-
-def unfold_frames(x: torch.Tensor, frames: int) -> torch.Tensor:
-    """``(B*T, C, H, W) -> (B, C, T, H, W)``."""
-    bt, c, h, w = x.shape
-    return x.reshape(bt // frames, frames, c, h, w).transpose(1, 2)
 
 
 @dataclass

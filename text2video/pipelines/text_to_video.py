@@ -57,8 +57,9 @@ class TextToVideoPipeline(VideoPipeline):
         negative = self._negative(negative_prompt if negative_prompt is not None else d.negative_prompt, shape[0])
         generators, seeds = make_generators(shape[0], seed)
         options = self._sampling_kwargs(steps=steps, sampler=sampler, guidance_scale=guidance_scale, eta=eta, dynamic_threshold=dynamic_threshold)
-        videos = sample(self.model, shape, cond, objective=self.objective, negative_cond=negative, generators=generators,
-                        progress=progress, **options)  # fmt: skip
+        with self.backend():
+            videos = sample(self.model, shape, cond, objective=self.objective, negative_cond=negative,
+                            generators=generators, progress=progress, **options)  # fmt: skip
         videos = self.decode(videos)
         return self._finish(videos, [p for p in prompts for _ in range(num_videos_per_prompt)], seeds)
 

@@ -31,6 +31,7 @@ from typing import Any, Callable, Optional
 import torch
 from torch import nn
 
+from ..backends import cpu as cpu_backend
 from ..config import Config, objective_config
 from ..diffusion.conditioning import Conditioning
 from ..errors import ConfigError, ModelError, Text2VideoError
@@ -188,6 +189,8 @@ class Trainer:
         if t.init_from:
             self._load_initial_weights(self.model, t.init_from)
         self._apply_training_options(self.model)
+        if self.device.type == "cpu":
+            cpu_backend.install(self.model)  # the EMA copy below inherits the fast layers
         self.ema = EMA(self.model, decay=t.ema_decay, warmup=t.ema_warmup, start=t.ema_start, every=t.ema_every)
         self.ema.shadow.to(self.device)
         self.optimizer = make_adamw(

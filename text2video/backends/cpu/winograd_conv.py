@@ -89,7 +89,7 @@ class _Conv3x3Winograd(torch.autograd.Function):
         lib.t2v_winograd_output(m.data_ptr(), cpu_kernels.ptr(bias_c), y.data_ptr(), n, h, w, c_out, tile, nthreads)
         # the backward needs the transformed input for the weight gradient and the transformed weight for the
         # input gradient: both kept. Recomputing them would be passes over memory as long as the products they
-        # feed; for the transformed weight of the 4x4 and 8x8 levels measured at 1.05x the training step.
+        # feed (docs/models.md).
         ctx.save_for_backward(v if ctx.needs_input_grad[1] else None, u if ctx.needs_input_grad[0] else None)
         ctx.has_bias, ctx.tile, ctx.lib, ctx.shape = bias is not None, tile, lib, (n, c, h, w, c_out)
         return y.permute(0, 3, 1, 2)  # channels-last storage
