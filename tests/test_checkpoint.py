@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from text2video.errors import CheckpointError
-from text2video.train.checkpoint import (
+from text2video.runs.checkpoint import (
     capture_rng_state,
     list_checkpoints,
     load_checkpoint,
@@ -101,7 +101,7 @@ CRASH_SCRIPT = textwrap.dedent(
     """
     import os, signal, sys
     import torch
-    from text2video.train import checkpoint
+    from text2video.runs import checkpoint
 
     run = sys.argv[1]
     torch.manual_seed(0)

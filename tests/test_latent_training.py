@@ -59,11 +59,11 @@ class _Spy:
 def test_tiny_latent_run_trains_resumes_exports_and_generates(tmp_path: Path, caplog) -> None:
     from text2video.cli import main
     from text2video.pipelines import load_pipeline
-    from text2video.train.export import export_run, pipeline_from_run
+    from text2video.pipelines.from_run import export_run, pipeline_from_run
 
     run = tmp_path / "run"
     config = _config(latent={"vae": "tiny:3", "fit_steps": 2})
-    with caplog.at_level(logging.INFO, logger="text2video.train.latent"):
+    with caplog.at_level(logging.INFO, logger="text2video.runs.vae"):
         trainer = Trainer(config, run, progress=False)
     assert any("fitted the VAE" in r.getMessage() for r in caplog.records)
     assert (run / "vae" / "config.json").is_file()
@@ -82,7 +82,7 @@ def test_tiny_latent_run_trains_resumes_exports_and_generates(tmp_path: Path, ca
     # resume: the run's fitted VAE is read back, not fitted again
     caplog.clear()
     resumed_config = _config(latent={"vae": "tiny:3", "fit_steps": 2}, train={"steps": 3})
-    with caplog.at_level(logging.INFO, logger="text2video.train.latent"):
+    with caplog.at_level(logging.INFO, logger="text2video.runs.vae"):
         again = Trainer(resumed_config, run, progress=False)
     assert not any("fitted the VAE" in r.getMessage() for r in caplog.records)
     assert again.vae.id == vae_id

@@ -27,7 +27,7 @@ def trained_run(tmp_path_factory):
 
 
 def test_train_writes_a_run_folder(trained_run):
-    from text2video.train.checkpoint import list_checkpoints, read_state
+    from text2video.runs.checkpoint import list_checkpoints, read_state
 
     assert (trained_run / "config.yaml").is_file()
     assert (trained_run / "metrics.csv").read_text().count("\n") == 4  # header + 3 steps
@@ -39,7 +39,7 @@ def test_resume_latest_continues_to_more_steps(trained_run, tmp_path):
     run = tmp_path / "again"
     shutil.copytree(trained_run, run)
     assert main(["train", "--config", str(run / "config.yaml"), "train.steps=4", "--run-dir", str(run), "--resume", "latest", "--no-progress"]) == 0
-    from text2video.train.checkpoint import list_checkpoints, read_state
+    from text2video.runs.checkpoint import list_checkpoints, read_state
 
     assert read_state(list_checkpoints(run)[-1])["step"] == 4
 
@@ -109,7 +109,7 @@ def test_two_process_accelerate_launch_on_cpu(tmp_path):
            *TINY, "train.steps=2", "--run-dir", str(run), "--no-progress"]  # fmt: skip
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    from text2video.train.checkpoint import list_checkpoints, read_state
+    from text2video.runs.checkpoint import list_checkpoints, read_state
 
     state = read_state(list_checkpoints(run)[-1])
     assert state["world_size"] == 2 and state["step"] == 2

@@ -3,7 +3,7 @@ import math
 import pytest
 import torch
 
-from text2video.train.checkpoint import list_checkpoints, read_state
+from text2video.runs.checkpoint import list_checkpoints, read_state
 from text2video.train.ema import EMA
 from text2video.train.trainer import NonFiniteLossError, lr_lambda, read_metrics
 from trainer_toys import ToyDenoiser, ToyObjective, make_trainer, toy_config

@@ -73,7 +73,7 @@ def load_for_cli(args: argparse.Namespace, kind: str = "TextToVideoPipeline") ->
     import torch
 
     from ..errors import CheckpointError
-    from ..train.export import is_run_dir, pipeline_from_run
+    from ..pipelines.from_run import is_run_dir, pipeline_from_run
 
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     path = Path(args.model)

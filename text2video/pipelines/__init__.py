@@ -32,7 +32,7 @@ def load_pipeline(path: str | Path, kind: str | None = None, **kwargs: Any) -> V
     """Load a pipeline folder (``pipeline.json`` + ``model/``) or a training run folder. ``kind`` picks another pipeline class on
     the same files (e.g. ``"InterpolationPipeline"``); keyword arguments go to ``from_pretrained``."""
     from ..errors import ConfigError
-    from ..train.export import is_run_dir, pipeline_from_run
+    from .from_run import is_run_dir, pipeline_from_run
 
     if is_run_dir(path):  # a training run folder: its latest checkpoint, EMA weights
         return pipeline_from_run(path, kind=kind or TextToVideoPipeline.pipeline_name, **kwargs)

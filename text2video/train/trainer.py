@@ -8,7 +8,7 @@ clipping, AdamW, the LR schedule and the EMA. All randomness of a step comes fro
 uninterrupted one exactly. The trainer knows no particular model: it calls ``forward_cond`` through
 `ConditionedDenoiser`.
 
-With ``latent.vae`` set the run works in a VAE's latent space: the frozen VAE (`text2video.train.latent`)
+With ``latent.vae`` set the run works in a VAE's latent space: the frozen VAE (`text2video.runs.vae`)
 encodes each batch, or the whole dataset once into a `LatentDataset` cache (``latent.cache``); the model's
 channels and sizes are filled from the VAE; samples are drawn at the latent shape without x0 clipping and
 decoded. Without a VAE nothing of this runs.
@@ -36,7 +36,7 @@ from ..config import Config, objective_config
 from ..diffusion.conditioning import Conditioning
 from ..errors import ConfigError, ModelError, Text2VideoError
 from ..models.adapter import ConditionedDenoiser
-from .checkpoint import list_checkpoints, load_checkpoint, resolve_checkpoint, save_checkpoint
+from ..runs.checkpoint import list_checkpoints, load_checkpoint, resolve_checkpoint, save_checkpoint
 from .data import ShardedBatches, collate, seeded_generator
 from .ema import EMA
 
@@ -238,7 +238,7 @@ class Trainer:
 
     def _build_vae(self) -> Any:
         """The frozen VAE of ``latent.vae`` on the accelerator device (fitted and saved first if asked), or None."""
-        from .latent import prepare_run_vae
+        from ..runs.vae import prepare_run_vae
 
         vae = prepare_run_vae(
             self.config, self.run_dir, self.dataset, device=self.device, is_main=self.accelerator.is_main_process,
@@ -265,7 +265,7 @@ class Trainer:
     def _load_initial_weights(model: nn.Module, source: str) -> None:
         """``train.init_from``: the weights of a ``save_pretrained`` folder (e.g. ``text2video convert``'s
         output) or a ``.safetensors`` file, loaded strictly before the first step."""
-        from .checkpoint import load_weights
+        from ..runs.checkpoint import load_weights
 
         path = Path(source).expanduser()
         if path.is_dir():
@@ -673,7 +673,7 @@ def configured_model_kwargs(
                     f"set model.{key} to {text_dim}, or use a text encoder whose hidden size is {kwargs[key]}"
                 )
     if vae is not None:
-        from .latent import latent_model_sizes
+        from ..runs.vae import latent_model_sizes
 
         channels, h, w = latent_model_sizes(config, vae)
         why = f"the VAE's {channels}-channel latents"

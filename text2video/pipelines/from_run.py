@@ -9,7 +9,7 @@ from typing import Any, Optional
 
 from ..config import Config, config_from_dict, objective_config
 from ..errors import CheckpointError
-from .checkpoint import load_weights, resolve_checkpoint
+from ..runs.checkpoint import load_weights, resolve_checkpoint
 
 RUN_CONFIG = "config.yaml"
 
@@ -55,10 +55,10 @@ def pipeline_from_run(
     device: Any = None,
 ) -> Any:
     """A pipeline (``kind``) built from a run folder's config and a checkpoint's weights."""
-    from ..pipelines import PIPELINES
+    from . import PIPELINES
     from ..text import load_text_encoder
-    from .latent import load_run_vae
-    from .trainer import build_configured_model
+    from ..runs.vae import load_run_vae
+    from ..train.trainer import build_configured_model
 
     config = read_run_config(run_dir)
     path = resolve_checkpoint(checkpoint, run_dir)
@@ -90,6 +90,6 @@ def load_any_pipeline(path: str | Path, kind: Optional[str] = None, **kwargs: An
     """A pipeline from a pipeline folder or a run folder (its latest checkpoint, EMA weights)."""
     if is_run_dir(path):
         return pipeline_from_run(path, kind=kind or "TextToVideoPipeline", **kwargs)
-    from ..pipelines import load_pipeline
+    from . import load_pipeline
 
     return load_pipeline(path, kind, **kwargs)
