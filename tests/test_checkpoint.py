@@ -16,7 +16,7 @@ from text2video.runs.checkpoint import (
     restore_rng_state,
     save_checkpoint,
 )
-from text2video.train.trainer import read_metrics
+from text2video.train.metrics import read_metrics
 from trainer_toys import ToyObjective, make_trainer, toy_config
 
 

@@ -7,8 +7,9 @@ import torch
 
 from text2video.diffusion.conditioning import Conditioning
 from text2video.errors import ModelError
-from text2video.models import build_model, denoise, load_model
-from text2video.models.stdit import STDIT_SIZES, DiffuserSTDiT, STDiT, stdit_config
+from text2video.diffusion.denoise import denoise
+from text2video.models import build_model, load_model
+from text2video.models.stdit import DiffuserSTDiT, STDiT
 
 TINY = dict(input_size=(4, 8, 8), in_channels=4, out_channels=4, hidden_size=32, depth=2, num_heads=2,
             caption_channels=16, model_max_length=6)
@@ -138,13 +139,13 @@ def test_stdit_save_load_and_registry(tmp_path):
 
 
 def test_named_sizes_follow_dit():
-    assert set(STDIT_SIZES) == {"STDiT-S/2", "STDiT-B/2", "STDiT-L/2", "STDiT-XL/2"}
-    assert dict(STDIT_SIZES["STDiT-XL/2"]) == dict(depth=28, hidden_size=1152, num_heads=16)
+    assert set(STDiT.PRESETS) == {"STDiT-S/2", "STDiT-B/2", "STDiT-L/2", "STDiT-XL/2"}
+    assert dict(STDiT.PRESETS["STDiT-XL/2"]) == dict(depth=28, hidden_size=1152, num_heads=16, patch_size=(1, 2, 2))
     with torch.device("meta"):
-        model = STDiT.from_size("STDiT-S/2", input_size=(4, 8, 8), caption_channels=16)
+        model = STDiT.from_preset("STDiT-S/2", input_size=(4, 8, 8), caption_channels=16)
     assert len(model.blocks) == 12 and model.config.hidden_size == 384 and tuple(model.config.patch_size) == (1, 2, 2)
-    with pytest.raises(ModelError, match="unknown STDiT size"):
-        stdit_config("STDiT-M/2")
+    with pytest.raises(ModelError, match="unknown STDiT preset"):
+        STDiT.preset_config("STDiT-M/2")
 
 
 @pytest.mark.parametrize("preset", ["tiny-stdit", "stdit-gpu-64"])

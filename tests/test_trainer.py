@@ -5,7 +5,8 @@ import torch
 
 from text2video.runs.checkpoint import list_checkpoints, read_state
 from text2video.train.ema import EMA
-from text2video.train.trainer import NonFiniteLossError, lr_lambda, read_metrics
+from text2video.train.metrics import read_metrics
+from text2video.train.trainer import NonFiniteLossError, lr_lambda
 from trainer_toys import ToyDenoiser, ToyObjective, make_trainer, toy_config
 
 

@@ -7,7 +7,8 @@ import torch
 
 from text2video.diffusion.conditioning import Conditioning
 from text2video.errors import ModelError
-from text2video.models import build_model, denoise, load_model
+from text2video.diffusion.denoise import denoise
+from text2video.models import build_model, load_model
 from text2video.models.unet_stic import UNetSTIC
 
 TINY = dict(sample_size=8, in_channels=8, out_channels=4, block_out_channels=(16, 32),

@@ -335,13 +335,9 @@ def _check_latent(config: Config) -> None:
 
 
 def _model_presets(cls: type) -> Optional[list[str]]:
-    """Preset names of a model class with ``from_preset`` (from its module's ``PRESETS``), else None."""
-    import sys
-
-    if not hasattr(cls, "from_preset"):
-        return None
-    presets = getattr(sys.modules.get(cls.__module__), "PRESETS", None)
-    return sorted(presets) if presets is not None else []
+    """Preset names of a model class (its ``PRESETS`` table, `text2video.models.presets`), else None."""
+    presets = getattr(cls, "PRESETS", None)
+    return sorted(presets) if presets is not None else None
 
 
 def _check_training_options(config: Config) -> None:
@@ -411,7 +407,6 @@ def _check_diffusion(diffusion: DiffusionConfig) -> None:
     allowed = _objective_fields()
     if allowed is None:
         return
-    allowed = [a for a in allowed if a != "cond_drop_prob"]
     for key in diffusion.kwargs:
         if key not in allowed:
             raise _unknown("key", f"diffusion.{key}", [f"diffusion.{a}" for a in allowed])
@@ -511,16 +506,11 @@ def load_config(source: str | Path | None = None, overrides: Optional[list[str]]
     return config_from_dict(apply_overrides(data, list(overrides or [])))
 
 
-def objective_config(config: Config, for_training: bool = True) -> Any:
-    """The ``ObjectiveConfig`` of this run's ``diffusion`` section.
-
-    For training its ``cond_drop_prob`` is 0: the trainer drops the text itself (``train.cond_drop``).
-    """
+def objective_config(config: Config) -> Any:
+    """The ``ObjectiveConfig`` of this run's ``diffusion`` section (guidance dropping is ``train.cond_drop``)."""
     from .diffusion.objective import ObjectiveConfig
 
     kwargs = dict(config.diffusion.kwargs)
-    if for_training:
-        kwargs["cond_drop_prob"] = 0.0
     try:
         return ObjectiveConfig(**kwargs)
     except TypeError as exc:

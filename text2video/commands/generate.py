@@ -13,7 +13,7 @@ logger = logging.getLogger(__name__)
 
 def add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", "--model_path", dest="model", required=True,
-                   help="a run folder (uses its latest checkpoint, EMA weights) or a pipeline folder (text2video export)")
+                   help="a run folder (uses its latest checkpoint, EMA weights), one of its checkpoint folders, or a pipeline folder (text2video export)")
     p.add_argument("--checkpoint", default="latest", help="with a run folder: latest (default) or a checkpoint folder")
     p.add_argument("--no-ema", action="store_true", help="with a run folder: use the live weights, not the EMA weights")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1, mps (default: the best available)")
@@ -69,26 +69,13 @@ def collect_prompts(args: argparse.Namespace) -> list[str]:
 
 
 def load_for_cli(args: argparse.Namespace, kind: str = "TextToVideoPipeline") -> Any:
-    """The pipeline ``kind`` from ``--model`` (run folder or pipeline folder)."""
+    """The pipeline ``kind`` from ``--model`` (a run, checkpoint or pipeline folder)."""
     import torch
 
-    from ..errors import CheckpointError
-    from ..pipelines.from_run import is_run_dir, pipeline_from_run
-
-    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    path = Path(args.model)
-    if path.suffix == ".pt" or path.is_file():
-        raise CheckpointError(
-            f"{path} is a file; --model takes a run folder (text2video train) or a pipeline folder (text2video export). "
-            "Seed 001's .pt checkpoints are not read: they are pickles."
-        )
-    if not path.is_dir():
-        raise CheckpointError(f"model folder {path} does not exist")
-    if is_run_dir(path):
-        return pipeline_from_run(path, args.checkpoint, use_ema=not args.no_ema, kind=kind, device=device)
     from ..pipelines import load_pipeline
 
-    return load_pipeline(path, kind, device=device)
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    return load_pipeline(args.model, kind, checkpoint=args.checkpoint, use_ema=not args.no_ema, device=device)
 
 
 def report_paths(args: argparse.Namespace, paths: list[Path], prompts: list[str]) -> None:

@@ -46,25 +46,20 @@ from ..nn.dit_blocks import (
     sincos_2d,
 )
 from .image_cond import as_batch_timesteps, cond_image_channels
+from .presets import Presets
 
 #: DiT's model sizes (Peebles & Xie, Table 1), used for STDiT with patches of 1x2x2.
-STDIT_SIZES: MappingProxyType[str, MappingProxyType[str, int]] = MappingProxyType(
+PRESETS: MappingProxyType[str, MappingProxyType[str, Any]] = MappingProxyType(
     {
-        "STDiT-S/2": MappingProxyType(dict(depth=12, hidden_size=384, num_heads=6)),
-        "STDiT-B/2": MappingProxyType(dict(depth=12, hidden_size=768, num_heads=12)),
-        "STDiT-L/2": MappingProxyType(dict(depth=24, hidden_size=1024, num_heads=16)),
-        "STDiT-XL/2": MappingProxyType(dict(depth=28, hidden_size=1152, num_heads=16)),
+        name: MappingProxyType(dict(depth=depth, hidden_size=hidden, num_heads=heads, patch_size=(1, 2, 2)))
+        for name, depth, hidden, heads in (
+            ("STDiT-S/2", 12, 384, 6),
+            ("STDiT-B/2", 12, 768, 12),
+            ("STDiT-L/2", 24, 1024, 16),
+            ("STDiT-XL/2", 28, 1152, 16),
+        )
     }
 )
-
-
-def stdit_config(size: str, **overrides: Any) -> dict[str, Any]:
-    """Constructor arguments of the named size (``STDiT-S/2`` .. ``STDiT-XL/2``) with ``overrides``."""
-    if size not in STDIT_SIZES:
-        raise ModelError(f"unknown STDiT size {size!r}; choose one of: {', '.join(STDIT_SIZES)}")
-    cfg: dict[str, Any] = dict(STDIT_SIZES[size], patch_size=(1, 2, 2))
-    cfg.update(overrides)
-    return cfg
 
 
 class STDiTBlock(nn.Module):
@@ -105,8 +100,10 @@ class STDiTBlock(nn.Module):
         return x + gated(self.mlp(modulate(self.norm2(x), sh_m, sc_m)), g_m)
 
 
-class STDiT(ModelMixin, ConfigMixin):
+class STDiT(Presets, ModelMixin, ConfigMixin):
     """Spatio-temporal DiT over ``(B, C, T, H, W)`` video latents (see the module docstring)."""
+
+    PRESETS = PRESETS
 
     @register_to_config
     def __init__(
@@ -160,11 +157,6 @@ class STDiT(ModelMixin, ConfigMixin):
             if block.cross_attn is not None:
                 nn.init.zeros_(block.cross_attn.to_out.weight)
                 nn.init.zeros_(block.cross_attn.to_out.bias)
-
-    @classmethod
-    def from_size(cls, size: str, **overrides: Any) -> "STDiT":
-        """Build a named size (``STDiT-S/2``, ``-B/2``, ``-L/2``, ``-XL/2``); ``overrides`` set the rest."""
-        return cls(**stdit_config(size, **overrides))
 
     # -- text ---------------------------------------------------------------------------------
     def text_context(
@@ -294,9 +286,11 @@ class DiffuserSTDiTModelOutput(BaseOutput):
     sample: torch.Tensor
 
 
-class DiffuserSTDiT(ModelMixin, ConfigMixin):
+class DiffuserSTDiT(Presets, ModelMixin, ConfigMixin):
     """A diffusers-style wrapper around `STDiT`: same constructor arguments, a ``forward`` with
     ``encoder_hidden_states`` and an output object with ``.sample``."""
+
+    PRESETS = PRESETS
 
     @register_to_config
     def __init__(
@@ -327,11 +321,6 @@ class DiffuserSTDiT(ModelMixin, ConfigMixin):
             model_max_length=model_max_length,
             class_dropout_prob=class_dropout_prob,
         )
-
-    @classmethod
-    def from_size(cls, size: str, **overrides: Any) -> "DiffuserSTDiT":
-        """Build a named size (``STDiT-S/2`` .. ``STDiT-XL/2``); ``overrides`` set the rest."""
-        return cls(**stdit_config(size, **overrides))
 
     def forward(
         self,

@@ -29,6 +29,7 @@ from ..errors import ModelError
 from ..nn.embeddings import sinusoidal_embedding
 from ..nn.frames import fold_frames, unfold_frames
 from ..nn.motion import TemporalTransformer
+from .presets import Presets
 from .unet3d_condition_blocks import (
     AttentionOptions,
     Context,
@@ -108,7 +109,7 @@ def _per_block(value: Union[int, Sequence[int]], n: int, name: str) -> tuple[int
     return value
 
 
-class UNet3DConditionModel(ModelMixin, ConfigMixin):
+class UNet3DConditionModel(Presets, ModelMixin, ConfigMixin):
     """Text(-and-image)-conditioned 3D UNet of latent video diffusion (seeds 000 and 002).
 
     Sizes: ``block_out_channels``, ``layers_per_block``, ``num_attention_heads`` (spatial heads per block,
@@ -131,6 +132,8 @@ class UNet3DConditionModel(ModelMixin, ConfigMixin):
     """
 
     _supports_gradient_checkpointing = True
+
+    PRESETS = PRESETS
 
     @register_to_config
     def __init__(
@@ -258,13 +261,6 @@ class UNet3DConditionModel(ModelMixin, ConfigMixin):
         self.conv_out = nn.Conv2d(ch0, out_channels, 3, padding=1)
 
     # ------------------------------------------------------------------ construction helpers
-    @classmethod
-    def from_preset(cls, name: str, **overrides: Any) -> "UNet3DConditionModel":
-        """Build a named size (see `PRESETS`), with config overrides."""
-        if name not in PRESETS:
-            raise ModelError(f"unknown UNet3DConditionModel preset {name!r}; choose one of: {', '.join(PRESETS)}")
-        return cls(**{**PRESETS[name], **overrides})
-
     @classmethod
     def from_unet2d(
         cls,

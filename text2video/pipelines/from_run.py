@@ -9,7 +9,7 @@ from typing import Any, Optional
 
 from ..config import Config, config_from_dict, objective_config
 from ..errors import CheckpointError
-from ..runs.checkpoint import load_weights, resolve_checkpoint
+from ..runs.checkpoint import STATE_FILE, load_weights, resolve_checkpoint
 
 RUN_CONFIG = "config.yaml"
 
@@ -17,6 +17,15 @@ RUN_CONFIG = "config.yaml"
 def is_run_dir(path: str | Path) -> bool:
     path = Path(path)
     return (path / RUN_CONFIG).is_file() and (path / "checkpoints").is_dir()
+
+
+def run_of_checkpoint(path: str | Path) -> Optional[Path]:
+    """The run folder of a checkpoint folder (``RUN/checkpoints/step-N``), or None when ``path`` is not one."""
+    path = Path(path)
+    run = path.parent.parent
+    if (path / STATE_FILE).is_file() and is_run_dir(run):
+        return run
+    return None
 
 
 def read_run_config(run_dir: str | Path) -> Config:
@@ -28,10 +37,14 @@ def read_run_config(run_dir: str | Path) -> Config:
     return config_from_dict(yaml.safe_load(path.read_text()) or {})
 
 
-def pipeline_defaults(config: Config, vae: Any = None) -> dict[str, Any]:
-    """The pipeline's defaults from the run's config; sizes and channels are the output's (pixels)."""
+def pipeline_defaults(config: Config, vae: Any = None, channels: Optional[int] = None) -> dict[str, Any]:
+    """The pipeline's defaults from the run's config; sizes and channels are the output's (pixels): the VAE's,
+    else ``channels``, else the model's ``channels`` setting (3)."""
     s, d = config.sample, config.data
-    channels = int(vae.in_channels) if vae is not None else int(config.model.kwargs.get("channels", 3) or 3)
+    if vae is not None:
+        channels = int(vae.in_channels)
+    elif channels is None:
+        channels = int(config.model.kwargs.get("channels", 3) or 3)
     return {
         "num_frames": s.num_frames or d.num_frames,
         "height": s.size or d.size,
@@ -58,7 +71,7 @@ def pipeline_from_run(
     from . import PIPELINES
     from ..text import load_text_encoder
     from ..runs.vae import load_run_vae
-    from ..train.trainer import build_configured_model
+    from ..runs.build import build_configured_model
 
     config = read_run_config(run_dir)
     path = resolve_checkpoint(checkpoint, run_dir)
@@ -73,7 +86,7 @@ def pipeline_from_run(
     load_weights(model, weights)
     model.eval()
     cls = PIPELINES[kind]
-    pipe = cls(model, text_encoder, objective_config(config, for_training=False), pipeline_defaults(config, vae),
+    pipe = cls(model, text_encoder, objective_config(config), pipeline_defaults(config, vae),
                text_encoder_ref=config.text.encoder, vae=vae)  # fmt: skip
     if device is not None:
         pipe.to(device)
@@ -84,12 +97,3 @@ def export_run(run_dir: str | Path, out: str | Path, checkpoint: str | Path = "l
     """Write the pipeline folder of a run's checkpoint (EMA weights by default) to ``out``."""
     pipe = pipeline_from_run(run_dir, checkpoint, use_ema=use_ema)
     return pipe.save_pretrained(out)
-
-
-def load_any_pipeline(path: str | Path, kind: Optional[str] = None, **kwargs: Any) -> Any:
-    """A pipeline from a pipeline folder or a run folder (its latest checkpoint, EMA weights)."""
-    if is_run_dir(path):
-        return pipeline_from_run(path, kind=kind or "TextToVideoPipeline", **kwargs)
-    from . import load_pipeline
-
-    return load_pipeline(path, kind, **kwargs)

@@ -52,16 +52,20 @@ class EmbeddingCache:
 
     ``hits`` counts prompts answered from the cache (memory or disk); ``misses`` counts texts that had
     to be encoded. With ``keep_in_memory`` (default) an entry is read from disk at most once per cache.
+    ``root=None`` keeps the entries in memory only (the trainer's prompt cache without ``text.cache``).
     """
 
-    def __init__(self, root: str | Path, encoder: TextEncoder, *, keep_in_memory: bool = True) -> None:
-        self.root = Path(root).expanduser()
+    def __init__(self, root: str | Path | None, encoder: TextEncoder, *, keep_in_memory: bool = True) -> None:
         self.encoder = encoder
-        self.keep_in_memory = keep_in_memory
-        self.folder = self.root / _sha256(encoder.id)[:16]
         self.hits = 0
         self.misses = 0
         self._memory: dict[str, TextEmbeddings] = {}
+        self.root = self.folder = None
+        self.keep_in_memory = keep_in_memory or root is None
+        if root is None:
+            return
+        self.root = Path(root).expanduser()
+        self.folder = self.root / _sha256(encoder.id)[:16]
         try:
             self.folder.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
@@ -82,9 +86,11 @@ class EmbeddingCache:
         return self.folder / key[:2] / f"{key}.safetensors"
 
     def __contains__(self, text: str) -> bool:
-        return text in self._memory or self.path_for(text).is_file()
+        return text in self._memory or (self.folder is not None and self.path_for(text).is_file())
 
     def _read(self, text: str) -> Optional[TextEmbeddings]:
+        if self.folder is None:
+            return None
         path = self.path_for(text)
         if not path.is_file():
             return None
@@ -103,6 +109,8 @@ class EmbeddingCache:
         return TextEmbeddings(tokens=tokens[None], mask=mask[None].bool(), pooled=pooled[None])
 
     def _write(self, text: str, entry: TextEmbeddings) -> None:
+        if self.folder is None:
+            return
         from safetensors.torch import save_file
 
         tensors = {
