@@ -276,21 +276,21 @@ class UNet3DConditionModel(Presets, ModelMixin, ConfigMixin):
         start at zero and the model reproduces the image model on every frame. ``overrides`` change
         the config (e.g. ``fps_embedding=True``); weights they add start fresh.
         """
-        from .convert.unet_keys import inflate_unet2d
+        from .unet3d_condition_keys import inflate_unet2d
 
         return inflate_unet2d(cls, unet2d, motion_adapter, overrides)
 
     @classmethod
     def from_diffusers_unet3d(cls, unet3d: Union[str, Path, nn.Module], **overrides: Any) -> "UNet3DConditionModel":
         """Load ModelScope-style weights from a diffusers ``UNet3DConditionModel`` (instance or folder)."""
-        from .convert.unet_keys import load_diffusers_unet3d
+        from .unet3d_condition_keys import load_diffusers_unet3d
 
         return load_diffusers_unet3d(cls, unet3d, overrides)
 
     def load_motion_modules(self, adapter: Union[str, Path, nn.Module, dict], strict: bool = True) -> list[str]:
         """Load AnimateDiff motion weights (``MotionAdapter``, folder, file or state dict; diffusers or
         original key layout) into the motion modules; returns the names loaded."""
-        from .convert.unet_keys import load_motion_state
+        from .unet3d_condition_keys import load_motion_state
 
         return load_motion_state(self, adapter, strict=strict)
 

@@ -19,7 +19,7 @@ from typing import Any, Union
 import torch
 from torch import nn
 
-from ...errors import CheckpointError, ModelError
+from ..errors import CheckpointError, ModelError
 
 logger = logging.getLogger(__name__)
 
