@@ -6,6 +6,7 @@ import textwrap
 
 import pytest
 import torch
+from trainer_toys import ToyObjective, make_trainer, toy_config
 
 from text2video.errors import CheckpointError
 from text2video.runs.checkpoint import (
@@ -17,7 +18,6 @@ from text2video.runs.checkpoint import (
     save_checkpoint,
 )
 from text2video.train.metrics import read_metrics
-from trainer_toys import ToyObjective, make_trainer, toy_config
 
 
 class SignalAt(ToyObjective):
@@ -107,7 +107,8 @@ CRASH_SCRIPT = textwrap.dedent(
     torch.manual_seed(0)
     model = torch.nn.Linear(4, 4)
     opt = torch.optim.AdamW(model.parameters())
-    model(torch.randn(2, 4)).sum().backward(); opt.step()
+    model(torch.randn(2, 4)).sum().backward()
+    opt.step()
     checkpoint.save_checkpoint(run, 1, model=model, optimizer=opt, state={"tag": "first"})
     with torch.no_grad():
         model.weight.add_(1.0)
@@ -135,7 +136,8 @@ def test_a_kill_during_a_checkpoint_write_leaves_the_previous_one_loadable(tmp_p
     torch.manual_seed(0)
     model = torch.nn.Linear(4, 4)
     opt = torch.optim.AdamW(model.parameters())
-    model(torch.randn(2, 4)).sum().backward(); opt.step()
+    model(torch.randn(2, 4)).sum().backward()
+    opt.step()
     expected = model.weight.detach().clone()
     fresh = torch.nn.Linear(4, 4)
     fresh_opt = torch.optim.AdamW(fresh.parameters())

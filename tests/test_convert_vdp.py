@@ -17,6 +17,7 @@ from text2video.models.convert import convert
 from text2video.models.convert.video_diffusion_pytorch import import_original_package, infer_config
 from text2video.models.unet3d import Unet3D
 
+
 def import_peer() -> types.ModuleType:
     """video-diffusion-pytorch's model module (skips the test when the dev dependency is missing)."""
     pytest.importorskip("rotary_embedding_torch")

@@ -8,7 +8,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from text2video.backends.cpu import kernels as cpu_kernels, winograd_conv
+from text2video.backends.cpu import kernels as cpu_kernels
+from text2video.backends.cpu import winograd_conv
 from text2video.backends.cpu.fused_norm import rms_scale_shift_silu
 from text2video.backends.cpu.short_attention import short_sequence_attention
 from text2video.backends.cpu.small_map_conv import conv3x3_gemm_backward

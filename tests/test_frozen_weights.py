@@ -9,15 +9,16 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from text2video.diffusion.objective import DiffusionObjective
-from text2video.diffusion.sampling import sample
 from text2video.backends import cpu as cpu_backend
-from text2video.backends.cpu.unet3d import FastConv2d as Conv2d, FastConvTranspose2d as ConvTranspose2d
-from text2video.backends.cpu.unet3d import FastTemporalAttention as TemporalAttention
-from text2video.models.unet3d import RelativePositionBias, Unet3D
-from text2video.nn.rotary import rotary_angles
 from text2video.backends.cpu import packed_conv
 from text2video.backends.cpu.frozen_weights import frozen_weights
+from text2video.backends.cpu.unet3d import FastConv2d as Conv2d
+from text2video.backends.cpu.unet3d import FastConvTranspose2d as ConvTranspose2d
+from text2video.backends.cpu.unet3d import FastTemporalAttention as TemporalAttention
+from text2video.diffusion.objective import DiffusionObjective
+from text2video.diffusion.sampling import sample
+from text2video.models.unet3d import RelativePositionBias, Unet3D
+from text2video.nn.rotary import rotary_angles
 
 pytestmark = pytest.mark.skipif(not torch.backends.mkldnn.is_available(), reason="needs oneDNN (mkldnn) CPU build")
 

@@ -22,7 +22,7 @@ from text2video.latent import LatentDataset, VideoVAE, load_vae, random_augmenta
 SCALE, SHIFT = 0.5, 0.1
 
 
-def make_raw_vae(seed: int = 0, **overrides) -> "diffusers.AutoencoderKL":
+def make_raw_vae(seed: int = 0, **overrides) -> diffusers.AutoencoderKL:
     torch.manual_seed(seed)
     config = dict(
         in_channels=3, out_channels=3, down_block_types=("DownEncoderBlock2D",) * 2, up_block_types=("UpDecoderBlock2D",) * 2,

@@ -9,13 +9,13 @@ from pathlib import Path
 
 import pytest
 import torch
+from trainer_toys import ToyTextEncoder, ToyVideos
 
 from text2video.config import config_from_dict, load_config
 from text2video.errors import ConfigError, TextEncoderError
 from text2video.latent import VideoVAE
 from text2video.runs.build import build_configured_model, configured_model_kwargs
 from text2video.train.trainer import Trainer
-from trainer_toys import ToyTextEncoder, ToyVideos
 
 TINY_UNET = {
     "name": "unet3d_condition",

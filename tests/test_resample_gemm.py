@@ -6,8 +6,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from text2video.backends.cpu.unet3d import FastConv2d as Conv2d, FastConvTranspose2d as ConvTranspose2d
 from text2video.backends.cpu.resample_gemm import downsample_conv_gemm, upsample_conv_gemm
+from text2video.backends.cpu.unet3d import FastConv2d as Conv2d
+from text2video.backends.cpu.unet3d import FastConvTranspose2d as ConvTranspose2d
 
 
 def _grads(out: torch.Tensor, inputs: list[torch.Tensor], grad: torch.Tensor) -> tuple[torch.Tensor, ...]:

@@ -2,12 +2,12 @@ import math
 
 import pytest
 import torch
+from trainer_toys import ToyObjective, make_trainer, toy_config
 
 from text2video.runs.checkpoint import list_checkpoints, read_state
 from text2video.train.ema import EMA
 from text2video.train.metrics import read_metrics
 from text2video.train.trainer import NonFiniteLossError, lr_lambda
-from trainer_toys import ToyDenoiser, ToyObjective, make_trainer, toy_config
 
 
 def test_short_run_writes_checkpoint_logs_config_and_loss_curve(tmp_path):

@@ -4,25 +4,23 @@ from __future__ import annotations
 
 import pytest
 import torch
-
-from text2video.diffusion.conditioning import Conditioning
-from text2video.errors import ModelError
-from text2video.diffusion.denoise import denoise
-from text2video.models.registry import load_model
 import torch.nn.functional as F
 
+from text2video.backends.cpu.fused_norm import rms_scale_shift_silu
+from text2video.backends.cpu.short_attention import short_sequence_attention
+from text2video.backends.cpu.small_map_conv import conv3x3_gemm_backward
+from text2video.diffusion.conditioning import Conditioning
+from text2video.diffusion.denoise import denoise
+from text2video.errors import ModelError
+from text2video.models.registry import load_model
 from text2video.models.unet3d import (
     RelativePositionBias,
     SpatialLinearAttention,
     TemporalAttention,
     Unet3D,
-
 )
 from text2video.nn.frames import fold_frames, unfold_frames
-from text2video.backends.cpu.fused_norm import rms_scale_shift_silu
 from text2video.nn.rotary import rotary_angles, rotate_features, rotate_rows
-from text2video.backends.cpu.short_attention import short_sequence_attention
-from text2video.backends.cpu.small_map_conv import conv3x3_gemm_backward
 
 TINY = dict(dim=8, cond_dim=6, dim_mults=(1, 2), attn_heads=2, attn_dim_head=8, spatial_attn_dim_head=8)
 

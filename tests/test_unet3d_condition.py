@@ -8,8 +8,8 @@ import torch
 from diffusers.models.embeddings import SinusoidalPositionalEmbedding
 
 from text2video.diffusion.conditioning import Conditioning
-from text2video.errors import ModelError
 from text2video.diffusion.denoise import denoise
+from text2video.errors import ModelError
 from text2video.models.registry import build_model, load_model
 from text2video.models.unet3d_condition import UNet3DConditionModel
 from text2video.models.unet3d_condition_blocks import ResnetBlock3D, Upsample3D

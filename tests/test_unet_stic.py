@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from text2video.diffusion.conditioning import Conditioning
-from text2video.errors import ModelError
 from text2video.diffusion.denoise import denoise
+from text2video.errors import ModelError
 from text2video.models import build_model, load_model
 from text2video.models.unet_stic import UNetSTIC
 

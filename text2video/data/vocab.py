@@ -76,7 +76,7 @@ class HoldoutRule:
         )
 
     @staticmethod
-    def parse(text: str) -> "HoldoutRule":
+    def parse(text: str) -> HoldoutRule:
         """``"blue triangle"``, ``"red"``, ``"square up"``: words naming a colour, shape or direction."""
         values: dict[str, str] = {}
         for word in text.lower().split():

@@ -117,7 +117,7 @@ class ObjectiveConfig:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> "ObjectiveConfig":
+    def from_dict(cls, data: Mapping[str, Any]) -> ObjectiveConfig:
         """Build from a mapping; unknown keys give a `ConfigError` naming them. ``cond_drop_prob`` (written by
         earlier versions; the trainer's ``train.cond_drop`` drops the text now) is ignored."""
         data = {k: v for k, v in data.items() if k != "cond_drop_prob"}

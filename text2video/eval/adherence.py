@@ -43,7 +43,6 @@ from text2video.data.vocab import (
     DIRECTIONS,
     SHAPES,
     HoldoutRule,
-    ShapeFactors,
     is_held_out,
     parse_caption,
 )

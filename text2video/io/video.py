@@ -449,7 +449,7 @@ def _write_av(array: np.ndarray, path: Path, fps: float) -> None:
 # ------------------------------------------------------------------------------------- tensor helpers
 
 
-def frames_to_tensor(frames: Any) -> "torch.Tensor":
+def frames_to_tensor(frames: Any) -> torch.Tensor:
     """uint8 ``(T, H, W, C)`` -> float32 ``(C, T, H, W)`` in [-1, 1]; a batch ``(B, T, H, W, C)`` gives
     ``(B, C, T, H, W)``. Accepts numpy arrays or torch tensors."""
     import torch

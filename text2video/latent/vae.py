@@ -150,7 +150,7 @@ class VideoVAE(nn.Module):
         device: torch.device | str | None = None,
         dtype: torch.dtype | None = None,
         micro_batch: int = 8,
-    ) -> "VideoVAE":
+    ) -> VideoVAE:
         """Load a local ``AutoencoderKL`` folder or a Stable Diffusion folder with ``vae/`` (never downloads)."""
         from diffusers import AutoencoderKL
 
@@ -171,7 +171,7 @@ class VideoVAE(nn.Module):
         device: torch.device | str | None = None,
         dtype: torch.dtype | None = None,
         **config: Any,
-    ) -> "VideoVAE":
+    ) -> VideoVAE:
         """A randomly initialised small VAE (`tiny_vae_config` plus ``config`` overrides), the same for a seed."""
         from diffusers import AutoencoderKL
 
@@ -231,7 +231,7 @@ class VideoVAE(nn.Module):
             digest.update(json.dumps(config, sort_keys=True, default=str).encode("utf-8"))
             for name, tensor in self.vae.state_dict().items():
                 data = tensor.detach().to("cpu").contiguous()
-                digest.update(f"{name}:{data.dtype}:{tuple(data.shape)}".encode("utf-8"))
+                digest.update(f"{name}:{data.dtype}:{tuple(data.shape)}".encode())
                 digest.update(data.reshape(-1).view(torch.uint8).numpy().tobytes())
             self._fingerprint = digest.hexdigest()
         return self._fingerprint
@@ -240,7 +240,7 @@ class VideoVAE(nn.Module):
         self._fingerprint = None
         return super()._apply(fn, *args, **kwargs)
 
-    def train(self, mode: bool = True) -> "VideoVAE":
+    def train(self, mode: bool = True) -> VideoVAE:
         """The VAE stays in eval mode (it is frozen)."""
         return super().train(False)
 

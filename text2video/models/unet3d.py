@@ -316,7 +316,7 @@ class UnetLevel(nn.Module):
         else:
             self.sample = None
 
-    def body(self, x: torch.Tensor, emb_act: Optional[torch.Tensor], ctx: "_Context") -> torch.Tensor:
+    def body(self, x: torch.Tensor, emb_act: Optional[torch.Tensor], ctx: _Context) -> torch.Tensor:
         x = self.res1(x, emb_act, ctx.frames)
         x = self.res2(x, emb_act, ctx.frames)
         if self.spatial_attn is not None:
@@ -338,7 +338,7 @@ class MidBlock(nn.Module):
         self.cross_attn: Optional[TextCrossAttention] = None  # set by Unet3D(text_cross_attn=True)
         self.res2 = ResnetBlock(dim, dim, emb_dim=emb_dim, norm=norm, cond_norm=cond_norm)
 
-    def forward(self, x: torch.Tensor, emb_act: Optional[torch.Tensor], ctx: "_Context") -> torch.Tensor:
+    def forward(self, x: torch.Tensor, emb_act: Optional[torch.Tensor], ctx: _Context) -> torch.Tensor:
         x = self.res1(x, emb_act, ctx.frames)
         x = x + self.spatial_attn(x, ctx.batch)
         x = x + self.temporal_attn(x, ctx.batch, ctx.angles, ctx.bias, ctx.focus)

@@ -267,7 +267,7 @@ class UNet3DConditionModel(Presets, ModelMixin, ConfigMixin):
         unet2d: Union[str, Path, nn.Module],
         motion_adapter: Union[None, str, Path, nn.Module, dict] = None,
         **overrides: Any,
-    ) -> "UNet3DConditionModel":
+    ) -> UNet3DConditionModel:
         """Inflate a diffusers ``UNet2DConditionModel`` (instance or folder) into this model (a
         ``UNetMotionModel`` is accepted too, its motion modules included).
 
@@ -281,7 +281,7 @@ class UNet3DConditionModel(Presets, ModelMixin, ConfigMixin):
         return inflate_unet2d(cls, unet2d, motion_adapter, overrides)
 
     @classmethod
-    def from_diffusers_unet3d(cls, unet3d: Union[str, Path, nn.Module], **overrides: Any) -> "UNet3DConditionModel":
+    def from_diffusers_unet3d(cls, unet3d: Union[str, Path, nn.Module], **overrides: Any) -> UNet3DConditionModel:
         """Load ModelScope-style weights from a diffusers ``UNet3DConditionModel`` (instance or folder)."""
         from .unet3d_condition_keys import load_diffusers_unet3d
 

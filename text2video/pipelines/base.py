@@ -50,7 +50,7 @@ class PipelineDefaults:
     negative_prompt: Optional[str] = None
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any] | None) -> "PipelineDefaults":
+    def from_dict(cls, data: Mapping[str, Any] | None) -> PipelineDefaults:
         data = dict(data or {})
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(data) - known)
@@ -154,7 +154,7 @@ class VideoPipeline:
         except (AttributeError, StopIteration, TypeError):
             return torch.device("cpu")
 
-    def to(self, device: torch.device | str) -> "VideoPipeline":
+    def to(self, device: torch.device | str) -> VideoPipeline:
         if hasattr(self.model, "to"):
             self.model.to(device)
         if self.vae is not None:
@@ -260,7 +260,7 @@ class VideoPipeline:
         text_encoder: Any = None,
         vae: Any = None,
         device: torch.device | str | None = None,
-    ) -> "VideoPipeline":
+    ) -> VideoPipeline:
         """Load a folder written by `save_pretrained`. ``model`` / ``text_encoder`` / ``vae`` replace the saved ones."""
         path = Path(path)
         record = read_pipeline_record(path)

@@ -68,10 +68,10 @@ def pipeline_from_run(
     device: Any = None,
 ) -> Any:
     """A pipeline (``kind``) built from a run folder's config and a checkpoint's weights."""
-    from . import PIPELINES
-    from ..text import load_text_encoder
-    from ..runs.vae import load_run_vae
     from ..runs.build import build_configured_model
+    from ..runs.vae import load_run_vae
+    from ..text import load_text_encoder
+    from . import PIPELINES
 
     config = read_run_config(run_dir)
     path = resolve_checkpoint(checkpoint, run_dir)

@@ -16,8 +16,6 @@ import tempfile
 from pathlib import Path
 from typing import Iterable, Optional, Sequence
 
-import torch
-
 from ..errors import TextEncoderError
 from .encoders import TextEmbeddings, TextEncoder
 

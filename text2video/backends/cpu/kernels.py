@@ -118,7 +118,7 @@ def _bind(lib: ctypes.CDLL) -> ctypes.CDLL:
     return lib
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def load() -> Optional[ctypes.CDLL]:
     """The kernel library, built if needed; None when disabled or unavailable (the reason is logged)."""
     if os.environ.get(ENV_SWITCH, "1").strip().lower() in ("0", "false", "no", "off"):

@@ -17,8 +17,8 @@ from typing import Optional
 
 import torch
 
-from . import kernels as cpu_kernels
 from ...nn.rotary import rotate_features
+from . import kernels as cpu_kernels
 
 
 def _softmax_last_(s: torch.Tensor) -> torch.Tensor:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import re
+import types
 from pathlib import Path
 from typing import Any, Mapping, Optional
 
@@ -221,7 +222,7 @@ def convert(src: Path, out: Path, *, use_ema: Optional[bool] = None, **opts: Any
 _TORCHVISION_STUBS = ("torchvision", "torchvision.transforms", "torchvision.transforms.functional", "torchvision.utils")
 
 
-def import_original_package() -> "types.ModuleType":
+def import_original_package() -> types.ModuleType:
     """video-diffusion-pytorch's model module, for side-by-side checks against the original.
 
     The package imports torchvision at import time only for its data loader, and torchvision has no CPU
