@@ -226,8 +226,13 @@ def main(argv: list[str] | None = None) -> int:
     print(report(rows, kinds))
     result = {
         "config": {**CONFIG, "dim_mults": list(CONFIG["dim_mults"]), "frames": args.frames, "size": args.size, "batch": args.batch},
-        "machine": {"python": platform.python_version(), "torch": torch.__version__, "threads": torch.get_num_threads(),
-                    "allocator": "steady" if steady else "default", "repeats": args.repeats},  # fmt: skip
+        "machine": {
+            "python": platform.python_version(),
+            "torch": torch.__version__,
+            "threads": torch.get_num_threads(),
+            "allocator": "steady" if steady else "default",
+            "repeats": args.repeats,
+        },  # fmt: skip
         "parts": rows,
         "kinds": kinds,
     }

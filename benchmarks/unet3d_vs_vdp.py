@@ -301,7 +301,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=torch.get_num_threads(), help="torch CPU threads")
     parser.add_argument("--no-memory", action="store_true", help="skip the peak-memory subprocesses")
     parser.add_argument("--out", type=Path, default=None, help="JSON file (default benchmarks/results/unet3d_vs_vdp[-quick].json)")
-    parser.add_argument("--device", default="cpu", help="cpu or cuda[:N] (a GPU: e.g. --device cuda --dtype bfloat16 --frames 16 --size 64)")
+    parser.add_argument(
+        "--device", default="cpu", help="cpu or cuda[:N] (a GPU: e.g. --device cuda --dtype bfloat16 --frames 16 --size 64)"
+    )
     parser.add_argument("--dtype", choices=("float32", "bfloat16", "float16"), default="float32", help="autocast dtype of both models")
     parser.add_argument("--frames", type=int, default=FRAMES, help=f"frames per video (default {FRAMES}, seed 001)")
     parser.add_argument("--size", type=int, default=SIZE, help=f"height and width (default {SIZE}, seed 001)")
@@ -369,7 +371,9 @@ def main(argv: list[str] | None = None) -> int:
         )
         if "gflop" in entry:
             g, r = entry["gflop"], entry["gflops_achieved"]
-            print(f"{'':10s} work: peer {g['peer']:.1f} GFLOP ({r['peer']:.0f} GFLOP/s)  ours {g['ours']:.1f} GFLOP ({r['ours']:.0f} GFLOP/s)")
+            print(
+                f"{'':10s} work: peer {g['peer']:.1f} GFLOP ({r['peer']:.0f} GFLOP/s)  ours {g['ours']:.1f} GFLOP ({r['ours']:.0f} GFLOP/s)"
+            )
     if not args.no_memory:
         if device.type == "cuda":
             mem = {"peer": peak_cuda_memory(peer, 2, setup), "ours": peak_cuda_memory(ours, 2, setup)}

@@ -27,8 +27,17 @@ def test_seed_001_preset_fixes_the_seed_defects():
 
 
 def test_dotted_overrides_are_parsed_as_yaml_values():
-    config = load_config("tiny-cpu", ["train.lr=2e-4", "model.dim=16", "train.betas=[0.8, 0.95]",
-                                      "train.max_grad_norm=null", "sample.prompts=[a b, c d]", "data.options.n=10"])
+    config = load_config(
+        "tiny-cpu",
+        [
+            "train.lr=2e-4",
+            "model.dim=16",
+            "train.betas=[0.8, 0.95]",
+            "train.max_grad_norm=null",
+            "sample.prompts=[a b, c d]",
+            "data.options.n=10",
+        ],
+    )
     assert config.train.lr == pytest.approx(2e-4) and isinstance(config.train.lr, float)
     assert config.model.kwargs["dim"] == 16
     assert config.train.betas == [0.8, 0.95]

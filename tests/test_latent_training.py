@@ -31,8 +31,16 @@ def _config(**sections) -> object:
         "data": {"kind": "shapes", "num_frames": 4, "size": 16, "options": {"n": 16, "seed": 0}},
         "latent": {"vae": "tiny", "micro_batch": 8},
         "model": dict(TINY_UNET),
-        "train": {"steps": 2, "batch_size": 2, "lr": 1e-3, "warmup_steps": 0, "log_every": 1, "save_every": 2,
-                  "cpu": True, "ema_decay": 0.9},
+        "train": {
+            "steps": 2,
+            "batch_size": 2,
+            "lr": 1e-3,
+            "warmup_steps": 0,
+            "log_every": 1,
+            "save_every": 2,
+            "cpu": True,
+            "ema_decay": 0.9,
+        },
         "sample": {"prompts": ["a red circle moving right"], "steps": 2, "guidance_scale": 2.0},
     }
     for name, values in sections.items():
@@ -189,8 +197,10 @@ def test_latent_config_errors(tmp_path: Path) -> None:
 
 
 def test_motion_module_only_training_changes_only_motion_parameters(tmp_path: Path) -> None:
-    config = _config(latent={"vae": "tiny"}, train={"steps": 1, "save_every": 0, "trainable": "motion_modules", "lr": 1e-2,
-                                                   "gradient_checkpointing": True})
+    config = _config(
+        latent={"vae": "tiny"},
+        train={"steps": 1, "save_every": 0, "trainable": "motion_modules", "lr": 1e-2, "gradient_checkpointing": True},
+    )
     trainer = Trainer(config, tmp_path / "run", text_encoder=ToyTextEncoder(), dataset=ToyVideos(n=4, frames=4, size=16),
                       progress=False)  # fmt: skip
     assert trainer.model.is_gradient_checkpointing

@@ -102,9 +102,7 @@ def test_min_snr_weights(kind: str) -> None:
 
 @pytest.mark.parametrize("bias, portion, multiplier", [("later", 0.3, 3.0), ("earlier", 0.1, 5.0), ("later", 1.0, 4.0)])
 def test_timestep_bias_draws_the_chosen_portion_more_often(bias: str, portion: float, multiplier: float) -> None:
-    obj = DiffusionObjective(
-        ObjectiveConfig(timestep_bias=bias, timestep_bias_portion=portion, timestep_bias_multiplier=multiplier)
-    )
+    obj = DiffusionObjective(ObjectiveConfig(timestep_bias=bias, timestep_bias_portion=portion, timestep_bias_multiplier=multiplier))
     n = obj.num_train_timesteps
     k = round(portion * n)
     index = torch.arange(n)
@@ -131,7 +129,9 @@ def test_no_timestep_bias_is_uniform() -> None:
 
 
 def test_timestep_bias_ends_after_its_steps() -> None:
-    obj = DiffusionObjective(ObjectiveConfig(timestep_bias="later", timestep_bias_portion=0.1, timestep_bias_multiplier=1e6, timestep_bias_steps=5))
+    obj = DiffusionObjective(
+        ObjectiveConfig(timestep_bias="later", timestep_bias_portion=0.1, timestep_bias_multiplier=1e6, timestep_bias_steps=5)
+    )
     plain = DiffusionObjective(ObjectiveConfig())
     early = obj.sample_timesteps(2000, torch.Generator().manual_seed(0), step=4)
     assert int(early.min()) >= 900  # only the noisiest tenth while the bias lasts

@@ -15,8 +15,7 @@ from text2video.models.segdit import SegDiTTransformer2DModel, dit_xl_2_config
 
 
 def _tiny(**kw) -> SegDiTTransformer2DModel:
-    cfg = dict(num_attention_heads=2, attention_head_dim=8, in_channels=3, num_layers=2, sample_size=8,
-               patch_size=2, num_embeds_ada_norm=5)
+    cfg = dict(num_attention_heads=2, attention_head_dim=8, in_channels=3, num_layers=2, sample_size=8, patch_size=2, num_embeds_ada_norm=5)
     cfg.update(kw)
     return SegDiTTransformer2DModel(**cfg)
 
@@ -33,11 +32,14 @@ def _dit_param_count(depth: int, hidden: int, patch: int, in_ch: int, out_ch: in
     linear = lambda i, o: i * o + o  # noqa: E731
     per_block = 4 * linear(hidden, hidden) + linear(hidden, 4 * hidden) + linear(4 * hidden, hidden) + linear(hidden, 6 * hidden)
     return (
-        in_ch * patch * patch * hidden + hidden  # patch embedding
-        + linear(256, hidden) + linear(hidden, hidden)  # timestep MLP
+        in_ch * patch * patch * hidden
+        + hidden  # patch embedding
+        + linear(256, hidden)
+        + linear(hidden, hidden)  # timestep MLP
         + (classes + 1) * hidden  # class table with the null class
         + depth * per_block
-        + linear(hidden, 2 * hidden) + linear(hidden, patch * patch * out_ch)  # final layer
+        + linear(hidden, 2 * hidden)
+        + linear(hidden, patch * patch * out_ch)  # final layer
     )
 
 
@@ -61,8 +63,16 @@ def test_forward_shapes_learned_sigma_and_zero_init():
 
 
 def test_matches_diffusers_dit_after_import(tmp_path):
-    ref = DiTTransformer2DModel(num_attention_heads=2, attention_head_dim=8, in_channels=4, out_channels=8,
-                                num_layers=3, sample_size=8, patch_size=2, num_embeds_ada_norm=10)
+    ref = DiTTransformer2DModel(
+        num_attention_heads=2,
+        attention_head_dim=8,
+        in_channels=4,
+        out_channels=8,
+        num_layers=3,
+        sample_size=8,
+        patch_size=2,
+        num_embeds_ada_norm=10,
+    )
     _perturb(ref)
     with torch.no_grad():  # the copies agree, as in checkpoints converted from the original DiT
         for block in ref.transformer_blocks[1:]:
@@ -88,8 +98,9 @@ def test_matches_diffusers_dit_after_import(tmp_path):
 
 
 def test_import_refuses_disagreeing_embedding_copies():
-    ref = DiTTransformer2DModel(num_attention_heads=2, attention_head_dim=8, in_channels=4, num_layers=2,
-                                sample_size=8, patch_size=2, num_embeds_ada_norm=10)
+    ref = DiTTransformer2DModel(
+        num_attention_heads=2, attention_head_dim=8, in_channels=4, num_layers=2, sample_size=8, patch_size=2, num_embeds_ada_norm=10
+    )
     _perturb(ref)  # independent random offsets: block 1's copy now differs
     with pytest.raises(ModelError, match="block 1.*differs"):
         from_diffusers_dit(ref)
@@ -147,15 +158,26 @@ def test_forward_cond_per_frame_with_t1_and_null_text():
 
 
 def test_save_load_round_trip(tmp_path):
-    model = _perturb(build_model("segdit", num_attention_heads=2, attention_head_dim=8, in_channels=3,
-                                 num_layers=1, sample_size=8, num_embeds_ada_norm=4, segmentation_channels=1))
+    model = _perturb(
+        build_model(
+            "segdit",
+            num_attention_heads=2,
+            attention_head_dim=8,
+            in_channels=3,
+            num_layers=1,
+            sample_size=8,
+            num_embeds_ada_norm=4,
+            segmentation_channels=1,
+        )
+    )
     model.save_pretrained(tmp_path)
     loaded = load_model(tmp_path).eval()
     assert isinstance(loaded, SegDiTTransformer2DModel)
     x, seg = torch.randn(1, 3, 8, 8), torch.randn(1, 1, 8, 8)
     with torch.no_grad():
-        torch.testing.assert_close(loaded(x, 3, torch.tensor([2]), segmentation=seg).sample,
-                                   model(x, 3, torch.tensor([2]), segmentation=seg).sample)
+        torch.testing.assert_close(
+            loaded(x, 3, torch.tensor([2]), segmentation=seg).sample, model(x, 3, torch.tensor([2]), segmentation=seg).sample
+        )
 
 
 def test_tiny_preset_runs_on_its_data_size():

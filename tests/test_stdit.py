@@ -11,8 +11,9 @@ from text2video.errors import ModelError
 from text2video.models import build_model, load_model
 from text2video.models.stdit import DiffuserSTDiT, STDiT
 
-TINY = dict(input_size=(4, 8, 8), in_channels=4, out_channels=4, hidden_size=32, depth=2, num_heads=2,
-            caption_channels=16, model_max_length=6)
+TINY = dict(
+    input_size=(4, 8, 8), in_channels=4, out_channels=4, hidden_size=32, depth=2, num_heads=2, caption_channels=16, model_max_length=6
+)
 
 
 def _perturb(model: torch.nn.Module) -> torch.nn.Module:
@@ -88,8 +89,7 @@ def test_forward_cond_maps_tokens_null_text_and_frames():
     tokens, tmask = torch.randn(2, 5, 16), torch.tensor([[True] * 5, [True, True, False, False, False]])
     image = torch.randn(2, 4, 3, 8, 8)
     fmask = torch.tensor([[True, False, False], [False, False, True]])
-    cond = Conditioning(text_tokens=tokens, text_mask=tmask, image=image, frame_mask=fmask,
-                        null_text=torch.tensor([False, True]))
+    cond = Conditioning(text_tokens=tokens, text_mask=tmask, image=image, frame_mask=fmask, null_text=torch.tensor([False, True]))
     expected_image = torch.cat([image * fmask[:, None, :, None, None], fmask[:, None, :, None, None].float().expand(2, 1, 3, 8, 8)], 1)
     with torch.no_grad():
         got = denoise(model, x, t, cond)

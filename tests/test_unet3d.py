@@ -174,7 +174,15 @@ def test_gradient_checkpointing_gives_the_same_gradients():
 
 @pytest.mark.parametrize(
     "options",
-    [dict(attn_3d=True), dict(frame_pos_emb=True), dict(cond_norm=True), dict(block_norm="group"), dict(block_norm="layer"), dict(cond_dim=None), dict(use_sparse_linear_attn=False, init_dim=12)],
+    [
+        dict(attn_3d=True),
+        dict(frame_pos_emb=True),
+        dict(cond_norm=True),
+        dict(block_norm="group"),
+        dict(block_norm="layer"),
+        dict(cond_dim=None),
+        dict(use_sparse_linear_attn=False, init_dim=12),
+    ],
 )
 def test_options_build_run_and_train(options):
     model = tiny(**options).train()

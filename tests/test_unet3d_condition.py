@@ -17,8 +17,13 @@ from text2video.nn.motion import TemporalTransformer, interleaved_positions
 
 # SD 1.5's width ratios (320, 640, 1280, 1280) at CPU size.
 TINY = dict(
-    block_out_channels=(8, 16, 32, 32), layers_per_block=1, num_attention_heads=2, cross_attention_dim=16,
-    norm_num_groups=4, motion_num_attention_heads=2, motion_norm_num_groups=4,
+    block_out_channels=(8, 16, 32, 32),
+    layers_per_block=1,
+    num_attention_heads=2,
+    cross_attention_dim=16,
+    norm_num_groups=4,
+    motion_num_attention_heads=2,
+    motion_norm_num_groups=4,
 )
 
 
@@ -54,6 +59,7 @@ def test_seed000_shape_tables_hold_block_by_block():
     def hook(name):
         def record(module, args, output):
             seen[name] = (tuple(args[0].shape), tuple((output[0] if isinstance(output, tuple) else output).shape))
+
         return record
 
     for i, blk in enumerate(model.down_blocks):

@@ -357,9 +357,7 @@ def _check_training_options(config: Config) -> None:
             f"{config.model.name!r} has none: use train.trainable=all"
         )
     if t.gradient_checkpointing and not getattr(cls, "_supports_gradient_checkpointing", False):
-        raise ConfigError(
-            f"train.gradient_checkpointing: model {config.model.name!r} does not support it; set it to false"
-        )
+        raise ConfigError(f"train.gradient_checkpointing: model {config.model.name!r} does not support it; set it to false")
 
 
 def _check_model(model: ModelConfig) -> None:

@@ -23,8 +23,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--config", "-c", default="tiny-cpu", help="preset name or YAML path (default: tiny-cpu)")
     p.add_argument("overrides", nargs="*", help="dotted overrides, e.g. train.lr=2e-4 model.dim=32")
     p.add_argument("--run-dir", "-o", default=None, help="run folder (default: runs/<config name>)")
-    p.add_argument("--resume", default=None, metavar="latest|PATH",
-                   help="continue from the run folder's latest checkpoint, or from a checkpoint / run folder")
+    p.add_argument(
+        "--resume",
+        default=None,
+        metavar="latest|PATH",
+        help="continue from the run folder's latest checkpoint, or from a checkpoint / run folder",
+    )
     p.add_argument("--no-progress", action="store_true", help="no progress bar (logs only)")
     p.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
     p.set_defaults(func=run)

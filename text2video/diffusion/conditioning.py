@@ -101,9 +101,7 @@ class Conditioning:
                 continue
             if not all(present):
                 if f.name == "null_text":
-                    values = [
-                        v if v is not None else torch.zeros(c.batch_size or 0, dtype=torch.bool) for v, c in zip(values, items)
-                    ]
+                    values = [v if v is not None else torch.zeros(c.batch_size or 0, dtype=torch.bool) for v, c in zip(values, items)]
                 else:
                     raise ModelError(f"cannot concatenate Conditioning: field {f.name!r} is set in some items only")
             if f.name in ("text_tokens", "text_mask"):

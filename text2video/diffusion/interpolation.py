@@ -73,9 +73,16 @@ def interpolate_videos(
         start = slerp(x1, x2, weight) / plan_i.input_scale(plan_i.timesteps[0])
         outputs.append(
             denoise_from(
-                model, start, plan_i, cond,
-                objective=objective, guidance_scale=guidance_scale, negative_cond=negative_cond,
-                generators=generators, clip_x0=clip_x0, progress=progress,
+                model,
+                start,
+                plan_i,
+                cond,
+                objective=objective,
+                guidance_scale=guidance_scale,
+                negative_cond=negative_cond,
+                generators=generators,
+                clip_x0=clip_x0,
+                progress=progress,
             )  # fmt: skip
         )
     return torch.stack(outputs, dim=1)

@@ -82,9 +82,7 @@ class ObjectiveConfig:
         if not isinstance(self.num_train_timesteps, int) or self.num_train_timesteps < 2:
             raise ConfigError(f"num_train_timesteps must be an integer >= 2, got {self.num_train_timesteps!r}")
         if not 0 < self.beta_start < self.beta_end < 1:
-            raise ConfigError(
-                f"need 0 < beta_start < beta_end < 1, got beta_start={self.beta_start}, beta_end={self.beta_end}"
-            )
+            raise ConfigError(f"need 0 < beta_start < beta_end < 1, got beta_start={self.beta_start}, beta_end={self.beta_end}")
         if self.rescale_zero_terminal_snr and self.prediction_type == "epsilon":
             raise ConfigError(
                 "rescale_zero_terminal_snr=True with prediction_type='epsilon' cannot recover x0 at the last "

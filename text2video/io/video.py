@@ -81,9 +81,7 @@ class VideoInfo:
 # ----------------------------------------------------------------------------------------------- read
 
 
-def read_video(
-    path: str | Path, *, start: int = 0, num_frames: int | None = None, stride: int = 1
-) -> tuple[np.ndarray, float]:
+def read_video(path: str | Path, *, start: int = 0, num_frames: int | None = None, stride: int = 1) -> tuple[np.ndarray, float]:
     """Frames ``start, start + stride, ...`` (at most ``num_frames``) as uint8 ``(T, H, W, 3)`` RGB.
 
     The returned fps is the playback rate of the returned frames: the file's rate divided by
@@ -104,9 +102,7 @@ def read_video(
     else:
         frames, fps = _read_images(path, start, num_frames, stride)
     if frames.shape[0] == 0:
-        raise VideoReadError(
-            f"{path}: no frame at or after frame {start}; the video is shorter than that or holds no frame"
-        )
+        raise VideoReadError(f"{path}: no frame at or after frame {start}; the video is shorter than that or holds no frame")
     return frames, fps / stride
 
 
@@ -313,7 +309,7 @@ def _read_av(path: Path, start: int, num_frames: int | None, stride: int) -> tup
             stream.thread_type = "AUTO"
             fps = _av_fps(stream)
             origin = float(stream.start_time * stream.time_base) if stream.start_time is not None else 0.0
-            for attempt_seek in ((start,) if start == 0 else (start, 0)):
+            for attempt_seek in (start,) if start == 0 else (start, 0):
                 frames.clear()
                 overshot = False
                 for index, frame in _decode_from(container, stream, attempt_seek, fps, origin):

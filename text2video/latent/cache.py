@@ -223,8 +223,13 @@ class LatentCache:
             return None
         extra_tensors = {name[len("extra.") :]: t for name, t in tensors.items() if name.startswith("extra.")}
         return LatentEntry(
-            mean=tensors["mean"], std=tensors["std"], text=record.get("text", ""), fps=float(record.get("fps", 0.0)),
-            path=record.get("path", ""), extras=record.get("extras", {}), tensors=extra_tensors,
+            mean=tensors["mean"],
+            std=tensors["std"],
+            text=record.get("text", ""),
+            fps=float(record.get("fps", 0.0)),
+            path=record.get("path", ""),
+            extras=record.get("extras", {}),
+            tensors=extra_tensors,
         )
 
     def put(self, key: str, entry: LatentEntry, dtype: torch.dtype = torch.float32) -> Path:
@@ -296,7 +301,8 @@ class LatentDataset(Dataset):
                 logger.warning(
                     "latent cache: the dataset uses %s; each item's first draw is cached and reused, so these "
                     "augmentations stop varying. To avoid it, %s; to silence this, use augmentations='freeze'",
-                    what, fix,
+                    what,
+                    fix,
                 )
 
     def __len__(self) -> int:
@@ -337,8 +343,13 @@ class LatentDataset(Dataset):
             else:
                 logger.debug("latent cache: item field %r (%s) is not stored", name, type(value).__name__)
         entry = LatentEntry(
-            mean=mean[0].float().cpu(), std=std[0].float().cpu(), text=str(item.get("text", "") or ""),
-            fps=float(item.get("fps", 0.0) or 0.0), path=str(item.get("path", "")), extras=extras, tensors=tensors,
+            mean=mean[0].float().cpu(),
+            std=std[0].float().cpu(),
+            text=str(item.get("text", "") or ""),
+            fps=float(item.get("fps", 0.0) or 0.0),
+            path=str(item.get("path", "")),
+            extras=extras,
+            tensors=tensors,
         )
         self.cache.put(self.key_for(index), entry, self.storage_dtype)
         self.misses += 1

@@ -59,8 +59,7 @@ def tiny_vae_config(
     blocks = len(block_out_channels)
     if blocks < 1 or any(c % norm_num_groups for c in block_out_channels):
         raise ModelError(
-            f"tiny VAE: block_out_channels {tuple(block_out_channels)} must be non-empty multiples of "
-            f"norm_num_groups={norm_num_groups}"
+            f"tiny VAE: block_out_channels {tuple(block_out_channels)} must be non-empty multiples of norm_num_groups={norm_num_groups}"
         )
     return {
         "in_channels": in_channels,
@@ -383,9 +382,7 @@ class VideoVAE(nn.Module):
         )
 
 
-def sample_noise(
-    shape: Sequence[int], generator: Generators, *, device: torch.device, dtype: torch.dtype
-) -> torch.Tensor:
+def sample_noise(shape: Sequence[int], generator: Generators, *, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
     """Standard normal noise of ``shape``; a list of generators draws one row of the batch each."""
     if generator is None or isinstance(generator, torch.Generator):
         gen_device = generator.device if generator is not None else device

@@ -20,9 +20,7 @@ def as_batch_timesteps(timestep: torch.Tensor | float | int, batch: int, device:
     return t.float()
 
 
-def cond_image_channels(
-    cond: Conditioning, x_t: torch.Tensor, n_channels: int, model_name: str
-) -> Optional[torch.Tensor]:
+def cond_image_channels(cond: Conditioning, x_t: torch.Tensor, n_channels: int, model_name: str) -> Optional[torch.Tensor]:
     """The ``cond_image`` a channel-concatenating model gets from ``cond``: ``(B, n_channels, T, H, W)``.
 
     ``n_channels`` is how many channels the model concatenates to ``x_t`` (``in_channels`` minus

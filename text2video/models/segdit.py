@@ -65,9 +65,7 @@ class SegDiTTransformer2DModel(ModelMixin, ConfigMixin):
             raise ModelError(f"learn_sigma needs an even out_channels, got {self.out_channels}")
         self.patch_embed = nn.Conv2d(in_channels + segmentation_channels, hidden, patch_size, stride=patch_size)
         self.t_embedder = TimestepEmbedder(hidden, freq_shift=timestep_freq_shift)
-        self.class_embedder = (
-            LabelEmbedder(num_embeds_ada_norm, hidden, class_dropout_prob) if num_embeds_ada_norm else None
-        )
+        self.class_embedder = LabelEmbedder(num_embeds_ada_norm, hidden, class_dropout_prob) if num_embeds_ada_norm else None
         self.blocks = nn.ModuleList(
             DiTBlock(
                 hidden,
@@ -176,8 +174,7 @@ class SegDiTTransformer2DModel(ModelMixin, ConfigMixin):
             return x.new_zeros(x.shape[0], want, *x.shape[2:])
         if segmentation.shape != (x.shape[0], want, *x.shape[2:]):
             raise ModelError(
-                f"segmentation must have shape {(x.shape[0], want, *x.shape[2:])} to match hidden_states, "
-                f"got {tuple(segmentation.shape)}"
+                f"segmentation must have shape {(x.shape[0], want, *x.shape[2:])} to match hidden_states, got {tuple(segmentation.shape)}"
             )
         return segmentation.to(x.dtype)
 

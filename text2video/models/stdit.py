@@ -73,9 +73,7 @@ class STDiTBlock(nn.Module):
         self.norm_temporal = nn.LayerNorm(hidden_size, elementwise_affine=False, eps=1e-6)
         self.temporal_attn = Attention(hidden_size, heads=num_heads, dim_head=head_dim, qkv_bias=True)
         self.norm_cross = nn.LayerNorm(hidden_size, eps=1e-6) if cross_attention else None
-        self.cross_attn = (
-            Attention(hidden_size, heads=num_heads, dim_head=head_dim, qkv_bias=True) if cross_attention else None
-        )
+        self.cross_attn = Attention(hidden_size, heads=num_heads, dim_head=head_dim, qkv_bias=True) if cross_attention else None
         self.norm2 = nn.LayerNorm(hidden_size, elementwise_affine=False, eps=1e-6)
         self.mlp = Mlp(hidden_size, int(hidden_size * mlp_ratio))
         self.modulation = AdaLNModulation(hidden_size, 9)
@@ -254,9 +252,7 @@ class STDiT(Presets, ModelMixin, ConfigMixin):
         want = self.config.in_channels
         if cond_image is not None:
             if cond_image.ndim != 5 or cond_image.shape[0] != x.shape[0] or cond_image.shape[2:] != x.shape[2:]:
-                raise ModelError(
-                    f"cond_image must be [B, C_cond, T, H, W] matching x {tuple(x.shape)}, got {tuple(cond_image.shape)}"
-                )
+                raise ModelError(f"cond_image must be [B, C_cond, T, H, W] matching x {tuple(x.shape)}, got {tuple(cond_image.shape)}")
             x = torch.cat([x, cond_image.to(x.dtype)], dim=1)
         elif x.shape[1] < want:
             x = torch.cat([x, x.new_zeros(x.shape[0], want - x.shape[1], *x.shape[2:])], dim=1)

@@ -330,7 +330,9 @@ class UnetLevel(nn.Module):
 class MidBlock(nn.Module):
     """The bottleneck: ResNet block, full spatial (or spatio-temporal) attention, temporal attention, ResNet block."""
 
-    def __init__(self, dim: int, *, emb_dim: int, heads: int, dim_head: int, spatial_dim_head: int, norm: str, cond_norm: bool, attn_3d: bool) -> None:
+    def __init__(
+        self, dim: int, *, emb_dim: int, heads: int, dim_head: int, spatial_dim_head: int, norm: str, cond_norm: bool, attn_3d: bool
+    ) -> None:
         super().__init__()
         self.res1 = ResnetBlock(dim, dim, emb_dim=emb_dim, norm=norm, cond_norm=cond_norm)
         self.spatial_attn = SpatialAttention(dim, heads, spatial_dim_head, over_time=attn_3d)
@@ -424,7 +426,9 @@ class Unet3D(ModelMixin, ConfigMixin):
         time_dim = dim * 4
         self.has_cond = cond_dim is not None
         emb_dim = time_dim + (cond_dim or 0)
-        common = dict(heads=attn_heads, dim_head=attn_dim_head, spatial_dim_head=spatial_attn_dim_head, norm=block_norm, cond_norm=cond_norm)
+        common = dict(
+            heads=attn_heads, dim_head=attn_dim_head, spatial_dim_head=spatial_attn_dim_head, norm=block_norm, cond_norm=cond_norm
+        )
 
         self.rel_pos_bias = RelativePositionBias(attn_heads, num_buckets=32, max_distance=rel_pos_max_distance)
         self.init_conv = nn.Conv2d(channels + (2 if coord_channels else 0), init_dim, init_kernel_size, padding=init_kernel_size // 2)
@@ -485,7 +489,9 @@ class Unet3D(ModelMixin, ConfigMixin):
         if time.ndim != 1 or time.shape[0] != x.shape[0]:
             raise ModelError(f"Unet3D expects time of shape ({x.shape[0]},), got {tuple(time.shape)}")
 
-    def _cond_embedding(self, cond: Optional[torch.Tensor], null_rows: Optional[torch.Tensor], batch: int, device: torch.device) -> Optional[torch.Tensor]:
+    def _cond_embedding(
+        self, cond: Optional[torch.Tensor], null_rows: Optional[torch.Tensor], batch: int, device: torch.device
+    ) -> Optional[torch.Tensor]:
         if not self.has_cond:
             return None
         null = self.null_cond_emb.expand(batch, -1)
@@ -522,7 +528,9 @@ class Unet3D(ModelMixin, ConfigMixin):
         null_rows = None
         if self.has_cond and null_cond_prob > 0:
             null_rows = torch.rand(x.shape[0], device=x.device) < null_cond_prob
-        return self._forward(x, time, self._cond_embedding(cond, null_rows, x.shape[0], x.device) if self.has_cond else None, focus_present_mask)
+        return self._forward(
+            x, time, self._cond_embedding(cond, null_rows, x.shape[0], x.device) if self.has_cond else None, focus_present_mask
+        )
 
     def forward_cond(self, x_t: torch.Tensor, t: torch.Tensor, cond: Conditioning) -> torch.Tensor:
         """The adapter call: pooled text, null-text rows and the focus mask of ``cond`` (its image is ignored)."""
@@ -547,7 +555,9 @@ class Unet3D(ModelMixin, ConfigMixin):
         first = torch.ones(batch, 1, dtype=torch.bool, device=tokens.device)
         return torch.cat((null, tokens.to(null.dtype)), dim=1), torch.cat((first, keep), dim=1)
 
-    def forward_with_cond_scale(self, x: torch.Tensor, time: torch.Tensor, cond: Optional[torch.Tensor] = None, cond_scale: float = 1.0, **kwargs) -> torch.Tensor:
+    def forward_with_cond_scale(
+        self, x: torch.Tensor, time: torch.Tensor, cond: Optional[torch.Tensor] = None, cond_scale: float = 1.0, **kwargs
+    ) -> torch.Tensor:
         """Classifier-free guidance in one batched pass: ``null + (cond - null) * cond_scale``."""
         if cond_scale == 1 or not self.has_cond or cond is None:
             return self.forward(x, time, cond, **kwargs)

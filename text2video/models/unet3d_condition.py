@@ -53,24 +53,50 @@ PRESETS: MappingProxyType[str, MappingProxyType[str, Any]] = MappingProxyType(
     {
         "sd15": MappingProxyType(
             dict(
-                in_channels=4, out_channels=4, block_out_channels=(320, 640, 1280, 1280), layers_per_block=2,
-                num_attention_heads=8, cross_attention_dim=768, norm_num_groups=32, motion_num_attention_heads=8,
-                motion_norm_num_groups=32, motion_max_seq_length=32, motion_mid_block=True,
+                in_channels=4,
+                out_channels=4,
+                block_out_channels=(320, 640, 1280, 1280),
+                layers_per_block=2,
+                num_attention_heads=8,
+                cross_attention_dim=768,
+                norm_num_groups=32,
+                motion_num_attention_heads=8,
+                motion_norm_num_groups=32,
+                motion_max_seq_length=32,
+                motion_mid_block=True,
             )
         ),
         "tiny": MappingProxyType(
             dict(
-                in_channels=4, out_channels=4, block_out_channels=(32, 32, 64, 64), layers_per_block=1,
-                num_attention_heads=2, cross_attention_dim=32, norm_num_groups=8, motion_num_attention_heads=2,
-                motion_norm_num_groups=8, motion_max_seq_length=32,
+                in_channels=4,
+                out_channels=4,
+                block_out_channels=(32, 32, 64, 64),
+                layers_per_block=1,
+                num_attention_heads=2,
+                cross_attention_dim=32,
+                norm_num_groups=8,
+                motion_num_attention_heads=2,
+                motion_norm_num_groups=8,
+                motion_max_seq_length=32,
             )
         ),
         "videocrafter-tiny": MappingProxyType(
             dict(
-                in_channels=4, out_channels=4, block_out_channels=(32, 32, 64, 64), layers_per_block=1,
-                num_attention_heads=2, cross_attention_dim=32, norm_num_groups=8, motion_num_attention_heads=2,
-                motion_norm_num_groups=8, temporal_conv=True, temporal_cross_attention=True, fps_embedding=True,
-                image_cross_attention=True, image_embed_dim=32, num_image_tokens=4,
+                in_channels=4,
+                out_channels=4,
+                block_out_channels=(32, 32, 64, 64),
+                layers_per_block=1,
+                num_attention_heads=2,
+                cross_attention_dim=32,
+                norm_num_groups=8,
+                motion_num_attention_heads=2,
+                motion_norm_num_groups=8,
+                temporal_conv=True,
+                temporal_cross_attention=True,
+                fps_embedding=True,
+                image_cross_attention=True,
+                image_embed_dim=32,
+                num_image_tokens=4,
             )
         ),
     }
@@ -206,24 +232,39 @@ class UNet3DConditionModel(Presets, ModelMixin, ConfigMixin):
         )
         self.transformer_in = (
             TemporalTransformer(
-                ch0, heads=input_temporal_heads, dim_head=input_temporal_head_dim, norm_groups=norm_num_groups,
-                positional_embedding=None, zero_init=motion_zero_init,
+                ch0,
+                heads=input_temporal_heads,
+                dim_head=input_temporal_head_dim,
+                norm_groups=norm_num_groups,
+                positional_embedding=None,
+                zero_init=motion_zero_init,
             )
             if input_temporal_transformer
             else None
         )
 
         motion = MotionOptions(
-            enabled=use_motion_modules, layers=motion_layers, norm_groups=motion_norm_num_groups,
-            positional_embedding=motion_positional_embedding, max_seq_length=motion_max_seq_length,
-            in_plain_blocks=motion_in_plain_blocks, zero_init=motion_zero_init, cross_attention=temporal_cross_attention,
+            enabled=use_motion_modules,
+            layers=motion_layers,
+            norm_groups=motion_norm_num_groups,
+            positional_embedding=motion_positional_embedding,
+            max_seq_length=motion_max_seq_length,
+            in_plain_blocks=motion_in_plain_blocks,
+            zero_init=motion_zero_init,
+            cross_attention=temporal_cross_attention,
         )
         attn = AttentionOptions(
-            cross_attention_dim=cross_attention_dim, transformer_layers=transformer_layers_per_block,
-            norm_groups=norm_num_groups, image_context=image_cross_attention, image_scale=image_cross_attention_scale,
+            cross_attention_dim=cross_attention_dim,
+            transformer_layers=transformer_layers_per_block,
+            norm_groups=norm_num_groups,
+            image_context=image_cross_attention,
+            image_scale=image_cross_attention_scale,
         )
         resnet_kwargs = dict(
-            groups=norm_num_groups, eps=norm_eps, dropout=dropout, temporal_conv=temporal_conv,
+            groups=norm_num_groups,
+            eps=norm_eps,
+            dropout=dropout,
+            temporal_conv=temporal_conv,
             temporal_conv_dropout=temporal_conv_dropout,
         )
 
@@ -233,14 +274,28 @@ class UNet3DConditionModel(Presets, ModelMixin, ConfigMixin):
             in_ch, out_ch = out_ch, block_out_channels[i]
             self.down_blocks.append(
                 _DOWN_BLOCKS[kind](
-                    in_ch, out_ch, temb, num_layers=layers_per_block, heads=heads[i], motion_heads=motion_heads[i],
-                    add_downsample=i < n - 1, downsample_padding=downsample_padding, resnet_kwargs=resnet_kwargs,
-                    motion=motion, attn=attn,
+                    in_ch,
+                    out_ch,
+                    temb,
+                    num_layers=layers_per_block,
+                    heads=heads[i],
+                    motion_heads=motion_heads[i],
+                    add_downsample=i < n - 1,
+                    downsample_padding=downsample_padding,
+                    resnet_kwargs=resnet_kwargs,
+                    motion=motion,
+                    attn=attn,
                 )
             )
         self.mid_block = UNetMidBlock3DCrossAttn(
-            block_out_channels[-1], temb, heads=heads[-1], motion_heads=motion_heads[-1], use_motion=motion_mid_block,
-            resnet_kwargs={**resnet_kwargs, "output_scale_factor": mid_block_scale_factor}, motion=motion, attn=attn,
+            block_out_channels[-1],
+            temb,
+            heads=heads[-1],
+            motion_heads=motion_heads[-1],
+            use_motion=motion_mid_block,
+            resnet_kwargs={**resnet_kwargs, "output_scale_factor": mid_block_scale_factor},
+            motion=motion,
+            attn=attn,
         )
         self.up_blocks = nn.ModuleList()
         rev = list(reversed(block_out_channels))
@@ -251,9 +306,17 @@ class UNet3DConditionModel(Presets, ModelMixin, ConfigMixin):
             skip_in = rev[min(i + 1, n - 1)]
             self.up_blocks.append(
                 _UP_BLOCKS[kind](
-                    skip_in, prev, out_ch, temb, num_layers=layers_per_block + 1, heads=rev_heads[i],
-                    motion_heads=rev_motion_heads[i], add_upsample=i < n - 1, resnet_kwargs=resnet_kwargs,
-                    motion=motion, attn=attn,
+                    skip_in,
+                    prev,
+                    out_ch,
+                    temb,
+                    num_layers=layers_per_block + 1,
+                    heads=rev_heads[i],
+                    motion_heads=rev_motion_heads[i],
+                    add_upsample=i < n - 1,
+                    resnet_kwargs=resnet_kwargs,
+                    motion=motion,
+                    attn=attn,
                 )
             )
         self.conv_norm_out = nn.GroupNorm(norm_num_groups, ch0, eps=norm_eps)

@@ -98,9 +98,7 @@ class ResnetBlock3D(nn.Module):
         self.conv_shortcut = nn.Conv2d(in_channels, out_channels, 1) if in_channels != out_channels else None
         self.output_scale_factor = output_scale_factor
         self.act = nn.SiLU()
-        self.temporal_conv = (
-            TemporalConvLayer(out_channels, norm_groups=groups, dropout=temporal_conv_dropout) if temporal_conv else None
-        )
+        self.temporal_conv = TemporalConvLayer(out_channels, norm_groups=groups, dropout=temporal_conv_dropout) if temporal_conv else None
 
     def forward(self, x: torch.Tensor, temb: torch.Tensor) -> torch.Tensor:
         frames = x.shape[2]
@@ -228,9 +226,7 @@ class _UNetBlock(_Checkpointed):
         self.has_cross_attention = cross
         self.resnets = nn.ModuleList(ResnetBlock3D(c, out_channels, temb_channels, **resnet_kwargs) for c in in_widths)
         self.attentions = (
-            nn.ModuleList(Transformer3DModel(out_channels, heads, attn, resnet_kwargs["dropout"]) for _ in in_widths)
-            if cross
-            else None
+            nn.ModuleList(Transformer3DModel(out_channels, heads, attn, resnet_kwargs["dropout"]) for _ in in_widths) if cross else None
         )
         use_motion = motion.enabled and (cross or motion.in_plain_blocks)
         self.motion_modules = (
@@ -269,8 +265,15 @@ class DownBlock3D(_UNetBlock):
         super().__init__()
         widths = [in_channels] + [out_channels] * (num_layers - 1)
         self._build(
-            widths, out_channels, temb_channels, heads=heads, motion_heads=motion_heads, cross=cross,
-            resnet_kwargs=resnet_kwargs, motion=motion, attn=attn,
+            widths,
+            out_channels,
+            temb_channels,
+            heads=heads,
+            motion_heads=motion_heads,
+            cross=cross,
+            resnet_kwargs=resnet_kwargs,
+            motion=motion,
+            attn=attn,
         )
         self.downsample = Downsample3D(out_channels, downsample_padding) if add_downsample else None
 
@@ -318,8 +321,15 @@ class UpBlock3D(_UNetBlock):
             skip = in_channels if i == num_layers - 1 else out_channels
             widths.append((prev_output_channels if i == 0 else out_channels) + skip)
         self._build(
-            widths, out_channels, temb_channels, heads=heads, motion_heads=motion_heads, cross=cross,
-            resnet_kwargs=resnet_kwargs, motion=motion, attn=attn,
+            widths,
+            out_channels,
+            temb_channels,
+            heads=heads,
+            motion_heads=motion_heads,
+            cross=cross,
+            resnet_kwargs=resnet_kwargs,
+            motion=motion,
+            attn=attn,
         )
         self.upsample = Upsample3D(out_channels) if add_upsample else None
 

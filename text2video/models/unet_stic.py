@@ -282,9 +282,7 @@ class UNetSTIC(ModelMixin, ConfigMixin):
         want = self.config.in_channels
         if cond_image is not None:
             if cond_image.ndim != 5 or cond_image.shape[:2] != x.shape[:2] or cond_image.shape[3:] != x.shape[3:]:
-                raise ModelError(
-                    f"cond_image must be (B, T, C_cond, H, W) like x {tuple(x.shape)}, got {tuple(cond_image.shape)}"
-                )
+                raise ModelError(f"cond_image must be (B, T, C_cond, H, W) like x {tuple(x.shape)}, got {tuple(cond_image.shape)}")
             x = torch.cat([x, cond_image.to(x.dtype)], dim=2)
         elif x.shape[2] < want:
             x = torch.cat([x, x.new_zeros(*x.shape[:2], want - x.shape[2], *x.shape[3:])], dim=2)

@@ -396,9 +396,7 @@ class HFTextEncoder(TextEncoder):
                 self._max_length,
                 self.folder.model_dir,
             )
-        batch = self.tokenizer(
-            prompts, padding=True, truncation=True, max_length=self._max_length, return_tensors="pt", verbose=False
-        )
+        batch = self.tokenizer(prompts, padding=True, truncation=True, max_length=self._max_length, return_tensors="pt", verbose=False)
         return {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]}
 
     @abc.abstractmethod

@@ -9,8 +9,9 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 
-def video_grid(videos: Sequence[np.ndarray], captions: Sequence[str], *, columns: int | None = None,
-               min_cell: int = 96, pad: int = 4) -> np.ndarray:
+def video_grid(
+    videos: Sequence[np.ndarray], captions: Sequence[str], *, columns: int | None = None, min_cell: int = 96, pad: int = 4
+) -> np.ndarray:
     """uint8 ``(T, H, W, 3)`` frames of a grid of uint8 ``(T, h, w, 3)`` videos, each enlarged by a whole
     factor to at least ``min_cell`` pixels and captioned (captions wrap to the cell width)."""
     if not videos:

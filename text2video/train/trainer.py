@@ -46,6 +46,7 @@ from .metrics import MetricsLog, memory_mb, plot_run_losses
 
 logger = logging.getLogger(__name__)
 
+
 class NonFiniteLossError(Text2VideoError):
     """Too many optimizer steps in a row had a NaN or infinite loss."""
 
@@ -73,7 +74,9 @@ def text_condition(prompts: Any, texts: list[str], device: torch.device | str = 
     captions are marked dropped."""
     emb = prompts.encode(texts)
     empty = torch.tensor([not t for t in texts], dtype=torch.bool)
-    return Conditioning(text_tokens=emb.tokens.float(), text_mask=emb.mask.bool(), text_pooled=emb.pooled.float(), null_text=empty).to(device)
+    return Conditioning(text_tokens=emb.tokens.float(), text_mask=emb.mask.bool(), text_pooled=emb.pooled.float(), null_text=empty).to(
+        device
+    )
 
 
 def lr_lambda(config: Config) -> Callable[[int], float]:
@@ -272,9 +275,7 @@ class Trainer:
         }
 
     def _batches(self, consumed: int) -> ShardedBatches:
-        return ShardedBatches(
-            len(self.dataset), self.micro_batch * self.world, self.rank, self.world, self.config.train.seed, consumed
-        )
+        return ShardedBatches(len(self.dataset), self.micro_batch * self.world, self.rank, self.world, self.config.train.seed, consumed)
 
     def save(self) -> Optional[Path]:
         """Write a checkpoint of the current step (main process only); every process waits for it."""

@@ -98,8 +98,20 @@ class _FusedRmsScaleShiftSilu(torch.autograd.Function):
         dcoef = torch.empty((g, c), dtype=x.dtype)
         dshift = torch.empty((g, c), dtype=x.dtype) if shift is not None else None
         status = ctx.lib.t2v_rms_silu_backward(
-            x.data_ptr(), r.data_ptr(), coef.data_ptr(), _group_stride(coef), cpu_kernels.ptr(shift), _group_stride(shift),
-            grad_out.data_ptr(), cpu_kernels.ptr(dx), dcoef.data_ptr(), cpu_kernels.ptr(dshift), g, p, c, cpu_kernels.threads(),
+            x.data_ptr(),
+            r.data_ptr(),
+            coef.data_ptr(),
+            _group_stride(coef),
+            cpu_kernels.ptr(shift),
+            _group_stride(shift),
+            grad_out.data_ptr(),
+            cpu_kernels.ptr(dx),
+            dcoef.data_ptr(),
+            cpu_kernels.ptr(dshift),
+            g,
+            p,
+            c,
+            cpu_kernels.threads(),
         )
         if status != 0:
             raise MemoryError("fused RMS norm backward could not allocate its scratch memory")
@@ -108,12 +120,25 @@ class _FusedRmsScaleShiftSilu(torch.autograd.Function):
         return dx, grad_weight, grad_scale, grad_shift, None, None
 
 
-def _fused_forward(lib, x: torch.Tensor, coef: torch.Tensor, shift: Optional[torch.Tensor], eps: float) -> tuple[torch.Tensor, torch.Tensor]:
+def _fused_forward(
+    lib, x: torch.Tensor, coef: torch.Tensor, shift: Optional[torch.Tensor], eps: float
+) -> tuple[torch.Tensor, torch.Tensor]:
     g, p, c = x.shape
     y = torch.empty_like(x)
     r = torch.empty((g, p, 1), dtype=x.dtype)
     lib.t2v_rms_silu_forward(
-        x.data_ptr(), coef.data_ptr(), _group_stride(coef), cpu_kernels.ptr(shift), _group_stride(shift), y.data_ptr(), r.data_ptr(), g, p, c, eps, cpu_kernels.threads()
+        x.data_ptr(),
+        coef.data_ptr(),
+        _group_stride(coef),
+        cpu_kernels.ptr(shift),
+        _group_stride(shift),
+        y.data_ptr(),
+        r.data_ptr(),
+        g,
+        p,
+        c,
+        eps,
+        cpu_kernels.threads(),
     )
     return y, r
 

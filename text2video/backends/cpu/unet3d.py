@@ -87,7 +87,12 @@ class FastConv2d(WeightDerivedCache, nn.Conv2d):
             if y is not None:
                 return y
         weight = self.weight
-        if x.device.type == "cpu" and weight.requires_grad and torch.is_grad_enabled() and x.is_contiguous(memory_format=torch.channels_last):
+        if (
+            x.device.type == "cpu"
+            and weight.requires_grad
+            and torch.is_grad_enabled()
+            and x.is_contiguous(memory_format=torch.channels_last)
+        ):
             # oneDNN wants a channels-last weight for a channels-last input: PyTorch would copy it in the forward
             # and again in the backward; once here, and the backward reuses this copy
             weight = weight.contiguous(memory_format=torch.channels_last)
@@ -156,7 +161,9 @@ class FastConvTranspose2d(WeightDerivedCache, nn.ConvTranspose2d):
             return upsample_conv_gemm(x, self.weight, self.bias)
         x = x.contiguous(memory_format=conv_format(x))
         if output_size is None:
-            y = packed_conv_transpose2d(self, x, self.weight, self.bias, self.stride, self.padding, self.output_padding, self.dilation, self.groups)
+            y = packed_conv_transpose2d(
+                self, x, self.weight, self.bias, self.stride, self.padding, self.output_padding, self.dilation, self.groups
+            )
             if y is not None:
                 return y
         return super().forward(x, output_size)
@@ -235,7 +242,9 @@ class FastTemporalAttention(WeightDerivedCache, TemporalAttention):
         )
         return rotated.transpose(1, 2).to(dtype)
 
-    def _attend(self, tokens: torch.Tensor, weights: torch.Tensor, angles: torch.Tensor, bias: torch.Tensor, rows: Optional[torch.Tensor]) -> torch.Tensor:
+    def _attend(
+        self, tokens: torch.Tensor, weights: torch.Tensor, angles: torch.Tensor, bias: torch.Tensor, rows: Optional[torch.Tensor]
+    ) -> torch.Tensor:
         """Attention over frames of frame-major ``tokens`` ``(T, n, C)`` -> output projection ``(T, n, C)``."""
         frames, n, _ = tokens.shape
         if weights.ndim == 2:

@@ -109,8 +109,7 @@ def select_state_dict(obj: Any, *, use_ema: Optional[bool] = None) -> tuple[dict
         state = {k[len(PREFIX) :]: v for k, v in state.items() if k.startswith(PREFIX)}
     if "init_conv.weight" not in state:
         raise CheckpointError(
-            "this is not a video-diffusion-pytorch Unet3D checkpoint: no 'init_conv.weight' "
-            f"(first keys: {sorted(state)[:5]})"
+            f"this is not a video-diffusion-pytorch Unet3D checkpoint: no 'init_conv.weight' (first keys: {sorted(state)[:5]})"
         )
     return state, part
 
