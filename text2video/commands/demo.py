@@ -140,7 +140,7 @@ def run_demo(
     from ..data import make_dataset
     from ..eval.adherence import judge_batch
     from ..io.video import tensor_to_frames, write_video
-    from ..train.grid import video_grid
+    from ..io.grid import video_grid
     from ..train.trainer import Trainer
 
     start = time.perf_counter()
