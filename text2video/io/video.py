@@ -496,6 +496,8 @@ def write_contact_sheet(
     batch tensor ``(B, C, T, H, W)``. Small videos are enlarged by a whole factor (nearest neighbour)
     to at least ``min_height`` pixels so they stay legible.
     """
+    from .grid import video_grid
+
     path = Path(path)
     if not isinstance(videos, (list, tuple)):
         videos = list(videos) if getattr(videos, "ndim", 0) == 5 else [videos]
@@ -505,29 +507,19 @@ def write_contact_sheet(
     captions = list(captions) if captions is not None else [""] * len(rows)
     if len(captions) != len(rows):
         raise ValueError(f"write_contact_sheet: {len(rows)} videos but {len(captions)} captions")
-    font = ImageFont.load_default()
-    text_h = 12 if any(captions) else 0
-    strips: list[Image.Image] = []
-    for frames, caption in zip(rows, captions):
+    strips = []  # each video as one image: its picked frames side by side, enlarged to min_height
+    for frames in rows:
         picks = np.unique(np.linspace(0, len(frames) - 1, min(max_frames, len(frames))).round().astype(int))
         scale = max(1, -(-min_height // frames.shape[1]))
-        tiles = [Image.fromarray(frames[i]).resize((frames.shape[2] * scale, frames.shape[1] * scale), Image.NEAREST) for i in picks]
-        tw, th = tiles[0].size
-        strip = Image.new("RGB", (len(tiles) * (tw + pad) - pad, th + text_h), background)
-        if caption:
-            ImageDraw.Draw(strip).text((0, 0), caption, fill=(0, 0, 0), font=font)
-        for k, tile in enumerate(tiles):
-            strip.paste(tile, (k * (tw + pad), text_h))
-        strips.append(strip)
-    sheet_w = max(s.width for s in strips) + 2 * pad
-    sheet_h = sum(s.height + pad for s in strips) + pad
-    sheet = Image.new("RGB", (sheet_w, sheet_h), background)
-    y = pad
-    for strip in strips:
-        sheet.paste(strip, (pad, y))
-        y += strip.height + pad
+        big = frames[picks].repeat(scale, axis=1).repeat(scale, axis=2)
+        gap = np.full((big.shape[1], pad, 3), background, dtype=np.uint8)
+        tiles = [part for tile in big for part in (tile, gap)][:-1]
+        strips.append(np.concatenate(tiles, axis=1)[None])
+    widest = max(strip.shape[2] for strip in strips)
+    strips = [np.pad(s, ((0, 0), (0, 0), (0, widest - s.shape[2]), (0, 0)), constant_values=background[0]) for s in strips]
+    sheet = video_grid(strips, captions, columns=1, min_cell=0, pad=pad, background=background)[0]
     path.parent.mkdir(parents=True, exist_ok=True)
-    sheet.save(path, format="PNG")
+    Image.fromarray(sheet).save(path, format="PNG")
     return path
 
 
