@@ -139,8 +139,8 @@ def run_demo(
     from ..config import load_config
     from ..data import make_dataset
     from ..eval.adherence import judge_batch
-    from ..io.video import tensor_to_frames, write_video
     from ..io.grid import video_grid
+    from ..io.video import tensor_to_frames, write_video
     from ..train.trainer import Trainer
 
     start = time.perf_counter()

@@ -536,8 +536,8 @@ class Trainer:
         video = self.generate(prompts)
         if not self.accelerator.is_main_process:
             return None
-        from ..io.video import tensor_to_frames, write_video
         from ..io.grid import video_grid
+        from ..io.video import tensor_to_frames, write_video
 
         path = self.run_dir / "samples" / f"step-{self.step:08d}.gif"
         path.parent.mkdir(parents=True, exist_ok=True)
