@@ -30,7 +30,6 @@ TINY = [
 
 @pytest.fixture(scope="module")
 def trained_run(tmp_path_factory):
-    pytest.importorskip("text2video.models.unet3d")
     run = tmp_path_factory.mktemp("cli") / "run"
     assert main(["train", "--config", "tiny-cpu", *TINY, "--run-dir", str(run), "--no-progress"]) == 0
     return run
@@ -133,7 +132,6 @@ def test_generate_refuses_a_pickle_checkpoint(tmp_path, capsys):
 
 
 def test_demo_quick_writes_videos_report_and_scores(tmp_path, capsys):
-    pytest.importorskip("text2video.eval.adherence")
     out = tmp_path / "demo"
     assert main(["demo", "--quick", "--out", str(out), "--json"]) == 0
     report = json.loads(capsys.readouterr().out)
@@ -147,7 +145,6 @@ def test_demo_quick_writes_videos_report_and_scores(tmp_path, capsys):
 
 @pytest.mark.slow
 def test_two_process_accelerate_launch_on_cpu(tmp_path):
-    pytest.importorskip("text2video.models.unet3d")
     run = tmp_path / "ddp"
     env = dict(os.environ, OMP_NUM_THREADS="1")
     # on a machine without GPUs, accelerate's --multi_gpu launcher (torchrun) starts CPU processes on gloo

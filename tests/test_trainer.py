@@ -40,7 +40,6 @@ def test_training_lowers_the_loss(tmp_path):
 
 
 def test_periodic_samples_are_a_gif_grid(tmp_path):
-    pytest.importorskip("text2video.io.video")
     from text2video.io.video import read_video
 
     trainer = make_trainer(tmp_path, toy_config(steps=2, sample_every=2, save_every=0))

@@ -364,15 +364,10 @@ def _check_model(model: ModelConfig) -> None:
     from .errors import ModelError
     from .models.registry import MODELS, model_class
 
-    if model.name not in MODELS:
-        try:
-            model_class(model.name)
-        except ModelError:
-            raise _unknown("model.name", model.name, sorted(MODELS)) from None
     try:
         cls = model_class(model.name)
     except ModelError:
-        return  # registered but not part of this installation yet; building it will say so
+        raise _unknown("model.name", model.name, sorted(MODELS)) from None
     params = inspect.signature(cls.__init__).parameters
     if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
         return
@@ -388,11 +383,9 @@ def _check_model(model: ModelConfig) -> None:
             raise _unknown(f"key of model {model.name!r}", f"model.{key}", [f"model.{a}" for a in allowed])
 
 
-def _objective_fields() -> Optional[list[str]]:
-    try:
-        from .diffusion.objective import ObjectiveConfig
-    except ImportError:
-        return None
+def _objective_fields() -> list[str]:
+    from .diffusion.objective import ObjectiveConfig
+
     return [f.name for f in dataclasses.fields(ObjectiveConfig)]
 
 
@@ -403,8 +396,6 @@ def _check_diffusion(diffusion: DiffusionConfig) -> None:
             "text is dropped for classifier-free guidance) instead"
         )
     allowed = _objective_fields()
-    if allowed is None:
-        return
     for key in diffusion.kwargs:
         if key not in allowed:
             raise _unknown("key", f"diffusion.{key}", [f"diffusion.{a}" for a in allowed])
@@ -419,10 +410,8 @@ def _check_diffusion(diffusion: DiffusionConfig) -> None:
 
 
 def _check_sampler(name: str) -> None:
-    try:
-        from .diffusion.schedule import SAMPLERS, resolve_sampler
-    except ImportError:
-        return
+    from .diffusion.schedule import SAMPLERS, resolve_sampler
+
     try:
         resolve_sampler(name)
     except ConfigError:
