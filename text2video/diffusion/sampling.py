@@ -25,7 +25,7 @@ from ..errors import ConfigError
 from .conditioning import Conditioning
 from .denoise import denoise
 from .objective import DiffusionObjective
-from .schedule import SAMPLERS, STOCHASTIC_SAMPLERS, resolve_sampler
+from .schedule import SAMPLERS, resolve_sampler
 
 logger = logging.getLogger(__name__)
 
@@ -287,13 +287,3 @@ def denoise_from(
         image, mask = given
         x = torch.where(mask, image, x)
     return x
-
-
-def is_stochastic(sampler: str) -> bool:
-    """Whether ``sampler`` draws fresh noise at each step (DDIM only with eta > 0)."""
-    return resolve_sampler(sampler) in STOCHASTIC_SAMPLERS
-
-
-def available_samplers() -> list[str]:
-    """The sampler names `sample` accepts."""
-    return list(SAMPLERS)

@@ -87,8 +87,6 @@ SAMPLER_ALIASES: MappingProxyType[str, str] = MappingProxyType(
         "uni_pc": "unipc",
     }
 )
-#: samplers that draw fresh noise at each step (ancestral).
-STOCHASTIC_SAMPLERS = frozenset({"ddpm", "euler_ancestral"})
 
 
 def resolve_sampler(name: str) -> str:

@@ -121,11 +121,6 @@ def probe_video(path: str | Path) -> VideoInfo:
     return VideoInfo(str(path), len(files), _frames_fps(path), height, width, fmt, files[0].suffix.lower()[1:])
 
 
-def is_video_path(path: str | Path) -> bool:
-    """True for a file whose suffix `read_video` knows as a video (GIF, MP4, WebM, MOV, AVI, MKV)."""
-    return Path(path).suffix.lower() in VIDEO_SUFFIXES
-
-
 def _kind(path: Path) -> str:
     if not path.exists():
         raise VideoReadError(f"video not found: {path}; check the path")

@@ -158,7 +158,3 @@ class EmbeddingCache:
                 bar.close()
         logger.info("embedding cache %s: encoded %d new texts", self.folder, len(todo))
         return len(todo)
-
-    def clear_memory(self) -> None:
-        """Forget the entries held in memory (the files stay)."""
-        self._memory.clear()
