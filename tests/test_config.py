@@ -7,7 +7,7 @@ from text2video.errors import ConfigError
 
 def test_every_shipped_preset_loads_and_the_required_ones_exist():
     names = preset_names()
-    for required in ("tiny-cpu", "seed-001", "moving-digits", "gpu-64"):
+    for required in ("tiny-cpu", "text2video-from-scratch", "moving-digits", "gpu-64"):
         assert required in names
     for name in names:
         assert isinstance(load_config(name), Config)
@@ -18,7 +18,7 @@ def test_default_is_tiny_cpu():
 
 
 def test_seed_001_preset_fixes_the_seed_defects():
-    config = load_config("seed-001")
+    config = load_config("text2video-from-scratch")
     assert config.train.cond_drop == pytest.approx(0.1)
     assert config.train.save_every >= 1000
     assert config.model.kwargs["dim_mults"] == [1, 2, 4, 8]

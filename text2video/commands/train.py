@@ -14,7 +14,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "train",
         help="train a model from a config (preset or YAML) with dotted overrides",
         description=(
-            "Train a text-to-video model. CONFIG is a preset name (tiny-cpu, seed-001, moving-digits, gpu-64, ...) "
+            "Train a text-to-video model. CONFIG is a preset name (tiny-cpu, text2video-from-scratch, moving-digits, gpu-64, ...) "
             "or a YAML file; any key can be overridden as section.key=value (values are YAML). Run on several "
             "GPUs or processes with `accelerate launch -m text2video.cli train ...`."
         ),
