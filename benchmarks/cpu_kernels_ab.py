@@ -77,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch", type=int, default=None, help="batch size (default 2; 8 with --tiny)")
     parser.add_argument("--rounds", type=int, default=12)
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--tiny", action="store_true", help="the tiny-cpu preset's model instead of seed 001's")
+    parser.add_argument("--tiny", action="store_true", help="the tiny-cpu preset's model instead of text2video-from-scratch's")
     parser.add_argument("--against", type=Path, default=None, help="another version of backends/cpu/csrc/cpu_kernels.c to compare with")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -107,7 +107,7 @@ def main(argv: list[str] | None = None) -> int:
             times[name].append(time.perf_counter() - start)
     use_kernels(every)
     base = statistics.median(times["no kernels"])
-    print(f"{'tiny-cpu model' if args.tiny else 'seed 001 config'}, batch {args.batch or (8 if args.tiny else 2)}, "
+    print(f"{'tiny-cpu model' if args.tiny else 'text2video-from-scratch config'}, batch {args.batch or (8 if args.tiny else 2)}, "
           f"{args.threads} threads, {args.rounds} rounds")  # fmt: skip
     for name, values in times.items():
         median = statistics.median(values)

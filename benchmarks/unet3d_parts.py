@@ -1,6 +1,6 @@
 """Where a Unet3D training step's time goes, part by part: ours beside video-diffusion-pytorch 0.7.0's.
 
-Seed 001's configuration (the one ``unet3d_vs_vdp.py`` uses), both models with the same weights. One forward
+text2video-from-scratch's configuration (the one ``unet3d_vs_vdp.py`` uses), both models with the same weights. One forward
 pass of each model records the input every part receives (ResNet blocks, spatial and temporal attention,
 resampling convolutions, the first and last layers, the time embedding); each part is then run alone,
 forward and backward (a fixed random output gradient, parameter gradients cleared before each call), our

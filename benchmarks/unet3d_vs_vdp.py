@@ -1,6 +1,6 @@
 """text2video's Unet3D against video-diffusion-pytorch 0.7.0's, side by side, in one process.
 
-Seed 001's default configuration: dim 64, dim_mults (1, 2, 4, 8), 3 x 5 x 32 x 32 videos, a 768-d
+text2video-from-scratch's default configuration: dim 64, dim_mults (1, 2, 4, 8), 3 x 5 x 32 x 32 videos, a 768-d
 text condition. Both models hold the same weights (ours converted from the peer's). Measured, with the
 two models alternating so that machine load hits both alike:
 
@@ -63,7 +63,7 @@ FRAMES, SIZE = 5, 32
 
 @dataclasses.dataclass(frozen=True)
 class Setup:
-    """Where and at what size both models run: seed 001's CPU case by default; on a GPU, e.g. 16 x 64 x 64 in bf16."""
+    """Where and at what size both models run: text2video-from-scratch's CPU case by default; on a GPU, e.g. 16 x 64 x 64 in bf16."""
 
     device: torch.device = torch.device("cpu")
     amp_dtype: Optional[torch.dtype] = None  # autocast dtype (None: float32)
@@ -305,8 +305,8 @@ def main(argv: list[str] | None = None) -> int:
         "--device", default="cpu", help="cpu or cuda[:N] (a GPU: e.g. --device cuda --dtype bfloat16 --frames 16 --size 64)"
     )
     parser.add_argument("--dtype", choices=("float32", "bfloat16", "float16"), default="float32", help="autocast dtype of both models")
-    parser.add_argument("--frames", type=int, default=FRAMES, help=f"frames per video (default {FRAMES}, seed 001)")
-    parser.add_argument("--size", type=int, default=SIZE, help=f"height and width (default {SIZE}, seed 001)")
+    parser.add_argument("--frames", type=int, default=FRAMES, help=f"frames per video (default {FRAMES}, text2video-from-scratch)")
+    parser.add_argument("--size", type=int, default=SIZE, help=f"height and width (default {SIZE}, text2video-from-scratch)")
     parser.add_argument(
         "--allocator",
         choices=("steady", "default"),

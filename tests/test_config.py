@@ -23,7 +23,7 @@ def test_seed_001_preset_fixes_the_seed_defects():
     assert config.train.save_every >= 1000
     assert config.model.kwargs["dim_mults"] == [1, 2, 4, 8]
     timesteps = [v for k, v in config.diffusion.kwargs.items() if "timesteps" in k]
-    assert timesteps in ([], [1000])  # the objective's default is 1000; never the seed's 10
+    assert timesteps in ([], [1000])  # the objective's default is 1000; never text2video-from-scratch's 10
 
 
 def test_dotted_overrides_are_parsed_as_yaml_values():

@@ -35,7 +35,7 @@ def test_q_sample_and_velocity_agree_with_diffusers(schedule: str, rescale: bool
 
 
 def test_cosine_schedule_is_seed_001s_up_to_the_last_clip() -> None:
-    # Seed 001: alpha_bar(x) = cos(((x/T) + s) / (1 + s) * pi/2)^2, betas clipped at 0.9999.
+    # text2video-from-scratch: alpha_bar(x) = cos(((x/T) + s) / (1 + s) * pi/2)^2, betas clipped at 0.9999.
     T, s = 1000, 0.008
     x = torch.linspace(0, T, T + 1, dtype=torch.float64)
     ab = torch.cos(((x / T) + s) / (1 + s) * math.pi * 0.5) ** 2

@@ -1,4 +1,4 @@
-"""SegDiTTransformer2DModel (seed 003): DiT-XL/2's size, diffusers parity, conditioning, save/load."""
+"""SegDiTTransformer2DModel (Open-Sora): DiT-XL/2's size, diffusers parity, conditioning, save/load."""
 
 from __future__ import annotations
 
@@ -146,7 +146,7 @@ def test_forward_cond_per_frame_with_t1_and_null_text():
     cond = Conditioning(class_labels=torch.tensor([0, 3]), segmentation=seg)
     with torch.no_grad():
         out = model.forward_cond(x, t, cond)
-        # frame 1 of video 1 computed on its own through the seed's forward
+        # frame 1 of video 1 computed on its own through the original forward
         frame = model(x[1:, :, 1], t[1:], torch.tensor([3]), segmentation=seg[1:]).sample[:, :3]
         single = model.forward_cond(x[:, :, :1], t, cond)
         dropped = model.forward_cond(x, t, cond.text_dropped(torch.tensor([False, True])))

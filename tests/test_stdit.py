@@ -1,4 +1,4 @@
-"""STDiT and DiffuserSTDiT (seed 003): shapes, conditioning, null caption, save/load, sizes."""
+"""STDiT and DiffuserSTDiT (Open-Sora): shapes, conditioning, null caption, save/load, sizes."""
 
 from __future__ import annotations
 
@@ -118,7 +118,7 @@ def test_diffuser_wrapper_matches_stdit_and_round_trips(tmp_path):
     with torch.no_grad():
         out = wrapper(x, t, encoder_hidden_states=ehs, mask=mask)
         inner = wrapper.model(x, t, ehs[:, None], mask)
-        one_token = wrapper(x, t, encoder_hidden_states=torch.randn(2, 1, 16)).sample  # seed's [B, 1, D]
+        one_token = wrapper(x, t, encoder_hidden_states=torch.randn(2, 1, 16)).sample  # Open-Sora's [B, 1, D]
     assert out.sample.shape == (2, 4, 2, 8, 8) and one_token.shape == (2, 4, 2, 8, 8)
     torch.testing.assert_close(out.sample, inner)
     assert wrapper(x, t, ehs, return_dict=False)[0].shape == (2, 4, 2, 8, 8)

@@ -97,7 +97,7 @@ def test_generate_from_run_and_from_exported_pipeline(trained_run, tmp_path, cap
     assert main(["export", str(trained_run), "--out", str(export)]) == 0
     assert (export / "pipeline.json").is_file()
     out_pipe = tmp_path / "from_pipe"
-    # seed 001's flags
+    # text2video-from-scratch's flags
     assert (
         main(
             [

@@ -1,4 +1,4 @@
-"""Unet3D (seed 001): shapes, conditioning paths, options, round trips."""
+"""Unet3D (text2video-from-scratch): shapes, conditioning paths, options, round trips."""
 
 from __future__ import annotations
 
@@ -65,7 +65,7 @@ def test_unknown_block_type_or_norm():
         tiny(block_type="fancy")
     with pytest.raises(ModelError, match="block_norm"):
         tiny(block_norm="batch")
-    assert tiny(block_type="basic") is not None  # the seed config's value
+    assert tiny(block_type="basic") is not None  # text2video-from-scratch's config value
 
 
 @torch.no_grad()
@@ -270,7 +270,7 @@ def test_spatial_linear_attention_matches_the_formula(channels, size):
         attn.to_out.bias.normal_()
     x = torch.randn(3, channels, size, size, dtype=torch.double)
     attn = attn.double()
-    # the seed's formula, written out: softmax of q over features, of k over pixels, context = k v^T
+    # video-diffusion-pytorch's formula, written out: softmax of q over features, of k over pixels, context = k v^T
     tokens = attn.norm.normed_tokens(x).reshape(3, size * size, channels)
     q, k, v = (tokens @ w.t() for w in attn.to_qkv.weight.chunk(3))  # (BT, N, heads*d)
     q = q.view(3, -1, 2, 8).softmax(dim=-1) * 8**-0.5

@@ -77,7 +77,7 @@ def test_cross_attention_ignores_padding_and_dropped_captions():
             text_tokens=torch.randn(2, 5, 16), text_mask=cond.text_mask, text_pooled=cond.text_pooled, null_text=torch.tensor([True, True])
         )
         torch.testing.assert_close(model.forward_cond(x, t, dropped), model.forward_cond(x, t, dropped2))
-        # the seed's forward (pooled only) uses the null token, like a dropped caption
+        # the original forward (pooled only) uses the null token, like a dropped caption
         torch.testing.assert_close(model(x, t, None), model.forward_cond(x, t, dropped))
 
 

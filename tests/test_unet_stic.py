@@ -1,4 +1,4 @@
-"""UNetSTIC (seed 003): (B, T, C, H, W) input, conditioning, layouts, null text, save/load."""
+"""UNetSTIC (Open-Sora): (B, T, C, H, W) input, conditioning, layouts, null text, save/load."""
 
 from __future__ import annotations
 

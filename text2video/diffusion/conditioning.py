@@ -25,7 +25,7 @@ class Conditioning:
     fps:         ``(B,)`` float frames per second.
     class_labels: ``(B,)`` long class ids (class-conditional models; the null class drops them).
     segmentation: ``(B, C_seg, H, W)`` or ``(B, C_seg, T, H, W)`` segmentation map.
-    focus_present: ``(B,)`` bool, seed 001's ``focus_present_mask``: attend only to the present frame.
+    focus_present: ``(B,)`` bool, text2video-from-scratch's ``focus_present_mask``: attend only to the present frame.
     """
 
     text_tokens: Optional[torch.Tensor] = None

@@ -37,12 +37,12 @@ def _default_mask_tasks() -> dict[str, float]:
 class ObjectiveConfig:
     """Settings of the diffusion objective; they also fix the sampling schedule.
 
-    num_train_timesteps: length of the noising chain (seed 001 used 10, a defect; 1000 is standard).
-    beta_schedule: linear | scaled_linear | cosine (seed 001's; diffusers calls it squaredcos_cap_v2).
+    num_train_timesteps: length of the noising chain (text2video-from-scratch used 10, a defect; 1000 is standard).
+    beta_schedule: linear | scaled_linear | cosine (text2video-from-scratch's; diffusers calls it squaredcos_cap_v2).
     beta_start, beta_end: endpoints of the linear and scaled_linear schedules.
     rescale_zero_terminal_snr: make the last timestep pure noise (needs v_prediction or sample).
     prediction_type: what the model predicts: epsilon (noise) | sample (x0) | v_prediction.
-    loss_type: l1 (seed 001) | l2 | huber (``huber_delta``).
+    loss_type: l1 (text2video-from-scratch) | l2 | huber (``huber_delta``).
     min_snr_gamma: weight each timestep by min(SNR, gamma) relative to the target (Hang et al. 2023); None: off.
         It down-weights the noisiest steps, where a model learns the layout of the video.
     timestep_bias: how training timesteps are drawn: none (uniform) | later (the noisiest

@@ -55,7 +55,7 @@ def randn(
 
 
 def dynamic_threshold_x0(x0: torch.Tensor, percentile: float) -> torch.Tensor:
-    """Seed 001's / Imagen's dynamic thresholding: per video, take the ``percentile`` of |x0| as ``s``
+    """text2video-from-scratch's / Imagen's dynamic thresholding: per video, take the ``percentile`` of |x0| as ``s``
     (at least 1), clamp to [-s, s] and divide by ``s``."""
     if not 0.0 < percentile <= 1.0:
         raise ConfigError(f"dynamic_threshold must be a percentile in (0, 1], got {percentile!r}")
@@ -187,7 +187,7 @@ def sample(
         dropped, or ``negative_cond`` (a negative prompt) when given. One forward pass of 2B rows.
     generators: one ``torch.Generator`` per video; a batch of N then equals N single calls.
     eta: DDIM's noise (0: deterministic); ignored by the other samplers.
-    clip_x0 / dynamic_threshold: clamp the predicted x0 to [-1, 1], or seed 001's percentile thresholding
+    clip_x0 / dynamic_threshold: clamp the predicted x0 to [-1, 1], or text2video-from-scratch's percentile thresholding
         (which replaces clipping when set).
     init, strength: start from ``init`` (B, C, T, H, W) noised to the ``strength`` fraction of the schedule.
     cond.image + cond.frame_mask: frames held fixed; they are re-noised to each step and put back into the

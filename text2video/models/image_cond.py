@@ -1,4 +1,4 @@
-"""Helpers the seed-003 denoisers share to turn a `Conditioning` into their forward's inputs."""
+"""Helpers the Open-Sora-family denoisers (STDiT, UNetSTIC, SegDiT) share to turn a `Conditioning` into their forward's inputs."""
 
 from __future__ import annotations
 

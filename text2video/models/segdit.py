@@ -1,6 +1,6 @@
 """`SegDiTTransformer2DModel`: a 2-D diffusion transformer (DiT) with an optional segmentation map.
 
-Seed 003. Images (or image latents) ``(B, C, H, W)`` are cut into ``patch_size`` patches; every block
+From the Open-Sora document (with STDiT). Images (or image latents) ``(B, C, H, W)`` are cut into ``patch_size`` patches; every block
 is modulated by adaLN-Zero from ONE shared conditioning vector, the timestep embedding plus the
 class embedding (class id ``num_embeds_ada_norm`` is the null class used by classifier-free
 guidance). A segmentation map, when configured (``segmentation_channels > 0``), is concatenated to

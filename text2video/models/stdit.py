@@ -1,4 +1,4 @@
-"""`STDiT` and `DiffuserSTDiT`: a spatio-temporal diffusion transformer for video (seed 003).
+"""`STDiT` and `DiffuserSTDiT`: a spatio-temporal diffusion transformer for video (Open-Sora).
 
 Video latents ``(B, C, T, H, W)`` are cut into 3-D patches (``patch_size=(1, 2, 2)``: one frame, 2x2
 pixels) and given fixed sin-cos positions in space (2-D) and time (1-D), both sized from the actual
@@ -9,7 +9,7 @@ spatial, temporal and MLP branches; their gates, the cross-attention output and 
 at zero, so a fresh model predicts exactly zeros.
 
 Channels: ``in_channels`` counts everything the patch embedding sees, i.e. the latent channels plus
-the channels of ``cond_image`` (concatenated on channels), as the seed's models do; ``out_channels``
+the channels of ``cond_image`` (concatenated on channels), as Open-Sora's models do; ``out_channels``
 is the prediction's channels. A model built with ``in_channels > out_channels`` and called without
 ``cond_image`` gets zeros in those channels (the unconditional input).
 

@@ -362,23 +362,23 @@ class _Context:
 
 
 class Unet3D(ModelMixin, ConfigMixin):
-    """Seed 001's text-conditioned video U-Net on pixels ``(B, C, T, H, W)``.
+    """video-diffusion-pytorch's text-conditioned video U-Net on pixels ``(B, C, T, H, W)``, as text2video-from-scratch uses it.
 
-    Config keys (seed 001): ``dim`` base width; ``cond_dim`` size of the pooled text embedding (768 for
+    Config keys (text2video-from-scratch): ``dim`` base width; ``cond_dim`` size of the pooled text embedding (768 for
     BERT-base, 384 for MiniLM, None for an unconditional model); ``out_dim`` output channels (default
     ``channels``); ``dim_mults`` width multipliers per level; ``channels`` input channels;
     ``attn_heads`` / ``attn_dim_head`` of temporal attention; ``init_dim`` / ``init_kernel_size`` of the
     first convolution; ``use_sparse_linear_attn`` spatial linear attention per level; ``block_type``
-    (``resnet``; ``basic`` is accepted as an alias, as in the seed's config).
-    Further: ``spatial_attn_dim_head`` (head size of the spatial attentions, 32 in the seed);
+    (``resnet``; ``basic`` is accepted as an alias, as in text2video-from-scratch's config).
+    Further: ``spatial_attn_dim_head`` (head size of the spatial attentions, 32 in video-diffusion-pytorch);
     ``block_norm`` (``rms`` as video-diffusion-pytorch, ``group``, or ``layer``, all over channels);
-    seed 004's options ``attn_3d`` (the middle attention spans all frames' pixels), ``frame_pos_emb``
+    DiffusionPlayground's options ``attn_3d`` (the middle attention spans all frames' pixels), ``frame_pos_emb``
     (a sinusoidal frame-index encoding added after the first convolution), ``cond_norm`` (both
     normalisations of every ResNet block are conditional, scale-shift); ``gradient_checkpointing``;
     ``frame_cond`` (an MLP of the text and the frame position adds a per-frame term to the block
     embedding, so the scale-shift of every frame can differ: text-steered motion; off by default);
     ``text_cross_attn`` (every level and the middle attend to the caption's token states, width
-    ``cond_dim``, given through ``forward_cond``; the seed's ``forward`` sees the null token; off by default);
+    ``cond_dim``, given through ``forward_cond``; the original ``forward`` sees the null token; off by default);
     ``coord_channels`` (the pixels' x and y in [-1, 1] are two extra input channels of the first
     convolution, so the conditioning can place things in the frame; off by default).
     """
@@ -518,7 +518,7 @@ class Unet3D(ModelMixin, ConfigMixin):
         null_cond_prob: float = 0.0,
         focus_present_mask: Optional[torch.Tensor] = None,
     ) -> torch.Tensor:
-        """Seed 001's call: ``x`` ``(B, C, T, H, W)``, ``time`` ``(B,)``, ``cond`` ``(B, cond_dim)`` pooled text.
+        """text2video-from-scratch's call: ``x`` ``(B, C, T, H, W)``, ``time`` ``(B,)``, ``cond`` ``(B, cond_dim)`` pooled text.
 
         ``null_cond_prob`` replaces each item's text by the null embedding with that probability
         (classifier-free guidance training); a conditional model called without ``cond`` uses the null
@@ -602,7 +602,7 @@ class Unet3D(ModelMixin, ConfigMixin):
         if self.frame_pos is not None:
             pos = sinusoidal_embedding(torch.arange(frames, device=device), h.shape[1], freq_shift=1)
             h = h + self.frame_pos(pos.to(h.dtype)).repeat(b, 1)[:, :, None, None]
-        # the initial temporal attention ignores the focus mask (as in the seed)
+        # the initial temporal attention ignores the focus mask (as in video-diffusion-pytorch)
         h = h + self.init_temporal_attn(h, b, angles, ctx.bias, None)
         skip0 = h
 

@@ -1,5 +1,5 @@
-"""`UNet3DConditionModel`: Stable Diffusion's UNet inflated to video with motion modules (AnimateDiff,
-seed 000), with VideoCrafter's options (seed 002): temporal convolution in the ResNets, an fps
+"""`UNet3DConditionModel`: Stable Diffusion's UNet inflated to video with motion modules (AnimateDiff),
+with VideoCrafter's options: temporal convolution in the ResNets, an fps
 embedding added to the timestep embedding, temporal cross-attention, and image-to-video dual
 cross-attention with an image projector.
 
@@ -47,8 +47,8 @@ logger = logging.getLogger(__name__)
 _DOWN_BLOCKS = {"CrossAttnDownBlock3D": CrossAttnDownBlock3D, "DownBlock3D": DownBlock3D}
 _UP_BLOCKS = {"CrossAttnUpBlock3D": CrossAttnUpBlock3D, "UpBlock3D": UpBlock3D}
 
-#: Named sizes. ``sd15``: Stable Diffusion 1.5 with AnimateDiff v2 motion modules (seed 000);
-#: ``tiny``: the same structure at CPU scale; ``videocrafter-tiny``: tiny with every seed 002 option.
+#: Named sizes. ``sd15``: Stable Diffusion 1.5 with AnimateDiff v2 motion modules;
+#: ``tiny``: the same structure at CPU scale; ``videocrafter-tiny``: tiny with every VideoCrafter option.
 PRESETS: MappingProxyType[str, MappingProxyType[str, Any]] = MappingProxyType(
     {
         "sd15": MappingProxyType(
@@ -136,7 +136,7 @@ def _per_block(value: Union[int, Sequence[int]], n: int, name: str) -> tuple[int
 
 
 class UNet3DConditionModel(Presets, ModelMixin, ConfigMixin):
-    """Text(-and-image)-conditioned 3D UNet of latent video diffusion (seeds 000 and 002).
+    """Text(-and-image)-conditioned 3D UNet of latent video diffusion (AnimateDiff and VideoCrafter).
 
     Sizes: ``block_out_channels``, ``layers_per_block``, ``num_attention_heads`` (spatial heads per block,
     head width = channels / heads), ``cross_attention_dim`` (text token width), ``norm_num_groups``.

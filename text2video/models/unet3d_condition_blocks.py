@@ -1,4 +1,4 @@
-"""Blocks of `UNet3DConditionModel` (seed 000's tables): inflated ResNet, spatial transformer run per
+"""Blocks of `UNet3DConditionModel` (AnimateDiff's tables): inflated ResNet, spatial transformer run per
 frame, down/up samplers, and the down / middle / up blocks that pair them with motion modules.
 
 Every block takes and returns ``(B, C, T, H, W)``. "Inflated" layers (group norm, 3x3 convolution)
@@ -71,7 +71,7 @@ class _Checkpointed(nn.Module):
 
 
 class ResnetBlock3D(nn.Module):
-    """Seed 000's ResnetBlock3D: (inflated group norm, SiLU, 3x3 conv) twice with the timestep
+    """AnimateDiff's ResnetBlock3D: (inflated group norm, SiLU, 3x3 conv) twice with the timestep
     embedding added in between, dropout, 1x1 shortcut when the width changes, divided by
     ``output_scale_factor``; optionally followed by a temporal convolution (VideoCrafter)."""
 
@@ -115,7 +115,7 @@ class ResnetBlock3D(nn.Module):
 
 
 class Transformer3DModel(nn.Module):
-    """Seed 000's Transformer3DModel: frames folded into the batch, group norm, linear projection in,
+    """AnimateDiff's Transformer3DModel: frames folded into the batch, group norm, linear projection in,
     transformer blocks (self-attention, cross-attention to text and image tokens, feed-forward),
     projection out, residual. (A 1x1-convolution projection is imported as the equal linear one.)"""
 
@@ -171,7 +171,7 @@ class Upsample3D(nn.Module):
     """Nearest 2x on H and W (or to ``output_size``), then a 3x3 convolution on each frame.
 
     bfloat16 input is interpolated in float32 and cast back (nearest upsampling in bf16 is not
-    supported by every backend), as seed 000's table says."""
+    supported by every backend), as AnimateDiff's table says."""
 
     def __init__(self, channels: int) -> None:
         super().__init__()
@@ -289,7 +289,7 @@ class DownBlock3D(_UNetBlock):
 
 
 class CrossAttnDownBlock3D(DownBlock3D):
-    """`DownBlock3D` with a `Transformer3DModel` after every ResNet (seed 000, table 1.1)."""
+    """`DownBlock3D` with a `Transformer3DModel` after every ResNet (AnimateDiff, table 1.1)."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, cross=True, **kwargs)

@@ -1,4 +1,4 @@
-"""Between two videos (seed 004's ``interpolate``), and infilling between a first and a last frame."""
+"""Between two videos (DiffusionPlayground's ``interpolate``), and infilling between a first and a last frame."""
 
 from __future__ import annotations
 

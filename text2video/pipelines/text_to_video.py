@@ -77,7 +77,7 @@ class TextToVideoPipeline(VideoPipeline):
         prompt: str = "",
         **kwargs,
     ) -> torch.Tensor:
-        """Seed 004's ``VideoGenerator.generate``: ``num_samples`` videos ``(N, C, T, H, W)`` in [-1, 1]."""
+        """DiffusionPlayground's ``VideoGenerator.generate``: ``num_samples`` videos ``(N, C, T, H, W)`` in [-1, 1]."""
         out = self(prompt, num_frames=num_frames, height=height, width=width, steps=num_steps,
                    num_videos_per_prompt=num_samples, **kwargs)  # fmt: skip
         return out.videos

@@ -438,7 +438,7 @@ def masked_mean(states: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
 
 
 class BertTextEncoder(HFTextEncoder):
-    """BERT-family encoder. ``pooling="mean"`` (default, seed 001): mean of the last hidden states over
+    """BERT-family encoder. ``pooling="mean"`` (default, text2video-from-scratch): mean of the last hidden states over
     the real tokens after the leading [CLS]; ``pooling="cls"``: the [CLS] state."""
 
     backend = "bert"
