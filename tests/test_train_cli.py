@@ -7,6 +7,7 @@ import subprocess
 import sys
 
 import pytest
+import torch
 
 from text2video.cli import main
 
@@ -168,6 +169,32 @@ def test_load_pipeline_accepts_a_run_folder(trained_run):
     pipe = t2v.load_pipeline(trained_run)
     out = pipe("a green circle moving down", steps=2, seed=0, progress=False)
     assert tuple(out.videos.shape) == (1, 3, 4, 16, 16)
+
+
+def test_one_loader_for_a_run_a_checkpoint_and_a_pipeline_folder(trained_run, tmp_path):
+    """A checkpoint folder loads its own weights; checkpoint/use_ema refuse a pipeline folder; files and
+    missing folders are clear errors."""
+    import text2video as t2v
+    from text2video.errors import CheckpointError, ConfigError
+    from text2video.pipelines.from_run import export_run
+    from text2video.runs.checkpoint import list_checkpoints
+
+    first = list_checkpoints(trained_run)[0]
+    by_folder = t2v.load_pipeline(first, use_ema=False)
+    by_run = t2v.load_pipeline(trained_run, checkpoint=first, use_ema=False)
+    for a, b in zip(by_folder.model.state_dict().values(), by_run.model.state_dict().values()):
+        assert torch.equal(a, b)
+    ema = t2v.load_pipeline(first)  # the checkpoint's EMA weights, not its live ones
+    assert any(not torch.equal(a, b) for a, b in zip(by_folder.model.state_dict().values(), ema.model.state_dict().values()))
+    pipe_dir = export_run(trained_run, tmp_path / "pipe")
+    assert t2v.load_pipeline(pipe_dir).defaults.num_frames == 4
+    with pytest.raises(ConfigError, match="run folders only"):
+        t2v.load_pipeline(pipe_dir, use_ema=False)
+    with pytest.raises(CheckpointError, match="does not exist"):
+        t2v.load_pipeline(tmp_path / "nothing")
+    (tmp_path / "model.pt").write_bytes(b"x")
+    with pytest.raises(CheckpointError, match="is a file"):
+        t2v.load_pipeline(tmp_path / "model.pt")
 
 
 def test_demo_prompts_are_distinct_and_split_by_the_holdout():

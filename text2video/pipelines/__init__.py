@@ -42,7 +42,7 @@ def load_pipeline(
     if path.is_file():
         raise CheckpointError(
             f"{path} is a file; give a run folder (text2video train), one of its checkpoint folders, or a pipeline "
-            "folder (text2video export). Pickled .pt checkpoints are not read."
+            "folder (text2video export). .pt checkpoints are not read: they are pickles."
         )
     if not path.is_dir():
         raise CheckpointError(f"model folder {path} does not exist")
