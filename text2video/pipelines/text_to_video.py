@@ -39,9 +39,11 @@ class TextToVideoPipeline(VideoPipeline):
         eta: Optional[float] = None,
         dynamic_threshold: Optional[float] = None,
         progress: bool = True,
+        generators: Optional[Sequence[torch.Generator]] = None,
     ) -> VideoOutput:
         """Videos for ``prompt`` (a string or a list): ``num_videos_per_prompt`` each, video ``i`` seeded
-        ``seed + i`` so any one of them can be reproduced alone."""
+        ``seed + i`` so any one of them can be reproduced alone; or drawn from ``generators`` (one per video)
+        when given."""
         prompts = as_prompt_list(prompt)
         if num_videos_per_prompt < 1:
             raise ConfigError(f"num_videos_per_prompt must be >= 1, got {num_videos_per_prompt}")
@@ -57,7 +59,10 @@ class TextToVideoPipeline(VideoPipeline):
         )  # fmt: skip  (latent pipelines: the VAE's latent shape)
         cond = self._condition(prompts, num_videos_per_prompt, d.fps)
         negative = self._negative(negative_prompt if negative_prompt is not None else d.negative_prompt, shape[0])
-        generators, seeds = make_generators(shape[0], seed)
+        if generators is None:
+            generators, seeds = make_generators(shape[0], seed)
+        else:
+            generators, seeds = list(generators), None
         options = self._sampling_kwargs(
             steps=steps, sampler=sampler, guidance_scale=guidance_scale, eta=eta, dynamic_threshold=dynamic_threshold
         )

@@ -504,7 +504,8 @@ class Trainer:
             else:
                 objective = getattr(self.objective, "config", None) or objective_config(self.config)
                 pipe = TextToVideoPipeline(model, self.prompts, objective, self._pipeline_defaults(), vae=self.vae)
-                video = pipe(list(prompts), seed=seed, progress=False).videos.to(self.device)
+                gens = [seeded_generator(seed, i, device=self.device) for i in range(len(prompts))]
+                video = pipe(list(prompts), generators=gens, progress=False).videos.to(self.device)
         finally:
             model.train(was_training)
         return video.clamp(-1, 1)
