@@ -63,8 +63,8 @@ class TrainResult:
 
 def make_adamw(params: list[nn.Parameter], **kwargs: Any) -> torch.optim.AdamW:
     """AdamW with PyTorch's fused kernel where every parameter allows it (float tensors on CPU or CUDA),
-    else PyTorch's default. On CPU the fused step is about 4x faster than the default per-parameter loop
-    (42M parameters, 1 thread: 0.06 s against 0.27 s); the update is the same up to float rounding."""
+    else PyTorch's default (whose per-parameter loop is much slower on CPU, see docs/training.md); the update
+    is the same up to float rounding."""
     fused = bool(params) and all(p.is_floating_point() and p.device.type in ("cpu", "cuda") for p in params)
     return torch.optim.AdamW(params, fused=fused or None, **kwargs)
 
