@@ -1,7 +1,8 @@
 """Unet3D's layers for the CPU: the convolution dispatch, the fused attention and norm, packed weights.
 
-:func:`install` turns a `~text2video.models.unet3d.Unet3D`'s plain layers into the subclasses below (same
-parameters, same results up to float rounding); :func:`uninstall` turns them back. Each fast layer keeps
+`text2video.backends.cpu.install` turns a `~text2video.models.unet3d.Unet3D`'s plain layers into the subclasses
+below, as listed in `UNET3D_LAYERS` (same parameters, same results up to float rounding); ``uninstall`` turns
+them back. Each fast layer keeps
 the plain PyTorch path for every call its fast path does not take (another device or dtype, autocast, a
 shape the kernels refuse, no C compiler). The thresholds below choose, per call, between oneDNN,
 Winograd, GEMM formulations and packed weights; docs/models.md gives the measurements behind them.
