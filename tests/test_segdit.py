@@ -11,7 +11,7 @@ from text2video.errors import ModelError
 from text2video.models import build_model, load_model
 from text2video.models.convert import convert
 from text2video.models.convert.diffusers_dit import from_diffusers_dit
-from text2video.models.segdit import SegDiTTransformer2DModel, dit_xl_2_config
+from text2video.models.segdit import SegDiTTransformer2DModel
 
 
 def _tiny(**kw) -> SegDiTTransformer2DModel:
@@ -45,7 +45,7 @@ def _dit_param_count(depth: int, hidden: int, patch: int, in_ch: int, out_ch: in
 
 def test_dit_xl_2_has_675m_parameters_and_one_shared_embedding():
     with torch.device("meta"):
-        model = SegDiTTransformer2DModel(**dit_xl_2_config())
+        model = SegDiTTransformer2DModel.from_preset("DiT-XL/2")
     n = sum(p.numel() for p in model.parameters())
     assert n == _dit_param_count(28, 1152, 2, 4, 8, 1000)
     # DiT paper, Table 1: 675M (its count also holds the 256x1152 fixed position table we compute).
@@ -187,3 +187,18 @@ def test_tiny_preset_runs_on_its_data_size():
     model = build_model(cfg.model.name, **cfg.model.kwargs)
     x = torch.zeros(1, 3, cfg.data.num_frames, cfg.data.size, cfg.data.size)
     assert model.forward_cond(x, torch.tensor([5]), Conditioning()).shape == x.shape
+
+
+def test_named_sizes_are_presets_the_config_reads():
+    """DiT's sizes are a PRESETS table on the class; model.preset picks one, other keys override it."""
+    import text2video.config as config
+    from text2video.errors import ConfigError
+    from text2video.runs.build import build_configured_model
+
+    assert set(SegDiTTransformer2DModel.PRESETS) == {"DiT-S/2", "DiT-B/2", "DiT-L/2", "DiT-XL/2"}
+    cfg = config.config_from_dict({"model": {"name": "segdit", "preset": "DiT-S/2", "num_layers": 1}})
+    with torch.device("meta"):
+        model = build_configured_model(cfg, None)
+    assert (model.config.num_attention_heads, model.config.attention_head_dim, model.config.num_layers) == (6, 64, 1)
+    with pytest.raises(ConfigError, match="preset"):
+        config.load_config("tiny-segdit", ["model.preset=DiT-M/2"])

@@ -15,6 +15,7 @@ half is DiT's learned variance); ``forward_cond`` returns only the first half.
 
 from __future__ import annotations
 
+from types import MappingProxyType
 from typing import Any, Optional
 
 import torch
@@ -27,9 +28,32 @@ from ..diffusion.conditioning import Conditioning
 from ..errors import ModelError
 from ..nn.dit_blocks import DiTBlock, FinalLayer, LabelEmbedder, TimestepEmbedder, init_dit_weights, sincos_2d
 from .image_cond import as_batch_timesteps
+from .presets import Presets
+
+#: DiT's sizes (Peebles & Xie, Table 1) with 2x2 patches; ``DiT-XL/2`` is the released ImageNet 256x256 model
+#: (32x32 latents, 1000 classes, learned sigma), whose diffusers weights load through ``text2video convert``.
+PRESETS: MappingProxyType[str, MappingProxyType[str, Any]] = MappingProxyType(
+    {
+        "DiT-S/2": MappingProxyType(dict(num_layers=12, num_attention_heads=6, attention_head_dim=64, patch_size=2)),
+        "DiT-B/2": MappingProxyType(dict(num_layers=12, num_attention_heads=12, attention_head_dim=64, patch_size=2)),
+        "DiT-L/2": MappingProxyType(dict(num_layers=24, num_attention_heads=16, attention_head_dim=64, patch_size=2)),
+        "DiT-XL/2": MappingProxyType(
+            dict(
+                num_layers=28,
+                num_attention_heads=16,
+                attention_head_dim=72,
+                patch_size=2,
+                in_channels=4,
+                sample_size=32,
+                num_embeds_ada_norm=1000,
+                learn_sigma=True,
+            )
+        ),  # fmt: skip
+    }
+)
 
 
-class SegDiTTransformer2DModel(ModelMixin, ConfigMixin):
+class SegDiTTransformer2DModel(Presets, ModelMixin, ConfigMixin):
     """2-D DiT with adaLN-Zero on timestep + class label and an optional segmentation input.
 
     Argument names follow diffusers' ``DiTTransformer2DModel``; hidden size is
@@ -37,6 +61,8 @@ class SegDiTTransformer2DModel(ModelMixin, ConfigMixin):
     unconditional (timestep only). ``timestep_freq_shift`` is 0 for DiT's timestep code and 1 for
     diffusers' port (set by the importer).
     """
+
+    PRESETS = PRESETS
 
     @register_to_config
     def __init__(
@@ -210,19 +236,3 @@ def _unpatchify(patches: torch.Tensor, gh: int, gw: int, p: int, channels: int) 
     b = patches.shape[0]
     x = patches.reshape(b, gh, gw, p, p, channels)
     return x.permute(0, 5, 1, 3, 2, 4).reshape(b, channels, gh * p, gw * p)
-
-
-def dit_xl_2_config(**overrides: Any) -> dict[str, Any]:
-    """DiT-XL/2's sizes for 256x256 images (32x32 latents, 1000 ImageNet classes, learned sigma)."""
-    cfg = dict(
-        num_attention_heads=16,
-        attention_head_dim=72,
-        in_channels=4,
-        num_layers=28,
-        sample_size=32,
-        patch_size=2,
-        num_embeds_ada_norm=1000,
-        learn_sigma=True,
-    )
-    cfg.update(overrides)
-    return cfg
