@@ -7,34 +7,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Optional
 
-from ..config import Config, config_from_dict, objective_config
-from ..errors import CheckpointError
-from ..runs.checkpoint import STATE_FILE, load_weights, resolve_checkpoint
+from ..config import Config, objective_config
+from ..runs.checkpoint import load_weights, resolve_checkpoint
+from ..runs.folder import is_run_dir, read_run_config, run_of_checkpoint
 
-RUN_CONFIG = "config.yaml"
-
-
-def is_run_dir(path: str | Path) -> bool:
-    path = Path(path)
-    return (path / RUN_CONFIG).is_file() and (path / "checkpoints").is_dir()
-
-
-def run_of_checkpoint(path: str | Path) -> Optional[Path]:
-    """The run folder of a checkpoint folder (``RUN/checkpoints/step-N``), or None when ``path`` is not one."""
-    path = Path(path)
-    run = path.parent.parent
-    if (path / STATE_FILE).is_file() and is_run_dir(run):
-        return run
-    return None
-
-
-def read_run_config(run_dir: str | Path) -> Config:
-    import yaml
-
-    path = Path(run_dir) / RUN_CONFIG
-    if not path.is_file():
-        raise CheckpointError(f"{run_dir} is not a run folder: it has no {RUN_CONFIG} (train into it with `text2video train`)")
-    return config_from_dict(yaml.safe_load(path.read_text()) or {})
+__all__ = ["export_run", "is_run_dir", "pipeline_defaults", "pipeline_from_run", "read_run_config", "run_of_checkpoint"]
 
 
 def pipeline_defaults(config: Config, vae: Any = None, channels: Optional[int] = None) -> dict[str, Any]:

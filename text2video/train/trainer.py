@@ -39,6 +39,7 @@ from ..pipelines import TextToVideoPipeline
 from ..pipelines.from_run import pipeline_defaults
 from ..runs.build import build_configured_model
 from ..runs.checkpoint import load_checkpoint, resolve_checkpoint, save_checkpoint
+from ..runs.folder import RUN_CONFIG
 from ..text.cache import EmbeddingCache
 from .data import ShardedBatches, collate, seeded_generator
 from .ema import EMA
@@ -395,7 +396,7 @@ class Trainer:
             self.resume(resume)
         if main:
             self.run_dir.mkdir(parents=True, exist_ok=True)
-            self.config.save(self.run_dir / "config.yaml")
+            self.config.save(self.run_dir / RUN_CONFIG)
         loader = torch.utils.data.DataLoader(
             self.dataset,
             batch_sampler=self._batches(self.consumed),
