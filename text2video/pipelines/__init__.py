@@ -46,10 +46,12 @@ def load_pipeline(
         )
     if not path.is_dir():
         raise CheckpointError(f"model folder {path} does not exist")
-    run = path if is_run_dir(path) else run_of_checkpoint(path)
-    if run is not None:
-        target = path if run is not path else checkpoint
-        return pipeline_from_run(run, target, use_ema=use_ema, kind=kind or TextToVideoPipeline.pipeline_name, **kwargs)
+    run_kind = kind or TextToVideoPipeline.pipeline_name
+    if is_run_dir(path):
+        return pipeline_from_run(path, checkpoint, use_ema=use_ema, kind=run_kind, **kwargs)
+    run = run_of_checkpoint(path)
+    if run is not None:  # one checkpoint folder of a run
+        return pipeline_from_run(run, path, use_ema=use_ema, kind=run_kind, **kwargs)
     if str(checkpoint) != "latest" or not use_ema:
         raise ConfigError(f"{path} is a pipeline folder: checkpoint and use_ema (--checkpoint, --no-ema) apply to run folders only")
     record = read_pipeline_record(path)
