@@ -23,17 +23,6 @@ def gpu_check():
     return module
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _own_accelerate_state():
-    """Accelerate keeps one process-wide state, and the check trains in bf16 while the other tests' trainers
-    use fp32: this module starts from a clean state and leaves one behind."""
-    from accelerate.state import AcceleratorState
-
-    AcceleratorState._reset_state(True)
-    yield
-    AcceleratorState._reset_state(True)
-
-
 @pytest.fixture(scope="module")
 def dry_run(gpu_check, tmp_path_factory) -> dict:
     out = tmp_path_factory.mktemp("gpu_check") / "dry.json"

@@ -400,7 +400,7 @@ def test_info_reports_family_sizes_and_a_memory_estimate_from_the_model(folders,
 
 
 def test_memory_estimate_grows_with_the_sample(folders):
-    from text2video.pipelines.pretrained.estimate import estimate_memory
+    from text2video.pipelines.estimate import estimate_memory
 
     pipe = load_pipeline(folders["t2v-ddim"])
     small = estimate_memory(pipe.model, sample_shape=(1, 4, 4, 8, 8), text=(12, 16, 16), dtypes={"f": torch.float32})["f"]

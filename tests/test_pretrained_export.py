@@ -120,8 +120,8 @@ def test_export_refuses_other_denoisers(tmp_path, capsys):
 
 
 def test_checkpoint_folder_as_model(runs):
-    from text2video.train.checkpoint import list_checkpoints
-    from text2video.train.export import pipeline_from_run
+    from text2video.pipelines.from_run import pipeline_from_run
+    from text2video.runs.checkpoint import list_checkpoints
 
     first = list_checkpoints(runs["latent"])[0]
     pipe = load_pipeline(first)

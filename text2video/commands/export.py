@@ -35,7 +35,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from ..pipelines import load_pipeline
 
-    pipe = load_pipeline(args.run, checkpoint=args.checkpoint, use_ema=False if args.no_ema else None)
+    pipe = load_pipeline(args.run, checkpoint=args.checkpoint, use_ema=not args.no_ema)
     if args.format == "diffusers":
         from ..pipelines.to_diffusers import export_diffusers
 

@@ -57,11 +57,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "generate",
         help="generate videos from text prompts",
         description="Generate videos from prompts with a trained run folder or an exported pipeline folder. "
-        "Seed 001's flags --text, --model_path, --output_dir, --batch_size and --cond_scale are accepted.",
+        "text2video-from-scratch's flags --text, --model_path, --output_dir, --batch_size and --cond_scale are accepted.",
         epilog='example: text2video generate "a red circle moving left" --model runs/tiny-cpu --steps 25 --guidance-scale 3',
     )
     p.add_argument("prompts", nargs="*", help="one or more prompts")
-    p.add_argument("--text", action="append", default=[], help="a prompt (seed 001's flag; may repeat)")
+    p.add_argument("--text", action="append", default=[], help="a prompt (text2video-from-scratch's flag; may repeat)")
     p.add_argument("--prompt-file", default=None, help="a text file with one prompt per line")
     p.add_argument(
         "--batch-size", "--batch_size", "--num-videos", dest="batch_size", type=int, default=1, help="videos per prompt (default 1)"

@@ -10,6 +10,7 @@ that scheduler as the model's authors set it up (see `text2video.diffusion.sampl
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import re
@@ -21,6 +22,7 @@ from typing import Any, ClassVar, Mapping, Optional, Sequence
 import numpy as np
 import torch
 
+from ..backends import cpu as cpu_backend
 from ..diffusion.conditioning import Conditioning
 from ..diffusion.objective import DiffusionObjective, ObjectiveConfig
 from ..errors import CheckpointError, ConfigError, ModelError
@@ -177,6 +179,13 @@ class VideoPipeline:
         if self.vae is not None:
             self.vae.to(device=device, dtype=dtype)
         return self
+
+    def backend(self) -> contextlib.AbstractContextManager:
+        """The context every sampling run of this pipeline goes in: on CPU, the CPU backend's fast layers
+        with their weight-derived tensors built once for all steps (`text2video.backends.cpu.sampling`)."""
+        if self.device.type != "cpu":
+            return contextlib.nullcontext()
+        return cpu_backend.sampling(self.model)
 
     # ------------------------------------------------------------------------------ latent space
 

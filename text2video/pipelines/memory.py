@@ -9,7 +9,7 @@ spatial tiles, and model CPU offload.
   change the numbers slightly, so tiling is off unless asked for.
 * Model CPU offload (``offload``): the text encoder, the denoiser and the VAE wait on the CPU and only the
   part that runs sits on the GPU. It changes no number, only memory and time; ``"auto"`` turns it on
-  when the `text2video.pipelines.pretrained.estimate` of a sample does not fit in the GPU's free memory.
+  when the `text2video.pipelines.estimate` of a sample does not fit in the GPU's free memory.
 """
 
 from __future__ import annotations
@@ -123,7 +123,7 @@ def should_offload(mode: str, pipe: Any, device: torch.device) -> bool:
         return False
     if mode == "on":
         return True
-    from .pretrained.estimate import estimate_pipeline_memory
+    from .estimate import estimate_pipeline_memory
 
     try:
         need = estimate_pipeline_memory(pipe)["total_bytes"]

@@ -39,13 +39,14 @@ class TextToVideoPipeline(VideoPipeline):
         eta: Optional[float] = None,
         dynamic_threshold: Optional[float] = None,
         progress: bool = True,
+        generators: Optional[Sequence[torch.Generator]] = None,
         latents: Optional[torch.Tensor] = None,
         clip_x0: Optional[bool] = None,
     ) -> VideoOutput:
         """Videos for ``prompt`` (a string or a list): ``num_videos_per_prompt`` each, video ``i`` seeded
-        ``seed + i`` so any one of them can be reproduced alone. ``latents`` is the initial noise, as in
-        diffusers (the sampled shape, latent for a latent pipeline; it replaces the seeded draw);
-        ``clip_x0`` overrides clipping the predicted clean video to [-1, 1]."""
+        ``seed + i`` so any one of them can be reproduced alone; or drawn from ``generators`` (one per video)
+        when given. ``latents`` is the initial noise, as in diffusers (the sampled shape, latent for a latent
+        pipeline; it replaces the seeded draw); ``clip_x0`` overrides clipping the predicted clean video to [-1, 1]."""
         prompts = as_prompt_list(prompt)
         if num_videos_per_prompt < 1:
             raise ConfigError(f"num_videos_per_prompt must be >= 1, got {num_videos_per_prompt}")
@@ -61,11 +62,15 @@ class TextToVideoPipeline(VideoPipeline):
         )  # fmt: skip  (latent pipelines: the VAE's latent shape)
         cond = self._condition(prompts, num_videos_per_prompt, d.fps)
         negative = self._negative(negative_prompt if negative_prompt is not None else d.negative_prompt, shape[0])
-        generators, seeds = make_generators(shape[0], seed)
+        if generators is None:
+            generators, seeds = make_generators(shape[0], seed)
+        else:
+            generators, seeds = list(generators), None
         options = self._sampling_kwargs(steps=steps, sampler=sampler, guidance_scale=guidance_scale, eta=eta,
                                         dynamic_threshold=dynamic_threshold, clip_x0=clip_x0)  # fmt: skip
-        videos = sample(self.model, shape, cond, objective=self.objective, negative_cond=negative, generators=generators,
-                        progress=progress, noise=latents, **options)  # fmt: skip
+        with self.backend():
+            videos = sample(self.model, shape, cond, objective=self.objective, negative_cond=negative,
+                            generators=generators, progress=progress, noise=latents, **options)  # fmt: skip
         videos = self.decode(videos)
         return self._finish(videos, [p for p in prompts for _ in range(num_videos_per_prompt)], seeds)
 
@@ -79,7 +84,7 @@ class TextToVideoPipeline(VideoPipeline):
         prompt: str = "",
         **kwargs,
     ) -> torch.Tensor:
-        """Seed 004's ``VideoGenerator.generate``: ``num_samples`` videos ``(N, C, T, H, W)`` in [-1, 1]."""
+        """DiffusionPlayground's ``VideoGenerator.generate``: ``num_samples`` videos ``(N, C, T, H, W)`` in [-1, 1]."""
         out = self(prompt, num_frames=num_frames, height=height, width=width, steps=num_steps,
                    num_videos_per_prompt=num_samples, **kwargs)  # fmt: skip
         return out.videos

@@ -9,7 +9,7 @@ pipeline class, reproducing our samples under the same latents and scheduler.
   saves that pipeline: ``unet/`` the combined ``UNetMotionModel``, ``motion_adapter/``).
 
 Whether a model fits is decided by a round trip: the diffusers config we write must map back, through
-the importers of `text2video.models.convert.unet_keys`, onto the model's own config, and every weight
+the importers of `text2video.models.unet3d_condition_keys`, onto the model's own config, and every weight
 must find its place. The weights are placed by the importers' key map read backwards. Anything else
 (VideoCrafter's fps embedding, image or temporal cross-attention; Unet3D, STDiT, ...) is refused with
 the format that works: ``--format text2video``.
@@ -39,7 +39,7 @@ _REFUSAL = "export it with --format text2video (a pipeline folder that `text2vid
 #: config keys that change nothing at inference, or only matter when an option that is checked is on.
 _INERT = {"dropout", "temporal_conv_dropout", "motion_zero_init", "sample_size", "default_fps", "image_embed_dim",
           "num_image_tokens", "image_cross_attention_scale", "image_frame_channels"}  # fmt: skip
-#: options diffusers' video UNets do not have, with the value they must keep (the seed 002 options among them).
+#: options diffusers' video UNets do not have, with the value they must keep (VideoCrafter's options among them).
 _REQUIRED = {"fps_embedding": False, "image_cross_attention": False, "temporal_cross_attention": False,
              "flip_sin_to_cos": True, "freq_shift": 0, "transformer_layers_per_block": 1}  # fmt: skip
 
@@ -152,19 +152,19 @@ def animatediff_configs(config: dict[str, Any]) -> tuple[dict[str, Any], dict[st
 
 def _flavour(model: torch.nn.Module) -> tuple[str, list[str]]:
     """``("text-to-video" | "animatediff", [])`` for a model diffusers can express, else ("", problems)."""
-    from ..models.convert import unet_keys
+    from ..models import unet3d_condition_keys
 
     config = {k: v for k, v in dict(model.config).items() if not str(k).startswith("_")}
     problems: dict[str, list[str]] = {}
     if config.get("block_out_channels") and all(b in _BLOCKS_2D for b in (*config["down_block_types"], *config["up_block_types"])):
         try:
-            back = unet_keys.unet3d_config(modelscope_config(config))
+            back = unet3d_condition_keys.unet3d_config(modelscope_config(config))
             problems["text-to-video"] = _mismatches(config, back)
         except (ModelError, KeyError, ZeroDivisionError) as exc:
             problems["text-to-video"] = [str(exc)]
         try:
             unet, adapter = animatediff_configs(config)
-            back = unet_keys.unet2d_config(unet)
+            back = unet3d_condition_keys.unet2d_config(unet)
             heads = adapter["motion_num_attention_heads"]
             back.update(use_motion_modules=True, motion_layers=adapter["motion_transformer_layers_per_block"],
                         motion_num_attention_heads=heads, motion_max_seq_length=adapter["motion_max_seq_length"],
@@ -189,7 +189,7 @@ def _flavour(model: torch.nn.Module) -> tuple[str, list[str]]:
 
 def _place_weights(target: torch.nn.Module, ours: dict[str, torch.Tensor], used: set[str]) -> None:
     """Fill a diffusers model from our state dict through the importers' key map read backwards."""
-    from ..models.convert.unet_keys import diffusers_key
+    from ..models.unet3d_condition_keys import diffusers_key
 
     state = target.state_dict()
     new = {}

@@ -17,7 +17,7 @@ import json
 import logging
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Mapping, Optional, Sequence
+from typing import Any, Optional, Sequence
 
 import torch
 
@@ -442,7 +442,7 @@ def masked_mean(states: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
 
 
 class BertTextEncoder(HFTextEncoder):
-    """BERT-family encoder. ``pooling="mean"`` (default, seed 001): mean of the last hidden states over
+    """BERT-family encoder. ``pooling="mean"`` (default, text2video-from-scratch): mean of the last hidden states over
     the real tokens after the leading [CLS]; ``pooling="cls"``: the [CLS] state."""
 
     backend = "bert"
@@ -506,7 +506,8 @@ class T5TextEncoder(HFTextEncoder):
         return states, masked_mean(states, mask)
 
 
-_ENCODER_CLASSES: dict[str, type[HFTextEncoder]] = {"bert": BertTextEncoder, "clip": ClipTextEncoder, "t5": T5TextEncoder}
+#: backend (config.json ``model_type`` family) -> encoder class (`text2video.text.loader.load_text_encoder` picks one).
+ENCODER_CLASSES: dict[str, type[HFTextEncoder]] = {"bert": BertTextEncoder, "clip": ClipTextEncoder, "t5": T5TextEncoder}
 
 
 # --------------------------------------------------------------------------------------------
@@ -531,69 +532,19 @@ def default_text_encoder_path() -> Path:
     return folder
 
 
-def _is_default(spec: str | Path | None) -> bool:
+def is_default_spec(spec: str | Path | None) -> bool:
+    """Whether an encoder ``spec`` names the bundled default (``None``, ``"default"`` or ``""``)."""
     return spec is None or (isinstance(spec, str) and spec.strip().lower() in ("default", ""))
 
 
-def _dtype_of(dtype: torch.dtype | str | None) -> Optional[torch.dtype]:
+def as_dtype(dtype: torch.dtype | str | None) -> Optional[torch.dtype]:
+    """``dtype`` as a ``torch.dtype`` (a name such as ``"float16"`` is looked up); None stays None."""
     if dtype is None or isinstance(dtype, torch.dtype):
         return dtype
     value = getattr(torch, str(dtype).replace("torch.", ""), None)
     if not isinstance(value, torch.dtype):
         raise TextEncoderError(f"unknown dtype {dtype!r}; use float32, float16 or bfloat16")
     return value
-
-
-@functools.lru_cache(maxsize=4)
-def _cached_default(pooling: Optional[str], device: Optional[str], dtype: Optional[torch.dtype]) -> TextEncoder:
-    return BertTextEncoder(default_text_encoder_path(), pooling=pooling, device=device, dtype=dtype)
-
-
-def load_text_encoder(
-    spec: str | Path | Mapping[str, Any] | None = "default",
-    *,
-    pooling: Optional[str] = None,
-    device: torch.device | str | None = None,
-    dtype: torch.dtype | str | None = None,
-    max_length: Optional[int] = None,
-    padding: str = "longest",
-    clip_skip: Optional[int] = None,
-) -> TextEncoder:
-    """Load a frozen encoder from a local folder; the backend comes from its config.json ``model_type``.
-
-    ``spec`` is ``"default"`` (the bundled MiniLM, loaded once per process per pooling/device/dtype and
-    shared: do not move it with ``.to``, ask for the device here), a folder path, or a mapping with
-    ``path`` and any of the keyword arguments (what a pipeline folder records). ``device`` defaults to
-    the CPU; ``max_length`` overrides the token limit.
-    ``pooling``: BERT ``"mean"`` (default) or ``"cls"``; CLIP ``"eot"``; T5 ``"mean"``.
-    ``padding``: ``"longest"`` (pad to the longest prompt, mask the padding) or ``"max_length"`` (the
-    Stable Diffusion pipelines' encoding, see `text2video.text.padded`); ``clip_skip`` goes with it.
-    """
-    if isinstance(spec, Mapping):
-        options = dict(spec)
-        spec = options.pop("path", "default")
-        unknown = sorted(set(options) - {"pooling", "max_length", "padding", "clip_skip"})
-        if unknown:
-            raise TextEncoderError(f"unknown text encoder option(s) {unknown}; known: path, pooling, max_length, padding, clip_skip")
-        pooling = options.get("pooling", pooling)
-        max_length = options.get("max_length", max_length)
-        padding = options.get("padding", padding) or "longest"
-        clip_skip = options.get("clip_skip", clip_skip)
-    if padding not in ("longest", "max_length"):
-        raise TextEncoderError(f"unknown text padding {padding!r}; choose 'longest' (text2video) or 'max_length' (diffusers pipelines)")
-    dtype = _dtype_of(dtype)
-    if padding == "longest" and clip_skip is not None:
-        raise TextEncoderError("clip_skip goes with padding='max_length' (the Stable Diffusion pipelines' encoding)")
-    if _is_default(spec) and max_length is None and padding == "longest":
-        return _cached_default(pooling, str(torch.device(device or "cpu")), dtype)
-    folder = resolve_folder(default_text_encoder_path() if _is_default(spec) else spec)
-    cls = _ENCODER_CLASSES[folder.backend]
-    encoder = cls(folder, pooling=pooling, device=device, dtype=dtype, max_length=max_length)
-    if padding == "max_length":
-        from .padded import MaxLengthTextEncoder
-
-        return MaxLengthTextEncoder(encoder, clip_skip=clip_skip)
-    return encoder
 
 
 def check_context_dim(encoder: TextEncoder, expected: int, what: str) -> None:
@@ -607,7 +558,7 @@ def check_context_dim(encoder: TextEncoder, expected: int, what: str) -> None:
 
 def describe_text_encoder(spec: str | Path | None = "default") -> dict[str, Any]:
     """Facts about an encoder folder read from its files only (no weights are loaded)."""
-    folder = resolve_folder(default_text_encoder_path() if _is_default(spec) else spec)
+    folder = resolve_folder(default_text_encoder_path() if is_default_spec(spec) else spec)
     config = folder.config
     return {
         "path": str(folder.model_dir),

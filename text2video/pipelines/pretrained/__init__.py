@@ -7,6 +7,6 @@ video-diffusion-pytorch trainer checkpoint with a BERT text encoder; any of thes
 """
 
 from .detect import FORMATS, ModelSource, detect_model
-from .loader import assemble, load_any
+from .loader import assemble
 
-__all__ = ["FORMATS", "ModelSource", "assemble", "detect_model", "load_any"]
+__all__ = ["FORMATS", "ModelSource", "assemble", "detect_model"]

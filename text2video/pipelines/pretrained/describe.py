@@ -12,8 +12,8 @@ from typing import Any, Optional
 
 import torch
 
+from ..estimate import ESTIMATE_DTYPES, TYPICAL_PROMPT_TOKENS, estimate_memory, parameter_count
 from .detect import ModelSource, detect_model
-from .estimate import ESTIMATE_DTYPES, TYPICAL_PROMPT_TOKENS, estimate_memory, parameter_count
 
 GIB = 2**30
 
@@ -64,9 +64,9 @@ def _skeleton(source: ModelSource, options: dict[str, Any]) -> dict[str, Any]:
 
 
 def _loaded(spec: str, options: dict[str, Any]) -> dict[str, Any]:
-    from .loader import load_any
+    from .. import load_pipeline
 
-    pipe = load_any(spec, **options)
+    pipe = load_pipeline(spec, **options)
     encoder = pipe.text_encoder
     text = None
     if encoder is not None:
@@ -82,11 +82,12 @@ def _loaded(spec: str, options: dict[str, Any]) -> dict[str, Any]:
 
 
 def describe_model(spec: str, **options: Any) -> dict[str, Any]:
-    """A JSON-ready description of model ``spec`` (see the module docstring); ``options`` as `load_any`."""
+    """A JSON-ready description of model ``spec`` (see the module docstring); ``options`` as `text2video.pipelines.load_pipeline`'s."""
     from dataclasses import asdict
 
-    source = detect_model(spec, revision=options.pop("revision", None))
-    facts = _skeleton(source, options) if source.format.startswith("diffusers-") else _loaded(spec, options)
+    revision = options.pop("revision", None)
+    source = detect_model(spec, revision=revision)
+    facts = _skeleton(source, options) if source.format.startswith("diffusers-") else _loaded(spec, {**options, "revision": revision})
     model, vae, d = facts["model"], facts["vae"], facts["defaults"]
     vae_facts = _vae_facts(vae)
     if vae_facts is not None:

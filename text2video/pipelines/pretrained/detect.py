@@ -28,7 +28,7 @@ FORMATS: MappingProxyType[str, str] = MappingProxyType(
         "diffusers-text-to-video": "a diffusers TextToVideoSDPipeline folder (ModelScope / Zeroscope)",
         "diffusers-animatediff": "a diffusers AnimateDiffPipeline folder",
         "diffusers-stable-diffusion": "a diffusers Stable Diffusion 1.x pipeline folder, animated with a motion adapter",
-        "video-diffusion-pytorch": "a video-diffusion-pytorch trainer checkpoint (seed 001)",
+        "video-diffusion-pytorch": "a video-diffusion-pytorch trainer checkpoint (text2video-from-scratch)",
     }
 )
 #: model_index.json ``_class_name`` -> format, and the components each needs.
@@ -133,9 +133,9 @@ def _check_diffusers_folder(root: Path, index: dict[str, Any]) -> str:
 
 
 def _is_checkpoint_dir(path: Path) -> bool:
-    from ...train.export import is_run_dir
+    from ...runs.folder import run_of_checkpoint
 
-    return (path / "state.json").is_file() and path.parent.name == "checkpoints" and is_run_dir(path.parent.parent)
+    return run_of_checkpoint(path) is not None
 
 
 def _bare_model_error(path: Path, config: dict[str, Any]) -> CheckpointError:
@@ -162,7 +162,7 @@ def detect_local(path: Path, spec: Optional[str] = None) -> ModelSource:
         )
     if (path / PIPELINE_FILE).is_file():
         return ModelSource("text2video-pipeline", path, spec)
-    from ...train.export import is_run_dir
+    from ...runs.folder import is_run_dir
 
     if is_run_dir(path):
         return ModelSource("text2video-run", path, spec)

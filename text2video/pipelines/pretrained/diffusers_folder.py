@@ -145,16 +145,16 @@ def _resolve_adapter(spec: Any) -> Path:
 
 
 def _model_config(source: ModelSource, unet_config: dict[str, Any], adapter: Optional[Path]) -> dict[str, Any]:
-    from ...models.convert import unet_keys
+    from ...models import unet3d_condition_keys
 
     if source.format == "diffusers-text-to-video":
-        return unet_keys.unet3d_config(unet_config)
-    config = unet_keys.unet2d_config(unet_config)
+        return unet3d_condition_keys.unet3d_config(unet_config)
+    config = unet3d_condition_keys.unet2d_config(unet_config)
     if unet_config.get("_class_name") == "UNetMotionModel" and adapter is None:
-        config.update(unet_keys.motion_unet_config(unet_config))
+        config.update(unet3d_condition_keys.motion_unet_config(unet_config))
     elif adapter is not None:
-        state, adapter_config = unet_keys.read_motion_source(adapter)
-        config.update(unet_keys.infer_motion_config(state, adapter_config))
+        state, adapter_config = unet3d_condition_keys.read_motion_source(adapter)
+        config.update(unet3d_condition_keys.infer_motion_config(state, adapter_config))
     return config
 
 

@@ -1,5 +1,6 @@
-"""One entry point for every model format: detect (`detect.detect_model`), assemble a text2video
-pipeline from the model's own parts, then apply the memory options (`text2video.pipelines.memory`)."""
+"""A detected model (`detect.detect_model`) assembled into a text2video pipeline from its own parts, one
+branch per format. `text2video.pipelines.load_pipeline`, the one loader, detects, calls `assemble`, then
+applies the memory options (`text2video.pipelines.memory`)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from ...errors import ConfigError
-from .detect import ModelSource, detect_model
+from .detect import ModelSource
 
 logger = logging.getLogger(__name__)
 
@@ -48,7 +49,7 @@ def assemble(
     motion_adapter: Any = None,
     clip_skip: Optional[int] = None,
     checkpoint: str | Path = "latest",
-    use_ema: Optional[bool] = None,
+    use_ema: bool = True,
     device: Any = None,
     dtype: Any = None,
 ) -> Any:
@@ -66,18 +67,25 @@ def assemble(
         raise ConfigError(f"--motion-adapter applies to Stable Diffusion and AnimateDiff folders; {source.spec} is {source.description}")
     if clip_skip is not None and not fmt.startswith("diffusers-"):
         raise ConfigError(f"--clip-skip applies to diffusers pipeline folders; {source.spec} is {source.description}")
+    if fmt in ("text2video-run", "text2video-checkpoint"):
+        from ...runs.folder import run_of_checkpoint
+        from ..from_run import pipeline_from_run
+
+        run_dir, target = (source.path, checkpoint) if fmt == "text2video-run" else (run_of_checkpoint(source.path), source.path)
+        return pipeline_from_run(run_dir, target, use_ema=use_ema, text_encoder=_text_encoder_option(text_encoder), kind=cls.pipeline_name)
+    if fmt == "video-diffusion-pytorch":  # use_ema: its EMA weights when it has them
+        if str(checkpoint) != "latest":
+            raise ConfigError(f"{source.spec} is {source.description}: --checkpoint applies to run folders only")
+    elif str(checkpoint) != "latest" or not use_ema:
+        raise ConfigError(
+            f"{source.spec} is {source.description}: checkpoint and use_ema (--checkpoint, --no-ema) apply to run folders only"
+        )
     if fmt == "text2video-pipeline":
         return cls.from_pretrained(source.path, model=model, text_encoder=_text_encoder_option(text_encoder), vae=vae)
-    if fmt in ("text2video-run", "text2video-checkpoint"):
-        from ...train.export import pipeline_from_run
-
-        run_dir, target = (source.path, checkpoint) if fmt == "text2video-run" else (source.path.parent.parent, source.path)
-        return pipeline_from_run(run_dir, target, use_ema=use_ema is not False, text_encoder=_text_encoder_option(text_encoder),
-                                 kind=cls.pipeline_name)  # fmt: skip
     if fmt == "video-diffusion-pytorch":
         from . import vdp
 
-        unet, config, timesteps = vdp.load_model(source.path, use_ema)
+        unet, config, timesteps = vdp.load_model(source.path, None if use_ema else False)
         encoder = vdp.load_text_encoder_for(source.path, config.get("cond_dim"), text_encoder)
         return cls(
             model if model is not None else unet,
@@ -104,30 +112,3 @@ def assemble(
         embed_text_encoder=text_encoder is None,
     )
     return pipe
-
-
-def load_any(
-    spec: str | Path,
-    kind: Optional[str] = None,
-    *,
-    device: Any = None,
-    dtype: Any = None,
-    offload: str = "off",
-    vae_frames: Optional[int] = None,
-    vae_tiling: bool = False,
-    revision: Optional[str] = None,
-    **options: Any,
-) -> Any:
-    """The pipeline ``kind`` (default text-to-video) of any model text2video reads (see `detect.FORMATS`),
-    on ``device`` in ``dtype``, with the memory options applied. ``options`` go to `assemble`
-    (``text_encoder``, ``motion_adapter``, ``clip_skip``, ``checkpoint``, ``use_ema``, ``model``, ``vae``)."""
-    from ..memory import configure_runtime
-
-    source = detect_model(spec, revision=revision)
-    logger.info("%s: %s", spec, source.description)
-    if offload == "on" and device is None:
-        device = "cuda"  # offload means: run on the GPU, keep on the CPU
-    offloading = offload != "off" and device is not None and str(device).startswith("cuda")
-    pipe = assemble(source, kind, device=None if offloading else device, dtype=dtype, **options)
-    pipe.source = source
-    return configure_runtime(pipe, device=device, dtype=dtype, offload=offload, vae_frames=vae_frames, vae_tiling=vae_tiling)

@@ -1,11 +1,11 @@
-"""A video-diffusion-pytorch trainer checkpoint (seed 001's ``results/model-N.pt``) as a pipeline.
+"""A video-diffusion-pytorch trainer checkpoint (text2video-from-scratch's ``results/model-N.pt``) as a pipeline.
 
 The ``Unet3D`` comes through the importer (`text2video.models.convert.video_diffusion_pytorch`: the file
 is read with ``weights_only=True``, EMA weights by default), the schedule from the checkpoint's own
 ``betas`` (cosine, as ``GaussianDiffusion`` builds it, with its length), the text encoder from
 ``--text-encoder`` (a BERT folder, mean-pooled as ``bert_embed`` does; its width must be the checkpoint's
 ``cond_dim``). ``GaussianDiffusion``'s image size and frame count are not stored in the checkpoint:
-the defaults are seed 001's (5 frames of 32x32), and ``--size`` / ``--frames`` change them.
+the defaults are text2video-from-scratch's (5 frames of 32x32), and ``--size`` / ``--frames`` change them.
 """
 
 from __future__ import annotations
@@ -21,8 +21,8 @@ from ..base import PipelineDefaults
 
 logger = logging.getLogger(__name__)
 
-FAMILY = "video-diffusion-pytorch Unet3D (seed 001)"
-#: seed 001's sampling settings (configs/default.yaml): 5 frames of 32x32, guidance 2.0.
+FAMILY = "video-diffusion-pytorch Unet3D (text2video-from-scratch)"
+#: text2video-from-scratch's sampling settings (configs/default.yaml): 5 frames of 32x32, guidance 2.0.
 DEFAULTS = PipelineDefaults(num_frames=5, height=32, width=32, channels=3, fps=8.0, steps=50, sampler="ddim", guidance_scale=2.0)
 
 
@@ -77,7 +77,7 @@ def load_text_encoder_for(path: Path, cond_dim: Optional[int], spec: Any, device
     if spec is None:
         raise TextEncoderError(
             f"{path} is a text-conditioned video-diffusion-pytorch checkpoint (cond_dim={cond_dim}): pass --text-encoder DIR, "
-            f"a local BERT folder whose hidden size is {cond_dim} (seed 001 used bert-base-cased, 768)"
+            f"a local BERT folder whose hidden size is {cond_dim} (text2video-from-scratch used bert-base-cased, 768)"
         )
     if not isinstance(spec, (str, Path)):
         encoder = spec
@@ -88,6 +88,6 @@ def load_text_encoder_for(path: Path, cond_dim: Optional[int], spec: Any, device
     if getattr(encoder, "dim", cond_dim) != cond_dim:
         raise TextEncoderError(
             f"--text-encoder {spec} gives {encoder.dim}-dim embeddings but {path.name} was trained on {cond_dim}-dim ones "
-            f"(its cond_dim): pass a BERT folder whose hidden size is {cond_dim} (seed 001 used bert-base-cased, 768)"
+            f"(its cond_dim): pass a BERT folder whose hidden size is {cond_dim} (text2video-from-scratch used bert-base-cased, 768)"
         )
     return encoder

@@ -132,8 +132,8 @@ def meta_copy(module: torch.nn.Module) -> torch.nn.Module:
 
 def denoiser_peak(model: torch.nn.Module, shape: tuple[int, ...], text: Optional[tuple[int, int, int]], dtype: torch.dtype) -> int:
     """Activation peak of one denoiser call on a batch of ``shape`` with text tokens ``(L, D, pooled D)``."""
-    from ...diffusion.conditioning import Conditioning
-    from ...models.adapter import denoise
+    from ..diffusion.conditioning import Conditioning
+    from ..diffusion.denoise import denoise
 
     model = torch.nn.Module.to(model, dtype=dtype).eval()  # (diffusers' own .to warns about dtype casts)
 
