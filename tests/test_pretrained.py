@@ -244,6 +244,8 @@ def test_bad_folders_name_the_fix(folders, tmp_path):
         load_pipeline(tmp_path / "nowhere")
     with pytest.raises(ConfigError, match="--motion-adapter applies"):
         load_pipeline(folders["t2v-ddim"], motion_adapter=tmp_path / "adapter")
+    with pytest.raises(ConfigError, match="run folders only"):  # a diffusers folder has no checkpoints or EMA weights
+        load_pipeline(folders["t2v-ddim"], use_ema=False)
     assert main(["generate", "x", "--model", str(broken)]) == 2  # the CLI prints the one line, no traceback
 
 
@@ -260,7 +262,9 @@ def vdp_checkpoint(tmp_path_factory) -> Path:
     unet = vdp.Unet3D(dim=8, cond_dim=16, dim_mults=(1, 2), attn_heads=2, attn_dim_head=8).eval()
     diffusion = vdp.GaussianDiffusion(unet, image_size=8, num_frames=3, timesteps=100)
     path = tmp_path_factory.mktemp("vdp") / "model-3.pt"
-    torch.save({"step": 3, "model": diffusion.state_dict(), "ema": diffusion.state_dict(), "scaler": {}}, path)
+    ema = diffusion.state_dict()
+    live = {k: v + 0.01 if v.is_floating_point() else v for k, v in ema.items()}  # the trained weights differ from EMA
+    torch.save({"step": 3, "model": live, "ema": ema, "scaler": {}}, path)
     return path
 
 
@@ -274,6 +278,12 @@ def test_video_diffusion_pytorch_checkpoint_with_its_text_encoder(vdp_checkpoint
     assert pipe.objective.num_train_timesteps == 100 and pipe.objective.config.beta_schedule == "cosine"
     out = pipe("a red circle", num_frames=3, height=8, width=8, steps=3, seed=0, progress=False)
     assert out.videos.shape == (1, 3, 3, 8, 8)
+    live = load_pipeline(vdp_checkpoint, text_encoder=tmp_path / "bert16", use_ema=False)  # its "model" weights
+    for name, ema_weight in pipe.model.state_dict().items():
+        if ema_weight.is_floating_point() and ema_weight.numel():
+            torch.testing.assert_close(live.model.state_dict()[name], ema_weight + 0.01)
+    with pytest.raises(ConfigError, match="--checkpoint applies to run folders only"):
+        load_pipeline(vdp_checkpoint, text_encoder=tmp_path / "bert16", checkpoint="step-1")
     save_tiny_bert(tmp_path / "bert-wide", max_positions=16)
     config = json.loads((tmp_path / "bert-wide" / "config.json").read_text())
     assert config["hidden_size"] == 16

@@ -71,10 +71,11 @@ def convert_model(
     adapter = _motion_weights(detected, motion_adapter) if usable else motion_adapter
     if usable and detected.format == "diffusers-stable-diffusion" and adapter is None:
         usable = False  # an image model without motion weights: the inflated UNet only (motion modules at zero)
-    if usable and detected.format == "video-diffusion-pytorch" and text_encoder is None:
+    if usable and detected.format == "video-diffusion-pytorch" and (text_encoder is None or use_ema):
         from . import vdp
 
-        usable = vdp.read_checkpoint(detected.path, use_ema)[1].get("cond_dim") is None
+        cond_dim = vdp.read_checkpoint(detected.path, use_ema)[1].get("cond_dim")  # --ema: a checkpoint without EMA weights fails here
+        usable = text_encoder is not None or cond_dim is None
     if not usable:
         options = {} if use_ema is None else {"use_ema": use_ema}
         if source == "animatediff" and motion_adapter is not None:

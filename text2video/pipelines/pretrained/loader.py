@@ -78,7 +78,8 @@ def assemble(
             raise ConfigError(f"{source.spec} is {source.description}: --checkpoint applies to run folders only")
     elif str(checkpoint) != "latest" or not use_ema:
         raise ConfigError(
-            f"{source.spec} is {source.description}: checkpoint and use_ema (--checkpoint, --no-ema) apply to run folders only"
+            f"{source.spec} is {source.description}: checkpoint and use_ema (--checkpoint, --no-ema) apply to run folders only "
+            "(and --no-ema to a video-diffusion-pytorch checkpoint)"
         )
     if fmt == "text2video-pipeline":
         return cls.from_pretrained(source.path, model=model, text_encoder=_text_encoder_option(text_encoder), vae=vae)
