@@ -104,6 +104,7 @@ def run(args: argparse.Namespace) -> int:
                       f"  all three {s['all_three']:.0%}  (n={s['n']})")
         for key, value in report["files"].items():
             print(f"  {key:14s} {value}")
+        print(f"generate in a web page: {report['serve']}")
     return 0
 
 
@@ -197,6 +198,7 @@ def run_demo(
             "run folder": str(run_dir),
         },
         "verdicts": verdict_rows,
+        "serve": f"text2video serve --model {run_dir}",
     }
     (out / "report.json").write_text(json.dumps(report, indent=2) + "\n")
     (out / "report.md").write_text(_markdown(report))
@@ -233,6 +235,7 @@ def _markdown(report: dict[str, Any]) -> str:
             )
     lines += ["", "## Files", ""]
     lines += [f"- {key}: `{value}`" for key, value in report["files"].items()]
+    lines += ["", f"Generate more videos with this model in a web page: `{report['serve']}`"]
     lines += ["", "## Verdicts", "", "| caption | held out | read as | colour | shape | direction |", "| --- | --- | --- | --- | --- | --- |"]
     for v in report["verdicts"]:
         p = v["predicted"]

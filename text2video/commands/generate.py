@@ -30,6 +30,8 @@ def add_sampling_args(p: argparse.ArgumentParser, *, size: bool = True) -> None:
     p.add_argument("--guidance-scale", "--cond_scale", dest="guidance_scale", type=float, default=None,
                    help="classifier-free guidance scale; 1 turns it off (default: the model's)")
     p.add_argument("--negative-prompt", default=None, help="what the videos should not show")
+    p.add_argument("--fps", type=float, default=None,
+                   help="frames per second of the videos, also the fps a model with an fps embedding is conditioned on (default: the model's)")
     p.add_argument("--seed", type=int, default=0, help="seed of the first video; video i uses seed + i (default 0)")
     p.add_argument("--format", choices=("gif", "mp4", "webm"), default="gif", help="file format (default gif)")
     p.add_argument("--output-dir", "--output_dir", "-o", dest="output_dir", default="results", help="output folder (default ./results)")
@@ -107,6 +109,7 @@ def run(args: argparse.Namespace) -> int:
     out = pipe(
         prompts, num_frames=args.frames, height=height, width=width, steps=args.steps, guidance_scale=args.guidance_scale,
         negative_prompt=args.negative_prompt, seed=args.seed, sampler=args.sampler, num_videos_per_prompt=args.batch_size,
+        fps=args.fps,
     )  # fmt: skip
     paths = out.save(args.output_dir, fmt=args.format)
     report_paths(args, paths, out.prompts)
