@@ -47,10 +47,8 @@ def find_model_folders(models_dir: str | Path) -> list[Path]:
 
 def _unique_names(paths: Sequence[Path]) -> list[str]:
     """Folder names, with the parent folder added where two are alike."""
-    names = [p.name or str(p) for p in paths]
-    for i, path in enumerate(paths):
-        if names.count(path.name) > 1:
-            names[i] = f"{path.parent.name}/{path.name}"
+    plain = [p.name or str(p) for p in paths]
+    names = [f"{p.parent.name}/{name}" if plain.count(name) > 1 else name for p, name in zip(paths, plain)]
     seen: dict[str, int] = {}
     for i, name in enumerate(names):  # still alike: number them
         seen[name] = seen.get(name, 0) + 1

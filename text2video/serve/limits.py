@@ -22,6 +22,8 @@ MAX_VIDEOS = 8
 #: Guidance scales beyond this only burn the picture.
 MAX_GUIDANCE = 30.0
 MAX_FPS = 60.0
+#: How messages name the controls (as the page labels them).
+LABELS = {"num_videos": "number of videos", "guidance_scale": "guidance scale"}
 #: Smallest height or width offered (unless a model's default is smaller).
 MIN_SIZE = 8
 
@@ -69,7 +71,7 @@ class ControlLimits:
                 if value not in self.samplers:
                     raise ConfigError(f"sampler {value!r} is not one of {', '.join(self.samplers)}")
                 continue
-            getattr(self, name).check(name.replace("_", " "), value, model)
+            getattr(self, name).check(LABELS.get(name, name), value, model)
 
 
 def _config(model: Any) -> Mapping[str, Any]:
