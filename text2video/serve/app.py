@@ -164,7 +164,7 @@ def _outputs(prefix: str) -> Outputs:
     files = gr.File(label="Download (MP4 and GIF)", file_count="multiple", interactive=False, elem_id=f"{prefix}-files")
     with gr.Accordion("Settings of this result", open=False):
         command = gr.Code(label="The same videos from the command line", language="shell", interactive=False,
-                          elem_id=f"{prefix}-command")  # fmt: skip
+                          wrap_lines=True, elem_id=f"{prefix}-command")  # fmt: skip
         settings = gr.JSON(label="Settings (also saved as JSON next to each video)", elem_id=f"{prefix}-settings")
     return Outputs(video, videos, files, settings, command, status)
 
@@ -182,30 +182,46 @@ class ServeApp:
 
     # ------------------------------------------------------------------------------ running
 
-    def _cancel_check(self, request: Optional[gr.Request]) -> Callable[[], bool]:
-        session = getattr(request, "session_hash", None) or ""
-        started = time.monotonic()
-        return lambda: self._cancel_at.get(session, 0.0) > started
+    @staticmethod
+    def submitted() -> float:
+        """When a person pressed generate (kept in the tab's state: cancel applies to what came before it)."""
+        return time.monotonic()
 
     def cancel(self, request: gr.Request) -> str:
         with self._lock:
             self._cancel_at[getattr(request, "session_hash", None) or ""] = time.monotonic()
-        return "Cancelling: the video stops at the next step and nothing is written."
+        return "Cancelling: the video stops at the next step and nothing of it is written."
 
-    def _run(self, req: Request, inputs: dict[str, Any], request: Optional[gr.Request], progress: Any) -> list[Result]:
+    def _run(self, req: Request, inputs: dict[str, Any], request: Optional[gr.Request], progress: Any,
+             submitted: Optional[float] = None) -> list[Result]:  # fmt: skip
+        """Run through the studio; a person's mistakes become messages in the page (`gr.Error`), not tracebacks."""
+
         def step(done: int, total: int) -> None:
             progress((done, total), desc="sampling", unit="steps")
 
+        cancelled = None
+        if request is not None and submitted is not None:
+            session = getattr(request, "session_hash", None) or ""
+            cancelled = lambda: self._cancel_at.get(session, 0.0) > submitted  # noqa: E731
         try:
-            return self.studio.generate(req, inputs, progress=step, cancelled=self._cancel_check(request))
-        except GenerationCancelled as exc:
-            raise gr.Error(str(exc), title="Cancelled", print_exception=False) from None
+            return self.studio.generate(req, inputs, progress=step, cancelled=cancelled)
+        except GenerationCancelled:
+            raise
         except Text2VideoError as exc:
             raise gr.Error(str(exc), title="Not generated", print_exception=False) from None
         except (RuntimeError, ValueError, OSError) as exc:  # e.g. out of memory, or a size the network cannot take
             logger.exception("generation failed")
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise gr.Error(f"the model could not generate this: {first}", title="Generation failed", print_exception=False) from None
+
+    def _show(self, run: Callable[[], list[Result]]) -> list[Any]:
+        """The outputs of a tab (and its seed box) for ``run``'s results; a cancelled run changes only the status."""
+        try:
+            results = run()
+        except GenerationCancelled as exc:
+            message = str(exc)
+            return [gr.update()] * 5 + [f"{message[:1].upper()}{message[1:]}.", gr.update()]
+        return [*Outputs.values(results), results[0].settings["base_seed"]]
 
     @staticmethod
     def _request(mode: str, model: str, prompt: str, negative: str, sampler: str, steps: Any, guidance: Any, seed: Any,
@@ -214,14 +230,13 @@ class ServeApp:
                        steps=steps, guidance_scale=guidance, seed=None if random_seed else seed, frames=frames, height=height,
                        width=width, fps=fps, num_videos=num_videos, strength=strength)  # fmt: skip
 
-    def text_to_video(self, model, prompt, negative, sampler, steps, guidance, seed, random_seed, frames, height, width, fps,
-                      num_videos, request: gr.Request, progress=gr.Progress()):  # fmt: skip
+    def text_to_video(self, submitted, model, prompt, negative, sampler, steps, guidance, seed, random_seed, frames, height, width,
+                      fps, num_videos, request: gr.Request, progress=gr.Progress()):  # fmt: skip
         req = self._request("text", model, prompt, negative, sampler, steps, guidance, seed, random_seed, frames, height, width,
                             fps, num_videos)  # fmt: skip
-        results = self._run(req, {}, request, progress)
-        return [*Outputs.values(results), results[0].settings["base_seed"]]
+        return self._show(lambda: self._run(req, {}, request, progress, submitted))
 
-    def image_to_video(self, model, mode, first, last, video1, video2, prompt, negative, sampler, steps, guidance, seed,
+    def image_to_video(self, submitted, model, mode, first, last, video1, video2, prompt, negative, sampler, steps, guidance, seed,
                        random_seed, frames, height, width, fps, num_videos, num_interp, strength, request: gr.Request,
                        progress=gr.Progress()):  # fmt: skip
         from ..io.video import read_video
@@ -235,8 +250,7 @@ class ServeApp:
                 inputs[key] = read_video(path)[0] if path else None
         except Text2VideoError as exc:
             raise gr.Error(str(exc), title="Not generated", print_exception=False) from None
-        results = self._run(req, inputs, request, progress)
-        return [*Outputs.values(results), results[0].settings["base_seed"]]
+        return self._show(lambda: self._run(req, inputs, request, progress, submitted))
 
     # ------------------------------------------------------------------------------ gallery, model
 
@@ -442,32 +456,40 @@ def build_app(studio: Studio) -> "gr.Blocks":
                         g_caption = gr.Markdown()
                     with gr.Column(scale=1):
                         g_files = gr.File(label="Download (MP4 and GIF)", file_count="multiple", interactive=False)
-                        g_command = gr.Code(label="The same videos from the command line", language="shell", interactive=False)
+                        g_command = gr.Code(label="The same videos from the command line", language="shell", interactive=False,
+                                            wrap_lines=True)
                         g_settings = gr.JSON(label="Settings")
 
         # ---------------------------------------------------------------- events
         run_options = dict(concurrency_id=CONCURRENCY_ID, concurrency_limit=1, api_visibility="undocumented")
-        t_event = t_go.click(app.text_to_video, [model, t_prompt, t_negative, *t_controls.inputs()],
-                             [*t_out.all(), t_controls.seed], api_name="text_to_video", **run_options)  # fmt: skip
-        t_prompt.submit(lambda: None, None, None, js="() => document.querySelector('#t-generate').click()", queue=False)
-        t_stop.click(app.cancel, None, t_out.status, cancels=[t_event], queue=False, api_visibility="private")
+        # generate: note the time (queue=False, at once), then queue the run; cancel stops what was asked before it,
+        # running or still waiting in the queue
+        private = dict(queue=False, api_visibility="private")
+        t_stamp, i_stamp = gr.State(), gr.State()
+        t_event = t_go.click(app.submitted, None, t_stamp, **private).then(
+            app.text_to_video, [t_stamp, model, t_prompt, t_negative, *t_controls.inputs()], [*t_out.all(), t_controls.seed],
+            api_name="text_to_video", **run_options,
+        )  # fmt: skip
+        t_prompt.submit(lambda: None, None, None, js="() => document.querySelector('#t-generate').click()", **private)
+        t_stop.click(app.cancel, None, t_out.status, **private)
 
-        i_inputs = [model, i_mode, i_first, i_last, i_video1, i_video2, i_prompt, i_negative, *i_controls.inputs(), i_interp, i_strength]
-        i_event = i_go.click(app.image_to_video, i_inputs, [*i_out.all(), i_controls.seed], api_name="image_to_video", **run_options)
-        i_stop.click(app.cancel, None, i_out.status, cancels=[i_event], queue=False, api_visibility="private")
+        i_inputs = [i_stamp, model, i_mode, i_first, i_last, i_video1, i_video2, i_prompt, i_negative, *i_controls.inputs(),
+                    i_interp, i_strength]  # fmt: skip
+        i_event = i_go.click(app.submitted, None, i_stamp, **private).then(
+            app.image_to_video, i_inputs, [*i_out.all(), i_controls.seed], api_name="image_to_video", **run_options
+        )
+        i_stop.click(app.cancel, None, i_out.status, **private)
 
         def mode_changed(mode: str) -> list[Any]:
             return [gr.update(visible=mode in ("image", "first_last")), gr.update(visible=mode == "first_last"),
                     gr.update(visible=mode == "videos"), gr.update(visible=mode == "videos"),
                     gr.update(visible=mode != "videos"), gr.update(visible=mode != "videos" and limits.takes_text)]  # fmt: skip
 
-        i_mode.change(mode_changed, i_mode, [i_first, i_last, i_clips, i_between, i_controls.num_videos, i_negative],
-                      queue=False, api_visibility="private")  # fmt: skip
+        i_mode.change(mode_changed, i_mode, [i_first, i_last, i_clips, i_between, i_controls.num_videos, i_negative], **private)
 
         for trigger in (g_tab.select, g_refresh.click, t_event.then, i_event.then):
-            trigger(app.gallery, None, g_gallery, queue=False, api_visibility="private")
-        g_gallery.select(app.gallery_select, None, [g_video, g_files, g_settings, g_command, g_caption], queue=False,
-                         api_visibility="private")  # fmt: skip
+            trigger(app.gallery, None, g_gallery, **private)
+        g_gallery.select(app.gallery_select, None, [g_video, g_files, g_settings, g_command, g_caption], **private)
 
         tabs = [t_controls, i_controls]
         model.change(lambda name: app.model_changed(name, tabs=tabs), model,
