@@ -218,6 +218,22 @@ def test_the_model_picker_shows_each_models_controls(page) -> None:
     page.locator("#about").get_by_text("UNet3DConditionModel").wait_for()
 
 
+def test_the_gallery_shows_this_servers_results_with_their_settings(page, server) -> None:
+    _, out = server
+    if not written_videos(out):  # run alone: make one first
+        page.locator("#t-generate").click()
+        page.locator("#t-video video").wait_for()
+    count = len(written_videos(out))
+    page.get_by_role("tab", name="Gallery").click()
+    thumbnails = page.locator("#g-gallery .thumbnail-item")
+    thumbnails.nth(count - 1).wait_for()
+    assert thumbnails.count() == count  # every result since the server started, each once
+    thumbnails.first.click()
+    page.locator("#g-video video").wait_for()
+    assert "text2video " in page.locator("#g-command").inner_text()
+    assert page.locator("#g-files").get_by_text(".gif").count() == 1
+
+
 def test_cancel_stops_a_long_generation_and_writes_nothing(page, server) -> None:
     _, out = server
     before = written_videos(out)

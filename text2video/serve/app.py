@@ -164,7 +164,7 @@ def _outputs(prefix: str) -> Outputs:
     files = gr.File(label="Download (MP4 and GIF)", file_count="multiple", interactive=False, elem_id=f"{prefix}-files")
     with gr.Accordion("Settings of this result", open=False):
         command = gr.Code(label="The same videos from the command line", language="shell", interactive=False,
-                          wrap_lines=True, elem_id=f"{prefix}-command")  # fmt: skip
+                          lines=3, wrap_lines=True, elem_id=f"{prefix}-command")  # fmt: skip
         settings = gr.JSON(label="Settings (also saved as JSON next to each video)", elem_id=f"{prefix}-settings")
     return Outputs(video, videos, files, settings, command, status)
 
@@ -452,12 +452,13 @@ def build_app(studio: Studio) -> "gr.Blocks":
                 g_gallery = gr.Gallery(label="Results", columns=6, allow_preview=False, elem_id="g-gallery")
                 with gr.Row():
                     with gr.Column(scale=1):
-                        g_video = gr.Video(label="Selected", autoplay=True, loop=True, interactive=False, elem_id="g-video")
+                        g_video = gr.Video(label="Selected", autoplay=True, loop=True, interactive=False, height=360,
+                                           elem_id="g-video")  # fmt: skip
                         g_caption = gr.Markdown()
                     with gr.Column(scale=1):
-                        g_files = gr.File(label="Download (MP4 and GIF)", file_count="multiple", interactive=False)
+                        g_files = gr.File(label="Download (MP4 and GIF)", file_count="multiple", interactive=False, elem_id="g-files")
                         g_command = gr.Code(label="The same videos from the command line", language="shell", interactive=False,
-                                            wrap_lines=True)
+                                            lines=3, wrap_lines=True, elem_id="g-command")  # fmt: skip
                         g_settings = gr.JSON(label="Settings")
 
         # ---------------------------------------------------------------- events
