@@ -163,8 +163,8 @@ def _outputs(prefix: str) -> Outputs:
     status = gr.Markdown(elem_id=f"{prefix}-status")
     files = gr.File(label="Download (MP4 and GIF)", file_count="multiple", interactive=False, elem_id=f"{prefix}-files")
     with gr.Accordion("Settings of this result", open=False):
-        command = gr.Code(label="The same videos from the command line", language="shell", interactive=False,
-                          lines=3, wrap_lines=True, elem_id=f"{prefix}-command")  # fmt: skip
+        command = gr.Textbox(label="The same videos from the command line", lines=2, max_lines=6, interactive=False,
+                             buttons=["copy"], elem_id=f"{prefix}-command")  # fmt: skip
         settings = gr.JSON(label="Settings (also saved as JSON next to each video)", elem_id=f"{prefix}-settings")
     return Outputs(video, videos, files, settings, command, status)
 
@@ -457,8 +457,8 @@ def build_app(studio: Studio) -> "gr.Blocks":
                         g_caption = gr.Markdown()
                     with gr.Column(scale=1):
                         g_files = gr.File(label="Download (MP4 and GIF)", file_count="multiple", interactive=False, elem_id="g-files")
-                        g_command = gr.Code(label="The same videos from the command line", language="shell", interactive=False,
-                                            lines=3, wrap_lines=True, elem_id="g-command")  # fmt: skip
+                        g_command = gr.Textbox(label="The same videos from the command line", lines=2, max_lines=6,
+                                               interactive=False, buttons=["copy"], elem_id="g-command")  # fmt: skip
                         g_settings = gr.JSON(label="Settings")
 
         # ---------------------------------------------------------------- events
