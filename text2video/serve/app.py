@@ -254,14 +254,16 @@ class ServeApp:
 
     # ------------------------------------------------------------------------------ gallery, model
 
-    def gallery(self) -> list[tuple[str, str]]:
-        return [(str(r.video), r.caption) for r in self.studio.recent()]
-
-    def gallery_select(self, evt: gr.SelectData) -> list[Any]:
+    def gallery(self) -> tuple[list[tuple[str, str]], list[Result]]:
+        """This server's results, newest first, and the same list for the page's state (the gallery a person
+        sees stays matched to its results while other tabs add more)."""
         recent = self.studio.recent()
-        if not 0 <= evt.index < len(recent):
+        return [(str(r.video), r.caption) for r in recent], recent
+
+    def gallery_select(self, shown: list[Result], evt: gr.SelectData) -> list[Any]:
+        if not shown or not 0 <= evt.index < len(shown):
             return [None, [], None, "", ""]
-        r = recent[evt.index]
+        r = shown[evt.index]
         return [str(r.video), _files_of([r]), r.settings, r.command, r.caption]
 
     def model_changed(self, name: str, *, tabs: list[Controls]) -> list[Any]:
@@ -422,7 +424,8 @@ def build_app(studio: Studio) -> "gr.Blocks":
             with gr.Tab("Image to video", id="image", elem_id="tab-image"):
                 with gr.Row():
                     with gr.Column(scale=1):
-                        i_mode = gr.Radio(IMAGE_MODES, value="image", label="Given", elem_id="i-mode")
+                        i_mode = gr.Radio(IMAGE_MODES, value="image", label="Given", elem_id="i-mode",
+                                          info="pictures and clips are resized to the height and width below")  # fmt: skip
                         with gr.Row():
                             i_first = gr.Image(label="First frame", type="numpy", image_mode="RGB", sources=["upload", "clipboard"],
                                                elem_id="i-first")  # fmt: skip
@@ -488,9 +491,10 @@ def build_app(studio: Studio) -> "gr.Blocks":
 
         i_mode.change(mode_changed, i_mode, [i_first, i_last, i_clips, i_between, i_controls.num_videos, i_negative], **private)
 
+        g_shown = gr.State([])
         for trigger in (g_tab.select, g_refresh.click, t_event.then, i_event.then):
-            trigger(app.gallery, None, g_gallery, **private)
-        g_gallery.select(app.gallery_select, None, [g_video, g_files, g_settings, g_command, g_caption], **private)
+            trigger(app.gallery, None, [g_gallery, g_shown], **private)
+        g_gallery.select(app.gallery_select, g_shown, [g_video, g_files, g_settings, g_command, g_caption], **private)
 
         tabs = [t_controls, i_controls]
         model.change(lambda name: app.model_changed(name, tabs=tabs), model,
