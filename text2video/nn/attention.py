@@ -32,7 +32,7 @@ def scaled_dot_product(
         attn_mask = bias.to(q.dtype)
     if key_mask is not None:
         allowed = key_mask[:, None, None, :].to(torch.bool)
-        neg = torch.zeros((), dtype=q.dtype, device=q.device).masked_fill(torch.tensor(True), float("-inf"))
+        neg = torch.full((), float("-inf"), dtype=q.dtype, device=q.device)
         additive = torch.where(allowed, torch.zeros((), dtype=q.dtype, device=q.device), neg)
         attn_mask = additive if attn_mask is None else attn_mask + additive
     if attn_mask is not None and key_mask is not None:
