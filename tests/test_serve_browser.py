@@ -262,11 +262,12 @@ def test_two_browsers_at_once_both_get_their_videos(browser, server, tmp_path) -
             page.goto(address)
             page.locator("#t-prompt textarea").fill(f"a {'red' if i else 'blue'} square moving up")
             set_number(page, "t-frames", 32 if i == 0 else 4)  # the first takes a while: the second waits in the queue
-            set_number(page, "t-steps", 12 if i == 0 else 2)
+            set_number(page, "t-steps", 24 if i == 0 else 2)
             pages.append(page)
-        for page in pages:
-            page.locator("#t-generate").click()
-        pages[1].locator("#t-video").get_by_text(re.compile(r"queue: 1/1")).wait_for()  # its place in the queue is shown
+        pages[0].locator("#t-generate").click()
+        pages[0].locator("#t-video").get_by_text(re.compile(r"\d+/24 steps")).wait_for()  # the first one runs
+        pages[1].locator("#t-generate").click()
+        pages[1].locator("#t-video").get_by_text(re.compile(r"queue: 1/1")).wait_for()  # the second shows its place
         results = [fetch_video(page, "#t-video", tmp_path)[1] for page in pages]
     finally:
         for context in contexts:

@@ -32,6 +32,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # nothing leaves this machine unless --share
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # Gradio's own start-up requests
     from ..serve import ModelCatalog, Studio
     from ..serve.app import build_app, launch
 
