@@ -14,7 +14,7 @@ import re
 import shlex
 import threading
 import time
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Optional
 
@@ -398,8 +398,3 @@ class Studio:
         """This server's results, newest first."""
         with self._results_lock:
             return list(reversed(self.results))
-
-
-def settings_of(request: Request) -> dict[str, Any]:
-    """``request`` as a plain dict (for logs and API answers)."""
-    return asdict(request)
