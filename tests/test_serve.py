@@ -93,6 +93,18 @@ def test_real_models_report_fps_and_size_steps(models) -> None:
     assert catalog.pipeline("tiny", "InterpolationPipeline").model is pipe.model  # one copy of the weights
 
 
+def test_a_latent_pipeline_is_served_at_the_vaes_size_steps(tmp_path) -> None:
+    folder = save_tiny_pipeline(tmp_path / "latent", latent=True)
+    studio = Studio(ModelCatalog([folder]), tmp_path / "out")
+    limits = studio.limits()
+    assert limits.height.step == 8  # the VAE's 4x times the U-Net's one halving
+    with pytest.raises(ConfigError, match="height 20 is not a multiple of 8"):
+        studio.generate(Request(prompt="x", height=20))
+    r = studio.generate(Request(prompt="a circle", steps=2, seed=0, height=24, width=16))[0]
+    assert decode(r.video)[0].shape == (4, 24, 16, 3)  # decoded pixels at the asked size
+    assert "latents" in studio.catalog.describe()["space"]
+
+
 # ------------------------------------------------------------------------------------------ catalog
 
 
