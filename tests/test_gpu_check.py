@@ -25,6 +25,11 @@ def gpu_check():
 
 @pytest.fixture(scope="module")
 def dry_run(gpu_check, tmp_path_factory) -> dict:
+    from accelerate.state import AcceleratorState
+
+    # Accelerate keeps one process-wide state: a trainer made by an earlier test (no mixed precision) would
+    # refuse the check's bf16 trainers. Start from a fresh state, as the check does in its own process.
+    AcceleratorState._reset_state(reset_partial_state=True)
     out = tmp_path_factory.mktemp("gpu_check") / "dry.json"
     assert gpu_check.main(["--dry-run", "--out", str(out)]) == 0
     return json.loads(out.read_text())
