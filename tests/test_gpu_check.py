@@ -14,6 +14,17 @@ import pytest
 SCRIPT = Path(__file__).resolve().parent.parent / "benchmarks" / "gpu_check.py"
 
 
+@pytest.fixture(scope="module", autouse=True)
+def _fresh_accelerate_state():
+    """Accelerate keeps one process-wide state: a trainer of an earlier test (no mixed precision) would refuse
+    the check's bf16 trainers, and theirs would refuse the later tests'. Reset it before and after."""
+    from accelerate.state import AcceleratorState
+
+    AcceleratorState._reset_state(reset_partial_state=True)
+    yield
+    AcceleratorState._reset_state(reset_partial_state=True)
+
+
 @pytest.fixture(scope="module")
 def gpu_check():
     spec = importlib.util.spec_from_file_location("gpu_check", SCRIPT)
@@ -25,11 +36,6 @@ def gpu_check():
 
 @pytest.fixture(scope="module")
 def dry_run(gpu_check, tmp_path_factory) -> dict:
-    from accelerate.state import AcceleratorState
-
-    # Accelerate keeps one process-wide state: a trainer made by an earlier test (no mixed precision) would
-    # refuse the check's bf16 trainers. Start from a fresh state, as the check does in its own process.
-    AcceleratorState._reset_state(reset_partial_state=True)
     out = tmp_path_factory.mktemp("gpu_check") / "dry.json"
     assert gpu_check.main(["--dry-run", "--out", str(out)]) == 0
     return json.loads(out.read_text())
