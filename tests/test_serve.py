@@ -14,8 +14,8 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
-
 from serve_models import save_tiny_pipeline
+
 from text2video.cli import main
 from text2video.errors import CheckpointError, ConfigError
 from text2video.serve import GenerationCancelled, ModelCatalog, Request, Studio, find_model_folders, limits_for

@@ -20,7 +20,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from serve_models import save_tiny_pipeline
 
 CHROMIUM_FLAGS = [

@@ -11,10 +11,20 @@ import pytest
 from text2video.cli import main
 
 TINY = [
-    "train.steps=3", "train.batch_size=4", "train.log_every=1", "train.save_every=0", "train.warmup_steps=1",
-    "data.options.n=16", "data.size=16", "data.num_frames=4",
-    "model.dim=8", "model.dim_mults=[1, 2]", "model.attn_heads=1", "model.attn_dim_head=8",
-    "sample.steps=2", "sample.prompts=[a red circle moving left]",
+    "train.steps=3",
+    "train.batch_size=4",
+    "train.log_every=1",
+    "train.save_every=0",
+    "train.warmup_steps=1",
+    "data.options.n=16",
+    "data.size=16",
+    "data.num_frames=4",
+    "model.dim=8",
+    "model.dim_mults=[1, 2]",
+    "model.attn_heads=1",
+    "model.attn_dim_head=8",
+    "sample.steps=2",
+    "sample.prompts=[a red circle moving left]",
 ]
 
 
@@ -38,7 +48,10 @@ def test_train_writes_a_run_folder(trained_run):
 def test_resume_latest_continues_to_more_steps(trained_run, tmp_path):
     run = tmp_path / "again"
     shutil.copytree(trained_run, run)
-    assert main(["train", "--config", str(run / "config.yaml"), "train.steps=4", "--run-dir", str(run), "--resume", "latest", "--no-progress"]) == 0
+    assert (
+        main(["train", "--config", str(run / "config.yaml"), "train.steps=4", "--run-dir", str(run), "--resume", "latest", "--no-progress"])
+        == 0
+    )
     from text2video.train.checkpoint import list_checkpoints, read_state
 
     assert read_state(list_checkpoints(run)[-1])["step"] == 4
@@ -56,8 +69,24 @@ def test_bad_override_is_a_clear_error(capsys):
 
 def test_generate_from_run_and_from_exported_pipeline(trained_run, tmp_path, capsys):
     out_run = tmp_path / "from_run"
-    assert main(["generate", "a blue square moving up", "--model", str(trained_run), "--steps", "2", "--guidance-scale", "2.0",
-                 "--output-dir", str(out_run), "--json"]) == 0
+    assert (
+        main(
+            [
+                "generate",
+                "a blue square moving up",
+                "--model",
+                str(trained_run),
+                "--steps",
+                "2",
+                "--guidance-scale",
+                "2.0",
+                "--output-dir",
+                str(out_run),
+                "--json",
+            ]
+        )
+        == 0
+    )
     written = json.loads(capsys.readouterr().out)["videos"]
     assert len(written) == 1 and written[0].endswith(".gif")
     from text2video.io.video import read_video
@@ -70,8 +99,26 @@ def test_generate_from_run_and_from_exported_pipeline(trained_run, tmp_path, cap
     assert (export / "pipeline.json").is_file()
     out_pipe = tmp_path / "from_pipe"
     # seed 001's flags
-    assert main(["generate", "--text", "a blue square moving up", "--model_path", str(export), "--steps", "2",
-                 "--output_dir", str(out_pipe), "--batch_size", "2", "--cond_scale", "2.0"]) == 0
+    assert (
+        main(
+            [
+                "generate",
+                "--text",
+                "a blue square moving up",
+                "--model_path",
+                str(export),
+                "--steps",
+                "2",
+                "--output_dir",
+                str(out_pipe),
+                "--batch_size",
+                "2",
+                "--cond_scale",
+                "2.0",
+            ]
+        )
+        == 0
+    )
     assert len(list(out_pipe.glob("*.gif"))) == 2
     # the exported EMA weights give the same video as the run's EMA weights, same seed
     again, _ = read_video(sorted(out_pipe.glob("*.gif"))[0])

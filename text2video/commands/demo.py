@@ -18,9 +18,18 @@ logger = logging.getLogger(__name__)
 
 #: --quick: a few steps of a very small model, for tests and smoke checks (adherence is not expected).
 QUICK_OVERRIDES = [
-    "train.steps=4", "train.batch_size=4", "train.log_every=2", "train.save_every=0", "train.warmup_steps=1",
-    "data.options.n=64", "data.size=16", "data.num_frames=4",
-    "model.dim=8", "model.dim_mults=[1, 2]", "model.attn_heads=1", "model.attn_dim_head=8",
+    "train.steps=4",
+    "train.batch_size=4",
+    "train.log_every=2",
+    "train.save_every=0",
+    "train.warmup_steps=1",
+    "data.options.n=64",
+    "data.size=16",
+    "data.num_frames=4",
+    "model.dim=8",
+    "model.dim_mults=[1, 2]",
+    "model.attn_heads=1",
+    "model.attn_dim_head=8",
     "sample.steps=2",
 ]
 
@@ -40,8 +49,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--config", default="tiny-cpu", help="preset or YAML file (default: tiny-cpu)")
     p.add_argument("--seen", type=int, default=24, help="number of seen prompts to sample and judge (default 24)")
     p.add_argument("--held-out", type=int, default=12, help="number of held-out prompts to sample (default 12, all)")
-    p.add_argument("--threads", type=int, default=None,
-                   help="CPU threads for torch (default: all cores, or 1 when the machine is already busy)")
+    p.add_argument(
+        "--threads", type=int, default=None, help="CPU threads for torch (default: all cores, or 1 when the machine is already busy)"
+    )
     p.add_argument("--quick", action="store_true", help="a few training steps of a very small model (for tests)")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     p.add_argument("overrides", nargs="*", help="config overrides such as train.lr=5e-4")
@@ -88,8 +98,13 @@ def run(args: argparse.Namespace) -> int:
     torch.set_num_threads(threads)
     logger.info("using %d CPU thread(s) for torch", threads)
     report = run_demo(
-        out=Path(args.out), minutes=args.minutes, config_source=args.config, overrides=list(args.overrides),
-        seen=args.seen, held_out=args.held_out, quick=args.quick,
+        out=Path(args.out),
+        minutes=args.minutes,
+        config_source=args.config,
+        overrides=list(args.overrides),
+        seen=args.seen,
+        held_out=args.held_out,
+        quick=args.quick,
     )
     if args.json:
         print(json.dumps(report, indent=2))
@@ -100,8 +115,10 @@ def run(args: argparse.Namespace) -> int:
         for split in ("seen", "held_out"):
             s = scores.get(split, {})
             if s.get("n"):
-                print(f"  {split:9s} prompts: colour {s['colour']:.0%}  shape {s['shape']:.0%}  direction {s['direction']:.0%}"
-                      f"  all three {s['all_three']:.0%}  (n={s['n']})")
+                print(
+                    f"  {split:9s} prompts: colour {s['colour']:.0%}  shape {s['shape']:.0%}  direction {s['direction']:.0%}"
+                    f"  all three {s['all_three']:.0%}  (n={s['n']})"
+                )
         for key, value in report["files"].items():
             print(f"  {key:14s} {value}")
         print(f"generate in a web page: {report['serve']}")
@@ -236,10 +253,18 @@ def _markdown(report: dict[str, Any]) -> str:
     lines += ["", "## Files", ""]
     lines += [f"- {key}: `{value}`" for key, value in report["files"].items()]
     lines += ["", f"Generate more videos with this model in a web page: `{report['serve']}`"]
-    lines += ["", "## Verdicts", "", "| caption | held out | read as | colour | shape | direction |", "| --- | --- | --- | --- | --- | --- |"]
+    lines += [
+        "",
+        "## Verdicts",
+        "",
+        "| caption | held out | read as | colour | shape | direction |",
+        "| --- | --- | --- | --- | --- | --- |",
+    ]
     for v in report["verdicts"]:
         p = v["predicted"]
         read = " ".join(str(p.get(k) or "?") for k in ("colour", "shape", "direction"))
         mark = lambda ok: "yes" if ok else "no"  # noqa: E731
-        lines.append(f"| {v['caption']} | {mark(v['held_out'])} | {read} | {mark(v['colour_ok'])} | {mark(v['shape_ok'])} | {mark(v['direction_ok'])} |")
+        lines.append(
+            f"| {v['caption']} | {mark(v['held_out'])} | {read} | {mark(v['colour_ok'])} | {mark(v['shape_ok'])} | {mark(v['direction_ok'])} |"
+        )
     return "\n".join(lines) + "\n"

@@ -12,8 +12,13 @@ logger = logging.getLogger(__name__)
 
 
 def add_model_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model", "--model_path", dest="model", required=True,
-                   help="a run folder (uses its latest checkpoint, EMA weights) or a pipeline folder (text2video export)")
+    p.add_argument(
+        "--model",
+        "--model_path",
+        dest="model",
+        required=True,
+        help="a run folder (uses its latest checkpoint, EMA weights) or a pipeline folder (text2video export)",
+    )
     p.add_argument("--checkpoint", default="latest", help="with a run folder: latest (default) or a checkpoint folder")
     p.add_argument("--no-ema", action="store_true", help="with a run folder: use the live weights, not the EMA weights")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1, mps (default: the best available)")
@@ -27,11 +32,21 @@ def add_sampling_args(p: argparse.ArgumentParser, *, size: bool = True) -> None:
         p.add_argument("--width", type=int, default=None, help="width in pixels (overrides --size)")
     p.add_argument("--steps", type=int, default=None, help="sampling steps (default: the model's)")
     p.add_argument("--sampler", default=None, help="ddpm, ddim, dpmpp_2m, euler, euler_ancestral, unipc (default: the model's)")
-    p.add_argument("--guidance-scale", "--cond_scale", dest="guidance_scale", type=float, default=None,
-                   help="classifier-free guidance scale; 1 turns it off (default: the model's)")
+    p.add_argument(
+        "--guidance-scale",
+        "--cond_scale",
+        dest="guidance_scale",
+        type=float,
+        default=None,
+        help="classifier-free guidance scale; 1 turns it off (default: the model's)",
+    )
     p.add_argument("--negative-prompt", default=None, help="what the videos should not show")
-    p.add_argument("--fps", type=float, default=None,
-                   help="frames per second of the videos, also the fps a model with an fps embedding is conditioned on (default: the model's)")
+    p.add_argument(
+        "--fps",
+        type=float,
+        default=None,
+        help="frames per second of the videos, also the fps a model with an fps embedding is conditioned on (default: the model's)",
+    )
     p.add_argument("--seed", type=int, default=0, help="seed of the first video; video i uses seed + i (default 0)")
     p.add_argument("--format", choices=("gif", "mp4", "webm"), default="gif", help="file format (default gif)")
     p.add_argument("--output-dir", "--output_dir", "-o", dest="output_dir", default="results", help="output folder (default ./results)")
@@ -49,8 +64,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("prompts", nargs="*", help="one or more prompts")
     p.add_argument("--text", action="append", default=[], help="a prompt (seed 001's flag; may repeat)")
     p.add_argument("--prompt-file", default=None, help="a text file with one prompt per line")
-    p.add_argument("--batch-size", "--batch_size", "--num-videos", dest="batch_size", type=int, default=1,
-                   help="videos per prompt (default 1)")
+    p.add_argument(
+        "--batch-size", "--batch_size", "--num-videos", dest="batch_size", type=int, default=1, help="videos per prompt (default 1)"
+    )
     add_model_args(p)
     add_sampling_args(p)
     p.set_defaults(func=run)

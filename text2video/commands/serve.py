@@ -18,11 +18,16 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         'Needs Gradio: pip install "text2video[serve]" (scripts/setup.sh installs it).',
         epilog="example: text2video serve --model text2video-demo/run   (then open http://127.0.0.1:7860)",
     )
-    p.add_argument("--model", action="append", default=[],
-                   help="a pipeline folder (text2video export) or a run folder (text2video train); repeat to serve several")
+    p.add_argument(
+        "--model",
+        action="append",
+        default=[],
+        help="a pipeline folder (text2video export) or a run folder (text2video train); repeat to serve several",
+    )
     p.add_argument("--models-dir", default=None, help="serve every pipeline or run folder found directly inside this folder")
-    p.add_argument("--host", default="127.0.0.1",
-                   help="address to listen on (default 127.0.0.1: this machine only; 0.0.0.0 opens it to the network)")
+    p.add_argument(
+        "--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only; 0.0.0.0 opens it to the network)"
+    )
     p.add_argument("--port", type=int, default=7860, help="port (default 7860)")
     p.add_argument("--output-dir", "-o", default="outputs/serve", help="where every result is written (default outputs/serve)")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1, mps (default: the best available)")

@@ -79,9 +79,17 @@ def interpolate_videos(
             step_done = lambda done, _total, k=k: callback(k * per_video + done, num_interp * per_video)  # noqa: E731
         outputs.append(
             denoise_from(
-                model, start, plan_i, cond,
-                objective=objective, guidance_scale=guidance_scale, negative_cond=negative_cond,
-                generators=generators, clip_x0=clip_x0, progress=progress, callback=step_done,
+                model,
+                start,
+                plan_i,
+                cond,
+                objective=objective,
+                guidance_scale=guidance_scale,
+                negative_cond=negative_cond,
+                generators=generators,
+                clip_x0=clip_x0,
+                progress=progress,
+                callback=step_done,
             )  # fmt: skip
         )
     return torch.stack(outputs, dim=1)

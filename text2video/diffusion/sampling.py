@@ -147,10 +147,7 @@ def plan_sampling(objective: DiffusionObjective, sampler: str = "ddim", steps: i
     if not isinstance(steps, int) or steps < 1:
         raise ConfigError(f"steps must be a positive integer, got {steps!r}")
     if steps > total:
-        raise ConfigError(
-            f"{steps} sampling steps with sampler {key!r} is more than the {total} training timesteps; "
-            f"use steps <= {total}"
-        )
+        raise ConfigError(f"{steps} sampling steps with sampler {key!r} is more than the {total} training timesteps; use steps <= {total}")
     if not 0.0 < strength <= 1.0:
         raise ConfigError(f"strength must be in (0, 1], got {strength!r}")
     scheduler = objective.make_scheduler(key, prediction_type="v_prediction")

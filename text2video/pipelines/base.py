@@ -48,7 +48,7 @@ class PipelineDefaults:
     negative_prompt: Optional[str] = None
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any] | None) -> "PipelineDefaults":
+    def from_dict(cls, data: Mapping[str, Any] | None) -> PipelineDefaults:
         data = dict(data or {})
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(data) - known)
@@ -152,7 +152,7 @@ class VideoPipeline:
         except (AttributeError, StopIteration, TypeError):
             return torch.device("cpu")
 
-    def to(self, device: torch.device | str) -> "VideoPipeline":
+    def to(self, device: torch.device | str) -> VideoPipeline:
         if hasattr(self.model, "to"):
             self.model.to(device)
         if self.vae is not None:
@@ -214,7 +214,9 @@ class VideoPipeline:
             out["guidance_scale"] = 1.0  # nothing to guide with
         return out
 
-    def _finish(self, videos: torch.Tensor, prompts: list[str], seeds: list[int], fps: Optional[float] = None, **extras: Any) -> VideoOutput:
+    def _finish(
+        self, videos: torch.Tensor, prompts: list[str], seeds: list[int], fps: Optional[float] = None, **extras: Any
+    ) -> VideoOutput:
         fps = float(self.defaults.fps if fps is None else fps)
         return VideoOutput(videos.detach().float().clamp(-1, 1).cpu(), prompts, fps, seeds, extras)
 
@@ -252,7 +254,7 @@ class VideoPipeline:
         text_encoder: Any = None,
         vae: Any = None,
         device: torch.device | str | None = None,
-    ) -> "VideoPipeline":
+    ) -> VideoPipeline:
         """Load a folder written by `save_pretrained`. ``model`` / ``text_encoder`` / ``vae`` replace the saved ones."""
         path = Path(path)
         record = read_pipeline_record(path)

@@ -132,6 +132,8 @@ class ImageToVideoPipeline(VideoPipeline):
             num_videos_per_prompt=num_videos_per_prompt, progress=progress, fps=fps, callback=callback,
         )  # fmt: skip
 
-    def predict(self, frames: Any, num_frames: Optional[int] = None, prompt: str | Sequence[str] | None = None, **kwargs: Any) -> VideoOutput:
+    def predict(
+        self, frames: Any, num_frames: Optional[int] = None, prompt: str | Sequence[str] | None = None, **kwargs: Any
+    ) -> VideoOutput:
         """Continue the clip ``frames`` (its k frames stay first) to ``num_frames`` frames."""
         return self(frames, prompt, num_frames=num_frames, **kwargs)

@@ -50,18 +50,22 @@ class TextToVideoPipeline(VideoPipeline):
         if num_videos_per_prompt < 1:
             raise ConfigError(f"num_videos_per_prompt must be >= 1, got {num_videos_per_prompt}")
         d = self.defaults
-        shape = self.sample_shape((
-            len(prompts) * num_videos_per_prompt,
-            d.channels,
-            num_frames or d.num_frames,
-            height or d.height,
-            width or d.width,
-        ))  # fmt: skip  (latent pipelines: the VAE's latent shape)
+        shape = self.sample_shape(
+            (
+                len(prompts) * num_videos_per_prompt,
+                d.channels,
+                num_frames or d.num_frames,
+                height or d.height,
+                width or d.width,
+            )
+        )  # fmt: skip  (latent pipelines: the VAE's latent shape)
         fps = d.fps if fps is None else float(fps)
         cond = self._condition(prompts, num_videos_per_prompt, fps)
         negative = self._negative(negative_prompt if negative_prompt is not None else d.negative_prompt, shape[0])
         generators, seeds = make_generators(shape[0], seed)
-        options = self._sampling_kwargs(steps=steps, sampler=sampler, guidance_scale=guidance_scale, eta=eta, dynamic_threshold=dynamic_threshold)
+        options = self._sampling_kwargs(
+            steps=steps, sampler=sampler, guidance_scale=guidance_scale, eta=eta, dynamic_threshold=dynamic_threshold
+        )
         videos = sample(self.model, shape, cond, objective=self.objective, negative_cond=negative, generators=generators,
                         progress=progress, callback=callback, **options)  # fmt: skip
         videos = self.decode(videos)

@@ -65,7 +65,9 @@ def _status(results: list[Result]) -> str:
     s = results[0].settings
     seed = f"seed {s['base_seed']}" + (" (drawn at random)" if s["random_seed"] else "")
     count = f"{len(results)} video{'s' if len(results) != 1 else ''}"
-    return f"{count}, {s['frames']} frames of {s['width']}x{s['height']}, {seed}, {s['seconds']:.1f} s. Saved in `{results[0].video.parent}`"
+    return (
+        f"{count}, {s['frames']} frames of {s['width']}x{s['height']}, {seed}, {s['seconds']:.1f} s. Saved in `{results[0].video.parent}`"
+    )
 
 
 @dataclass
@@ -93,8 +95,9 @@ class Controls:
         return [
             gr.update(choices=list(l.samplers), value=defaults.sampler),
             gr.update(minimum=l.steps.minimum, maximum=min(l.steps.maximum, 250), value=defaults.steps),
-            gr.update(minimum=l.guidance_scale.minimum, maximum=l.guidance_scale.maximum, value=defaults.guidance_scale,
-                      interactive=l.takes_text),  # fmt: skip
+            gr.update(
+                minimum=l.guidance_scale.minimum, maximum=l.guidance_scale.maximum, value=defaults.guidance_scale, interactive=l.takes_text
+            ),  # fmt: skip
             gr.update(),
             gr.update(),
             gr.update(minimum=l.frames.minimum, maximum=l.frames.maximum, step=l.frames.step, value=defaults.num_frames),
@@ -385,11 +388,12 @@ def _read_picture(file: Any) -> np.ndarray:
         with Image.open(path) as picture:
             return np.asarray(picture.convert("RGB"))
     except (UnidentifiedImageError, OSError) as exc:
-        raise gr.Error(f"{path} is not a readable picture ({exc}); upload a PNG or JPEG", title="Not generated",
-                       print_exception=False) from None
+        raise gr.Error(
+            f"{path} is not a readable picture ({exc}); upload a PNG or JPEG", title="Not generated", print_exception=False
+        ) from None
 
 
-def build_app(studio: Studio) -> "gr.Blocks":
+def build_app(studio: Studio) -> gr.Blocks:
     """The page for ``studio``'s models. Launch it with `launch` (or ``.queue().launch(...)``)."""
     app = ServeApp(studio)
     catalog = studio.catalog
@@ -507,7 +511,7 @@ def build_app(studio: Studio) -> "gr.Blocks":
     return demo
 
 
-def launch(demo: "gr.Blocks", studio: Studio, *, host: str = "127.0.0.1", port: int = 7860, share: bool = False) -> tuple[str, Optional[str]]:
+def launch(demo: gr.Blocks, studio: Studio, *, host: str = "127.0.0.1", port: int = 7860, share: bool = False) -> tuple[str, Optional[str]]:
     """Start the server without blocking; returns its local address and the public link (``share`` only).
     Call ``demo.block_thread()`` to wait, ``demo.close()`` to stop."""
     studio.output_dir.mkdir(parents=True, exist_ok=True)

@@ -78,7 +78,9 @@ def describe_pipeline(pipe: Any, path: Optional[Path] = None) -> dict[str, Any]:
         "pipeline": type(pipe).__name__,
         "model": cls.__name__,
         "parameters": _parameter_count(model),
-        "text_encoder": None if encoder is None else {
+        "text_encoder": None
+        if encoder is None
+        else {
             "name": getattr(pipe, "text_encoder_ref", None) or getattr(encoder, "id", None),
             "dim": getattr(encoder, "dim", None),
         },
@@ -112,7 +114,7 @@ class ModelCatalog:
         self._lock = threading.Lock()
 
     @classmethod
-    def from_args(cls, models: Sequence[str] = (), models_dir: Optional[str] = None, device: Optional[str] = None) -> "ModelCatalog":
+    def from_args(cls, models: Sequence[str] = (), models_dir: Optional[str] = None, device: Optional[str] = None) -> ModelCatalog:
         """``--model`` folders first, then the model folders found in ``--models-dir``."""
         paths = [Path(m) for m in models]
         if models_dir:

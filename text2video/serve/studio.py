@@ -269,7 +269,9 @@ class Studio:
         inputs = inputs or {}
         missing = [key for key in MODE_INPUTS[request.mode] if inputs.get(key) is None]
         if missing:
-            raise ConfigError(f"{request.mode.replace('_', ' and ')} mode needs {' and '.join(missing)}: upload {'them' if len(missing) > 1 else 'it'}")
+            raise ConfigError(
+                f"{request.mode.replace('_', ' and ')} mode needs {' and '.join(missing)}: upload {'them' if len(missing) > 1 else 'it'}"
+            )
         kind = "TextToVideoPipeline" if request.mode == "text" else "InterpolationPipeline"
         pipe = self.catalog.pipeline(request.model, kind)
         fitted = self._fit_inputs(request, inputs, int(pipe.defaults.channels))
@@ -306,7 +308,9 @@ class Studio:
             return pipe(r.prompt, num_frames=r.frames, height=r.height, width=r.width, negative_prompt=negative,
                         num_videos_per_prompt=r.num_videos, **common)  # fmt: skip
         if r.mode == "image":
-            return pipe(fitted["first"], r.prompt, num_frames=r.frames, negative_prompt=negative, num_videos_per_prompt=r.num_videos, **common)
+            return pipe(
+                fitted["first"], r.prompt, num_frames=r.frames, negative_prompt=negative, num_videos_per_prompt=r.num_videos, **common
+            )
         if r.mode == "first_last":
             return pipe.infill(fitted["first"], fitted["last"], num_frames=r.frames, prompt=r.prompt, negative_prompt=negative,
                                num_videos_per_prompt=r.num_videos, **common)  # fmt: skip
@@ -379,15 +383,15 @@ class Studio:
             seed = out.seeds[i] if out.seeds and i < len(out.seeds) else request.seed
             stem = f"{i:03d}_{_slug(request.prompt)}_seed{seed}"
             frames = out.frames(i)
-            mp4 = _write_atomic(lambda p: write_video(frames, p, fps=out.fps), folder / f"{stem}.mp4")
-            gif = _write_atomic(lambda p: write_video(frames, p, fps=out.fps), folder / f"{stem}.gif")
+            mp4 = _write_atomic(lambda p, f=frames: write_video(f, p, fps=out.fps), folder / f"{stem}.mp4")
+            gif = _write_atomic(lambda p, f=frames: write_video(f, p, fps=out.fps), folder / f"{stem}.gif")
             settings = {**base, "index": i, "seed": int(seed), "files": {"mp4": str(mp4), "gif": str(gif)}}
             settings["frames"], settings["height"], settings["width"] = (int(n) for n in frames.shape[:3])
             if weights is not None:
                 settings["weight"] = weights[i]
             file = folder / f"{stem}.json"
             settings["files"]["settings"] = str(file)
-            _write_atomic(lambda p: p.write_text(json.dumps(settings, indent=2) + "\n"), file)
+            _write_atomic(lambda p, s=settings: p.write_text(json.dumps(s, indent=2) + "\n"), file)
             results.append(Result(mp4, gif, file, settings))
         with self._results_lock:
             self.results.extend(results)
