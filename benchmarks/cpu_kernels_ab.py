@@ -1,4 +1,4 @@
-"""What the fused CPU kernels (text2video.nn.cpu_kernels) give a Unet3D training step, measured in one process.
+"""What the fused CPU kernels (text2video.backends.cpu.kernels) give a Unet3D training step, measured in one process.
 
 The step (forward, MSE loss, backward, optimizer step; the same step as ``unet3d_vs_vdp.py``) runs in
 rounds; within each round every configuration runs once, in turn, so that the machine's drift hits all
@@ -11,7 +11,7 @@ over rounds of the step-by-step ratio to it.
 
 Run:  python benchmarks/cpu_kernels_ab.py [--batch 2] [--rounds 12] [--threads 2]
       python benchmarks/cpu_kernels_ab.py --tiny     # the tiny-cpu preset's model at batch 8, 6 x 16 x 16
-      git show REV:text2video/nn/csrc/cpu_kernels.c > /tmp/old_kernels.c
+      git show REV:text2video/backends/cpu/csrc/cpu_kernels.c > /tmp/old_kernels.c
       python benchmarks/cpu_kernels_ab.py --against /tmp/old_kernels.c
 """
 
@@ -31,7 +31,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from unet3d_vs_vdp import build, paired_ratio, steady_allocator, train_step_fn  # noqa: E402
 
-from text2video.nn import cpu_kernels, fused_norm, short_attention, small_map_conv, winograd_conv  # noqa: E402
+from text2video.backends import cpu as cpu_backend  # noqa: E402
+from text2video.backends.cpu import fused_norm, short_attention, small_map_conv, winograd_conv  # noqa: E402
+from text2video.backends.cpu import kernels as cpu_kernels  # noqa: E402
 
 CALLERS = {"attention": short_attention, "norm": fused_norm, "conv": small_map_conv, "winograd": winograd_conv}
 UNAVAILABLE = types.SimpleNamespace(usable=lambda *tensors: None, threads=cpu_kernels.threads, ptr=cpu_kernels.ptr)
@@ -58,6 +60,7 @@ def tiny_step(batch: int = 8):
     torch.manual_seed(0)
     model = Unet3D(dim=24, dim_mults=(1, 2), attn_heads=2, attn_dim_head=16, init_kernel_size=3, cond_dim=384,
                    frame_pos_emb=True, cond_norm=True, frame_cond=True, coord_channels=True)  # fmt: skip
+    cpu_backend.install(model)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
     x, t, cond = torch.randn(batch, 3, 6, 16, 16), torch.randint(0, 1000, (batch,)), torch.randn(batch, 384)
 
@@ -74,8 +77,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch", type=int, default=None, help="batch size (default 2; 8 with --tiny)")
     parser.add_argument("--rounds", type=int, default=12)
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--tiny", action="store_true", help="the tiny-cpu preset's model instead of seed 001's")
-    parser.add_argument("--against", type=Path, default=None, help="another version of nn/csrc/cpu_kernels.c to compare with")
+    parser.add_argument("--tiny", action="store_true", help="the tiny-cpu preset's model instead of text2video-from-scratch's")
+    parser.add_argument("--against", type=Path, default=None, help="another version of backends/cpu/csrc/cpu_kernels.c to compare with")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     steady_allocator()  # as unet3d_vs_vdp.py: glibc keeps freed memory, as a training process does after a few steps
@@ -104,7 +107,7 @@ def main(argv: list[str] | None = None) -> int:
             times[name].append(time.perf_counter() - start)
     use_kernels(every)
     base = statistics.median(times["no kernels"])
-    print(f"{'tiny-cpu model' if args.tiny else 'seed 001 config'}, batch {args.batch or (8 if args.tiny else 2)}, "
+    print(f"{'tiny-cpu model' if args.tiny else 'text2video-from-scratch config'}, batch {args.batch or (8 if args.tiny else 2)}, "
           f"{args.threads} threads, {args.rounds} rounds")  # fmt: skip
     for name, values in times.items():
         median = statistics.median(values)

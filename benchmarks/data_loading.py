@@ -38,8 +38,7 @@ def make_folder(root: Path, suffix: str, n: int, frames: int, size: int) -> Path
 
 
 def clips_per_second(dataset: torch.utils.data.Dataset, workers: int, batch_size: int, epochs: int) -> float:
-    loader = DataLoader(dataset, batch_size=batch_size, shuffle=True, num_workers=workers,
-                        persistent_workers=workers > 0, drop_last=False)
+    loader = DataLoader(dataset, batch_size=batch_size, shuffle=True, num_workers=workers, persistent_workers=workers > 0, drop_last=False)
     next(iter(loader))  # warm-up: worker start, first decode
     count, start = 0, time.perf_counter()
     for _ in range(epochs):
@@ -80,8 +79,12 @@ def main() -> None:
     result = {
         "benchmark": "data_loading",
         "settings": {k: v for k, v in vars(args).items() if k != "out"},
-        "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version(),
-                    "torch": torch.__version__},
+        "machine": {
+            "cpus": os.cpu_count(),
+            "platform": platform.platform(),
+            "python": platform.python_version(),
+            "torch": torch.__version__,
+        },
         "results": rows,
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -50,7 +50,7 @@ def adherence(pipe: Any, seen: int, guidance: float) -> dict[str, dict[str, Any]
 
 
 def flip_test(pipe: Any, items: list[dict[str, Any]], timesteps: list[int]) -> dict[int, dict[str, float]]:
-    from text2video.models.adapter import denoise
+    from text2video.diffusion.denoise import denoise
 
     x0 = torch.stack([it["video"] for it in items])
     captions = [it["text"] for it in items]

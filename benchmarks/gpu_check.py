@@ -13,7 +13,7 @@ runs from this one script, with the repo on ``PYTHONPATH`` (no install). Section
                 ``UNet3DConditionModel`` (ModelScope's size) and ``UNetMotionModel`` (SD 1.5 + AnimateDiff)
                 holding the same weights; our STDiT-XL/2 at 16x32x32 latents (16x256x256 video) against
                 Open-Sora's published 7.0 samples/s/GPU (H800); and, in a subprocess,
-                ``benchmarks/unet3d_vs_vdp.py`` (our Unet3D against video-diffusion-pytorch) at seed 001's
+                ``benchmarks/unet3d_vs_vdp.py`` (our Unet3D against video-diffusion-pytorch) at text2video-from-scratch's
                 size and at 16x64x64;
 * ``pretrained`` the memory and time of one guided sampling step of the pretrained models' native sizes
                 in float16 (ModelScope 16x256x256, Zeroscope 24x320x576, AnimateDiff 16x512x512) and of
@@ -420,7 +420,13 @@ def diffusers_modelscope(run: Run) -> Any:
     if run.dry:
         cfg = dict(block_out_channels=(16, 16, 32, 32), layers_per_block=1, cross_attention_dim=16, attention_head_dim=4, norm_num_groups=4)
     else:
-        cfg = dict(block_out_channels=(320, 640, 1280, 1280), layers_per_block=2, cross_attention_dim=1024, attention_head_dim=64, norm_num_groups=32)
+        cfg = dict(
+            block_out_channels=(320, 640, 1280, 1280),
+            layers_per_block=2,
+            cross_attention_dim=1024,
+            attention_head_dim=64,
+            norm_num_groups=32,
+        )
     with torch.device(run.device):
         return fill_random(UNet3DConditionModel(sample_size=32, in_channels=4, out_channels=4, **cfg))
 
@@ -431,9 +437,21 @@ def diffusers_animatediff(run: Run) -> Any:
     from diffusers import UNetMotionModel
 
     if run.dry:
-        cfg = dict(block_out_channels=(16, 16, 32, 32), norm_num_groups=4, cross_attention_dim=16, num_attention_heads=2, motion_num_attention_heads=2)
+        cfg = dict(
+            block_out_channels=(16, 16, 32, 32),
+            norm_num_groups=4,
+            cross_attention_dim=16,
+            num_attention_heads=2,
+            motion_num_attention_heads=2,
+        )
     else:
-        cfg = dict(block_out_channels=(320, 640, 1280, 1280), norm_num_groups=32, cross_attention_dim=768, num_attention_heads=8, motion_num_attention_heads=8)
+        cfg = dict(
+            block_out_channels=(320, 640, 1280, 1280),
+            norm_num_groups=32,
+            cross_attention_dim=768,
+            num_attention_heads=8,
+            motion_num_attention_heads=8,
+        )
     with torch.device(run.device):
         return fill_random(UNetMotionModel(sample_size=64, layers_per_block=2, motion_max_seq_length=32, use_motion_mid_block=True, **cfg))
 
@@ -568,7 +586,7 @@ def peer_stdit_xl(run: Run) -> dict[str, Any]:
         cond = Conditioning(text_tokens=tokens, text_mask=torch.ones(tokens.shape[:2], dtype=torch.bool, device=run.device))
         gen = torch.Generator(device=run.device).manual_seed(0)
 
-        def step() -> None:
+        def step(x0: torch.Tensor = x0, cond: Conditioning = cond, gen: torch.Generator = gen) -> None:
             with run.autocast():
                 loss, _ = objective.loss(model, x0, cond, generator=gen)
             loss.backward()
@@ -657,10 +675,11 @@ def vae_decode_memory(run: Run, frames: int, size: int) -> dict[str, Any]:
     z = torch.randn(frames, 4, size // factor, size // factor, device=run.device, dtype=torch.float16)
     out: dict[str, Any] = {"frames": frames, "size": size}
     for name, chunk in (("all_frames", frames), ("one_frame_at_a_time", 1)):
+
         def decode(c: int = chunk) -> None:
             with torch.no_grad():
                 for i in range(0, frames, c):
-                    vae.decode(z[i : i + c]).sample
+                    _ = vae.decode(z[i : i + c]).sample
 
         run.reset_peak()
         times = timed(run, decode, warmup=1, repeats=1 if run.dry else 2)
@@ -697,7 +716,8 @@ def compile_vs_eager(run: Run, family: Family) -> dict[str, Any]:
     """One family's training step (model + objective + AdamW, bf16 autocast), eager and under torch.compile."""
     from text2video.diffusion.objective import DiffusionObjective
     from text2video.models.adapter import ConditionedDenoiser
-    from text2video.train.trainer import build_configured_model, make_adamw
+    from text2video.runs.build import build_configured_model
+    from text2video.train.trainer import make_adamw
 
     config = family_config(run, family)
     text_dim = 32 if run.dry and family.latent_size is not None else family.text_dim
@@ -773,7 +793,9 @@ def table(results: dict[str, Any]) -> str:
         lines.append(f"| {key[7:]} ({r['preset']}) | {r['parameters_m']} | {r['batch']} | {r['steps_per_s']} | {r['samples_per_s']} | "
                      f"{peak} | {r['achieved_tflops']} | {mfu} | {attn} | {r['sample']['ok']} |")  # fmt: skip
     if ceiling:
-        lines.append(f"\nMFU against {H100_BF16_DENSE_TFLOPS:.0f} TFLOP/s (dense bf16, datasheet); measured bf16 matmul: {ceiling} TFLOP/s.")
+        lines.append(
+            f"\nMFU against {H100_BF16_DENSE_TFLOPS:.0f} TFLOP/s (dense bf16, datasheet); measured bf16 matmul: {ceiling} TFLOP/s."
+        )
     for key, r in results.items():
         if key.startswith(("peer:", "pretrained:", "compile:")):
             shown = {k: v for k, v in r.items() if k not in ("traceback", "section_s")}

@@ -1,6 +1,6 @@
 """Where a Unet3D training step's time goes, part by part: ours beside video-diffusion-pytorch 0.7.0's.
 
-Seed 001's configuration (the one ``unet3d_vs_vdp.py`` uses), both models with the same weights. One forward
+text2video-from-scratch's configuration (the one ``unet3d_vs_vdp.py`` uses), both models with the same weights. One forward
 pass of each model records the input every part receives (ResNet blocks, spatial and temporal attention,
 resampling convolutions, the first and last layers, the time embedding); each part is then run alone,
 forward and backward (a fixed random output gradient, parameter gradients cleared before each call), our
@@ -139,7 +139,7 @@ def counted_gflop(step: Callable[[], None]) -> float:
     """The step's work in GFLOP, every convolution counted by the direct method (as unet3d_vs_vdp.counted_gflop)."""
     from torch.utils.flop_counter import FlopCounterMode
 
-    from text2video.nn import winograd_conv
+    from text2video.backends.cpu import winograd_conv
 
     counter = FlopCounterMode(display=False)
     with counter, winograd_conv.disabled():
@@ -226,8 +226,13 @@ def main(argv: list[str] | None = None) -> int:
     print(report(rows, kinds))
     result = {
         "config": {**CONFIG, "dim_mults": list(CONFIG["dim_mults"]), "frames": args.frames, "size": args.size, "batch": args.batch},
-        "machine": {"python": platform.python_version(), "torch": torch.__version__, "threads": torch.get_num_threads(),
-                    "allocator": "steady" if steady else "default", "repeats": args.repeats},  # fmt: skip
+        "machine": {
+            "python": platform.python_version(),
+            "torch": torch.__version__,
+            "threads": torch.get_num_threads(),
+            "allocator": "steady" if steady else "default",
+            "repeats": args.repeats,
+        },  # fmt: skip
         "parts": rows,
         "kinds": kinds,
     }

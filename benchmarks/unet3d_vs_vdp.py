@@ -1,6 +1,6 @@
 """text2video's Unet3D against video-diffusion-pytorch 0.7.0's, side by side, in one process.
 
-Seed 001's default configuration: dim 64, dim_mults (1, 2, 4, 8), 3 x 5 x 32 x 32 videos, a 768-d
+text2video-from-scratch's default configuration: dim 64, dim_mults (1, 2, 4, 8), 3 x 5 x 32 x 32 videos, a 768-d
 text condition. Both models hold the same weights (ours converted from the peer's). Measured, with the
 two models alternating so that machine load hits both alike:
 
@@ -8,7 +8,7 @@ two models alternating so that machine load hits both alike:
   with the optimizer its own trainer uses (the peer: Adam; ours: fused AdamW);
 * the optimizer step alone (on fixed gradients), so the model's share of a training step can be read;
 * a sampling step (one no-grad denoiser call) at batch 1, ours as inside its sampling loop (within
-  ``frozen_weights``: the convolution weights are reordered for oneDNN and the rotated attention
+  ``text2video.backends.cpu.sampling``, as our pipelines run it: the convolution weights are reordered for oneDNN and the rotated attention
   projections built once per sampling run, by the first call, which is the untimed warm-up), and
   ours without it (``sample_plain_b1``);
 * the peak memory of a training step at batch 2: on CPU the resident memory, each model in a fresh
@@ -55,7 +55,7 @@ from typing import Callable, Optional
 
 import torch
 
-from text2video.nn.frozen_weights import frozen_weights
+from text2video.backends import cpu as cpu_backend
 
 CONFIG = dict(dim=64, cond_dim=768, dim_mults=(1, 2, 4, 8))
 FRAMES, SIZE = 5, 32
@@ -63,7 +63,7 @@ FRAMES, SIZE = 5, 32
 
 @dataclasses.dataclass(frozen=True)
 class Setup:
-    """Where and at what size both models run: seed 001's CPU case by default; on a GPU, e.g. 16 x 64 x 64 in bf16."""
+    """Where and at what size both models run: text2video-from-scratch's CPU case by default; on a GPU, e.g. 16 x 64 x 64 in bf16."""
 
     device: torch.device = torch.device("cpu")
     amp_dtype: Optional[torch.dtype] = None  # autocast dtype (None: float32)
@@ -91,16 +91,19 @@ def import_peer() -> types.ModuleType:
     return import_original_package()
 
 
-def build(which: str, peer_state: dict | None = None) -> torch.nn.Module:
+def build(which: str, peer_state: dict | None = None, device: torch.device = CPU.device) -> torch.nn.Module:
+    """The peer's model, or ours (with the peer's weights when given) with the CPU backend installed on CPU, as
+    our trainer and pipelines run it (``TEXT2VIDEO_CPU_BACKEND=0``: the plain PyTorch model)."""
     if which == "peer":
-        return import_peer().Unet3D(**CONFIG)
+        return import_peer().Unet3D(**CONFIG).to(device)
     from text2video.models.convert.video_diffusion_pytorch import convert_state_dict
     from text2video.models.unet3d import Unet3D
 
     model = Unet3D(**CONFIG)
     if peer_state is not None:
         model.load_state_dict(convert_state_dict(peer_state, model.state_dict()))
-    return model
+    model.to(device)
+    return cpu_backend.install(model) if device.type == "cpu" else model
 
 
 def inputs(batch: int, seed: int = 0, setup: Setup = CPU) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -170,7 +173,7 @@ def counted_gflop(model: torch.nn.Module, kind: str, batch: int, setup: Setup = 
     """
     from torch.utils.flop_counter import FlopCounterMode
 
-    from text2video.nn import winograd_conv
+    from text2video.backends.cpu import winograd_conv
 
     x, t, cond = inputs(batch, setup=setup)
     counter = FlopCounterMode(display=False)
@@ -298,10 +301,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=torch.get_num_threads(), help="torch CPU threads")
     parser.add_argument("--no-memory", action="store_true", help="skip the peak-memory subprocesses")
     parser.add_argument("--out", type=Path, default=None, help="JSON file (default benchmarks/results/unet3d_vs_vdp[-quick].json)")
-    parser.add_argument("--device", default="cpu", help="cpu or cuda[:N] (a GPU: e.g. --device cuda --dtype bfloat16 --frames 16 --size 64)")
+    parser.add_argument(
+        "--device", default="cpu", help="cpu or cuda[:N] (a GPU: e.g. --device cuda --dtype bfloat16 --frames 16 --size 64)"
+    )
     parser.add_argument("--dtype", choices=("float32", "bfloat16", "float16"), default="float32", help="autocast dtype of both models")
-    parser.add_argument("--frames", type=int, default=FRAMES, help=f"frames per video (default {FRAMES}, seed 001)")
-    parser.add_argument("--size", type=int, default=SIZE, help=f"height and width (default {SIZE}, seed 001)")
+    parser.add_argument("--frames", type=int, default=FRAMES, help=f"frames per video (default {FRAMES}, text2video-from-scratch)")
+    parser.add_argument("--size", type=int, default=SIZE, help=f"height and width (default {SIZE}, text2video-from-scratch)")
     parser.add_argument(
         "--allocator",
         choices=("steady", "default"),
@@ -321,8 +326,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--device {args.device}: no CUDA device is visible to torch here; use --device cpu")
     setup = Setup(device, None if args.dtype == "float32" else getattr(torch, args.dtype), args.frames, args.size)
 
-    peer = build("peer").to(device)
-    ours = build("ours", peer.state_dict()).to(device)
+    peer = build("peer", device=device)
+    ours = build("ours", peer.state_dict(), device)
     measurements = [("train", 2)] + ([] if args.quick else [("train", 8)]) + [("sample", 1), ("sample_plain", 1), ("optimizer", 0)]
     results: dict = {
         "config": {**CONFIG, "frames": setup.frames, "size": setup.size, "dtype": args.dtype},
@@ -333,13 +338,14 @@ def main(argv: list[str] | None = None) -> int:
             "processor": platform.processor() or platform.machine(),
             "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
             "allocator": allocator,
+            "cpu_backend": cpu_backend.installed(ours),
         },
         "repeats": repeats,
         "timings": {},
     }
     for kind, batch in measurements:
         make = {"train": train_step_fn, "sample": sample_step_fn, "sample_plain": sample_step_fn, "optimizer": optimizer_step_fn}[kind]
-        with frozen_weights(ours) if kind == "sample" else contextlib.nullcontext():
+        with cpu_backend.sampling(ours) if kind == "sample" and device.type == "cpu" else contextlib.nullcontext():
             times = alternate({"peer": make(peer, batch, setup), "ours": make(ours, batch, setup)}, repeats, setup)
         if kind == "optimizer":
             for m in (peer, ours):
@@ -365,7 +371,9 @@ def main(argv: list[str] | None = None) -> int:
         )
         if "gflop" in entry:
             g, r = entry["gflop"], entry["gflops_achieved"]
-            print(f"{'':10s} work: peer {g['peer']:.1f} GFLOP ({r['peer']:.0f} GFLOP/s)  ours {g['ours']:.1f} GFLOP ({r['ours']:.0f} GFLOP/s)")
+            print(
+                f"{'':10s} work: peer {g['peer']:.1f} GFLOP ({r['peer']:.0f} GFLOP/s)  ours {g['ours']:.1f} GFLOP ({r['ours']:.0f} GFLOP/s)"
+            )
     if not args.no_memory:
         if device.type == "cuda":
             mem = {"peer": peak_cuda_memory(peer, 2, setup), "ours": peak_cuda_memory(ours, 2, setup)}

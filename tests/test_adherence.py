@@ -25,8 +25,7 @@ _GRID = [
 
 
 def _samples(size: int, frames: int, background: str, antialias: bool, n: int, seed: int = 0):
-    ds = ShapesDataset(n=n, num_frames=frames, size=size, seed=seed + size, split="all", background=background,
-                       antialias=antialias)
+    ds = ShapesDataset(n=n, num_frames=frames, size=size, seed=seed + size, split="all", background=background, antialias=antialias)
     return [ds.render(i) for i in range(n)]
 
 
@@ -71,9 +70,20 @@ def test_shuffled_captions_score_at_chance(ground_truth) -> None:
     captions = [s.text for s in items]
     shuffled = [captions[i] for i in rng.permutation(len(captions))]
     summary, _ = judge_batch([s.frames for s in items], shuffled)
-    chance = {a: float(np.mean([a_ == b for a_, b in zip(
-        [c.split()[{"colour": 1, "shape": 2, "direction": 4}[a]] for c in captions],
-        [c.split()[{"colour": 1, "shape": 2, "direction": 4}[a]] for c in shuffled])])) for a in ATTRIBUTES}
+    chance = {
+        a: float(
+            np.mean(
+                [
+                    a_ == b
+                    for a_, b in zip(
+                        [c.split()[{"colour": 1, "shape": 2, "direction": 4}[a]] for c in captions],
+                        [c.split()[{"colour": 1, "shape": 2, "direction": 4}[a]] for c in shuffled],
+                    )
+                ]
+            )
+        )
+        for a in ATTRIBUTES
+    }
     for attr in ATTRIBUTES:  # success only where the shuffled caption happens to name the truth
         assert summary["all"][attr] <= chance[attr] + 0.01
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from text2video.nn import cpu_kernels
+from text2video.backends.cpu import kernels as cpu_kernels
 
 SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "cpu_kernels_ab.py"
 

@@ -6,9 +6,10 @@ import textwrap
 
 import pytest
 import torch
+from trainer_toys import ToyObjective, make_trainer, toy_config
 
 from text2video.errors import CheckpointError
-from text2video.train.checkpoint import (
+from text2video.runs.checkpoint import (
     capture_rng_state,
     list_checkpoints,
     load_checkpoint,
@@ -16,8 +17,7 @@ from text2video.train.checkpoint import (
     restore_rng_state,
     save_checkpoint,
 )
-from text2video.train.trainer import read_metrics
-from trainer_toys import ToyObjective, make_trainer, toy_config
+from text2video.train.metrics import read_metrics
 
 
 class SignalAt(ToyObjective):
@@ -101,13 +101,14 @@ CRASH_SCRIPT = textwrap.dedent(
     """
     import os, signal, sys
     import torch
-    from text2video.train import checkpoint
+    from text2video.runs import checkpoint
 
     run = sys.argv[1]
     torch.manual_seed(0)
     model = torch.nn.Linear(4, 4)
     opt = torch.optim.AdamW(model.parameters())
-    model(torch.randn(2, 4)).sum().backward(); opt.step()
+    model(torch.randn(2, 4)).sum().backward()
+    opt.step()
     checkpoint.save_checkpoint(run, 1, model=model, optimizer=opt, state={"tag": "first"})
     with torch.no_grad():
         model.weight.add_(1.0)
@@ -135,7 +136,8 @@ def test_a_kill_during_a_checkpoint_write_leaves_the_previous_one_loadable(tmp_p
     torch.manual_seed(0)
     model = torch.nn.Linear(4, 4)
     opt = torch.optim.AdamW(model.parameters())
-    model(torch.randn(2, 4)).sum().backward(); opt.step()
+    model(torch.randn(2, 4)).sum().backward()
+    opt.step()
     expected = model.weight.detach().clone()
     fresh = torch.nn.Linear(4, 4)
     fresh_opt = torch.optim.AdamW(fresh.parameters())

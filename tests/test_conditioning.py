@@ -47,7 +47,7 @@ def test_cat_refuses_a_field_set_in_some_items_only():
 def test_batch_size_disagreement_is_reported():
     c = Conditioning(text_pooled=torch.randn(2, 4), fps=torch.ones(3))
     with pytest.raises(ModelError, match="batch size"):
-        c.batch_size
+        _ = c.batch_size
 
 
 def test_index_and_repeat_interleave():

@@ -17,6 +17,7 @@ from text2video.models.convert import convert
 from text2video.models.convert.video_diffusion_pytorch import import_original_package, infer_config
 from text2video.models.unet3d import Unet3D
 
+
 def import_peer() -> types.ModuleType:
     """video-diffusion-pytorch's model module (skips the test when the dev dependency is missing)."""
     pytest.importorskip("rotary_embedding_torch")
@@ -96,7 +97,17 @@ def test_model_and_ema_from_trainer_checkpoint(tmp_path):
 
 
 def test_raw_state_dict_unconditional_without_linear_attention(tmp_path):
-    config = dict(dim=8, dim_mults=(1, 2, 2), attn_heads=3, attn_dim_head=40, init_dim=8, init_kernel_size=5, use_sparse_linear_attn=False, channels=2, out_dim=4)
+    config = dict(
+        dim=8,
+        dim_mults=(1, 2, 2),
+        attn_heads=3,
+        attn_dim_head=40,
+        init_dim=8,
+        init_kernel_size=5,
+        use_sparse_linear_attn=False,
+        channels=2,
+        out_dim=4,
+    )
     peer = randomized_peer(seed=2, **config)
     torch.save(peer.state_dict(), tmp_path / "unet.pt")
     report = convert("video-diffusion-pytorch", tmp_path / "unet.pt", tmp_path / "out")

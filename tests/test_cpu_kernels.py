@@ -1,4 +1,4 @@
-"""The fused C kernels (text2video.nn.cpu_kernels): building, falling back, and agreeing with PyTorch."""
+"""The fused C kernels (text2video.backends.cpu.kernels): building, falling back, and agreeing with PyTorch."""
 
 from __future__ import annotations
 
@@ -8,11 +8,12 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from text2video.nn import cpu_kernels, winograd_conv
-from text2video.nn.fused_norm import rms_scale_shift_silu
-from text2video.nn.short_attention import short_sequence_attention
-from text2video.nn.small_map_conv import conv3x3_gemm_backward
-from text2video.nn.winograd_conv import CHANNEL_BLOCK, conv3x3_winograd, transform_weight, winograd_applies
+from text2video.backends.cpu import kernels as cpu_kernels
+from text2video.backends.cpu import winograd_conv
+from text2video.backends.cpu.fused_norm import rms_scale_shift_silu
+from text2video.backends.cpu.short_attention import short_sequence_attention
+from text2video.backends.cpu.small_map_conv import conv3x3_gemm_backward
+from text2video.backends.cpu.winograd_conv import CHANNEL_BLOCK, conv3x3_winograd, transform_weight, winograd_applies
 
 
 @pytest.fixture
@@ -282,7 +283,14 @@ WINOGRAD_MATRICES = {
         g=[[1, 0, 0], [0.5, 0.5, 0.5], [0.5, -0.5, 0.5], [0, 0, 1]],
     ),
     4: dict(
-        bt=[[4, 0, -5, 0, 1, 0], [0, -4, -4, 1, 1, 0], [0, 4, -4, -1, 1, 0], [0, -2, -1, 2, 1, 0], [0, 2, -1, -2, 1, 0], [0, 4, 0, -5, 0, 1]],
+        bt=[
+            [4, 0, -5, 0, 1, 0],
+            [0, -4, -4, 1, 1, 0],
+            [0, 4, -4, -1, 1, 0],
+            [0, -2, -1, 2, 1, 0],
+            [0, 2, -1, -2, 1, 0],
+            [0, 4, 0, -5, 0, 1],
+        ],
         at=[[1, 1, 1, 1, 1, 0], [0, 1, -1, 2, -2, 0], [0, 1, 1, 4, 4, 0], [0, 1, -1, 8, -8, 1]],
         g=[[1 / 4, 0, 0], [-1 / 6, -1 / 6, -1 / 6], [-1 / 6, 1 / 6, -1 / 6], [1 / 24, 1 / 12, 1 / 6], [1 / 24, -1 / 12, 1 / 6], [0, 0, 1]],
     ),
@@ -418,7 +426,8 @@ def test_winograd_conv_input_gradient_alone_and_refusals():
 
 def test_unet3d_training_step_same_with_and_without_kernels(monkeypatch):
     require_kernels()
-    from text2video.models import unet3d
+    from text2video.backends import cpu as cpu_backend
+    from text2video.backends.cpu import unet3d
     from text2video.models.unet3d import Unet3D
 
     # 6x6 frames: Winograd on the outer level; the inner 3x3 level's convolutions take the small-map GEMM
@@ -429,7 +438,7 @@ def test_unet3d_training_step_same_with_and_without_kernels(monkeypatch):
     monkeypatch.setattr(unet3d, "conv3x3_gemm_backward", lambda *a: calls.append(1) or real_conv(*a))
     monkeypatch.setattr(unet3d, "conv3x3_winograd", lambda *a: winograd_tiles.append(a[-1]) or real_winograd(*a))
     torch.manual_seed(0)
-    model = Unet3D(dim=16, dim_mults=(1, 2), cond_dim=8, attn_heads=2, attn_dim_head=8)
+    model = cpu_backend.install(Unet3D(dim=16, dim_mults=(1, 2), cond_dim=8, attn_heads=2, attn_dim_head=8))
     x, t, cond = torch.randn(2, 3, 4, 6, 6), torch.tensor([3, 700]), torch.randn(2, 8)
 
     def run():
@@ -450,7 +459,7 @@ def test_unet3d_training_step_same_with_and_without_kernels(monkeypatch):
 
 
 def test_rotation_inside_the_kernel_is_not_promised_under_autocast():
-    from text2video.nn.short_attention import rotates_inside
+    from text2video.backends.cpu.short_attention import rotates_inside
 
     require_kernels()
     x = torch.randn(5, 4, 8)

@@ -20,8 +20,7 @@ from text2video.io.video import probe_video, read_video, write_video
 
 def test_synth_shapes_writes_gif_and_captions_matching_the_dataset(tmp_path: Path) -> None:
     out = tmp_path / "shapes"
-    assert main(["data", "synth", "--kind", "shapes", "--n", "5", "--out", str(out), "--frames", "6",
-                 "--size", "24", "--seed", "3"]) == 0
+    assert main(["data", "synth", "--kind", "shapes", "--n", "5", "--out", str(out), "--frames", "6", "--size", "24", "--seed", "3"]) == 0
     gifs = sorted(out.glob("*.gif"))
     assert len(gifs) == 5 and all(g.with_suffix(".txt").is_file() for g in gifs)
     reference = ShapesDataset(5, 6, 24, 3)
@@ -40,8 +39,7 @@ def test_synth_shapes_writes_gif_and_captions_matching_the_dataset(tmp_path: Pat
 
 
 def test_synth_digits_and_bad_holdout(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
-    assert main(["data", "synth", "--kind", "digits", "--digits", "1,2", "--n", "3", "--out", str(tmp_path / "d"),
-                 "--format", "mp4"]) == 0
+    assert main(["data", "synth", "--kind", "digits", "--digits", "1,2", "--n", "3", "--out", str(tmp_path / "d"), "--format", "mp4"]) == 0
     assert len(list((tmp_path / "d").glob("*.mp4"))) == 3
     assert "the digit" in (tmp_path / "d" / "digits_00000.txt").read_text()
     assert main(["data", "synth", "--n", "2", "--out", str(tmp_path / "x"), "--holdout", "mauve blob"]) == 2
@@ -80,12 +78,18 @@ def _msrvtt_layout(root: Path) -> tuple[Path, Path]:
         write_video(frames, videos / f"video{i}.mp4", fps=24)
     (videos / "video2.mp4").write_bytes(b"truncated")
     annotations = root / "train_val_videodatainfo.json"
-    annotations.write_text(json.dumps({
-        "videos": [{"video_id": f"video{i}", "split": "train" if i < 3 else "validate"} for i in range(4)],
-        "sentences": [{"video_id": "video0", "caption": "a man is talking", "sen_id": 0},
-                      {"video_id": "video0", "caption": "someone speaks", "sen_id": 1},
-                      {"video_id": "video1", "caption": "a dog runs", "sen_id": 2}],
-    }))
+    annotations.write_text(
+        json.dumps(
+            {
+                "videos": [{"video_id": f"video{i}", "split": "train" if i < 3 else "validate"} for i in range(4)],
+                "sentences": [
+                    {"video_id": "video0", "caption": "a man is talking", "sen_id": 0},
+                    {"video_id": "video0", "caption": "someone speaks", "sen_id": 1},
+                    {"video_id": "video1", "caption": "a dog runs", "sen_id": 2},
+                ],
+            }
+        )
+    )
     return videos, annotations
 
 
@@ -112,7 +116,23 @@ def test_msrvtt_converter_resizes_trims_and_writes_captions(tmp_path: Path) -> N
 
 def test_msrvtt_command(tmp_path: Path) -> None:
     videos, annotations = _msrvtt_layout(tmp_path)
-    code = main(["data", "msrvtt", "--videos", str(videos), "--annotations", str(annotations), "--out",
-                 str(tmp_path / "o"), "--size", "16", "--frames", "3", "--format", "mp4"])
+    code = main(
+        [
+            "data",
+            "msrvtt",
+            "--videos",
+            str(videos),
+            "--annotations",
+            str(annotations),
+            "--out",
+            str(tmp_path / "o"),
+            "--size",
+            "16",
+            "--frames",
+            "3",
+            "--format",
+            "mp4",
+        ]
+    )
     assert code == 0
     assert read_video(tmp_path / "o" / "video1.mp4")[0].shape == (3, 16, 16, 3)

@@ -150,7 +150,7 @@ def test_csv_webvid_layout_video_and_image_mode(tmp_path: Path) -> None:
     ds = CsvVideoDataset(manifest, videos, size=32)
     item = ds[0]
     assert item["video"].shape == (3, 16, 32, 32) and item["text"] == "waves at sunset"
-    assert np.all(np.diff(_indices(item["video"], step=3)) == 4)  # seed 000: 16 frames, stride 4
+    assert np.all(np.diff(_indices(item["video"], step=3)) == 4)  # AnimateDiff: 16 frames, stride 4
     assert item["fps"] == pytest.approx(25 / 4)
     short = ds[1]["video"]  # 30 frames < 61: padded by repeating its last frame
     assert short.shape == (3, 16, 32, 32) and _indices(short, 3)[-1] == _indices(short, 3)[-2]

@@ -67,8 +67,17 @@ class _OraclePipeline:
         videos = []
         for i, prompt in enumerate(prompts):
             f = parse_caption(prompt)
-            ds = ShapesDataset(n=1, num_frames=num_frames, size=height or self.size, seed=seed + i, split="all",
-                               holdout=(), colours=[f.colour], shapes=[f.shape], directions=[f.direction])
+            ds = ShapesDataset(
+                n=1,
+                num_frames=num_frames,
+                size=height or self.size,
+                seed=seed + i,
+                split="all",
+                holdout=(),
+                colours=[f.colour],
+                shapes=[f.shape],
+                directions=[f.direction],
+            )
             videos.append(ds[0]["video"])
         return SimpleNamespace(videos=torch.stack(videos), fps=8.0)
 

@@ -1,4 +1,4 @@
-"""Frozen-weight sampling (text2video.nn.frozen_weights) and oneDNN-packed convolutions (text2video.nn.packed_conv)."""
+"""Frozen-weight sampling (text2video.backends.cpu.frozen_weights) and oneDNN-packed convolutions (text2video.backends.cpu.packed_conv)."""
 
 from __future__ import annotations
 
@@ -9,11 +9,16 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from text2video.backends import cpu as cpu_backend
+from text2video.backends.cpu import packed_conv
+from text2video.backends.cpu.frozen_weights import frozen_weights
+from text2video.backends.cpu.unet3d import FastConv2d as Conv2d
+from text2video.backends.cpu.unet3d import FastConvTranspose2d as ConvTranspose2d
+from text2video.backends.cpu.unet3d import FastTemporalAttention as TemporalAttention
 from text2video.diffusion.objective import DiffusionObjective
 from text2video.diffusion.sampling import sample
-from text2video.models.unet3d import Conv2d, ConvTranspose2d, RelativePositionBias, TemporalAttention, Unet3D, rotary_angles
-from text2video.nn import packed_conv
-from text2video.nn.frozen_weights import frozen_weights
+from text2video.models.unet3d import RelativePositionBias, Unet3D
+from text2video.nn.rotary import rotary_angles
 
 pytestmark = pytest.mark.skipif(not torch.backends.mkldnn.is_available(), reason="needs oneDNN (mkldnn) CPU build")
 
@@ -103,7 +108,7 @@ def test_missing_onednn_ops_fall_back(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_temporal_attention_reuses_its_rotated_projection(monkeypatch: pytest.MonkeyPatch) -> None:
-    from text2video.models import unet3d
+    from text2video.backends.cpu import unet3d
 
     # the rotated projection is the path where the C attention kernel does not rotate (a GPU, no compiler)
     monkeypatch.setattr(unet3d, "rotates_inside", lambda *args: False)
@@ -129,7 +134,7 @@ def test_temporal_attention_reuses_its_rotated_projection(monkeypatch: pytest.Mo
 
 def _tiny_unet() -> Unet3D:
     torch.manual_seed(0)
-    return Unet3D(dim=16, dim_mults=(1, 2), cond_dim=8, attn_heads=2, attn_dim_head=8).eval()
+    return cpu_backend.install(Unet3D(dim=16, dim_mults=(1, 2), cond_dim=8, attn_heads=2, attn_dim_head=8).eval())
 
 
 def test_unet3d_output_unchanged_by_frozen_weights() -> None:
@@ -153,8 +158,9 @@ def test_sampling_loop_packs_and_frees(monkeypatch: pytest.MonkeyPatch) -> None:
         calls.append(out is not None)
         return out
 
-    monkeypatch.setattr("text2video.models.unet3d.packed_conv2d", counting)
-    out = sample(model, (1, 3, 3, 16, 16), objective=DiffusionObjective(), sampler="ddim", steps=2)
+    monkeypatch.setattr("text2video.backends.cpu.unet3d.packed_conv2d", counting)
+    with cpu_backend.sampling(model):  # what the pipelines wrap their sampling loop in, on CPU
+        out = sample(model, (1, 3, 3, 16, 16), objective=DiffusionObjective(), sampler="ddim", steps=2)
     assert out.shape == (1, 3, 3, 16, 16) and torch.isfinite(out).all()
     convs = [m for m in model.modules() if isinstance(m, Conv2d) and m.kernel_size != (1, 1)]
     assert len(calls) == 2 * len(convs) and all(calls)  # every 3x3/4x4/7x7 convolution packed, at both steps

@@ -14,17 +14,6 @@ import pytest
 SCRIPT = Path(__file__).resolve().parent.parent / "benchmarks" / "gpu_check.py"
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _fresh_accelerate_state():
-    """Accelerate keeps one process-wide state: a trainer of an earlier test (no mixed precision) would refuse
-    the check's bf16 trainers, and theirs would refuse the later tests'. Reset it before and after."""
-    from accelerate.state import AcceleratorState
-
-    AcceleratorState._reset_state(reset_partial_state=True)
-    yield
-    AcceleratorState._reset_state(reset_partial_state=True)
-
-
 @pytest.fixture(scope="module")
 def gpu_check():
     spec = importlib.util.spec_from_file_location("gpu_check", SCRIPT)

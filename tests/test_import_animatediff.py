@@ -36,10 +36,16 @@ def _randomize(module: torch.nn.Module, seed: int) -> None:
 def unet2d() -> UNet2DConditionModel:
     torch.manual_seed(0)
     unet = UNet2DConditionModel(
-        sample_size=8, in_channels=4, out_channels=4, block_out_channels=WIDTHS, layers_per_block=2,
+        sample_size=8,
+        in_channels=4,
+        out_channels=4,
+        block_out_channels=WIDTHS,
+        layers_per_block=2,
         down_block_types=("CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"),
         up_block_types=("UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"),
-        cross_attention_dim=TEXT_DIM, attention_head_dim=2, norm_num_groups=GROUPS,
+        cross_attention_dim=TEXT_DIM,
+        attention_head_dim=2,
+        norm_num_groups=GROUPS,
     )
     _randomize(unet, 1)
     return unet.eval()
@@ -49,8 +55,12 @@ def unet2d() -> UNet2DConditionModel:
 def adapter() -> MotionAdapter:
     torch.manual_seed(0)
     ad = MotionAdapter(
-        block_out_channels=WIDTHS, motion_layers_per_block=2, motion_num_attention_heads=2,
-        motion_norm_num_groups=GROUPS, motion_max_seq_length=24, use_motion_mid_block=True,
+        block_out_channels=WIDTHS,
+        motion_layers_per_block=2,
+        motion_num_attention_heads=2,
+        motion_norm_num_groups=GROUPS,
+        motion_max_seq_length=24,
+        use_motion_mid_block=True,
     )
     _randomize(ad, 2)
     return ad.eval()
@@ -112,8 +122,9 @@ def test_original_animatediff_layout_file_matches_diffusers(unet2d, adapter, ref
 
     ckpt = tmp_path / "mm.ckpt"
     torch.save({"state_dict": original}, ckpt)
-    again = UNet3DConditionModel.from_unet2d(unet2d, None, motion_num_attention_heads=2, motion_norm_num_groups=GROUPS,
-                                             motion_max_seq_length=24)
+    again = UNet3DConditionModel.from_unet2d(
+        unet2d, None, motion_num_attention_heads=2, motion_norm_num_groups=GROUPS, motion_max_seq_length=24
+    )
     loaded = again.load_motion_modules(ckpt)
     assert loaded and all(".motion_modules." in n for n in loaded)
     with torch.no_grad():
@@ -145,8 +156,14 @@ def test_zero_motion_modules_reproduce_the_2d_model_frame_by_frame(unet2d):
 def test_modelscope_weights_match_diffusers_unet3d():
     torch.manual_seed(0)
     ref = DiffusersUNet3D(
-        sample_size=8, in_channels=4, out_channels=4, block_out_channels=WIDTHS, layers_per_block=1,
-        cross_attention_dim=TEXT_DIM, attention_head_dim=8, norm_num_groups=GROUPS,
+        sample_size=8,
+        in_channels=4,
+        out_channels=4,
+        block_out_channels=WIDTHS,
+        layers_per_block=1,
+        cross_attention_dim=TEXT_DIM,
+        attention_head_dim=8,
+        norm_num_groups=GROUPS,
     )
     _randomize(ref, 4)
     ref.eval()
@@ -178,7 +195,9 @@ def test_converters_write_loadable_folders(unet2d, adapter, reference, tmp_path)
         again = UNet3DConditionModel.from_pretrained(tmp_path / "out2").eval()
         assert torch.allclose(again(x, t, text).sample, expected, atol=1e-4, rtol=1e-4)
 
-    ref3d = DiffusersUNet3D(block_out_channels=WIDTHS, layers_per_block=1, cross_attention_dim=TEXT_DIM, attention_head_dim=8, norm_num_groups=GROUPS)
+    ref3d = DiffusersUNet3D(
+        block_out_channels=WIDTHS, layers_per_block=1, cross_attention_dim=TEXT_DIM, attention_head_dim=8, norm_num_groups=GROUPS
+    )
     ref3d.save_pretrained(tmp_path / "ms")
     report = convert("diffusers-unet3d", tmp_path / "ms", tmp_path / "ms_out", use_ema=None)
     assert report["config"]["temporal_conv"] is True
@@ -195,7 +214,10 @@ def test_bad_sources_raise_clear_errors(unet2d, tmp_path):
     with pytest.raises(CheckpointError, match="do not fit"):
         UNet3DConditionModel.from_unet2d(unet2d, wrong)
     sdxl_like = UNet2DConditionModel(
-        block_out_channels=WIDTHS, norm_num_groups=GROUPS, cross_attention_dim=TEXT_DIM, attention_head_dim=2,
+        block_out_channels=WIDTHS,
+        norm_num_groups=GROUPS,
+        cross_attention_dim=TEXT_DIM,
+        attention_head_dim=2,
         class_embed_type="timestep",
     )
     with pytest.raises(ModelError, match="class_embed_type"):

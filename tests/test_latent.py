@@ -22,12 +22,20 @@ from text2video.latent import LatentDataset, VideoVAE, load_vae, random_augmenta
 SCALE, SHIFT = 0.5, 0.1
 
 
-def make_raw_vae(seed: int = 0, **overrides) -> "diffusers.AutoencoderKL":
+def make_raw_vae(seed: int = 0, **overrides) -> diffusers.AutoencoderKL:
     torch.manual_seed(seed)
     config = dict(
-        in_channels=3, out_channels=3, down_block_types=("DownEncoderBlock2D",) * 2, up_block_types=("UpDecoderBlock2D",) * 2,
-        block_out_channels=(8, 16), layers_per_block=1, latent_channels=4, norm_num_groups=4, sample_size=16,
-        scaling_factor=SCALE, shift_factor=SHIFT,
+        in_channels=3,
+        out_channels=3,
+        down_block_types=("DownEncoderBlock2D",) * 2,
+        up_block_types=("UpDecoderBlock2D",) * 2,
+        block_out_channels=(8, 16),
+        layers_per_block=1,
+        latent_channels=4,
+        norm_num_groups=4,
+        sample_size=16,
+        scaling_factor=SCALE,
+        shift_factor=SHIFT,
     )
     config.update(overrides)
     return diffusers.AutoencoderKL(**config).eval()

@@ -9,12 +9,13 @@ from pathlib import Path
 
 import pytest
 import torch
+from trainer_toys import ToyTextEncoder, ToyVideos
 
 from text2video.config import config_from_dict, load_config
 from text2video.errors import ConfigError, TextEncoderError
 from text2video.latent import VideoVAE
-from text2video.train.trainer import Trainer, build_configured_model, configured_model_kwargs
-from trainer_toys import ToyTextEncoder, ToyVideos
+from text2video.runs.build import build_configured_model, configured_model_kwargs
+from text2video.train.trainer import Trainer
 
 TINY_UNET = {
     "name": "unet3d_condition",
@@ -30,8 +31,16 @@ def _config(**sections) -> object:
         "data": {"kind": "shapes", "num_frames": 4, "size": 16, "options": {"n": 16, "seed": 0}},
         "latent": {"vae": "tiny", "micro_batch": 8},
         "model": dict(TINY_UNET),
-        "train": {"steps": 2, "batch_size": 2, "lr": 1e-3, "warmup_steps": 0, "log_every": 1, "save_every": 2,
-                  "cpu": True, "ema_decay": 0.9},
+        "train": {
+            "steps": 2,
+            "batch_size": 2,
+            "lr": 1e-3,
+            "warmup_steps": 0,
+            "log_every": 1,
+            "save_every": 2,
+            "cpu": True,
+            "ema_decay": 0.9,
+        },
         "sample": {"prompts": ["a red circle moving right"], "steps": 2, "guidance_scale": 2.0},
     }
     for name, values in sections.items():
@@ -59,11 +68,11 @@ class _Spy:
 def test_tiny_latent_run_trains_resumes_exports_and_generates(tmp_path: Path, caplog) -> None:
     from text2video.cli import main
     from text2video.pipelines import load_pipeline
-    from text2video.train.export import export_run, pipeline_from_run
+    from text2video.pipelines.from_run import export_run, pipeline_from_run
 
     run = tmp_path / "run"
     config = _config(latent={"vae": "tiny:3", "fit_steps": 2})
-    with caplog.at_level(logging.INFO, logger="text2video.train.latent"):
+    with caplog.at_level(logging.INFO, logger="text2video.runs.vae"):
         trainer = Trainer(config, run, progress=False)
     assert any("fitted the VAE" in r.getMessage() for r in caplog.records)
     assert (run / "vae" / "config.json").is_file()
@@ -82,7 +91,7 @@ def test_tiny_latent_run_trains_resumes_exports_and_generates(tmp_path: Path, ca
     # resume: the run's fitted VAE is read back, not fitted again
     caplog.clear()
     resumed_config = _config(latent={"vae": "tiny:3", "fit_steps": 2}, train={"steps": 3})
-    with caplog.at_level(logging.INFO, logger="text2video.train.latent"):
+    with caplog.at_level(logging.INFO, logger="text2video.runs.vae"):
         again = Trainer(resumed_config, run, progress=False)
     assert not any("fitted the VAE" in r.getMessage() for r in caplog.records)
     assert again.vae.id == vae_id
@@ -188,8 +197,10 @@ def test_latent_config_errors(tmp_path: Path) -> None:
 
 
 def test_motion_module_only_training_changes_only_motion_parameters(tmp_path: Path) -> None:
-    config = _config(latent={"vae": "tiny"}, train={"steps": 1, "save_every": 0, "trainable": "motion_modules", "lr": 1e-2,
-                                                   "gradient_checkpointing": True})
+    config = _config(
+        latent={"vae": "tiny"},
+        train={"steps": 1, "save_every": 0, "trainable": "motion_modules", "lr": 1e-2, "gradient_checkpointing": True},
+    )
     trainer = Trainer(config, tmp_path / "run", text_encoder=ToyTextEncoder(), dataset=ToyVideos(n=4, frames=4, size=16),
                       progress=False)  # fmt: skip
     assert trainer.model.is_gradient_checkpointing

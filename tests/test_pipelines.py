@@ -87,6 +87,16 @@ def test_call_gives_videos_prompts_and_seeds() -> None:
     assert not torch.allclose(out.videos, other.videos)
 
 
+def test_explicit_generators_replace_the_seeds() -> None:
+    pipe = _pipe()
+    by_seed = pipe(["a red circle", "a blue square"], seed=7, progress=False)
+    gens = [torch.Generator().manual_seed(7), torch.Generator().manual_seed(8)]
+    by_generators = pipe(["a red circle", "a blue square"], generators=gens, progress=False)
+    assert torch.equal(by_seed.videos, by_generators.videos) and by_generators.seeds is None
+    with pytest.raises(ConfigError, match="generators"):
+        pipe(["a red circle", "a blue square"], generators=gens[:1], progress=False)
+
+
 def test_prompt_guidance_and_negative_prompt_change_the_result() -> None:
     pipe = _pipe(prediction_type="sample")
     kw = dict(seed=0, progress=False)

@@ -1,4 +1,4 @@
-"""The resampling convolutions as GEMMs (text2video.nn.resample_gemm) and where Unet3D uses them."""
+"""The resampling convolutions as GEMMs (text2video.backends.cpu.resample_gemm) and where Unet3D uses them."""
 
 from __future__ import annotations
 
@@ -6,8 +6,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from text2video.models.unet3d import Conv2d, ConvTranspose2d
-from text2video.nn.resample_gemm import downsample_conv_gemm, upsample_conv_gemm
+from text2video.backends.cpu.resample_gemm import downsample_conv_gemm, upsample_conv_gemm
+from text2video.backends.cpu.unet3d import FastConv2d as Conv2d
+from text2video.backends.cpu.unet3d import FastConvTranspose2d as ConvTranspose2d
 
 
 def _grads(out: torch.Tensor, inputs: list[torch.Tensor], grad: torch.Tensor) -> tuple[torch.Tensor, ...]:

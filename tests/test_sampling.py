@@ -126,7 +126,9 @@ class TwoPassGuidance:
 def _text_cond(b: int, seed: int = 0) -> Conditioning:
     g = torch.Generator().manual_seed(seed)
     return Conditioning(
-        text_tokens=torch.randn(b, 3, 4, generator=g), text_mask=torch.ones(b, 3, dtype=torch.bool), text_pooled=torch.randn(b, 4, generator=g)
+        text_tokens=torch.randn(b, 3, 4, generator=g),
+        text_mask=torch.ones(b, 3, dtype=torch.bool),
+        text_pooled=torch.randn(b, 4, generator=g),
     )
 
 
@@ -166,7 +168,9 @@ def test_given_frames_are_kept_exactly(sampler: str, given: list[int]) -> None:
     mask = torch.zeros(b, frames, dtype=torch.bool)
     mask[:, given] = True
     model = ImageReadingToy()
-    out = sample(model, image.shape, Conditioning(image=image, frame_mask=mask), objective=obj, sampler=sampler, steps=6, generators=_gens(b))
+    out = sample(
+        model, image.shape, Conditioning(image=image, frame_mask=mask), objective=obj, sampler=sampler, steps=6, generators=_gens(b)
+    )
     assert model.saw_image
     assert torch.equal(out[:, :, given], image[:, :, given])
     rest = [i for i in range(frames) if i not in given]

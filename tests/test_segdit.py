@@ -1,4 +1,4 @@
-"""SegDiTTransformer2DModel (seed 003): DiT-XL/2's size, diffusers parity, conditioning, save/load."""
+"""SegDiTTransformer2DModel (Open-Sora): DiT-XL/2's size, diffusers parity, conditioning, save/load."""
 
 from __future__ import annotations
 
@@ -11,12 +11,11 @@ from text2video.errors import ModelError
 from text2video.models import build_model, load_model
 from text2video.models.convert import convert
 from text2video.models.convert.diffusers_dit import from_diffusers_dit
-from text2video.models.segdit import SegDiTTransformer2DModel, dit_xl_2_config
+from text2video.models.segdit import SegDiTTransformer2DModel
 
 
 def _tiny(**kw) -> SegDiTTransformer2DModel:
-    cfg = dict(num_attention_heads=2, attention_head_dim=8, in_channels=3, num_layers=2, sample_size=8,
-               patch_size=2, num_embeds_ada_norm=5)
+    cfg = dict(num_attention_heads=2, attention_head_dim=8, in_channels=3, num_layers=2, sample_size=8, patch_size=2, num_embeds_ada_norm=5)
     cfg.update(kw)
     return SegDiTTransformer2DModel(**cfg)
 
@@ -33,17 +32,20 @@ def _dit_param_count(depth: int, hidden: int, patch: int, in_ch: int, out_ch: in
     linear = lambda i, o: i * o + o  # noqa: E731
     per_block = 4 * linear(hidden, hidden) + linear(hidden, 4 * hidden) + linear(4 * hidden, hidden) + linear(hidden, 6 * hidden)
     return (
-        in_ch * patch * patch * hidden + hidden  # patch embedding
-        + linear(256, hidden) + linear(hidden, hidden)  # timestep MLP
+        in_ch * patch * patch * hidden
+        + hidden  # patch embedding
+        + linear(256, hidden)
+        + linear(hidden, hidden)  # timestep MLP
         + (classes + 1) * hidden  # class table with the null class
         + depth * per_block
-        + linear(hidden, 2 * hidden) + linear(hidden, patch * patch * out_ch)  # final layer
+        + linear(hidden, 2 * hidden)
+        + linear(hidden, patch * patch * out_ch)  # final layer
     )
 
 
 def test_dit_xl_2_has_675m_parameters_and_one_shared_embedding():
     with torch.device("meta"):
-        model = SegDiTTransformer2DModel(**dit_xl_2_config())
+        model = SegDiTTransformer2DModel.from_preset("DiT-XL/2")
     n = sum(p.numel() for p in model.parameters())
     assert n == _dit_param_count(28, 1152, 2, 4, 8, 1000)
     # DiT paper, Table 1: 675M (its count also holds the 256x1152 fixed position table we compute).
@@ -61,8 +63,16 @@ def test_forward_shapes_learned_sigma_and_zero_init():
 
 
 def test_matches_diffusers_dit_after_import(tmp_path):
-    ref = DiTTransformer2DModel(num_attention_heads=2, attention_head_dim=8, in_channels=4, out_channels=8,
-                                num_layers=3, sample_size=8, patch_size=2, num_embeds_ada_norm=10)
+    ref = DiTTransformer2DModel(
+        num_attention_heads=2,
+        attention_head_dim=8,
+        in_channels=4,
+        out_channels=8,
+        num_layers=3,
+        sample_size=8,
+        patch_size=2,
+        num_embeds_ada_norm=10,
+    )
     _perturb(ref)
     with torch.no_grad():  # the copies agree, as in checkpoints converted from the original DiT
         for block in ref.transformer_blocks[1:]:
@@ -88,8 +98,9 @@ def test_matches_diffusers_dit_after_import(tmp_path):
 
 
 def test_import_refuses_disagreeing_embedding_copies():
-    ref = DiTTransformer2DModel(num_attention_heads=2, attention_head_dim=8, in_channels=4, num_layers=2,
-                                sample_size=8, patch_size=2, num_embeds_ada_norm=10)
+    ref = DiTTransformer2DModel(
+        num_attention_heads=2, attention_head_dim=8, in_channels=4, num_layers=2, sample_size=8, patch_size=2, num_embeds_ada_norm=10
+    )
     _perturb(ref)  # independent random offsets: block 1's copy now differs
     with pytest.raises(ModelError, match="block 1.*differs"):
         from_diffusers_dit(ref)
@@ -135,7 +146,7 @@ def test_forward_cond_per_frame_with_t1_and_null_text():
     cond = Conditioning(class_labels=torch.tensor([0, 3]), segmentation=seg)
     with torch.no_grad():
         out = model.forward_cond(x, t, cond)
-        # frame 1 of video 1 computed on its own through the seed's forward
+        # frame 1 of video 1 computed on its own through the original forward
         frame = model(x[1:, :, 1], t[1:], torch.tensor([3]), segmentation=seg[1:]).sample[:, :3]
         single = model.forward_cond(x[:, :, :1], t, cond)
         dropped = model.forward_cond(x, t, cond.text_dropped(torch.tensor([False, True])))
@@ -147,20 +158,47 @@ def test_forward_cond_per_frame_with_t1_and_null_text():
 
 
 def test_save_load_round_trip(tmp_path):
-    model = _perturb(build_model("segdit", num_attention_heads=2, attention_head_dim=8, in_channels=3,
-                                 num_layers=1, sample_size=8, num_embeds_ada_norm=4, segmentation_channels=1))
+    model = _perturb(
+        build_model(
+            "segdit",
+            num_attention_heads=2,
+            attention_head_dim=8,
+            in_channels=3,
+            num_layers=1,
+            sample_size=8,
+            num_embeds_ada_norm=4,
+            segmentation_channels=1,
+        )
+    )
     model.save_pretrained(tmp_path)
     loaded = load_model(tmp_path).eval()
     assert isinstance(loaded, SegDiTTransformer2DModel)
     x, seg = torch.randn(1, 3, 8, 8), torch.randn(1, 1, 8, 8)
     with torch.no_grad():
-        torch.testing.assert_close(loaded(x, 3, torch.tensor([2]), segmentation=seg).sample,
-                                   model(x, 3, torch.tensor([2]), segmentation=seg).sample)
+        torch.testing.assert_close(
+            loaded(x, 3, torch.tensor([2]), segmentation=seg).sample, model(x, 3, torch.tensor([2]), segmentation=seg).sample
+        )
 
 
 def test_tiny_preset_runs_on_its_data_size():
-    config = pytest.importorskip("text2video.config")
+    import text2video.config as config
+
     cfg = config.load_config("tiny-segdit")
     model = build_model(cfg.model.name, **cfg.model.kwargs)
     x = torch.zeros(1, 3, cfg.data.num_frames, cfg.data.size, cfg.data.size)
     assert model.forward_cond(x, torch.tensor([5]), Conditioning()).shape == x.shape
+
+
+def test_named_sizes_are_presets_the_config_reads():
+    """DiT's sizes are a PRESETS table on the class; model.preset picks one, other keys override it."""
+    import text2video.config as config
+    from text2video.errors import ConfigError
+    from text2video.runs.build import build_configured_model
+
+    assert set(SegDiTTransformer2DModel.PRESETS) == {"DiT-S/2", "DiT-B/2", "DiT-L/2", "DiT-XL/2"}
+    cfg = config.config_from_dict({"model": {"name": "segdit", "preset": "DiT-S/2", "num_layers": 1}})
+    with torch.device("meta"):
+        model = build_configured_model(cfg, None)
+    assert (model.config.num_attention_heads, model.config.attention_head_dim, model.config.num_layers) == (6, 64, 1)
+    with pytest.raises(ConfigError, match="preset"):
+        config.load_config("tiny-segdit", ["model.preset=DiT-M/2"])

@@ -1,4 +1,4 @@
-"""STDiT and DiffuserSTDiT (seed 003): shapes, conditioning, null caption, save/load, sizes."""
+"""STDiT and DiffuserSTDiT (Open-Sora): shapes, conditioning, null caption, save/load, sizes."""
 
 from __future__ import annotations
 
@@ -6,12 +6,14 @@ import pytest
 import torch
 
 from text2video.diffusion.conditioning import Conditioning
+from text2video.diffusion.denoise import denoise
 from text2video.errors import ModelError
-from text2video.models import build_model, denoise, load_model
-from text2video.models.stdit import STDIT_SIZES, DiffuserSTDiT, STDiT, stdit_config
+from text2video.models import build_model, load_model
+from text2video.models.stdit import DiffuserSTDiT, STDiT
 
-TINY = dict(input_size=(4, 8, 8), in_channels=4, out_channels=4, hidden_size=32, depth=2, num_heads=2,
-            caption_channels=16, model_max_length=6)
+TINY = dict(
+    input_size=(4, 8, 8), in_channels=4, out_channels=4, hidden_size=32, depth=2, num_heads=2, caption_channels=16, model_max_length=6
+)
 
 
 def _perturb(model: torch.nn.Module) -> torch.nn.Module:
@@ -87,8 +89,7 @@ def test_forward_cond_maps_tokens_null_text_and_frames():
     tokens, tmask = torch.randn(2, 5, 16), torch.tensor([[True] * 5, [True, True, False, False, False]])
     image = torch.randn(2, 4, 3, 8, 8)
     fmask = torch.tensor([[True, False, False], [False, False, True]])
-    cond = Conditioning(text_tokens=tokens, text_mask=tmask, image=image, frame_mask=fmask,
-                        null_text=torch.tensor([False, True]))
+    cond = Conditioning(text_tokens=tokens, text_mask=tmask, image=image, frame_mask=fmask, null_text=torch.tensor([False, True]))
     expected_image = torch.cat([image * fmask[:, None, :, None, None], fmask[:, None, :, None, None].float().expand(2, 1, 3, 8, 8)], 1)
     with torch.no_grad():
         got = denoise(model, x, t, cond)
@@ -117,7 +118,7 @@ def test_diffuser_wrapper_matches_stdit_and_round_trips(tmp_path):
     with torch.no_grad():
         out = wrapper(x, t, encoder_hidden_states=ehs, mask=mask)
         inner = wrapper.model(x, t, ehs[:, None], mask)
-        one_token = wrapper(x, t, encoder_hidden_states=torch.randn(2, 1, 16)).sample  # seed's [B, 1, D]
+        one_token = wrapper(x, t, encoder_hidden_states=torch.randn(2, 1, 16)).sample  # Open-Sora's [B, 1, D]
     assert out.sample.shape == (2, 4, 2, 8, 8) and one_token.shape == (2, 4, 2, 8, 8)
     torch.testing.assert_close(out.sample, inner)
     assert wrapper(x, t, ehs, return_dict=False)[0].shape == (2, 4, 2, 8, 8)
@@ -138,18 +139,19 @@ def test_stdit_save_load_and_registry(tmp_path):
 
 
 def test_named_sizes_follow_dit():
-    assert set(STDIT_SIZES) == {"STDiT-S/2", "STDiT-B/2", "STDiT-L/2", "STDiT-XL/2"}
-    assert dict(STDIT_SIZES["STDiT-XL/2"]) == dict(depth=28, hidden_size=1152, num_heads=16)
+    assert set(STDiT.PRESETS) == {"STDiT-S/2", "STDiT-B/2", "STDiT-L/2", "STDiT-XL/2"}
+    assert dict(STDiT.PRESETS["STDiT-XL/2"]) == dict(depth=28, hidden_size=1152, num_heads=16, patch_size=(1, 2, 2))
     with torch.device("meta"):
-        model = STDiT.from_size("STDiT-S/2", input_size=(4, 8, 8), caption_channels=16)
+        model = STDiT.from_preset("STDiT-S/2", input_size=(4, 8, 8), caption_channels=16)
     assert len(model.blocks) == 12 and model.config.hidden_size == 384 and tuple(model.config.patch_size) == (1, 2, 2)
-    with pytest.raises(ModelError, match="unknown STDiT size"):
-        stdit_config("STDiT-M/2")
+    with pytest.raises(ModelError, match="unknown STDiT preset"):
+        STDiT.preset_config("STDiT-M/2")
 
 
 @pytest.mark.parametrize("preset", ["tiny-stdit", "stdit-gpu-64"])
 def test_presets_build(preset):
-    config = pytest.importorskip("text2video.config")
+    import text2video.config as config
+
     cfg = config.load_config(preset)
     with torch.device("meta"):
         model = build_model(cfg.model.name, **cfg.model.kwargs)

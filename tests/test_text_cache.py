@@ -114,9 +114,9 @@ def test_entry_of_another_text_is_rejected(tmp_path, bert_folder, caplog):
     target.parent.mkdir(parents=True, exist_ok=True)
     target.write_bytes(cache.path_for("a red ball").read_bytes())
     fresh = EmbeddingCache(tmp_path, encoder)
-    with caplog.at_level(logging.WARNING, logger="text2video.text.cache"):
+    with caplog.at_level(logging.WARNING, logger="text2video.io.store"):
         out = fresh.encode(["a blue square"])
-    assert fresh.misses == 1 and "another encoder or text" in caplog.text
+    assert fresh.misses == 1 and "another owner or key" in caplog.text
     torch.testing.assert_close(out.pooled, encoder.encode(["a blue square"]).pooled)
 
 
@@ -125,7 +125,7 @@ def test_corrupt_entry_is_reencoded_and_rewritten(tmp_path, bert_folder, caplog)
     EmbeddingCache(tmp_path, encoder).encode(["a red ball"])
     cache = EmbeddingCache(tmp_path, encoder)
     cache.path_for("a red ball").write_bytes(b"not a safetensors file")
-    with caplog.at_level(logging.WARNING, logger="text2video.text.cache"):
+    with caplog.at_level(logging.WARNING, logger="text2video.io.store"):
         out = cache.encode(["a red ball"])
     assert cache.misses == 1 and "unreadable" in caplog.text
     torch.testing.assert_close(out.pooled, encoder.encode(["a red ball"]).pooled)

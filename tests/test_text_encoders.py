@@ -76,7 +76,7 @@ def test_bert_mean_pooling_matches_seed_formula(bert):
     for i, ids in enumerate(rows):
         with torch.no_grad():
             states = model(input_ids=torch.tensor([ids])).last_hidden_state[0]
-        # seed 001: mean over the real tokens without the leading [CLS]
+        # text2video-from-scratch: mean over the real tokens without the leading [CLS]
         expected = states[1:].mean(dim=0)
         torch.testing.assert_close(out.pooled[i], expected, atol=1e-5, rtol=1e-4)
         torch.testing.assert_close(out.tokens[i, : len(ids)], states, atol=1e-5, rtol=1e-4)

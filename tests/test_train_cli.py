@@ -7,6 +7,7 @@ import subprocess
 import sys
 
 import pytest
+import torch
 
 from text2video.cli import main
 
@@ -30,14 +31,13 @@ TINY = [
 
 @pytest.fixture(scope="module")
 def trained_run(tmp_path_factory):
-    pytest.importorskip("text2video.models.unet3d")
     run = tmp_path_factory.mktemp("cli") / "run"
     assert main(["train", "--config", "tiny-cpu", *TINY, "--run-dir", str(run), "--no-progress"]) == 0
     return run
 
 
 def test_train_writes_a_run_folder(trained_run):
-    from text2video.train.checkpoint import list_checkpoints, read_state
+    from text2video.runs.checkpoint import list_checkpoints, read_state
 
     assert (trained_run / "config.yaml").is_file()
     assert (trained_run / "metrics.csv").read_text().count("\n") == 4  # header + 3 steps
@@ -52,7 +52,7 @@ def test_resume_latest_continues_to_more_steps(trained_run, tmp_path):
         main(["train", "--config", str(run / "config.yaml"), "train.steps=4", "--run-dir", str(run), "--resume", "latest", "--no-progress"])
         == 0
     )
-    from text2video.train.checkpoint import list_checkpoints, read_state
+    from text2video.runs.checkpoint import list_checkpoints, read_state
 
     assert read_state(list_checkpoints(run)[-1])["step"] == 4
 
@@ -98,7 +98,7 @@ def test_generate_from_run_and_from_exported_pipeline(trained_run, tmp_path, cap
     assert main(["export", str(trained_run), "--out", str(export)]) == 0
     assert (export / "pipeline.json").is_file()
     out_pipe = tmp_path / "from_pipe"
-    # seed 001's flags
+    # text2video-from-scratch's flags
     assert (
         main(
             [
@@ -133,7 +133,6 @@ def test_generate_refuses_a_pickle_checkpoint(tmp_path, capsys):
 
 
 def test_demo_quick_writes_videos_report_and_scores(tmp_path, capsys):
-    pytest.importorskip("text2video.eval.adherence")
     out = tmp_path / "demo"
     assert main(["demo", "--quick", "--out", str(out), "--json"]) == 0
     report = json.loads(capsys.readouterr().out)
@@ -149,7 +148,6 @@ def test_demo_quick_writes_videos_report_and_scores(tmp_path, capsys):
 
 @pytest.mark.slow
 def test_two_process_accelerate_launch_on_cpu(tmp_path):
-    pytest.importorskip("text2video.models.unet3d")
     run = tmp_path / "ddp"
     env = dict(os.environ, OMP_NUM_THREADS="1")
     # on a machine without GPUs, accelerate's --multi_gpu launcher (torchrun) starts CPU processes on gloo
@@ -158,7 +156,7 @@ def test_two_process_accelerate_launch_on_cpu(tmp_path):
            *TINY, "train.steps=2", "--run-dir", str(run), "--no-progress"]  # fmt: skip
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    from text2video.train.checkpoint import list_checkpoints, read_state
+    from text2video.runs.checkpoint import list_checkpoints, read_state
 
     state = read_state(list_checkpoints(run)[-1])
     assert state["world_size"] == 2 and state["step"] == 2
@@ -173,6 +171,32 @@ def test_load_pipeline_accepts_a_run_folder(trained_run):
     pipe = t2v.load_pipeline(trained_run)
     out = pipe("a green circle moving down", steps=2, seed=0, progress=False)
     assert tuple(out.videos.shape) == (1, 3, 4, 16, 16)
+
+
+def test_one_loader_for_a_run_a_checkpoint_and_a_pipeline_folder(trained_run, tmp_path):
+    """A checkpoint folder loads its own weights; checkpoint/use_ema refuse a pipeline folder; files and
+    missing folders are clear errors."""
+    import text2video as t2v
+    from text2video.errors import CheckpointError, ConfigError
+    from text2video.pipelines.from_run import export_run
+    from text2video.runs.checkpoint import list_checkpoints
+
+    first = list_checkpoints(trained_run)[0]
+    by_folder = t2v.load_pipeline(first, use_ema=False)
+    by_run = t2v.load_pipeline(trained_run, checkpoint=first, use_ema=False)
+    for a, b in zip(by_folder.model.state_dict().values(), by_run.model.state_dict().values()):
+        assert torch.equal(a, b)
+    ema = t2v.load_pipeline(first)  # the checkpoint's EMA weights, not its live ones
+    assert any(not torch.equal(a, b) for a, b in zip(by_folder.model.state_dict().values(), ema.model.state_dict().values()))
+    pipe_dir = export_run(trained_run, tmp_path / "pipe")
+    assert t2v.load_pipeline(pipe_dir).defaults.num_frames == 4
+    with pytest.raises(ConfigError, match="run folders only"):
+        t2v.load_pipeline(pipe_dir, use_ema=False)
+    with pytest.raises(CheckpointError, match="does not exist"):
+        t2v.load_pipeline(tmp_path / "nothing")
+    (tmp_path / "model.pt").write_bytes(b"x")
+    with pytest.raises(CheckpointError, match="is a file"):
+        t2v.load_pipeline(tmp_path / "model.pt")
 
 
 def test_demo_prompts_are_distinct_and_split_by_the_holdout():

@@ -1,28 +1,26 @@
-"""Unet3D (seed 001): shapes, conditioning paths, options, round trips."""
+"""Unet3D (text2video-from-scratch): shapes, conditioning paths, options, round trips."""
 
 from __future__ import annotations
 
 import pytest
 import torch
-
-from text2video.diffusion.conditioning import Conditioning
-from text2video.errors import ModelError
-from text2video.models.adapter import denoise
-from text2video.models.registry import load_model
 import torch.nn.functional as F
 
+from text2video.backends.cpu.fused_norm import rms_scale_shift_silu
+from text2video.backends.cpu.short_attention import short_sequence_attention
+from text2video.backends.cpu.small_map_conv import conv3x3_gemm_backward
+from text2video.diffusion.conditioning import Conditioning
+from text2video.diffusion.denoise import denoise
+from text2video.errors import ModelError
+from text2video.models.registry import load_model
 from text2video.models.unet3d import (
     RelativePositionBias,
     SpatialLinearAttention,
     TemporalAttention,
     Unet3D,
-    fold_frames,
-    unfold_frames,
 )
-from text2video.nn.fused_norm import rms_scale_shift_silu
+from text2video.nn.frames import fold_frames, unfold_frames
 from text2video.nn.rotary import rotary_angles, rotate_features, rotate_rows
-from text2video.nn.short_attention import short_sequence_attention
-from text2video.nn.small_map_conv import conv3x3_gemm_backward
 
 TINY = dict(dim=8, cond_dim=6, dim_mults=(1, 2), attn_heads=2, attn_dim_head=8, spatial_attn_dim_head=8)
 
@@ -45,7 +43,11 @@ def test_fold_unfold_round_trip():
     folded = fold_frames(x)
     assert folded.shape == (8, 3, 5, 6)
     assert torch.equal(folded[1 * 4 + 2], x[1, :, 2])
-    assert torch.equal(unfold_frames(folded, 2), x)
+    assert torch.equal(unfold_frames(folded, 4), x)
+    assert torch.equal(fold_frames(x, torch.channels_last), folded)
+    assert fold_frames(x, torch.channels_last).is_contiguous(memory_format=torch.channels_last)
+    with pytest.raises(ValueError, match="whole number"):
+        unfold_frames(folded, 3)
 
 
 def test_size_not_divisible_is_a_clear_error():
@@ -63,7 +65,7 @@ def test_unknown_block_type_or_norm():
         tiny(block_type="fancy")
     with pytest.raises(ModelError, match="block_norm"):
         tiny(block_norm="batch")
-    assert tiny(block_type="basic") is not None  # the seed config's value
+    assert tiny(block_type="basic") is not None  # text2video-from-scratch's config value
 
 
 @torch.no_grad()
@@ -172,7 +174,15 @@ def test_gradient_checkpointing_gives_the_same_gradients():
 
 @pytest.mark.parametrize(
     "options",
-    [dict(attn_3d=True), dict(frame_pos_emb=True), dict(cond_norm=True), dict(block_norm="group"), dict(block_norm="layer"), dict(cond_dim=None), dict(use_sparse_linear_attn=False, init_dim=12)],
+    [
+        dict(attn_3d=True),
+        dict(frame_pos_emb=True),
+        dict(cond_norm=True),
+        dict(block_norm="group"),
+        dict(block_norm="layer"),
+        dict(cond_dim=None),
+        dict(use_sparse_linear_attn=False, init_dim=12),
+    ],
 )
 def test_options_build_run_and_train(options):
     model = tiny(**options).train()
@@ -260,7 +270,7 @@ def test_spatial_linear_attention_matches_the_formula(channels, size):
         attn.to_out.bias.normal_()
     x = torch.randn(3, channels, size, size, dtype=torch.double)
     attn = attn.double()
-    # the seed's formula, written out: softmax of q over features, of k over pixels, context = k v^T
+    # video-diffusion-pytorch's formula, written out: softmax of q over features, of k over pixels, context = k v^T
     tokens = attn.norm.normed_tokens(x).reshape(3, size * size, channels)
     q, k, v = (tokens @ w.t() for w in attn.to_qkv.weight.chunk(3))  # (BT, N, heads*d)
     q = q.view(3, -1, 2, 8).softmax(dim=-1) * 8**-0.5
@@ -282,12 +292,12 @@ def test_spatial_linear_attention_matches_the_formula(channels, size):
     ],
 )
 def test_small_map_convolutions_take_the_gemm_path(monkeypatch, c_in, c_out, size, grad, taken):
-    from text2video.models import unet3d
+    from text2video.backends.cpu import unet3d
 
     calls = []
     real = unet3d.conv3x3_gemm_backward
     monkeypatch.setattr(unet3d, "conv3x3_gemm_backward", lambda *a: calls.append(1) or real(*a))
-    conv = unet3d.Conv2d(c_in, c_out, 3, padding=1)
+    conv = unet3d.FastConv2d(c_in, c_out, 3, padding=1)
     x = torch.randn(2, c_in, size, size)
     with torch.set_grad_enabled(grad):
         out = conv(x)
@@ -312,8 +322,8 @@ def test_small_map_convolutions_take_the_gemm_path(monkeypatch, c_in, c_out, siz
     ],
 )
 def test_training_convolutions_take_the_winograd_path(monkeypatch, c_in, c_out, size, grad, tile):
-    from text2video.models import unet3d
-    from text2video.nn import cpu_kernels
+    from text2video.backends.cpu import kernels as cpu_kernels
+    from text2video.backends.cpu import unet3d
 
     if cpu_kernels.load() is None:
         pytest.skip("no C compiler here: the kernels cannot be built")
@@ -321,7 +331,7 @@ def test_training_convolutions_take_the_winograd_path(monkeypatch, c_in, c_out, 
     real = unet3d.conv3x3_winograd
     monkeypatch.setattr(unet3d, "conv3x3_winograd", lambda *a: tiles.append(a[-1]) or real(*a))
     torch.manual_seed(0)
-    conv = unet3d.Conv2d(c_in, c_out, 3, padding=1)
+    conv = unet3d.FastConv2d(c_in, c_out, 3, padding=1)
     x = torch.randn(2, c_in, size, size)
     with torch.set_grad_enabled(grad):
         out = conv(x)
@@ -331,8 +341,12 @@ def test_training_convolutions_take_the_winograd_path(monkeypatch, c_in, c_out, 
 
 @pytest.mark.parametrize("channels,size", [(8, 4), (32, 2)])  # many tokens per frame (rotated weights), few (rotated features)
 def test_temporal_attention_chunks_and_paths_agree(channels, size):
+    from text2video.backends.cpu.unet3d import FastTemporalAttention
+
     batch, frames = 2, 5
-    layer = TemporalAttention(channels, 2, 8).double()
+    plain = TemporalAttention(channels, 2, 8).double()
+    layer = FastTemporalAttention(channels, 2, 8).double()
+    layer.load_state_dict(plain.state_dict())
     x = torch.randn(batch * frames, channels, size, size, dtype=torch.double).contiguous(memory_format=torch.channels_last)
     angles = rotary_angles(frames, 8, x.device).double()
     bias = RelativePositionBias(2).double()(frames, x.device)
@@ -357,6 +371,8 @@ def test_temporal_attention_chunks_and_paths_agree(channels, size):
     ref = F.scaled_dot_product_attention(rot(q), rot(k), v, attn_mask=bias)
     ref = layer.to_out(ref.permute(0, 3, 1, 2, 4).reshape(batch, frames, size, size, 16))
     torch.testing.assert_close(whole.permute(0, 2, 3, 1).reshape_as(ref), ref)
+    # the model's own (plain) layer computes the same
+    torch.testing.assert_close(plain(x, batch, angles, bias.detach()), whole)
 
 
 def test_rms_scale_shift_silu_matches_composition():
@@ -373,10 +389,10 @@ def test_rms_scale_shift_silu_matches_composition():
 
 @pytest.mark.parametrize("kernel,stride", [(3, 1), (4, 2)])
 def test_conv2d_on_channels_last_input_keeps_plain_gradients(kernel, stride):
-    from text2video.models.unet3d import Conv2d
+    from text2video.backends.cpu.unet3d import FastConv2d
 
     torch.manual_seed(0)
-    conv = Conv2d(16, 24, kernel, stride, 1)
+    conv = FastConv2d(16, 24, kernel, stride, 1)
     x = torch.randn(3, 16, 8, 8).contiguous(memory_format=torch.channels_last).requires_grad_(True)
     out = conv(x)
     grad = torch.randn_like(out)

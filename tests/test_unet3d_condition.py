@@ -1,5 +1,5 @@
-"""`UNet3DConditionModel`: seed 000's shape tables, the inflated layers, the VideoCrafter options
-(seed 002), gradient checkpointing, save/load, freezing and the `forward_cond` protocol."""
+"""`UNet3DConditionModel`: AnimateDiff's shape tables, the inflated layers, the VideoCrafter options,
+gradient checkpointing, save/load, freezing and the `forward_cond` protocol."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ import torch
 from diffusers.models.embeddings import SinusoidalPositionalEmbedding
 
 from text2video.diffusion.conditioning import Conditioning
+from text2video.diffusion.denoise import denoise
 from text2video.errors import ModelError
-from text2video.models.adapter import denoise
 from text2video.models.registry import build_model, load_model
 from text2video.models.unet3d_condition import UNet3DConditionModel
 from text2video.models.unet3d_condition_blocks import ResnetBlock3D, Upsample3D
@@ -17,8 +17,13 @@ from text2video.nn.motion import TemporalTransformer, interleaved_positions
 
 # SD 1.5's width ratios (320, 640, 1280, 1280) at CPU size.
 TINY = dict(
-    block_out_channels=(8, 16, 32, 32), layers_per_block=1, num_attention_heads=2, cross_attention_dim=16,
-    norm_num_groups=4, motion_num_attention_heads=2, motion_norm_num_groups=4,
+    block_out_channels=(8, 16, 32, 32),
+    layers_per_block=1,
+    num_attention_heads=2,
+    cross_attention_dim=16,
+    norm_num_groups=4,
+    motion_num_attention_heads=2,
+    motion_norm_num_groups=4,
 )
 
 
@@ -45,7 +50,7 @@ def _batch(b: int = 2, t: int = 2, size: int = 8):
     )
 
 
-def test_seed000_shape_tables_hold_block_by_block():
+def test_animatediff_shape_tables_hold_block_by_block():
     model = _model(layers_per_block=2).eval()  # SD 1.5's two ResNet layers per block
     b, t, h, w = 2, 3, 16, 16
     x, ts, text = _batch(b, t, h)  # H = W = 16: three halvings down to 2
@@ -54,6 +59,7 @@ def test_seed000_shape_tables_hold_block_by_block():
     def hook(name):
         def record(module, args, output):
             seen[name] = (tuple(args[0].shape), tuple((output[0] if isinstance(output, tuple) else output).shape))
+
         return record
 
     for i, blk in enumerate(model.down_blocks):
@@ -91,7 +97,7 @@ def test_resnet_block_table_is_per_frame_with_time_embedding_and_shortcut():
     x, temb = torch.randn(2, 8, 3, 6, 6), torch.randn(2, 12)
     out = block(x, temb)
     assert out.shape == (2, 16, 3, 6, 6) and block.conv_shortcut is not None
-    # Independent computation of one frame, following seed 000's table 1.2.
+    # Independent computation of one frame, following AnimateDiff's table 1.2.
     f = x[:, :, 1]
     h = block.conv1(torch.nn.functional.silu(torch.nn.functional.group_norm(f, 4, block.norm1.weight, block.norm1.bias, 1e-5)))
     h = h + block.time_emb_proj(torch.nn.functional.silu(temb))[:, :, None, None]

@@ -31,7 +31,10 @@ def _pair(**option):
 
 def test_options_start_as_the_plain_model_then_change_it():
     x, t = torch.randn(2, 3, 4, 8, 8), torch.tensor([3, 700])
-    for option, last in (("frame_cond", lambda m: m.frame_cond_mlp[2].weight), ("text_cross_attn", lambda m: m.mid.cross_attn.to_out.weight)):
+    for option, last in (
+        ("frame_cond", lambda m: m.frame_cond_mlp[2].weight),
+        ("text_cross_attn", lambda m: m.mid.cross_attn.to_out.weight),
+    ):
         plain, extended = _pair(**{option: True})
         with torch.no_grad():
             torch.testing.assert_close(extended.forward_cond(x, t, _cond()), plain.forward_cond(x, t, _cond()))
@@ -67,10 +70,14 @@ def test_cross_attention_ignores_padding_and_dropped_captions():
         other = Conditioning(text_tokens=padded, text_mask=cond.text_mask, text_pooled=cond.text_pooled, null_text=cond.null_text)
         torch.testing.assert_close(model.forward_cond(x, t, other)[0], base[0])
         # a dropped caption sees only the null token: its tokens no longer matter
-        dropped = Conditioning(text_tokens=torch.randn(2, 5, 16), text_mask=cond.text_mask, text_pooled=cond.text_pooled, null_text=torch.tensor([True, True]))
-        dropped2 = Conditioning(text_tokens=torch.randn(2, 5, 16), text_mask=cond.text_mask, text_pooled=cond.text_pooled, null_text=torch.tensor([True, True]))
+        dropped = Conditioning(
+            text_tokens=torch.randn(2, 5, 16), text_mask=cond.text_mask, text_pooled=cond.text_pooled, null_text=torch.tensor([True, True])
+        )
+        dropped2 = Conditioning(
+            text_tokens=torch.randn(2, 5, 16), text_mask=cond.text_mask, text_pooled=cond.text_pooled, null_text=torch.tensor([True, True])
+        )
         torch.testing.assert_close(model.forward_cond(x, t, dropped), model.forward_cond(x, t, dropped2))
-        # the seed's forward (pooled only) uses the null token, like a dropped caption
+        # the original forward (pooled only) uses the null token, like a dropped caption
         torch.testing.assert_close(model(x, t, None), model.forward_cond(x, t, dropped))
 
 

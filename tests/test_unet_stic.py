@@ -1,4 +1,4 @@
-"""UNetSTIC (seed 003): (B, T, C, H, W) input, conditioning, layouts, null text, save/load."""
+"""UNetSTIC (Open-Sora): (B, T, C, H, W) input, conditioning, layouts, null text, save/load."""
 
 from __future__ import annotations
 
@@ -6,13 +6,24 @@ import pytest
 import torch
 
 from text2video.diffusion.conditioning import Conditioning
+from text2video.diffusion.denoise import denoise
 from text2video.errors import ModelError
-from text2video.models import build_model, denoise, load_model
+from text2video.models import build_model, load_model
 from text2video.models.unet_stic import UNetSTIC
 
-TINY = dict(sample_size=8, in_channels=8, out_channels=4, block_out_channels=(16, 32),
-            down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"), up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
-            layers_per_block=1, cross_attention_dim=12, attention_head_dim=8, norm_num_groups=8, num_frames=3)
+TINY = dict(
+    sample_size=8,
+    in_channels=8,
+    out_channels=4,
+    block_out_channels=(16, 32),
+    down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
+    up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
+    layers_per_block=1,
+    cross_attention_dim=12,
+    attention_head_dim=8,
+    norm_num_groups=8,
+    num_frames=3,
+)
 
 
 def _perturb(model: torch.nn.Module) -> torch.nn.Module:
@@ -76,8 +87,7 @@ def test_forward_cond_layout_null_text_and_frames():
     t = torch.tensor([5, 700])
     tokens, tmask = torch.randn(2, 4, 12), torch.tensor([[True] * 4, [True, False, False, False]])
     image, fmask = torch.randn(2, 4, 3, 8, 8), torch.tensor([[True, False, False], [True, True, False]])
-    cond = Conditioning(text_tokens=tokens, text_mask=tmask, image=image, frame_mask=fmask,
-                        null_text=torch.tensor([False, True]))
+    cond = Conditioning(text_tokens=tokens, text_mask=tmask, image=image, frame_mask=fmask, null_text=torch.tensor([False, True]))
     given = torch.cat([image * fmask[:, None, :, None, None], fmask[:, None, :, None, None].float().expand(2, 1, 3, 8, 8)], 1)
     with torch.no_grad():
         got = denoise(model, x_t, t, cond)
@@ -104,7 +114,8 @@ def test_bad_block_types_are_named():
 
 
 def test_tiny_preset_runs_on_its_data_size():
-    config = pytest.importorskip("text2video.config")
+    import text2video.config as config
+
     cfg = config.load_config("tiny-unet-stic")
     model = build_model(cfg.model.name, **cfg.model.kwargs)
     x = torch.zeros(1, 3, 2, cfg.data.size, cfg.data.size)

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 
 import torch
 from torch import nn
 
 from text2video.config import config_from_dict
-from text2video.models.adapter import denoise
+from text2video.diffusion.denoise import denoise
+from text2video.text.encoders import TextEmbeddings as ToyEmbeddings
 
 
 class ToyDenoiser(nn.Module):
@@ -44,17 +44,6 @@ class ToyObjective:
         x_t = a * x0 + (1 - a**2).sqrt() * noise
         pred = denoise(model, x_t, t, cond)
         return ((pred - noise) ** 2).mean(), {}
-
-
-try:
-    from text2video.text.encoders import TextEmbeddings as ToyEmbeddings
-except ImportError:  # the text package is not there yet
-
-    @dataclass
-    class ToyEmbeddings:
-        tokens: torch.Tensor
-        mask: torch.Tensor
-        pooled: torch.Tensor
 
 
 class ToyTextEncoder:

@@ -335,13 +335,9 @@ def _check_latent(config: Config) -> None:
 
 
 def _model_presets(cls: type) -> Optional[list[str]]:
-    """Preset names of a model class with ``from_preset`` (from its module's ``PRESETS``), else None."""
-    import sys
-
-    if not hasattr(cls, "from_preset"):
-        return None
-    presets = getattr(sys.modules.get(cls.__module__), "PRESETS", None)
-    return sorted(presets) if presets is not None else []
+    """Preset names of a model class (its ``PRESETS`` table, `text2video.models.presets`), else None."""
+    presets = getattr(cls, "PRESETS", None)
+    return sorted(presets) if presets is not None else None
 
 
 def _check_training_options(config: Config) -> None:
@@ -361,24 +357,17 @@ def _check_training_options(config: Config) -> None:
             f"{config.model.name!r} has none: use train.trainable=all"
         )
     if t.gradient_checkpointing and not getattr(cls, "_supports_gradient_checkpointing", False):
-        raise ConfigError(
-            f"train.gradient_checkpointing: model {config.model.name!r} does not support it; set it to false"
-        )
+        raise ConfigError(f"train.gradient_checkpointing: model {config.model.name!r} does not support it; set it to false")
 
 
 def _check_model(model: ModelConfig) -> None:
     from .errors import ModelError
     from .models.registry import MODELS, model_class
 
-    if model.name not in MODELS:
-        try:
-            model_class(model.name)
-        except ModelError:
-            raise _unknown("model.name", model.name, sorted(MODELS)) from None
     try:
         cls = model_class(model.name)
     except ModelError:
-        return  # registered but not part of this installation yet; building it will say so
+        raise _unknown("model.name", model.name, sorted(MODELS)) from None
     params = inspect.signature(cls.__init__).parameters
     if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
         return
@@ -394,11 +383,9 @@ def _check_model(model: ModelConfig) -> None:
             raise _unknown(f"key of model {model.name!r}", f"model.{key}", [f"model.{a}" for a in allowed])
 
 
-def _objective_fields() -> Optional[list[str]]:
-    try:
-        from .diffusion.objective import ObjectiveConfig
-    except ImportError:
-        return None
+def _objective_fields() -> list[str]:
+    from .diffusion.objective import ObjectiveConfig
+
     return [f.name for f in dataclasses.fields(ObjectiveConfig)]
 
 
@@ -409,9 +396,6 @@ def _check_diffusion(diffusion: DiffusionConfig) -> None:
             "text is dropped for classifier-free guidance) instead"
         )
     allowed = _objective_fields()
-    if allowed is None:
-        return
-    allowed = [a for a in allowed if a != "cond_drop_prob"]
     for key in diffusion.kwargs:
         if key not in allowed:
             raise _unknown("key", f"diffusion.{key}", [f"diffusion.{a}" for a in allowed])
@@ -426,10 +410,8 @@ def _check_diffusion(diffusion: DiffusionConfig) -> None:
 
 
 def _check_sampler(name: str) -> None:
-    try:
-        from .diffusion.schedule import SAMPLERS, resolve_sampler
-    except ImportError:
-        return
+    from .diffusion.schedule import SAMPLERS, resolve_sampler
+
     try:
         resolve_sampler(name)
     except ConfigError:
@@ -511,16 +493,11 @@ def load_config(source: str | Path | None = None, overrides: Optional[list[str]]
     return config_from_dict(apply_overrides(data, list(overrides or [])))
 
 
-def objective_config(config: Config, for_training: bool = True) -> Any:
-    """The ``ObjectiveConfig`` of this run's ``diffusion`` section.
-
-    For training its ``cond_drop_prob`` is 0: the trainer drops the text itself (``train.cond_drop``).
-    """
+def objective_config(config: Config) -> Any:
+    """The ``ObjectiveConfig`` of this run's ``diffusion`` section (guidance dropping is ``train.cond_drop``)."""
     from .diffusion.objective import ObjectiveConfig
 
     kwargs = dict(config.diffusion.kwargs)
-    if for_training:
-        kwargs["cond_drop_prob"] = 0.0
     try:
         return ObjectiveConfig(**kwargs)
     except TypeError as exc:

@@ -25,8 +25,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--fps", type=float, default=8.0)
     s.add_argument("--format", choices=("gif", "mp4"), default="gif")
     s.add_argument("--split", choices=("seen", "held_out", "all"), default="seen", help="shapes: which combinations")
-    s.add_argument("--holdout", action="append", metavar="RULE",
-                   help="shapes: hold out e.g. 'blue triangle' (repeatable; default: the built-in rules)")
+    s.add_argument(
+        "--holdout", action="append", metavar="RULE", help="shapes: hold out e.g. 'blue triangle' (repeatable; default: the built-in rules)"
+    )
     s.add_argument("--background", choices=("black", "gray", "noise"), default="black", help="shapes background")
     s.add_argument("--digits", default="1", metavar="N[,N]", help="digits per video: 1, 2 or 1,2 (default 1)")
     s.set_defaults(func=run_synth)
@@ -68,8 +69,9 @@ def run_synth(args: argparse.Namespace) -> int:
     if args.kind == "shapes":
         try:
             holdout = tuple(args.holdout) if args.holdout else DEFAULT_HOLDOUT
-            dataset: Any = ShapesDataset(args.n, args.frames, args.size, args.seed, holdout, args.split,
-                                         background=args.background, fps=args.fps)
+            dataset: Any = ShapesDataset(
+                args.n, args.frames, args.size, args.seed, holdout, args.split, background=args.background, fps=args.fps
+            )
         except ValueError as exc:  # a bad holdout rule
             raise DataError(str(exc)) from exc
     else:
@@ -87,11 +89,14 @@ def run_synth(args: argparse.Namespace) -> int:
             stem = f"{args.kind}_{index:0{width}d}"
             write_video(sample.frames, out / f"{stem}.{args.format}", fps=args.fps)
             (out / f"{stem}.txt").write_text(sample.text + "\n", encoding="utf-8")
-            record = {"file": f"{stem}.{args.format}", "text": sample.text, "factors": sample.factors,
-                      "centres": sample.centres.round(3).tolist()}
+            record = {
+                "file": f"{stem}.{args.format}",
+                "text": sample.text,
+                "factors": sample.factors,
+                "centres": sample.centres.round(3).tolist(),
+            }
             factors_file.write(json.dumps(record) + "\n")
-    print(f"wrote {args.n} {args.kind} videos ({args.frames} frames, {args.size}x{args.size}, "
-          f"{args.fps:g} fps) with captions to {out}")
+    print(f"wrote {args.n} {args.kind} videos ({args.frames} frames, {args.size}x{args.size}, {args.fps:g} fps) with captions to {out}")
     return 0
 
 
@@ -102,8 +107,16 @@ def run_msrvtt(args: argparse.Namespace) -> int:
     from text2video.data.msrvtt import convert_msrvtt
 
     report = convert_msrvtt(
-        args.videos, args.annotations, args.out, size=args.size, num_frames=args.frames or None,
-        fps=args.fps or None, captions=args.captions, split=args.split, limit=args.limit, suffix=f".{args.format}",
+        args.videos,
+        args.annotations,
+        args.out,
+        size=args.size,
+        num_frames=args.frames or None,
+        fps=args.fps or None,
+        captions=args.captions,
+        split=args.split,
+        limit=args.limit,
+        suffix=f".{args.format}",
     )
     print(f"{report.summary()} -> {args.out}")
     return 0 if report.converted else 1
@@ -138,8 +151,7 @@ def inspect_folder(folder: Path) -> tuple[dict[str, Any], list[Any]]:
         "videos": len(files),
         "readable": len(readable),
         "formats": dict(sorted(Counter(Path(v.path).suffix.lower().lstrip(".") for v in readable).items())),
-        "frames": {"min": min(frames), "median": statistics.median(frames), "max": max(frames), "total": sum(frames)}
-        if frames else None,
+        "frames": {"min": min(frames), "median": statistics.median(frames), "max": max(frames), "total": sum(frames)} if frames else None,
         "sizes": {f"{w}x{h}": c for (w, h), c in Counter((v.width, v.height) for v in readable).most_common()},
         "fps": {f"{fps:g}": c for fps, c in Counter(round(v.fps, 3) for v in readable).most_common()},
         "missing_captions": len(missing),

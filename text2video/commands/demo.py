@@ -140,8 +140,8 @@ def run_demo(
     from ..config import load_config
     from ..data import make_dataset
     from ..eval.adherence import judge_batch
+    from ..io.grid import video_grid
     from ..io.video import tensor_to_frames, write_video
-    from ..train.grid import video_grid
     from ..train.trainer import Trainer
 
     start = time.perf_counter()

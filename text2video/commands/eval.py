@@ -21,22 +21,36 @@ log = logging.getLogger(__name__)
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("eval", help="judge prompt adherence (shapes), FVD/FID, CLIP similarity; write a report",
-                       description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = sub.add_parser(
+        "eval",
+        help="judge prompt adherence (shapes), FVD/FID, CLIP similarity; write a report",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--videos", type=Path, help="folder of GIF/MP4 videos with same-stem .txt captions")
-    src.add_argument("--model", type=Path, help="pipeline folder to generate from (pipeline.json + model/, as saved by save_pretrained or export)")
+    src.add_argument(
+        "--model", type=Path, help="pipeline folder to generate from (pipeline.json + model/, as saved by save_pretrained or export)"
+    )
     p.add_argument("--data", default="shapes", help="real videos for FVD/FID: 'shapes' (rendered) or a folder (default shapes)")
-    p.add_argument("--n", type=int, default=None,
-                   help="--model: videos to generate, half seen and half held-out (default 32); --videos: judge the first N")
+    p.add_argument(
+        "--n",
+        type=int,
+        default=None,
+        help="--model: videos to generate, half seen and half held-out (default 32); --videos: judge the first N",
+    )
     p.add_argument("--frames", type=int, default=None, help="frames per video (default: the pipeline's / the videos')")
     p.add_argument("--size", type=int, default=None, help="frame size (default: the pipeline's / the videos')")
     p.add_argument("--steps", type=int, default=None, help="sampling steps (default: the pipeline's)")
     p.add_argument("--guidance-scale", type=float, default=None, help="classifier-free guidance scale")
     p.add_argument("--seed", type=int, default=0, help="seed of prompts, samples and reference videos (default 0)")
     p.add_argument("--batch-size", type=int, default=8, help="videos per generation batch (default 8)")
-    p.add_argument("--holdout", action="append", metavar="RULE",
-                   help="held-out combination, e.g. 'blue triangle' (repeatable; default: the grammar's defaults)")
+    p.add_argument(
+        "--holdout",
+        action="append",
+        metavar="RULE",
+        help="held-out combination, e.g. 'blue triangle' (repeatable; default: the grammar's defaults)",
+    )
     p.add_argument("--i3d", type=Path, default=None, help="local I3D TorchScript file for FVD comparable with published numbers")
     p.add_argument("--inception", type=Path, default=None, help="local Inception TorchScript file for FID")
     p.add_argument("--clip", type=Path, default=None, help="local CLIP folder: also report CLIP similarity")
@@ -92,11 +106,16 @@ def _generate(args: argparse.Namespace, prompts: list[str], device: str, out_dir
     samples_dir.mkdir(parents=True, exist_ok=True)
     videos: list[torch.Tensor] = []
     fps = 8.0
-    options = {k: v for k, v in dict(num_frames=args.frames, height=args.size, width=args.size, steps=args.steps,
-                                     guidance_scale=args.guidance_scale).items() if v is not None}
+    options = {
+        k: v
+        for k, v in dict(
+            num_frames=args.frames, height=args.size, width=args.size, steps=args.steps, guidance_scale=args.guidance_scale
+        ).items()
+        if v is not None
+    }
     bar = tqdm(total=len(prompts), desc="generating", unit="video")
     for start in range(0, len(prompts), args.batch_size):
-        batch = prompts[start:start + args.batch_size]
+        batch = prompts[start : start + args.batch_size]
         out = pipe(batch, seed=args.seed + start, progress=False, **options)
         tensor = out.videos if hasattr(out, "videos") else out
         fps = float(getattr(out, "fps", fps))
@@ -227,12 +246,15 @@ def run(args: argparse.Namespace) -> int:
         batch = _uniform_batch(videos, args.frames)
         if batch is not None:
             sims = clip_similarity(batch, captions, args.clip, device=device)
-            result["clip_similarity"] = {"mean": sum(sims) / len(sims), "n": len(sims), "frames_per_video": 4,
-                                         "model": str(args.clip)}
+            result["clip_similarity"] = {"mean": sum(sims) / len(sims), "n": len(sims), "frames_per_video": 4, "model": str(args.clip)}
 
     picks = list(range(0, len(videos), max(1, len(videos) // 8)))[:8]
-    write_report(result, out_dir, [tensor_to_frames(videos[i]) for i in picks],
-                 [("[ok] " if verdicts[i].all_ok else "[x] ") + captions[i] for i in picks])
+    write_report(
+        result,
+        out_dir,
+        [tensor_to_frames(videos[i]) for i in picks],
+        [("[ok] " if verdicts[i].all_ok else "[x] ") + captions[i] for i in picks],
+    )
     if args.json:
         print(json.dumps({k: v for k, v in result.items() if k != "items"}, indent=2))
     else:

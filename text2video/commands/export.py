@@ -20,7 +20,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..train.export import export_run
+    from ..pipelines.from_run import export_run
 
     path = export_run(args.run, args.out, args.checkpoint, use_ema=not args.no_ema)
     print(f"pipeline folder: {path}")

@@ -17,7 +17,7 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
         "--model_path",
         dest="model",
         required=True,
-        help="a run folder (uses its latest checkpoint, EMA weights) or a pipeline folder (text2video export)",
+        help="a run folder (uses its latest checkpoint, EMA weights), one of its checkpoint folders, or a pipeline folder (text2video export)",
     )
     p.add_argument("--checkpoint", default="latest", help="with a run folder: latest (default) or a checkpoint folder")
     p.add_argument("--no-ema", action="store_true", help="with a run folder: use the live weights, not the EMA weights")
@@ -58,11 +58,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "generate",
         help="generate videos from text prompts",
         description="Generate videos from prompts with a trained run folder or an exported pipeline folder. "
-        "Seed 001's flags --text, --model_path, --output_dir, --batch_size and --cond_scale are accepted.",
+        "text2video-from-scratch's flags --text, --model_path, --output_dir, --batch_size and --cond_scale are accepted.",
         epilog='example: text2video generate "a red circle moving left" --model runs/tiny-cpu --steps 25 --guidance-scale 3',
     )
     p.add_argument("prompts", nargs="*", help="one or more prompts")
-    p.add_argument("--text", action="append", default=[], help="a prompt (seed 001's flag; may repeat)")
+    p.add_argument("--text", action="append", default=[], help="a prompt (text2video-from-scratch's flag; may repeat)")
     p.add_argument("--prompt-file", default=None, help="a text file with one prompt per line")
     p.add_argument(
         "--batch-size", "--batch_size", "--num-videos", dest="batch_size", type=int, default=1, help="videos per prompt (default 1)"
@@ -87,26 +87,13 @@ def collect_prompts(args: argparse.Namespace) -> list[str]:
 
 
 def load_for_cli(args: argparse.Namespace, kind: str = "TextToVideoPipeline") -> Any:
-    """The pipeline ``kind`` from ``--model`` (run folder or pipeline folder)."""
+    """The pipeline ``kind`` from ``--model`` (a run, checkpoint or pipeline folder)."""
     import torch
 
-    from ..errors import CheckpointError
-    from ..train.export import is_run_dir, pipeline_from_run
-
-    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    path = Path(args.model)
-    if path.suffix == ".pt" or path.is_file():
-        raise CheckpointError(
-            f"{path} is a file; --model takes a run folder (text2video train) or a pipeline folder (text2video export). "
-            "Seed 001's .pt checkpoints are not read: they are pickles."
-        )
-    if not path.is_dir():
-        raise CheckpointError(f"model folder {path} does not exist")
-    if is_run_dir(path):
-        return pipeline_from_run(path, args.checkpoint, use_ema=not args.no_ema, kind=kind, device=device)
     from ..pipelines import load_pipeline
 
-    return load_pipeline(path, kind, device=device)
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    return load_pipeline(args.model, kind, checkpoint=args.checkpoint, use_ema=not args.no_ema, device=device)
 
 
 def report_paths(args: argparse.Namespace, paths: list[Path], prompts: list[str]) -> None:

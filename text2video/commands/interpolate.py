@@ -12,7 +12,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "interpolate",
         help="fill the frames between two images, or interpolate between two videos",
         description="With --first and --last: a video that starts at the first image and ends at the last (kept exactly). "
-        "With --video1 and --video2 (seed 004's interpolate): --num-interp videos going from one clip to the other.",
+        "With --video1 and --video2 (DiffusionPlayground's interpolate): --num-interp videos going from one clip to the other.",
         epilog="example: text2video interpolate --first a.png --last b.png --model runs/tiny-cpu --frames 8",
     )
     p.add_argument("--first", help="first frame (image)")

@@ -22,7 +22,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "--model",
         action="append",
         default=[],
-        help="a pipeline folder (text2video export) or a run folder (text2video train); repeat to serve several",
+        help="a pipeline folder (text2video export), a run folder (text2video train) or one of its checkpoint folders; repeat to serve several",
     )
     p.add_argument("--models-dir", default=None, help="serve every pipeline or run folder found directly inside this folder")
     p.add_argument(

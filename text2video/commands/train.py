@@ -14,7 +14,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "train",
         help="train a model from a config (preset or YAML) with dotted overrides",
         description=(
-            "Train a text-to-video model. CONFIG is a preset name (tiny-cpu, seed-001, moving-digits, gpu-64, ...) "
+            "Train a text-to-video model. CONFIG is a preset name (tiny-cpu, text2video-from-scratch, moving-digits, gpu-64, ...) "
             "or a YAML file; any key can be overridden as section.key=value (values are YAML). Run on several "
             "GPUs or processes with `accelerate launch -m text2video.cli train ...`."
         ),
@@ -23,8 +23,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--config", "-c", default="tiny-cpu", help="preset name or YAML path (default: tiny-cpu)")
     p.add_argument("overrides", nargs="*", help="dotted overrides, e.g. train.lr=2e-4 model.dim=32")
     p.add_argument("--run-dir", "-o", default=None, help="run folder (default: runs/<config name>)")
-    p.add_argument("--resume", default=None, metavar="latest|PATH",
-                   help="continue from the run folder's latest checkpoint, or from a checkpoint / run folder")
+    p.add_argument(
+        "--resume",
+        default=None,
+        metavar="latest|PATH",
+        help="continue from the run folder's latest checkpoint, or from a checkpoint / run folder",
+    )
     p.add_argument("--no-progress", action="store_true", help="no progress bar (logs only)")
     p.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
     p.set_defaults(func=run)

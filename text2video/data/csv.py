@@ -78,7 +78,7 @@ class CsvVideoDataset(VideoFileDataset):
         csv_path: the manifest.
         video_folder: where the videos are (default: the CSV's folder).
         mode: ``"video"`` (clips of ``num_frames``) or ``"image"`` (one frame, T = 1).
-        num_frames, stride, size: clip length, step between frames, output size (seed 000: 16, 4, 256).
+        num_frames, stride, size: clip length, step between frames, output size (AnimateDiff: 16, 4, 256).
         random_clip, crop, hflip, pad, scan, caption: as in `FolderVideoDataset`.
     """
 

@@ -22,7 +22,6 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from text2video.errors import DataError
 from text2video.data.vocab import (
     COLOURS,
     DEFAULT_HOLDOUT,
@@ -32,6 +31,7 @@ from text2video.data.vocab import (
     ShapeFactors,
     is_held_out,
 )
+from text2video.errors import DataError
 from text2video.io.video import frames_to_tensor
 
 logger = logging.getLogger(__name__)

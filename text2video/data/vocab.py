@@ -24,9 +24,7 @@ COLOURS: MappingProxyType[str, tuple[int, int, int]] = MappingProxyType(
 )
 SHAPES: tuple[str, ...] = ("circle", "square", "triangle")
 #: direction name -> unit motion (dx, dy) in image coordinates (y grows downwards).
-DIRECTIONS: MappingProxyType[str, tuple[int, int]] = MappingProxyType(
-    {"left": (-1, 0), "right": (1, 0), "up": (0, -1), "down": (0, 1)}
-)
+DIRECTIONS: MappingProxyType[str, tuple[int, int]] = MappingProxyType({"left": (-1, 0), "right": (1, 0), "up": (0, -1), "down": (0, 1)})
 
 _CAPTION = re.compile(r"^an? (?P<colour>\w+) (?P<shape>\w+) moving (?P<direction>\w+)$")
 
@@ -76,7 +74,7 @@ class HoldoutRule:
         )
 
     @staticmethod
-    def parse(text: str) -> "HoldoutRule":
+    def parse(text: str) -> HoldoutRule:
         """``"blue triangle"``, ``"red"``, ``"square up"``: words naming a colour, shape or direction."""
         values: dict[str, str] = {}
         for word in text.lower().split():

@@ -1,5 +1,6 @@
 """Diffusion: the training objective, the samplers and the conditioning they share."""
 
 from .conditioning import Conditioning
+from .denoise import denoise
 
-__all__ = ["Conditioning"]
+__all__ = ["Conditioning", "denoise"]

@@ -25,7 +25,7 @@ class Conditioning:
     fps:         ``(B,)`` float frames per second.
     class_labels: ``(B,)`` long class ids (class-conditional models; the null class drops them).
     segmentation: ``(B, C_seg, H, W)`` or ``(B, C_seg, T, H, W)`` segmentation map.
-    focus_present: ``(B,)`` bool, seed 001's ``focus_present_mask``: attend only to the present frame.
+    focus_present: ``(B,)`` bool, text2video-from-scratch's ``focus_present_mask``: attend only to the present frame.
     """
 
     text_tokens: Optional[torch.Tensor] = None
@@ -52,22 +52,22 @@ class Conditioning:
             raise ModelError(f"Conditioning fields disagree on the batch size: {sizes}")
         return next(iter(sizes.values()))
 
-    def to(self, device: torch.device | str | None = None, dtype: torch.dtype | None = None) -> "Conditioning":
+    def to(self, device: torch.device | str | None = None, dtype: torch.dtype | None = None) -> Conditioning:
         """Move every tensor to ``device``; cast floating tensors to ``dtype``."""
         moved = {}
         for name, t in self._tensors().items():
             moved[name] = t.to(device=device, dtype=dtype if (dtype is not None and t.is_floating_point()) else None)
         return replace(self, **moved)
 
-    def index(self, idx: torch.Tensor | slice | Sequence[int]) -> "Conditioning":
+    def index(self, idx: torch.Tensor | slice | Sequence[int]) -> Conditioning:
         """Select rows of every field."""
         return replace(self, **{name: t[idx] for name, t in self._tensors().items()})
 
-    def repeat_interleave(self, n: int) -> "Conditioning":
+    def repeat_interleave(self, n: int) -> Conditioning:
         """Repeat every row ``n`` times (one prompt, ``n`` videos)."""
         return replace(self, **{name: t.repeat_interleave(n, dim=0) for name, t in self._tensors().items()})
 
-    def text_dropped(self, drop: Optional[torch.Tensor] = None) -> "Conditioning":
+    def text_dropped(self, drop: Optional[torch.Tensor] = None) -> Conditioning:
         """The same condition with the text dropped where ``drop`` is True (everywhere when None)."""
         b = self.batch_size
         if b is None:
@@ -79,7 +79,7 @@ class Conditioning:
         current = self.null_text if self.null_text is not None else torch.zeros_like(drop)
         return replace(self, null_text=current | drop)
 
-    def with_guidance_batch(self, negative: Optional["Conditioning"] = None) -> "Conditioning":
+    def with_guidance_batch(self, negative: Optional[Conditioning] = None) -> Conditioning:
         """Conditional rows followed by unconditional rows, for classifier-free guidance in one pass.
 
         ``negative`` (a negative prompt's condition) replaces the null condition of the second half.
@@ -88,7 +88,7 @@ class Conditioning:
         return Conditioning.cat([self, uncond])
 
     @staticmethod
-    def cat(items: Sequence["Conditioning"]) -> "Conditioning":
+    def cat(items: Sequence[Conditioning]) -> Conditioning:
         """Concatenate conditions along the batch; a field must be set in all or none of them.
 
         Text token sequences of different lengths are right-padded (mask False) to the longest.
@@ -101,9 +101,7 @@ class Conditioning:
                 continue
             if not all(present):
                 if f.name == "null_text":
-                    values = [
-                        v if v is not None else torch.zeros(c.batch_size or 0, dtype=torch.bool) for v, c in zip(values, items)
-                    ]
+                    values = [v if v is not None else torch.zeros(c.batch_size or 0, dtype=torch.bool) for v, c in zip(values, items)]
                 else:
                     raise ModelError(f"cannot concatenate Conditioning: field {f.name!r} is set in some items only")
             if f.name in ("text_tokens", "text_mask"):

@@ -1,4 +1,4 @@
-"""Interpolation between two videos: noise both to one step, interpolate spherically, denoise (seeds 001, 004)."""
+"""Interpolation between two videos: noise both to one step, interpolate spherically, denoise (text2video-from-scratch, DiffusionPlayground)."""
 
 from __future__ import annotations
 
@@ -51,7 +51,7 @@ def interpolate_videos(
 ) -> torch.Tensor:
     """Videos between ``video1`` and ``video2`` (both (B, C, T, H, W)): returns (B, num_interp, C, T, H, W).
 
-    Both are noised to the step at ``strength`` of the schedule (1.0: pure noise, as seed 001's default),
+    Both are noised to the step at ``strength`` of the schedule (1.0: pure noise, as text2video-from-scratch's default),
     their noisy states are interpolated spherically at ``num_interp`` weights from 0 to 1, and each is
     denoised with ``sampler`` over the remaining ``round(steps * strength)`` steps. ``shared_noise`` noises
     both with the same draw, which keeps the in-betweens close to the straight path. ``callback(done, total)``

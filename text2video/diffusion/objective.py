@@ -16,6 +16,7 @@ import torch.nn.functional as F
 
 from ..errors import ConfigError
 from .conditioning import Conditioning
+from .denoise import denoise
 from .schedule import BETA_SCHEDULE_ALIASES, BETA_SCHEDULES, SAMPLERS, make_betas, rescale_to_zero_terminal_snr, resolve_sampler
 
 logger = logging.getLogger(__name__)
@@ -36,12 +37,12 @@ def _default_mask_tasks() -> dict[str, float]:
 class ObjectiveConfig:
     """Settings of the diffusion objective; they also fix the sampling schedule.
 
-    num_train_timesteps: length of the noising chain (seed 001 used 10, a defect; 1000 is standard).
-    beta_schedule: linear | scaled_linear | cosine (seed 001's; diffusers calls it squaredcos_cap_v2).
+    num_train_timesteps: length of the noising chain (text2video-from-scratch used 10, a defect; 1000 is standard).
+    beta_schedule: linear | scaled_linear | cosine (text2video-from-scratch's; diffusers calls it squaredcos_cap_v2).
     beta_start, beta_end: endpoints of the linear and scaled_linear schedules.
     rescale_zero_terminal_snr: make the last timestep pure noise (needs v_prediction or sample).
     prediction_type: what the model predicts: epsilon (noise) | sample (x0) | v_prediction.
-    loss_type: l1 (seed 001) | l2 | huber (``huber_delta``).
+    loss_type: l1 (text2video-from-scratch) | l2 | huber (``huber_delta``).
     min_snr_gamma: weight each timestep by min(SNR, gamma) relative to the target (Hang et al. 2023); None: off.
         It down-weights the noisiest steps, where a model learns the layout of the video.
     timestep_bias: how training timesteps are drawn: none (uniform) | later (the noisiest
@@ -51,8 +52,6 @@ class ObjectiveConfig:
     timestep_bias_steps: apply the bias only for the first this many training steps, then draw uniformly
         (None: always). The trainer passes the step to `loss`; a call without one counts as biased.
     offset_noise: scale of a per-video, per-channel constant added to the noise (0: off).
-    cond_drop_prob: probability of dropping the text of a training item, so the null condition used by
-        classifier-free guidance is learned (seed 001 never dropped it).
     frame_mask_prob: probability that a training item gets given frames (image-to-video, prediction or
         interpolation, drawn with ``mask_tasks`` weights); given frames go to ``cond.image`` /
         ``cond.frame_mask`` and are left out of the loss.
@@ -72,7 +71,6 @@ class ObjectiveConfig:
     timestep_bias_multiplier: float = 1.0
     timestep_bias_steps: Optional[int] = None
     offset_noise: float = 0.0
-    cond_drop_prob: float = 0.1
     frame_mask_prob: float = 0.0
     mask_tasks: dict[str, float] = field(default_factory=_default_mask_tasks)
 
@@ -84,9 +82,7 @@ class ObjectiveConfig:
         if not isinstance(self.num_train_timesteps, int) or self.num_train_timesteps < 2:
             raise ConfigError(f"num_train_timesteps must be an integer >= 2, got {self.num_train_timesteps!r}")
         if not 0 < self.beta_start < self.beta_end < 1:
-            raise ConfigError(
-                f"need 0 < beta_start < beta_end < 1, got beta_start={self.beta_start}, beta_end={self.beta_end}"
-            )
+            raise ConfigError(f"need 0 < beta_start < beta_end < 1, got beta_start={self.beta_start}, beta_end={self.beta_end}")
         if self.rescale_zero_terminal_snr and self.prediction_type == "epsilon":
             raise ConfigError(
                 "rescale_zero_terminal_snr=True with prediction_type='epsilon' cannot recover x0 at the last "
@@ -105,10 +101,8 @@ class ObjectiveConfig:
             raise ConfigError(f"huber_delta must be positive, got {self.huber_delta!r}")
         if self.offset_noise < 0:
             raise ConfigError(f"offset_noise must be >= 0, got {self.offset_noise!r}")
-        for name in ("cond_drop_prob", "frame_mask_prob"):
-            value = getattr(self, name)
-            if not 0.0 <= value <= 1.0:
-                raise ConfigError(f"{name} must be a probability in [0, 1], got {value!r}")
+        if not 0.0 <= self.frame_mask_prob <= 1.0:
+            raise ConfigError(f"frame_mask_prob must be a probability in [0, 1], got {self.frame_mask_prob!r}")
         self.mask_tasks = dict(self.mask_tasks)
         for task, weight in self.mask_tasks.items():
             _choice("mask_tasks key", task, MASK_TASKS)
@@ -121,8 +115,10 @@ class ObjectiveConfig:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> "ObjectiveConfig":
-        """Build from a mapping; unknown keys give a `ConfigError` naming them."""
+    def from_dict(cls, data: Mapping[str, Any]) -> ObjectiveConfig:
+        """Build from a mapping; unknown keys give a `ConfigError` naming them. ``cond_drop_prob`` (written by
+        earlier versions; the trainer's ``train.cond_drop`` drops the text now) is ignored."""
+        data = {k: v for k, v in data.items() if k != "cond_drop_prob"}
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(data) - known)
         if unknown:
@@ -305,12 +301,11 @@ class DiffusionObjective:
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """Training loss of ``model`` on clean videos ``x0`` (B, C, T, H, W) under ``cond``.
 
-        Draws timesteps (unless ``t`` is given), noise, text dropping and frame masks from ``generator``;
+        Draws timesteps (unless ``t`` is given), noise and frame masks from ``generator`` (the text is dropped
+        for guidance training by the caller, through ``cond.null_text``: the trainer's ``train.cond_drop``);
         ``step`` (the training step) ends a ``timestep_bias`` limited to ``timestep_bias_steps``.
         Returns the scalar loss and detached statistics (scalar tensors; no device sync).
         """
-        from ..models.adapter import denoise
-
         if x0.ndim != 5:
             raise ConfigError(f"loss expects videos (B, C, T, H, W), got shape {tuple(x0.shape)}")
         cond = cond if cond is not None else Conditioning()
@@ -323,10 +318,7 @@ class DiffusionObjective:
             offset = _draw(lambda d: torch.randn(b, x0.shape[1], 1, 1, 1, generator=generator, device=d, dtype=x0.dtype), generator, device)
             noise = noise + self.config.offset_noise * offset
 
-        dropped = torch.zeros(b, dtype=torch.bool, device=device)
-        if self.config.cond_drop_prob > 0 and (cond.text_tokens is not None or cond.text_pooled is not None):
-            dropped = _draw(lambda d: torch.rand(b, generator=generator, device=d), generator, device) < self.config.cond_drop_prob
-            cond = cond.text_dropped(dropped)
+        dropped = torch.zeros(b, dtype=torch.bool, device=device) if cond.null_text is None else cond.null_text.to(device)
 
         if cond.frame_mask is not None:
             given = cond.frame_mask.to(device=device, dtype=torch.bool)

@@ -22,10 +22,10 @@ import torch
 from tqdm.auto import tqdm
 
 from ..errors import ConfigError
-from ..nn.frozen_weights import frozen_weights
 from .conditioning import Conditioning
+from .denoise import denoise
 from .objective import DiffusionObjective
-from .schedule import SAMPLERS, STOCHASTIC_SAMPLERS, resolve_sampler
+from .schedule import SAMPLERS, resolve_sampler
 
 logger = logging.getLogger(__name__)
 
@@ -59,7 +59,7 @@ def randn(
 
 
 def dynamic_threshold_x0(x0: torch.Tensor, percentile: float) -> torch.Tensor:
-    """Seed 001's / Imagen's dynamic thresholding: per video, take the ``percentile`` of |x0| as ``s``
+    """text2video-from-scratch's / Imagen's dynamic thresholding: per video, take the ``percentile`` of |x0| as ``s``
     (at least 1), clamp to [-s, s] and divide by ``s``."""
     if not 0.0 < percentile <= 1.0:
         raise ConfigError(f"dynamic_threshold must be a percentile in (0, 1], got {percentile!r}")
@@ -192,7 +192,7 @@ def sample(
         dropped, or ``negative_cond`` (a negative prompt) when given. One forward pass of 2B rows.
     generators: one ``torch.Generator`` per video; a batch of N then equals N single calls.
     eta: DDIM's noise (0: deterministic); ignored by the other samplers.
-    clip_x0 / dynamic_threshold: clamp the predicted x0 to [-1, 1], or seed 001's percentile thresholding
+    clip_x0 / dynamic_threshold: clamp the predicted x0 to [-1, 1], or text2video-from-scratch's percentile thresholding
         (which replaces clipping when set).
     init, strength: start from ``init`` (B, C, T, H, W) noised to the ``strength`` fraction of the schedule.
     callback: ``callback(done, total)`` after each step (progress bars; raising in it stops sampling).
@@ -240,8 +240,6 @@ def denoise_from(
 ) -> torch.Tensor:
     """Run ``plan`` from state ``x`` (in the scheduler's space at ``plan.timesteps[0]``) down to x0;
     ``callback(done, total)`` after each step."""
-    from ..models.adapter import denoise
-
     b = x.shape[0]
     device, dtype = x.device, x.dtype
     cond = _broadcast_cond(cond if cond is not None else Conditioning(), b, "cond").to(device)
@@ -266,47 +264,36 @@ def denoise_from(
         step_kwargs["eta"] = float(eta)
 
     last = len(plan.timesteps) - 1
-    with frozen_weights(model):  # weight-derived tensors (e.g. packed convolution weights) built once for all steps
-        for i, t in enumerate(tqdm(plan.timesteps, desc="sampling", disable=not progress, leave=False)):
-            t_int = int(round(float(t)))
-            tt = torch.full((b,), t_int, device=device, dtype=torch.long)
-            scale = plan.input_scale(t)
-            if given is not None:
-                image, mask = given
-                renoised = objective.q_sample(image, tt, randn(x.shape, generators, device, dtype))
-                x = torch.where(mask, renoised / scale, x)
-            x_in = x * scale
-            if guided:
-                out = denoise(model, torch.cat([x_in, x_in]), torch.cat([tt, tt]), cond_in)
-                pos, neg = out.chunk(2)
-                prediction = neg + guidance_scale * (pos - neg)
-            else:
-                prediction = denoise(model, x_in, tt, cond_in)
-            x0 = objective.predict_x0(x_in, tt, prediction.to(dtype))
-            if dynamic_threshold is not None:
-                x0 = dynamic_threshold_x0(x0, dynamic_threshold)
-            elif clip_x0:
-                x0 = x0.clamp(-1.0, 1.0)
-            if i == last and plan.sampler == "ddim":
-                # diffusers' DDIM steps to t - T // steps, which is 0 rather than the clean end when steps does
-                # not divide T; its step to alpha_bar = 1 is exactly the predicted x0.
-                x = x0
-            else:
-                v = objective.velocity_from_x0(x_in, tt, x0)
-                x = scheduler.step(v, t, x, **step_kwargs).prev_sample
-            if callback is not None:
-                callback(i + 1, last + 1)
+    for i, t in enumerate(tqdm(plan.timesteps, desc="sampling", disable=not progress, leave=False)):
+        t_int = int(round(float(t)))
+        tt = torch.full((b,), t_int, device=device, dtype=torch.long)
+        scale = plan.input_scale(t)
+        if given is not None:
+            image, mask = given
+            renoised = objective.q_sample(image, tt, randn(x.shape, generators, device, dtype))
+            x = torch.where(mask, renoised / scale, x)
+        x_in = x * scale
+        if guided:
+            out = denoise(model, torch.cat([x_in, x_in]), torch.cat([tt, tt]), cond_in)
+            pos, neg = out.chunk(2)
+            prediction = neg + guidance_scale * (pos - neg)
+        else:
+            prediction = denoise(model, x_in, tt, cond_in)
+        x0 = objective.predict_x0(x_in, tt, prediction.to(dtype))
+        if dynamic_threshold is not None:
+            x0 = dynamic_threshold_x0(x0, dynamic_threshold)
+        elif clip_x0:
+            x0 = x0.clamp(-1.0, 1.0)
+        if i == last and plan.sampler == "ddim":
+            # diffusers' DDIM steps to t - T // steps, which is 0 rather than the clean end when steps does
+            # not divide T; its step to alpha_bar = 1 is exactly the predicted x0.
+            x = x0
+        else:
+            v = objective.velocity_from_x0(x_in, tt, x0)
+            x = scheduler.step(v, t, x, **step_kwargs).prev_sample
+        if callback is not None:
+            callback(i + 1, last + 1)
     if given is not None:
         image, mask = given
         x = torch.where(mask, image, x)
     return x
-
-
-def is_stochastic(sampler: str) -> bool:
-    """Whether ``sampler`` draws fresh noise at each step (DDIM only with eta > 0)."""
-    return resolve_sampler(sampler) in STOCHASTIC_SAMPLERS
-
-
-def available_samplers() -> list[str]:
-    """The sampler names `sample` accepts."""
-    return list(SAMPLERS)

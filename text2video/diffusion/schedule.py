@@ -22,7 +22,7 @@ BETA_SCHEDULES: MappingProxyType[str, str] = MappingProxyType(
 #: accepted spellings that map onto a schedule name.
 BETA_SCHEDULE_ALIASES: MappingProxyType[str, str] = MappingProxyType({"squaredcos_cap_v2": "cosine"})
 
-#: Largest beta of the cosine schedule. Seed 001 clips at 0.9999, diffusers at 0.999; with 1000 steps only
+#: Largest beta of the cosine schedule. text2video-from-scratch clips at 0.9999, diffusers at 0.999; with 1000 steps only
 #: the very last beta differs. We follow diffusers so that its schedulers agree with our objective.
 COSINE_MAX_BETA = 0.999
 COSINE_OFFSET = 0.008
@@ -87,8 +87,6 @@ SAMPLER_ALIASES: MappingProxyType[str, str] = MappingProxyType(
         "uni_pc": "unipc",
     }
 )
-#: samplers that draw fresh noise at each step (ancestral).
-STOCHASTIC_SAMPLERS = frozenset({"ddpm", "euler_ancestral"})
 
 
 def resolve_sampler(name: str) -> str:

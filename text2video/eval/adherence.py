@@ -43,7 +43,6 @@ from text2video.data.vocab import (
     DIRECTIONS,
     SHAPES,
     HoldoutRule,
-    ShapeFactors,
     is_held_out,
     parse_caption,
 )
@@ -54,9 +53,7 @@ log = logging.getLogger(__name__)
 ATTRIBUTES: tuple[str, ...] = ("colour", "shape", "direction")
 
 #: Palette hues in degrees, from vocab.COLOURS.
-_PALETTE_HUES: dict[str, float] = {
-    name: 360.0 * colorsys.rgb_to_hsv(*(c / 255.0 for c in rgb))[0] for name, rgb in COLOURS.items()
-}
+_PALETTE_HUES: dict[str, float] = {name: 360.0 * colorsys.rgb_to_hsv(*(c / 255.0 for c in rgb))[0] for name, rgb in COLOURS.items()}
 
 
 @dataclass(frozen=True)
@@ -213,9 +210,7 @@ def _background(frame: np.ndarray) -> tuple[np.ndarray, float]:
     return design @ coef, spread
 
 
-def observe_frame(
-    frame: np.ndarray, settings: JudgeSettings = JudgeSettings(), with_shape: bool = True
-) -> FrameObservation | None:
+def observe_frame(frame: np.ndarray, settings: JudgeSettings = JudgeSettings(), with_shape: bool = True) -> FrameObservation | None:
     """Find the single foreground object of one float frame (H, W, 3); None when there is none.
     ``with_shape=False`` skips the (slower) template comparison."""
     h, w, _ = frame.shape
@@ -310,8 +305,19 @@ def judge_video(
     valid_frac = len(valid) / num_frames
 
     def abstain(reason: str, consistency: float = 0.0) -> Verdict:
-        return Verdict(caption, exp_dict, {a: None for a in ATTRIBUTES}, False, False, False,
-                       consistency, True, reason, held, {"valid_frames": len(valid)})
+        return Verdict(
+            caption,
+            exp_dict,
+            {a: None for a in ATTRIBUTES},
+            False,
+            False,
+            False,
+            consistency,
+            True,
+            reason,
+            held,
+            {"valid_frames": len(valid)},
+        )
 
     if valid_frac < settings.min_valid_frac or len(valid) < 2:
         return abstain(f"no single clear foreground object in {num_frames - len(valid)} of {num_frames} frames")
@@ -347,8 +353,9 @@ def judge_video(
         **motion,
     }
     reason = "" if expected is not None else "caption is not in the shapes grammar"
-    return Verdict(caption, exp_dict, predicted, ok["colour"], ok["shape"], ok["direction"],
-                   float(consistency), False, reason, held, details)
+    return Verdict(
+        caption, exp_dict, predicted, ok["colour"], ok["shape"], ok["direction"], float(consistency), False, reason, held, details
+    )
 
 
 # ------------------------------------------------------------------------------------- aggregation

@@ -25,10 +25,7 @@ def gaussian_stats(features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Mean ``(D,)`` and covariance ``(D, D)`` (unbiased, float64) of ``features`` ``(N, D)``."""
     feats = np.asarray(features, dtype=np.float64)
     if feats.ndim != 2 or feats.shape[0] < 2:
-        raise Text2VideoError(
-            f"features of shape {feats.shape}: need a 2-D array (N, D) with N >= 2 samples; "
-            "evaluate more videos (--n)"
-        )
+        raise Text2VideoError(f"features of shape {feats.shape}: need a 2-D array (N, D) with N >= 2 samples; evaluate more videos (--n)")
     return feats.mean(axis=0), np.cov(feats, rowvar=False).reshape(feats.shape[1], feats.shape[1])
 
 
@@ -46,9 +43,7 @@ def trace_sqrt_product(sigma1: np.ndarray, sigma2: np.ndarray) -> float:
     return float(np.sqrt(np.clip(vals, 0.0, None)).sum())
 
 
-def frechet_distance(
-    mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray, sigma2: np.ndarray, eps: float = 1e-6
-) -> float:
+def frechet_distance(mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray, sigma2: np.ndarray, eps: float = 1e-6) -> float:
     """The squared Fréchet (2-Wasserstein) distance between N(mu1, sigma1) and N(mu2, sigma2).
 
     This is the number FID and FVD report. Inputs are cast to float64; a negative result from rounding

@@ -79,8 +79,13 @@ def gaussian_window(size: int = 11, sigma: float = 1.5) -> torch.Tensor:
 
 
 def ssim_frames(
-    pred: torch.Tensor, target: torch.Tensor, data_range: float = 2.0, win_size: int = 11, sigma: float = 1.5,
-    k1: float = 0.01, k2: float = 0.03,
+    pred: torch.Tensor,
+    target: torch.Tensor,
+    data_range: float = 2.0,
+    win_size: int = 11,
+    sigma: float = 1.5,
+    k1: float = 0.01,
+    k2: float = 0.03,
 ) -> torch.Tensor:
     """SSIM (Wang et al. 2004) of image batches ``(N, C, H, W)``: Gaussian window (11 taps, sigma 1.5),
     population statistics, the map averaged over the valid region and the channels. Returns ``(N,)``.
@@ -238,8 +243,10 @@ class InceptionExtractor:
 def _load_torchscript(path: str | Path, what: str, device: str) -> torch.jit.ScriptModule:
     path = Path(path)
     if not path.is_file():
-        raise ModelError(f"{what} file {path} not found; give the path of a local copy, or leave the option out to "
-                         "use the fallback extractor (numbers then not comparable with published ones)")
+        raise ModelError(
+            f"{what} file {path} not found; give the path of a local copy, or leave the option out to "
+            "use the fallback extractor (numbers then not comparable with published ones)"
+        )
     try:
         return torch.jit.load(str(path), map_location=device).eval()
     except Exception as exc:  # torch raises RuntimeError / ValueError variants for non-TorchScript files
@@ -331,8 +338,16 @@ def fvd(real: Any, fake: Any, extractor: FeatureExtractor | None = None, seed: i
     extractor = extractor or RandomConvExtractor(dims=3)
     real_b, fake_b = _as_batch(real), _as_batch(fake)
     value = frechet_distance_from_features(video_features(real_b, extractor), video_features(fake_b, extractor))
-    protocol = FrechetProtocol("FVD", len(real_b), len(fake_b), int(fake_b.shape[2]), tuple(fake_b.shape[-2:]), seed,
-                               extractor.name, extractor.comparable_with_published)
+    protocol = FrechetProtocol(
+        "FVD",
+        len(real_b),
+        len(fake_b),
+        int(fake_b.shape[2]),
+        tuple(fake_b.shape[-2:]),
+        seed,
+        extractor.name,
+        extractor.comparable_with_published,
+    )
     return value, protocol
 
 
@@ -341,8 +356,16 @@ def fid_frames(real: Any, fake: Any, extractor: FeatureExtractor | None = None, 
     extractor = extractor or RandomConvExtractor(dims=2)
     real_b, fake_b = _as_batch(real), _as_batch(fake)
     value = frechet_distance_from_features(frame_features(real_b, extractor), frame_features(fake_b, extractor))
-    protocol = FrechetProtocol("FID (per frame)", len(real_b), len(fake_b), int(fake_b.shape[2]),
-                               tuple(fake_b.shape[-2:]), seed, extractor.name, extractor.comparable_with_published)
+    protocol = FrechetProtocol(
+        "FID (per frame)",
+        len(real_b),
+        len(fake_b),
+        int(fake_b.shape[2]),
+        tuple(fake_b.shape[-2:]),
+        seed,
+        extractor.name,
+        extractor.comparable_with_published,
+    )
     return value, protocol
 
 
@@ -357,8 +380,7 @@ def _pooled(output: Any) -> torch.Tensor:
 
 
 @torch.no_grad()
-def clip_similarity(videos: Any, prompts: Sequence[str], clip_dir: str | Path, num_frames: int = 4,
-                    device: str = "cpu") -> list[float]:
+def clip_similarity(videos: Any, prompts: Sequence[str], clip_dir: str | Path, num_frames: int = 4, device: str = "cpu") -> list[float]:
     """Mean cosine similarity between each video's frames (``num_frames`` evenly spaced) and its prompt,
     with a CLIP model loaded from a local folder (transformers ``CLIPModel`` + its tokenizer)."""
     from transformers import AutoTokenizer, CLIPModel
@@ -384,7 +406,9 @@ def clip_similarity(videos: Any, prompts: Sequence[str], clip_dir: str | Path, n
     image = F.normalize(_pooled(model.get_image_features(pixel_values=((frames - mean) / std).to(device))), dim=-1)
     max_len = model.config.text_config.max_position_embeddings
     tokens = tokenizer(list(prompts), padding=True, truncation=True, max_length=max_len, return_tensors="pt")
-    text = F.normalize(_pooled(model.get_text_features(input_ids=tokens["input_ids"].to(device),
-                                                       attention_mask=tokens["attention_mask"].to(device))), dim=-1)
+    text = F.normalize(
+        _pooled(model.get_text_features(input_ids=tokens["input_ids"].to(device), attention_mask=tokens["attention_mask"].to(device))),
+        dim=-1,
+    )
     sims = (image.view(b, len(picks), -1) * text[:, None, :]).sum(-1).mean(dim=1)
     return [float(s) for s in sims.cpu()]

@@ -79,8 +79,12 @@ def _markdown(result: dict[str, Any], figures: dict[str, str]) -> str:
     out.append("")
     adherence = result.get("adherence")
     if adherence:
-        out += ["## Prompt adherence (shapes judge)", "",
-                "| split | n | " + " | ".join(_COLUMNS) + " |", "|---" * (len(_COLUMNS) + 2) + "|"]
+        out += [
+            "## Prompt adherence (shapes judge)",
+            "",
+            "| split | n | " + " | ".join(_COLUMNS) + " |",
+            "|---" * (len(_COLUMNS) + 2) + "|",
+        ]
         for split in ("seen", "held_out", "all"):
             row = adherence.get(split, {})
             if row.get("n"):
@@ -88,25 +92,39 @@ def _markdown(result: dict[str, Any], figures: dict[str, str]) -> str:
         extra = {k: adherence[k] for k in ("outside_grammar", "unreadable") if adherence.get(k)}
         if extra:
             out += ["", ", ".join(f"{k}: {v}" for k, v in extra.items())]
-        out += ["", "Held-out combinations (never seen in training) test compositional generalisation. "
-                "The judge abstains (every attribute fails) when a video has no single clear object; see "
-                "docs/evaluation.md for its validation.", ""]
+        out += [
+            "",
+            "Held-out combinations (never seen in training) test compositional generalisation. "
+            "The judge abstains (every attribute fails) when a video has no single clear object; see "
+            "docs/evaluation.md for its validation.",
+            "",
+        ]
         if "adherence" in figures:
             out += [f"![adherence]({figures['adherence']})", ""]
     distribution = result.get("distribution", {})
     if distribution:
-        out += ["## Distribution metrics", "", "| metric | value | videos (real / generated) | frames | resolution | seed | features |",
-                "|---|---|---|---|---|---|---|"]
+        out += [
+            "## Distribution metrics",
+            "",
+            "| metric | value | videos (real / generated) | frames | resolution | seed | features |",
+            "|---|---|---|---|---|---|---|",
+        ]
         for name, entry in distribution.items():
             p = entry["protocol"]
             feats = p["extractor"] + ("" if p["comparable_with_published"] else " — fallback, **not comparable with published numbers**")
-            out.append(f"| {name} | {_fmt(entry['value'])} | {p['num_real']} / {p['num_fake']} | {p['num_frames']} | "
-                       f"{p['resolution'][0]}x{p['resolution'][1]} | {p['seed']} | {feats} |")
+            out.append(
+                f"| {name} | {_fmt(entry['value'])} | {p['num_real']} / {p['num_fake']} | {p['num_frames']} | "
+                f"{p['resolution'][0]}x{p['resolution'][1]} | {p['seed']} | {feats} |"
+            )
         out.append("")
     if "clip_similarity" in result:
         c = result["clip_similarity"]
-        out += ["## CLIP similarity", "", f"mean cosine similarity {_fmt(c['mean'])} over {c['n']} videos "
-                f"({c['frames_per_video']} frames each), model `{c['model']}`", ""]
+        out += [
+            "## CLIP similarity",
+            "",
+            f"mean cosine similarity {_fmt(c['mean'])} over {c['n']} videos ({c['frames_per_video']} frames each), model `{c['model']}`",
+            "",
+        ]
     if "protocol" in result:
         out += ["## Protocol", ""] + [f"- {k}: `{v}`" for k, v in result["protocol"].items()] + [""]
     if "samples" in figures:

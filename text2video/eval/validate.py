@@ -76,8 +76,15 @@ def validate(
             for background in backgrounds:
                 for antialias in (True, False):
                     for name in degradations:
-                        ds = ShapesDataset(n=n, num_frames=num_frames, size=size, background=background, split="all",
-                                           antialias=antialias, seed=seed * 1000 + size * 10 + num_frames)
+                        ds = ShapesDataset(
+                            n=n,
+                            num_frames=num_frames,
+                            size=size,
+                            background=background,
+                            split="all",
+                            antialias=antialias,
+                            seed=seed * 1000 + size * 10 + num_frames,
+                        )
                         samples = [ds.render(i) for i in range(n)]
                         videos = [DEGRADATIONS[name](s.frames, rng) for s in samples]
                         cell: dict[str, list[float]] = defaultdict(list)
@@ -114,16 +121,21 @@ def _negatives(rng: np.random.Generator, sizes: Sequence[int], per_kind: int = 2
     kinds: dict[str, Callable[[int], np.ndarray]] = {
         "uniform noise": lambda s: rng.integers(0, 256, (8, s, s, 3), dtype=np.uint8),
         "gaussian noise": lambda s: np.clip(rng.normal(128, 40, (8, s, s, 3)), 0, 255).astype(np.uint8),
-        "smooth noise": lambda s: np.clip(128 + 400 * ndimage.gaussian_filter(rng.normal(0, 1, (8, s, s, 3)), (0, s / 8, s / 8, 0)), 0, 255).astype(np.uint8),
+        "smooth noise": lambda s: np.clip(
+            128 + 400 * ndimage.gaussian_filter(rng.normal(0, 1, (8, s, s, 3)), (0, s / 8, s / 8, 0)), 0, 255
+        ).astype(np.uint8),
         "blank": lambda s: np.broadcast_to(rng.integers(0, 256, 3, dtype=np.uint8), (8, s, s, 3)).copy(),
     }
     combos = all_factors()
     out = {}
     for kind, make in kinds.items():
         verdicts = [judge_video(make(s), combos[int(rng.integers(len(combos)))].caption()) for s in sizes for _ in range(per_kind)]
-        out[kind] = {"n": len(verdicts), "abstained": float(np.mean([v.abstained for v in verdicts])),
-                     **{a: float(np.mean([getattr(v, f"{a}_ok") for v in verdicts])) for a in ATTRIBUTES},
-                     "all_three": float(np.mean([v.all_ok for v in verdicts]))}
+        out[kind] = {
+            "n": len(verdicts),
+            "abstained": float(np.mean([v.abstained for v in verdicts])),
+            **{a: float(np.mean([getattr(v, f"{a}_ok") for v in verdicts])) for a in ATTRIBUTES},
+            "all_three": float(np.mean([v.all_ok for v in verdicts])),
+        }
     return out
 
 
@@ -154,22 +166,28 @@ def fallback_sensitivity(n: int = 64, size: int = 32, num_frames: int = 8, seed:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m text2video.eval.validate", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m text2video.eval.validate", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--n", type=int, default=96, help="items per cell (default 96)")
     parser.add_argument("--sizes", default="16,24,32,64")
     parser.add_argument("--frames", default="8,16")
     parser.add_argument("--backgrounds", default="black,gray,noise")
     parser.add_argument("--degradations", default=",".join(DEFAULT_DEGRADATIONS), help=f"of: {', '.join(DEGRADATIONS)}")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--fallback-fvd", action="store_true",
-                        help="instead: how the fallback FVD/FID react to known degradations")
+    parser.add_argument("--fallback-fvd", action="store_true", help="instead: how the fallback FVD/FID react to known degradations")
     args = parser.parse_args(argv)
     if args.fallback_fvd:
         print(json.dumps(fallback_sensitivity(), indent=2))
         return 0
-    result = validate(args.n, [int(s) for s in args.sizes.split(",")], [int(f) for f in args.frames.split(",")],
-                      args.backgrounds.split(","), args.degradations.split(","), args.seed)
+    result = validate(
+        args.n,
+        [int(s) for s in args.sizes.split(",")],
+        [int(f) for f in args.frames.split(",")],
+        args.backgrounds.split(","),
+        args.degradations.split(","),
+        args.seed,
+    )
     print(json.dumps(result, indent=2))
     return 0
 

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterator, Sequence
 
 import numpy as np
-from PIL import Image, ImageDraw, ImageFont, ImageSequence, UnidentifiedImageError
+from PIL import Image, ImageSequence, UnidentifiedImageError
 
 from text2video.errors import VideoReadError
 
@@ -81,9 +81,7 @@ class VideoInfo:
 # ----------------------------------------------------------------------------------------------- read
 
 
-def read_video(
-    path: str | Path, *, start: int = 0, num_frames: int | None = None, stride: int = 1
-) -> tuple[np.ndarray, float]:
+def read_video(path: str | Path, *, start: int = 0, num_frames: int | None = None, stride: int = 1) -> tuple[np.ndarray, float]:
     """Frames ``start, start + stride, ...`` (at most ``num_frames``) as uint8 ``(T, H, W, 3)`` RGB.
 
     The returned fps is the playback rate of the returned frames: the file's rate divided by
@@ -104,9 +102,7 @@ def read_video(
     else:
         frames, fps = _read_images(path, start, num_frames, stride)
     if frames.shape[0] == 0:
-        raise VideoReadError(
-            f"{path}: no frame at or after frame {start}; the video is shorter than that or holds no frame"
-        )
+        raise VideoReadError(f"{path}: no frame at or after frame {start}; the video is shorter than that or holds no frame")
     return frames, fps / stride
 
 
@@ -123,11 +119,6 @@ def probe_video(path: str | Path) -> VideoInfo:
         width, height = im.size
     fmt = "frames" if path.is_dir() else "image"
     return VideoInfo(str(path), len(files), _frames_fps(path), height, width, fmt, files[0].suffix.lower()[1:])
-
-
-def is_video_path(path: str | Path) -> bool:
-    """True for a file whose suffix `read_video` knows as a video (GIF, MP4, WebM, MOV, AVI, MKV)."""
-    return Path(path).suffix.lower() in VIDEO_SUFFIXES
 
 
 def _kind(path: Path) -> str:
@@ -313,7 +304,7 @@ def _read_av(path: Path, start: int, num_frames: int | None, stride: int) -> tup
             stream.thread_type = "AUTO"
             fps = _av_fps(stream)
             origin = float(stream.start_time * stream.time_base) if stream.start_time is not None else 0.0
-            for attempt_seek in ((start,) if start == 0 else (start, 0)):
+            for attempt_seek in (start,) if start == 0 else (start, 0):
                 frames.clear()
                 overshot = False
                 for index, frame in _decode_from(container, stream, attempt_seek, fps, origin):
@@ -449,7 +440,7 @@ def _write_av(array: np.ndarray, path: Path, fps: float) -> None:
 # ------------------------------------------------------------------------------------- tensor helpers
 
 
-def frames_to_tensor(frames: Any) -> "torch.Tensor":
+def frames_to_tensor(frames: Any) -> torch.Tensor:
     """uint8 ``(T, H, W, C)`` -> float32 ``(C, T, H, W)`` in [-1, 1]; a batch ``(B, T, H, W, C)`` gives
     ``(B, C, T, H, W)``. Accepts numpy arrays or torch tensors."""
     import torch
@@ -500,6 +491,8 @@ def write_contact_sheet(
     batch tensor ``(B, C, T, H, W)``. Small videos are enlarged by a whole factor (nearest neighbour)
     to at least ``min_height`` pixels so they stay legible.
     """
+    from .grid import video_grid
+
     path = Path(path)
     if not isinstance(videos, (list, tuple)):
         videos = list(videos) if getattr(videos, "ndim", 0) == 5 else [videos]
@@ -509,29 +502,19 @@ def write_contact_sheet(
     captions = list(captions) if captions is not None else [""] * len(rows)
     if len(captions) != len(rows):
         raise ValueError(f"write_contact_sheet: {len(rows)} videos but {len(captions)} captions")
-    font = ImageFont.load_default()
-    text_h = 12 if any(captions) else 0
-    strips: list[Image.Image] = []
-    for frames, caption in zip(rows, captions):
+    strips = []  # each video as one image: its picked frames side by side, enlarged to min_height
+    for frames in rows:
         picks = np.unique(np.linspace(0, len(frames) - 1, min(max_frames, len(frames))).round().astype(int))
         scale = max(1, -(-min_height // frames.shape[1]))
-        tiles = [Image.fromarray(frames[i]).resize((frames.shape[2] * scale, frames.shape[1] * scale), Image.NEAREST) for i in picks]
-        tw, th = tiles[0].size
-        strip = Image.new("RGB", (len(tiles) * (tw + pad) - pad, th + text_h), background)
-        if caption:
-            ImageDraw.Draw(strip).text((0, 0), caption, fill=(0, 0, 0), font=font)
-        for k, tile in enumerate(tiles):
-            strip.paste(tile, (k * (tw + pad), text_h))
-        strips.append(strip)
-    sheet_w = max(s.width for s in strips) + 2 * pad
-    sheet_h = sum(s.height + pad for s in strips) + pad
-    sheet = Image.new("RGB", (sheet_w, sheet_h), background)
-    y = pad
-    for strip in strips:
-        sheet.paste(strip, (pad, y))
-        y += strip.height + pad
+        big = frames[picks].repeat(scale, axis=1).repeat(scale, axis=2)
+        gap = np.full((big.shape[1], pad, 3), background, dtype=np.uint8)
+        tiles = [part for tile in big for part in (tile, gap)][:-1]
+        strips.append(np.concatenate(tiles, axis=1)[None])
+    widest = max(strip.shape[2] for strip in strips)
+    strips = [np.pad(s, ((0, 0), (0, 0), (0, widest - s.shape[2]), (0, 0)), constant_values=background[0]) for s in strips]
+    sheet = video_grid(strips, captions, columns=1, min_cell=0, pad=pad, background=background)[0]
     path.parent.mkdir(parents=True, exist_ok=True)
-    sheet.save(path, format="PNG")
+    Image.fromarray(sheet).save(path, format="PNG")
     return path
 
 

@@ -30,49 +30,26 @@ picked at every read.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import logging
-import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Optional, Sequence
+from typing import Any, Iterable, Optional, Sequence
 
 import torch
 from torch.utils.data import Dataset, Subset
 
 from ..errors import DataError, ModelError
+from ..io.store import TensorStore, content_hash
 from .vae import POSTERIORS, VideoVAE
 
 logger = logging.getLogger(__name__)
 
-FORMAT_VERSION = "1"
+FORMAT_VERSION = "2"
 AUGMENTATION_POLICIES: tuple[str, ...] = ("warn", "freeze", "error")
 #: dataset attributes that list files or record runtime state; item keys cover the files
 _VOLATILE_ATTRIBUTES = frozenset({"entries", "unreadable", "failed", "missing_captions"})
 _STANDARD_KEYS = ("video", "text", "fps", "path")
-
-
-def _sha256(*parts: str) -> str:
-    digest = hashlib.sha256()
-    for part in parts:
-        digest.update(part.encode("utf-8"))
-        digest.update(b"\0")
-    return digest.hexdigest()
-
-
-def _atomic_write(path: Path, write: Callable[[str], None]) -> None:
-    """Call ``write(temp_path)`` then move the temp file onto ``path`` in one step."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(handle)
-    try:
-        write(temp)
-        os.replace(temp, path)
-    except BaseException:
-        Path(temp).unlink(missing_ok=True)
-        raise
 
 
 # ------------------------------------------------------------------------------- dataset identity
@@ -128,7 +105,7 @@ def describe_dataset(dataset: Dataset) -> dict[str, Any]:
 
 def dataset_key(dataset: Dataset) -> str:
     """A hash of `describe_dataset`: equal for datasets built with the same settings."""
-    return _sha256(json.dumps(describe_dataset(dataset), sort_keys=True))
+    return content_hash(json.dumps(describe_dataset(dataset), sort_keys=True))
 
 
 def random_augmentations(dataset: Dataset) -> list[str]:
@@ -178,7 +155,7 @@ class LatentEntry:
 
 
 class LatentCache:
-    """Safetensors files of `LatentEntry` under ``root/<hash of vae id + namespace>/``.
+    """`LatentEntry` files in a `text2video.io.store.TensorStore` under ``root/<hash of vae id + namespace>/``.
 
     ``namespace`` separates datasets (`LatentDataset` passes the dataset key and storage dtype).
     """
@@ -187,9 +164,9 @@ class LatentCache:
         self.root = Path(root).expanduser()
         self.vae_id = vae_id
         self.namespace = namespace
-        self.folder = self.root / _sha256(FORMAT_VERSION, vae_id, namespace)[:20]
+        self.folder = self.root / content_hash(FORMAT_VERSION, vae_id, namespace)[:20]
         try:
-            self.folder.mkdir(parents=True, exist_ok=True)
+            self.store = TensorStore(self.folder, owner=vae_id)
         except OSError as exc:
             raise DataError(f"cannot create the latent cache folder {self.folder}: {exc}; choose a writable cache_dir") from exc
 
@@ -197,53 +174,41 @@ class LatentCache:
         return f"LatentCache({self.folder})"
 
     def path_for(self, key: str) -> Path:
-        digest = _sha256(key)
-        return self.folder / digest[:2] / f"{digest}.safetensors"
+        return self.store.path_for(key)
 
     def __contains__(self, key: str) -> bool:
-        return self.path_for(key).is_file()
+        return key in self.store
 
     def get(self, key: str) -> Optional[LatentEntry]:
         """The entry stored under ``key``, or None (missing, damaged or written by another VAE)."""
-        path = self.path_for(key)
-        if not path.is_file():
+        found = self.store.get(key)
+        if found is None:
             return None
-        from safetensors import safe_open
-
-        try:
-            with safe_open(str(path), framework="pt") as handle:
-                meta = handle.metadata() or {}
-                if meta.get("vae_id") != self.vae_id or meta.get("key") != key:
-                    logger.warning("latent cache entry %s belongs to another VAE or item; re-encoding", path)
-                    return None
-                record = json.loads(meta.get("record", "{}"))
-                tensors = {name: handle.get_tensor(name) for name in handle.keys()}
-        except Exception as exc:  # noqa: BLE001 - a damaged file is a miss, reported and rewritten
-            logger.warning("unreadable latent cache entry %s (%s); re-encoding", path, exc)
-            return None
+        tensors, meta = found
+        record = json.loads(meta.get("record", "{}"))
         extra_tensors = {name[len("extra.") :]: t for name, t in tensors.items() if name.startswith("extra.")}
         return LatentEntry(
-            mean=tensors["mean"], std=tensors["std"], text=record.get("text", ""), fps=float(record.get("fps", 0.0)),
-            path=record.get("path", ""), extras=record.get("extras", {}), tensors=extra_tensors,
+            mean=tensors["mean"],
+            std=tensors["std"],
+            text=record.get("text", ""),
+            fps=float(record.get("fps", 0.0)),
+            path=record.get("path", ""),
+            extras=record.get("extras", {}),
+            tensors=extra_tensors,
         )
 
     def put(self, key: str, entry: LatentEntry, dtype: torch.dtype = torch.float32) -> Path:
         """Store ``entry`` under ``key`` (atomically); latents are written in ``dtype``."""
-        from safetensors.torch import save_file
-
         tensors = {
-            "mean": entry.mean.detach().to("cpu", dtype).contiguous(),
-            "std": entry.std.detach().to("cpu", dtype).contiguous(),
-            **{f"extra.{k}": v.detach().cpu().contiguous() for k, v in entry.tensors.items()},
+            "mean": entry.mean.detach().to("cpu", dtype),
+            "std": entry.std.detach().to("cpu", dtype),
+            **{f"extra.{k}": v for k, v in entry.tensors.items()},
         }
         record = {"text": entry.text, "fps": entry.fps, "path": entry.path, "extras": entry.extras}
-        meta = {"vae_id": self.vae_id, "key": key, "format": FORMAT_VERSION, "record": json.dumps(record)}
-        target = self.path_for(key)
-        _atomic_write(target, lambda temp: save_file(tensors, temp, metadata=meta))
-        return target
+        return self.store.put(key, tensors, {"format": FORMAT_VERSION, "record": json.dumps(record)})
 
     def __len__(self) -> int:
-        return sum(1 for _ in self.folder.glob("??/*.safetensors"))
+        return len(self.store)
 
 
 # ------------------------------------------------------------------------------------ the dataset
@@ -296,7 +261,8 @@ class LatentDataset(Dataset):
                 logger.warning(
                     "latent cache: the dataset uses %s; each item's first draw is cached and reused, so these "
                     "augmentations stop varying. To avoid it, %s; to silence this, use augmentations='freeze'",
-                    what, fix,
+                    what,
+                    fix,
                 )
 
     def __len__(self) -> int:
@@ -337,8 +303,13 @@ class LatentDataset(Dataset):
             else:
                 logger.debug("latent cache: item field %r (%s) is not stored", name, type(value).__name__)
         entry = LatentEntry(
-            mean=mean[0].float().cpu(), std=std[0].float().cpu(), text=str(item.get("text", "") or ""),
-            fps=float(item.get("fps", 0.0) or 0.0), path=str(item.get("path", "")), extras=extras, tensors=tensors,
+            mean=mean[0].float().cpu(),
+            std=std[0].float().cpu(),
+            text=str(item.get("text", "") or ""),
+            fps=float(item.get("fps", 0.0) or 0.0),
+            path=str(item.get("path", "")),
+            extras=extras,
+            tensors=tensors,
         )
         self.cache.put(self.key_for(index), entry, self.storage_dtype)
         self.misses += 1

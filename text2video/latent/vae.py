@@ -26,6 +26,7 @@ import torch
 from torch import nn
 
 from ..errors import ModelError
+from ..nn.frames import fold_frames, unfold_frames
 
 logger = logging.getLogger(__name__)
 
@@ -58,8 +59,7 @@ def tiny_vae_config(
     blocks = len(block_out_channels)
     if blocks < 1 or any(c % norm_num_groups for c in block_out_channels):
         raise ModelError(
-            f"tiny VAE: block_out_channels {tuple(block_out_channels)} must be non-empty multiples of "
-            f"norm_num_groups={norm_num_groups}"
+            f"tiny VAE: block_out_channels {tuple(block_out_channels)} must be non-empty multiples of norm_num_groups={norm_num_groups}"
         )
     return {
         "in_channels": in_channels,
@@ -149,7 +149,7 @@ class VideoVAE(nn.Module):
         device: torch.device | str | None = None,
         dtype: torch.dtype | None = None,
         micro_batch: int = 8,
-    ) -> "VideoVAE":
+    ) -> VideoVAE:
         """Load a local ``AutoencoderKL`` folder or a Stable Diffusion folder with ``vae/`` (never downloads)."""
         from diffusers import AutoencoderKL
 
@@ -170,7 +170,7 @@ class VideoVAE(nn.Module):
         device: torch.device | str | None = None,
         dtype: torch.dtype | None = None,
         **config: Any,
-    ) -> "VideoVAE":
+    ) -> VideoVAE:
         """A randomly initialised small VAE (`tiny_vae_config` plus ``config`` overrides), the same for a seed."""
         from diffusers import AutoencoderKL
 
@@ -230,7 +230,7 @@ class VideoVAE(nn.Module):
             digest.update(json.dumps(config, sort_keys=True, default=str).encode("utf-8"))
             for name, tensor in self.vae.state_dict().items():
                 data = tensor.detach().to("cpu").contiguous()
-                digest.update(f"{name}:{data.dtype}:{tuple(data.shape)}".encode("utf-8"))
+                digest.update(f"{name}:{data.dtype}:{tuple(data.shape)}".encode())
                 digest.update(data.reshape(-1).view(torch.uint8).numpy().tobytes())
             self._fingerprint = digest.hexdigest()
         return self._fingerprint
@@ -239,7 +239,7 @@ class VideoVAE(nn.Module):
         self._fingerprint = None
         return super()._apply(fn, *args, **kwargs)
 
-    def train(self, mode: bool = True) -> "VideoVAE":
+    def train(self, mode: bool = True) -> VideoVAE:
         """The VAE stays in eval mode (it is frozen)."""
         return super().train(False)
 
@@ -302,16 +302,6 @@ class VideoVAE(nn.Module):
 
     # ------------------------------------------------------------------------ encode / decode
 
-    @staticmethod
-    def _fold(video: torch.Tensor) -> torch.Tensor:
-        b, c, t, h, w = video.shape
-        return video.permute(0, 2, 1, 3, 4).reshape(b * t, c, h, w)
-
-    @staticmethod
-    def _unfold(frames: torch.Tensor, b: int, t: int) -> torch.Tensor:
-        n, c, h, w = frames.shape
-        return frames.reshape(b, t, c, h, w).permute(0, 2, 1, 3, 4).contiguous()
-
     @torch.no_grad()
     def encode_moments(self, video: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Mean and standard deviation of the posterior, both scaled: ``(B, c, T, h, w)`` each.
@@ -321,14 +311,14 @@ class VideoVAE(nn.Module):
         self._check_video(video)
         b, _, t, _, _ = video.shape
         out_dtype = video.dtype if video.is_floating_point() else torch.float32
-        frames = self._fold(video)
+        frames = fold_frames(video)
         means, stds = [], []
         for start in range(0, frames.shape[0], self.micro_batch):
             chunk = frames[start : start + self.micro_batch].to(self.device, self.dtype)
             dist = self.vae.encode(chunk).latent_dist
             means.append(((dist.mean - self.shift_factor) * self.scaling_factor).to(video.device, out_dtype))
             stds.append((dist.std * self.scaling_factor).to(video.device, out_dtype))
-        return self._unfold(torch.cat(means), b, t), self._unfold(torch.cat(stds), b, t)
+        return unfold_frames(torch.cat(means), t).contiguous(), unfold_frames(torch.cat(stds), t).contiguous()
 
     @torch.no_grad()
     def encode(self, video: torch.Tensor, *, posterior: Posterior = "mode", generator: Generators = None) -> torch.Tensor:
@@ -351,13 +341,13 @@ class VideoVAE(nn.Module):
         self._check_latents(latents)
         b, _, t, _, _ = latents.shape
         out_dtype = latents.dtype if latents.is_floating_point() else torch.float32
-        frames = self._fold(latents)
+        frames = fold_frames(latents)
         outs = []
         for start in range(0, frames.shape[0], self.micro_batch):
             z = frames[start : start + self.micro_batch].to(self.device, self.dtype) / self.scaling_factor + self.shift_factor
             pixels = self.vae.decode(z).sample
             outs.append((pixels.clamp(-1.0, 1.0) if clamp else pixels).to(latents.device, out_dtype))
-        return self._unfold(torch.cat(outs), b, t)
+        return unfold_frames(torch.cat(outs), t).contiguous()
 
     def forward(self, video: torch.Tensor, *, posterior: Posterior = "mode", generator: Generators = None) -> torch.Tensor:
         """``decode(encode(video))``: what the VAE keeps of a video."""
@@ -392,9 +382,7 @@ class VideoVAE(nn.Module):
         )
 
 
-def sample_noise(
-    shape: Sequence[int], generator: Generators, *, device: torch.device, dtype: torch.dtype
-) -> torch.Tensor:
+def sample_noise(shape: Sequence[int], generator: Generators, *, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
     """Standard normal noise of ``shape``; a list of generators draws one row of the batch each."""
     if generator is None or isinstance(generator, torch.Generator):
         gen_device = generator.device if generator is not None else device

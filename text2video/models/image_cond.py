@@ -1,4 +1,4 @@
-"""Helpers the seed-003 denoisers share to turn a `Conditioning` into their forward's inputs."""
+"""Helpers the Open-Sora-family denoisers (STDiT, UNetSTIC, SegDiT) share to turn a `Conditioning` into their forward's inputs."""
 
 from __future__ import annotations
 
@@ -20,9 +20,7 @@ def as_batch_timesteps(timestep: torch.Tensor | float | int, batch: int, device:
     return t.float()
 
 
-def cond_image_channels(
-    cond: Conditioning, x_t: torch.Tensor, n_channels: int, model_name: str
-) -> Optional[torch.Tensor]:
+def cond_image_channels(cond: Conditioning, x_t: torch.Tensor, n_channels: int, model_name: str) -> Optional[torch.Tensor]:
     """The ``cond_image`` a channel-concatenating model gets from ``cond``: ``(B, n_channels, T, H, W)``.
 
     ``n_channels`` is how many channels the model concatenates to ``x_t`` (``in_channels`` minus

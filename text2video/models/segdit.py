@@ -1,6 +1,6 @@
 """`SegDiTTransformer2DModel`: a 2-D diffusion transformer (DiT) with an optional segmentation map.
 
-Seed 003. Images (or image latents) ``(B, C, H, W)`` are cut into ``patch_size`` patches; every block
+From the Open-Sora document (with STDiT). Images (or image latents) ``(B, C, H, W)`` are cut into ``patch_size`` patches; every block
 is modulated by adaLN-Zero from ONE shared conditioning vector, the timestep embedding plus the
 class embedding (class id ``num_embeds_ada_norm`` is the null class used by classifier-free
 guidance). A segmentation map, when configured (``segmentation_channels > 0``), is concatenated to
@@ -15,6 +15,7 @@ half is DiT's learned variance); ``forward_cond`` returns only the first half.
 
 from __future__ import annotations
 
+from types import MappingProxyType
 from typing import Any, Optional
 
 import torch
@@ -27,9 +28,32 @@ from ..diffusion.conditioning import Conditioning
 from ..errors import ModelError
 from ..nn.dit_blocks import DiTBlock, FinalLayer, LabelEmbedder, TimestepEmbedder, init_dit_weights, sincos_2d
 from .image_cond import as_batch_timesteps
+from .presets import Presets
+
+#: DiT's sizes (Peebles & Xie, Table 1) with 2x2 patches; ``DiT-XL/2`` is the released ImageNet 256x256 model
+#: (32x32 latents, 1000 classes, learned sigma), whose diffusers weights load through ``text2video convert``.
+PRESETS: MappingProxyType[str, MappingProxyType[str, Any]] = MappingProxyType(
+    {
+        "DiT-S/2": MappingProxyType(dict(num_layers=12, num_attention_heads=6, attention_head_dim=64, patch_size=2)),
+        "DiT-B/2": MappingProxyType(dict(num_layers=12, num_attention_heads=12, attention_head_dim=64, patch_size=2)),
+        "DiT-L/2": MappingProxyType(dict(num_layers=24, num_attention_heads=16, attention_head_dim=64, patch_size=2)),
+        "DiT-XL/2": MappingProxyType(
+            dict(
+                num_layers=28,
+                num_attention_heads=16,
+                attention_head_dim=72,
+                patch_size=2,
+                in_channels=4,
+                sample_size=32,
+                num_embeds_ada_norm=1000,
+                learn_sigma=True,
+            )
+        ),  # fmt: skip
+    }
+)
 
 
-class SegDiTTransformer2DModel(ModelMixin, ConfigMixin):
+class SegDiTTransformer2DModel(Presets, ModelMixin, ConfigMixin):
     """2-D DiT with adaLN-Zero on timestep + class label and an optional segmentation input.
 
     Argument names follow diffusers' ``DiTTransformer2DModel``; hidden size is
@@ -37,6 +61,8 @@ class SegDiTTransformer2DModel(ModelMixin, ConfigMixin):
     unconditional (timestep only). ``timestep_freq_shift`` is 0 for DiT's timestep code and 1 for
     diffusers' port (set by the importer).
     """
+
+    PRESETS = PRESETS
 
     @register_to_config
     def __init__(
@@ -65,9 +91,7 @@ class SegDiTTransformer2DModel(ModelMixin, ConfigMixin):
             raise ModelError(f"learn_sigma needs an even out_channels, got {self.out_channels}")
         self.patch_embed = nn.Conv2d(in_channels + segmentation_channels, hidden, patch_size, stride=patch_size)
         self.t_embedder = TimestepEmbedder(hidden, freq_shift=timestep_freq_shift)
-        self.class_embedder = (
-            LabelEmbedder(num_embeds_ada_norm, hidden, class_dropout_prob) if num_embeds_ada_norm else None
-        )
+        self.class_embedder = LabelEmbedder(num_embeds_ada_norm, hidden, class_dropout_prob) if num_embeds_ada_norm else None
         self.blocks = nn.ModuleList(
             DiTBlock(
                 hidden,
@@ -176,8 +200,7 @@ class SegDiTTransformer2DModel(ModelMixin, ConfigMixin):
             return x.new_zeros(x.shape[0], want, *x.shape[2:])
         if segmentation.shape != (x.shape[0], want, *x.shape[2:]):
             raise ModelError(
-                f"segmentation must have shape {(x.shape[0], want, *x.shape[2:])} to match hidden_states, "
-                f"got {tuple(segmentation.shape)}"
+                f"segmentation must have shape {(x.shape[0], want, *x.shape[2:])} to match hidden_states, got {tuple(segmentation.shape)}"
             )
         return segmentation.to(x.dtype)
 
@@ -213,19 +236,3 @@ def _unpatchify(patches: torch.Tensor, gh: int, gw: int, p: int, channels: int) 
     b = patches.shape[0]
     x = patches.reshape(b, gh, gw, p, p, channels)
     return x.permute(0, 5, 1, 3, 2, 4).reshape(b, channels, gh * p, gw * p)
-
-
-def dit_xl_2_config(**overrides: Any) -> dict[str, Any]:
-    """DiT-XL/2's sizes for 256x256 images (32x32 latents, 1000 ImageNet classes, learned sigma)."""
-    cfg = dict(
-        num_attention_heads=16,
-        attention_head_dim=72,
-        in_channels=4,
-        num_layers=28,
-        sample_size=32,
-        patch_size=2,
-        num_embeds_ada_norm=1000,
-        learn_sigma=True,
-    )
-    cfg.update(overrides)
-    return cfg

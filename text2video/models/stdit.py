@@ -1,4 +1,4 @@
-"""`STDiT` and `DiffuserSTDiT`: a spatio-temporal diffusion transformer for video (seed 003).
+"""`STDiT` and `DiffuserSTDiT`: a spatio-temporal diffusion transformer for video (Open-Sora).
 
 Video latents ``(B, C, T, H, W)`` are cut into 3-D patches (``patch_size=(1, 2, 2)``: one frame, 2x2
 pixels) and given fixed sin-cos positions in space (2-D) and time (1-D), both sized from the actual
@@ -9,7 +9,7 @@ spatial, temporal and MLP branches; their gates, the cross-attention output and 
 at zero, so a fresh model predicts exactly zeros.
 
 Channels: ``in_channels`` counts everything the patch embedding sees, i.e. the latent channels plus
-the channels of ``cond_image`` (concatenated on channels), as the seed's models do; ``out_channels``
+the channels of ``cond_image`` (concatenated on channels), as Open-Sora's models do; ``out_channels``
 is the prediction's channels. A model built with ``in_channels > out_channels`` and called without
 ``cond_image`` gets zeros in those channels (the unconditional input).
 
@@ -46,25 +46,20 @@ from ..nn.dit_blocks import (
     sincos_2d,
 )
 from .image_cond import as_batch_timesteps, cond_image_channels
+from .presets import Presets
 
 #: DiT's model sizes (Peebles & Xie, Table 1), used for STDiT with patches of 1x2x2.
-STDIT_SIZES: MappingProxyType[str, MappingProxyType[str, int]] = MappingProxyType(
+PRESETS: MappingProxyType[str, MappingProxyType[str, Any]] = MappingProxyType(
     {
-        "STDiT-S/2": MappingProxyType(dict(depth=12, hidden_size=384, num_heads=6)),
-        "STDiT-B/2": MappingProxyType(dict(depth=12, hidden_size=768, num_heads=12)),
-        "STDiT-L/2": MappingProxyType(dict(depth=24, hidden_size=1024, num_heads=16)),
-        "STDiT-XL/2": MappingProxyType(dict(depth=28, hidden_size=1152, num_heads=16)),
+        name: MappingProxyType(dict(depth=depth, hidden_size=hidden, num_heads=heads, patch_size=(1, 2, 2)))
+        for name, depth, hidden, heads in (
+            ("STDiT-S/2", 12, 384, 6),
+            ("STDiT-B/2", 12, 768, 12),
+            ("STDiT-L/2", 24, 1024, 16),
+            ("STDiT-XL/2", 28, 1152, 16),
+        )
     }
 )
-
-
-def stdit_config(size: str, **overrides: Any) -> dict[str, Any]:
-    """Constructor arguments of the named size (``STDiT-S/2`` .. ``STDiT-XL/2``) with ``overrides``."""
-    if size not in STDIT_SIZES:
-        raise ModelError(f"unknown STDiT size {size!r}; choose one of: {', '.join(STDIT_SIZES)}")
-    cfg: dict[str, Any] = dict(STDIT_SIZES[size], patch_size=(1, 2, 2))
-    cfg.update(overrides)
-    return cfg
 
 
 class STDiTBlock(nn.Module):
@@ -78,9 +73,7 @@ class STDiTBlock(nn.Module):
         self.norm_temporal = nn.LayerNorm(hidden_size, elementwise_affine=False, eps=1e-6)
         self.temporal_attn = Attention(hidden_size, heads=num_heads, dim_head=head_dim, qkv_bias=True)
         self.norm_cross = nn.LayerNorm(hidden_size, eps=1e-6) if cross_attention else None
-        self.cross_attn = (
-            Attention(hidden_size, heads=num_heads, dim_head=head_dim, qkv_bias=True) if cross_attention else None
-        )
+        self.cross_attn = Attention(hidden_size, heads=num_heads, dim_head=head_dim, qkv_bias=True) if cross_attention else None
         self.norm2 = nn.LayerNorm(hidden_size, elementwise_affine=False, eps=1e-6)
         self.mlp = Mlp(hidden_size, int(hidden_size * mlp_ratio))
         self.modulation = AdaLNModulation(hidden_size, 9)
@@ -105,8 +98,10 @@ class STDiTBlock(nn.Module):
         return x + gated(self.mlp(modulate(self.norm2(x), sh_m, sc_m)), g_m)
 
 
-class STDiT(ModelMixin, ConfigMixin):
+class STDiT(Presets, ModelMixin, ConfigMixin):
     """Spatio-temporal DiT over ``(B, C, T, H, W)`` video latents (see the module docstring)."""
+
+    PRESETS = PRESETS
 
     @register_to_config
     def __init__(
@@ -160,11 +155,6 @@ class STDiT(ModelMixin, ConfigMixin):
             if block.cross_attn is not None:
                 nn.init.zeros_(block.cross_attn.to_out.weight)
                 nn.init.zeros_(block.cross_attn.to_out.bias)
-
-    @classmethod
-    def from_size(cls, size: str, **overrides: Any) -> "STDiT":
-        """Build a named size (``STDiT-S/2``, ``-B/2``, ``-L/2``, ``-XL/2``); ``overrides`` set the rest."""
-        return cls(**stdit_config(size, **overrides))
 
     # -- text ---------------------------------------------------------------------------------
     def text_context(
@@ -262,9 +252,7 @@ class STDiT(ModelMixin, ConfigMixin):
         want = self.config.in_channels
         if cond_image is not None:
             if cond_image.ndim != 5 or cond_image.shape[0] != x.shape[0] or cond_image.shape[2:] != x.shape[2:]:
-                raise ModelError(
-                    f"cond_image must be [B, C_cond, T, H, W] matching x {tuple(x.shape)}, got {tuple(cond_image.shape)}"
-                )
+                raise ModelError(f"cond_image must be [B, C_cond, T, H, W] matching x {tuple(x.shape)}, got {tuple(cond_image.shape)}")
             x = torch.cat([x, cond_image.to(x.dtype)], dim=1)
         elif x.shape[1] < want:
             x = torch.cat([x, x.new_zeros(x.shape[0], want - x.shape[1], *x.shape[2:])], dim=1)
@@ -294,9 +282,11 @@ class DiffuserSTDiTModelOutput(BaseOutput):
     sample: torch.Tensor
 
 
-class DiffuserSTDiT(ModelMixin, ConfigMixin):
+class DiffuserSTDiT(Presets, ModelMixin, ConfigMixin):
     """A diffusers-style wrapper around `STDiT`: same constructor arguments, a ``forward`` with
     ``encoder_hidden_states`` and an output object with ``.sample``."""
+
+    PRESETS = PRESETS
 
     @register_to_config
     def __init__(
@@ -327,11 +317,6 @@ class DiffuserSTDiT(ModelMixin, ConfigMixin):
             model_max_length=model_max_length,
             class_dropout_prob=class_dropout_prob,
         )
-
-    @classmethod
-    def from_size(cls, size: str, **overrides: Any) -> "DiffuserSTDiT":
-        """Build a named size (``STDiT-S/2`` .. ``STDiT-XL/2``); ``overrides`` set the rest."""
-        return cls(**stdit_config(size, **overrides))
 
     def forward(
         self,

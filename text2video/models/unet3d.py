@@ -1,17 +1,16 @@
-"""Seed 001's pixel-space video U-Net (``Unet3D``), laid out for speed.
+"""``Unet3D``: the pixel-space video U-Net of video-diffusion-pytorch (lucidrains), text-conditioned.
 
-The architecture is the one of text2video-from-scratch (itself lucidrains' video-diffusion-pytorch):
-an initial ``(1, k, k)`` convolution and temporal attention, a sinusoidal time embedding MLP with the
+An initial ``(1, k, k)`` convolution and temporal attention, a sinusoidal time embedding MLP with the
 text embedding concatenated to it (a learned null embedding for classifier-free guidance), per level
 two ResNet blocks with scale-shift conditioning, spatial linear attention and temporal attention with
 relative position bias and rotary embeddings, a middle block with full spatial and temporal attention,
 and a final block fed with the skip from the initial features.
 
-Inside, frames are folded into the batch and kept channels-last: every activation is a
-``(B*T, C, H, W)`` tensor stored as ``(B, T, H, W, C)``. Spatial convolutions are 2-D, normalisations over
-channels and the token projections of attention read memory contiguously. The rotary embedding is
-applied inside the fused CPU attention kernel where it runs, elsewhere to the projection weights (one
-rotated copy per frame) instead of to every query and key. The public tensors stay ``(B, C, T, H, W)``.
+Inside, frames are folded into the batch (`~text2video.nn.frames.fold_frames`) and stored channels-last:
+every activation is a ``(B*T, C, H, W)`` tensor laid out as ``(B, T, H, W, C)``, so normalisations over
+channels and the token projections of attention read memory in order. The public tensors stay
+``(B, C, T, H, W)``. The layers are plain PyTorch; `text2video.backends.cpu.install` swaps faster CPU
+versions of some of them in.
 """
 
 from __future__ import annotations
@@ -31,14 +30,8 @@ from ..diffusion.conditioning import Conditioning
 from ..errors import ModelError
 from ..nn.attention import scaled_dot_product
 from ..nn.embeddings import sinusoidal_embedding
-from ..nn.fused_norm import rms_scale_shift_silu
-from ..nn.frozen_weights import WeightDerivedCache, weight_key
-from ..nn.packed_conv import packed_conv2d, packed_conv_transpose2d
-from ..nn.resample_gemm import downsample_conv_gemm, upsample_conv_gemm
-from ..nn.rotary import rotary_angles, rotate_rows
-from ..nn.short_attention import rotates_inside, short_sequence_attention
-from ..nn.small_map_conv import conv3x3_gemm_backward
-from ..nn.winograd_conv import conv3x3_winograd, winograd_applies
+from ..nn.frames import fold_frames, unfold_frames
+from ..nn.rotary import rotary_angles, rotate_features
 
 logger = logging.getLogger(__name__)
 
@@ -50,12 +43,6 @@ BLOCK_NORMS = ("rms", "layer", "group")
 # layout helpers
 
 
-def fold_frames(x: torch.Tensor) -> torch.Tensor:
-    """``(B, C, T, H, W)`` -> ``(B*T, C, H, W)`` stored channels-last (one copy)."""
-    b, c, t, h, w = x.shape
-    return x.permute(0, 2, 3, 4, 1).reshape(b * t, h, w, c).permute(0, 3, 1, 2)
-
-
 def pixel_coordinates(x: torch.Tensor) -> torch.Tensor:
     """``(B, 2, T, H, W)`` x and y of every pixel in [-1, 1] (extra input channels: absolute position)."""
     b, _, t, h, w = x.shape
@@ -63,173 +50,6 @@ def pixel_coordinates(x: torch.Tensor) -> torch.Tensor:
     xs = torch.linspace(-1.0, 1.0, w, device=x.device, dtype=x.dtype)
     grid = torch.stack(torch.meshgrid(xs, ys, indexing="xy"))  # (2, H, W): x then y
     return grid[None, :, None].expand(b, 2, t, h, w)
-
-
-def unfold_frames(x: torch.Tensor, batch: int) -> torch.Tensor:
-    """``(B*T, C, H, W)`` channels-last -> contiguous ``(B, C, T, H, W)``."""
-    bt, c, h, w = x.shape
-    return x.permute(0, 2, 3, 1).reshape(batch, bt // batch, h, w, c).permute(0, 4, 1, 2, 3).contiguous()
-
-
-#: Feature maps with fewer pixels than this run their convolutions in NCHW, larger ones channels-last
-#: (oneDNN on CPU is up to 2x slower channels-last on 4x4 maps, and faster on 8x8 and up).
-CHANNELS_LAST_MIN_PIXELS = 64
-
-
-#: 3x3 convolutions with at least this many input and output channels on maps of at most this many
-#: pixels are backpropagated by GEMMs (``text2video.nn.small_map_conv``) when training on CPU, where
-#: Winograd does not apply (maps below WINOGRAD_MIN_PIXELS, odd sides). The resampling convolutions to and
-#: from such maps run as GEMMs too (``text2video.nn.resample_gemm``).
-GEMM_BACKWARD_MIN_CHANNELS = 256
-GEMM_BACKWARD_MAX_PIXELS = 16
-
-
-#: When training on CPU, 3x3 convolutions on maps of at least this many pixels run by Winograd
-#: (``text2video.nn.winograd_conv``): F(4x4, 3x3) from WINOGRAD_LARGE_TILE_MIN_PIXELS up (sides multiples of
-#: 4), F(2x2, 3x3) below (even sides). On smaller maps the transformed weight costs more than it saves.
-WINOGRAD_MIN_PIXELS = 16
-WINOGRAD_LARGE_TILE_MIN_PIXELS = 256
-
-
-#: Temporal attention runs over chunks of this many pixels (of all frames) at a time (0: no chunking), which
-#: bounds its transient buffers on large inputs. With the fused CPU kernels fewer, larger calls are faster:
-#: whole-step A/B on seed 001's configuration, paired, against chunks of 512: 0.96-0.98x at batch 2 (one
-#: chunk per level) and 0.98x at batch 8 (four at the top level), where 8192 was 1.00x.
-TEMPORAL_CHUNK_TOKENS = 2048
-
-
-def conv_format(x: torch.Tensor) -> torch.memory_format:
-    """The memory format a convolution over ``x`` runs fastest in."""
-    return torch.channels_last if x.shape[-2] * x.shape[-1] >= CHANNELS_LAST_MIN_PIXELS else torch.contiguous_format
-
-
-class Conv2d(WeightDerivedCache, nn.Conv2d):
-    """``nn.Conv2d`` that lays its input out in the faster memory format for its size.
-
-    Inside :func:`~text2video.nn.frozen_weights.frozen_weights` (the sampling loop), no-grad CPU calls
-    keep its weight in oneDNN's layout between calls (:mod:`text2video.nn.packed_conv`).
-    """
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.kernel_size == (1, 1) and self.stride == (1, 1) and self.padding == (0, 0) and self.groups == 1:
-            # a 1x1 convolution is a matrix product over channels: run it on the channels-last tokens
-            weight = self.weight.view(self.out_channels, self.in_channels).to(x.dtype)
-            bias = None if self.bias is None else self.bias.to(x.dtype)
-            return from_channels_last(F.linear(channels_last_view(x), weight, bias))
-        tile = self._winograd_tile(x)
-        if tile:
-            return conv3x3_winograd(x, self.weight, self.bias, tile)
-        if self._gemm_backward_pays(x):
-            return conv3x3_gemm_backward(x, self.weight, self.bias)
-        if self._gemm_downsample_pays(x):
-            return downsample_conv_gemm(x, self.weight, self.bias)
-        x = x.contiguous(memory_format=conv_format(x))
-        if self.padding_mode == "zeros" and not isinstance(self.padding, str):
-            y = packed_conv2d(self, x, self.weight, self.bias, self.stride, self.padding, self.dilation, self.groups)
-            if y is not None:
-                return y
-        weight = self.weight
-        if x.device.type == "cpu" and weight.requires_grad and torch.is_grad_enabled() and x.is_contiguous(memory_format=torch.channels_last):
-            # oneDNN wants a channels-last weight for a channels-last input: PyTorch would copy it in the forward
-            # and again in the backward; once here, and the backward reuses this copy (measured at batch 10:
-            # 0.94x for 256 channels on 8x8 maps, 0.82x for the 4x4 down-sampling convolution there)
-            weight = weight.contiguous(memory_format=torch.channels_last)
-        return self._conv_forward(x, weight, self.bias)
-
-    def _winograd_tile(self, x: torch.Tensor) -> int:
-        """The Winograd output tile size for this call (0: not Winograd).
-
-        Measured on CPU (forward + backward, batch 10, 2 threads, against oneDNN): F(4x4, 3x3) 0.65-0.75x on
-        32x32 maps of 64-128 channels (F(2x2): 0.80-0.89x) and 0.56-0.62x on 16x16 maps (F(2x2): 0.69-0.74x);
-        on 8x8 maps of 128-512 channels both 0.55-0.67x, F(2x2) kept for its smaller transformed weight; on
-        4x4 maps F(2x2) 0.60-0.78x, where the GEMM backward below gives 0.75-0.94x and F(4x4) 0.9-2.7x; on
-        2x2 maps F(2x2) only 0.83x.
-        """
-        pixels = x.shape[-2] * x.shape[-1]
-        if pixels < WINOGRAD_MIN_PIXELS or not self._cpu_training_3x3(x):
-            return 0
-        tile = 4 if pixels >= WINOGRAD_LARGE_TILE_MIN_PIXELS and x.shape[-1] % 4 == 0 and x.shape[-2] % 4 == 0 else 2
-        return tile if winograd_applies(x, self.weight, tile) else 0
-
-    def _gemm_backward_pays(self, x: torch.Tensor) -> bool:
-        """Whether this call is a training step of a 3x3 convolution that oneDNN backpropagates slowly.
-
-        Measured on CPU (forward + backward, batch 10, against oneDNN; 1 and 2 threads alike): on 4x4
-        maps, 512 -> 512 channels 0.71-0.74x, 256 -> 512 and 1024 -> 256 0.83-0.92x, 512 -> 256 and
-        256 -> 256 0.89-0.94x; on 8x8 maps the GEMMs lose (256 -> 256: 1.13x).
-        """
-        return (
-            self._cpu_training_3x3(x)
-            and min(self.in_channels, self.out_channels) >= GEMM_BACKWARD_MIN_CHANNELS
-            and x.shape[-2] * x.shape[-1] <= GEMM_BACKWARD_MAX_PIXELS
-        )
-
-    def _gemm_downsample_pays(self, x: torch.Tensor) -> bool:
-        """Whether this call is a training step of a down-sampling convolution (4x4, stride 2, padding 1) that
-        oneDNN runs slowly: the same channel and map limits as :meth:`_gemm_backward_pays`, on the output map.
-
-        Measured on CPU (forward + backward, batch 10, 2 threads, against oneDNN with its channels-last weight):
-        256 channels from 8x8 to 4x4 0.71x; 128 from 16x16 1.11x, 64 from 32x32 1.8x.
-        """
-        return (
-            _cpu_float32_training(self, x, (4, 4), (2, 2), (1, 1))
-            and min(self.in_channels, self.out_channels) >= GEMM_BACKWARD_MIN_CHANNELS
-            and x.shape[-2] * x.shape[-1] <= 4 * GEMM_BACKWARD_MAX_PIXELS
-            and x.shape[-2] % 2 == 0
-            and x.shape[-1] % 2 == 0
-        )
-
-    def _cpu_training_3x3(self, x: torch.Tensor) -> bool:
-        """Whether this call is a float32 CPU training call of a 3x3 convolution with stride 1 and padding 1."""
-        return _cpu_float32_training(self, x, (3, 3), (1, 1), (1, 1))
-
-
-def _cpu_float32_training(
-    conv: nn.modules.conv._ConvNd, x: torch.Tensor, kernel: tuple[int, int], stride: tuple[int, int], padding: tuple[int, int]
-) -> bool:
-    """Whether this call of ``conv`` is a float32 CPU training call with this kernel, stride and zero padding (no
-    dilation, groups or output padding)."""
-    return (
-        conv.kernel_size == kernel
-        and conv.stride == stride
-        and conv.padding == padding
-        and conv.dilation == (1, 1)
-        and conv.groups == 1
-        and conv.padding_mode == "zeros"
-        and all(p == 0 for p in getattr(conv, "output_padding", (0, 0)))
-        and x.device.type == "cpu"
-        and x.dtype == conv.weight.dtype == torch.float32
-        and torch.is_grad_enabled()
-        and not torch.is_autocast_enabled("cpu")
-    )
-
-
-class ConvTranspose2d(WeightDerivedCache, nn.ConvTranspose2d):
-    """``nn.ConvTranspose2d`` that lays its input out in the faster memory format for its size
-    (and, like :class:`Conv2d`, packs its weight for no-grad CPU calls)."""
-
-    def forward(self, x: torch.Tensor, output_size: Optional[list[int]] = None) -> torch.Tensor:
-        if output_size is None and self._gemm_upsample_pays(x):
-            return upsample_conv_gemm(x, self.weight, self.bias)
-        x = x.contiguous(memory_format=conv_format(x))
-        if output_size is None:
-            y = packed_conv_transpose2d(self, x, self.weight, self.bias, self.stride, self.padding, self.output_padding, self.dilation, self.groups)
-            if y is not None:
-                return y
-        return super().forward(x, output_size)
-
-    def _gemm_upsample_pays(self, x: torch.Tensor) -> bool:
-        """Whether this call is a training step of an up-sampling convolution (4x4, stride 2, padding 1) that
-        oneDNN runs slowly: the channel and map limits of :meth:`Conv2d._gemm_backward_pays`, on the input map.
-
-        Measured on CPU (forward + backward, batch 10, 2 threads, against oneDNN): 256 channels from 4x4 to 8x8
-        0.75x; 128 from 8x8 1.01x, 64 from 16x16 1.5x.
-        """
-        return (
-            _cpu_float32_training(self, x, (4, 4), (2, 2), (1, 1))
-            and min(self.in_channels, self.out_channels) >= GEMM_BACKWARD_MIN_CHANNELS
-            and x.shape[-2] * x.shape[-1] <= GEMM_BACKWARD_MAX_PIXELS
-        )
 
 
 def channels_last_view(x: torch.Tensor) -> torch.Tensor:
@@ -318,13 +138,10 @@ class RelativePositionBias(nn.Module):
 # attention layers (each includes its pre-norm; the caller adds the residual)
 
 
-class TemporalAttention(WeightDerivedCache, nn.Module):
+class TemporalAttention(nn.Module):
     """Self-attention across the frames at each pixel, with rotary embeddings and relative position bias.
 
-    Where the fused CPU kernels run the attention, they also apply the rotary embedding. Elsewhere it is
-    applied to the projection weights (one rotated copy per frame; inside
-    :func:`~text2video.nn.frozen_weights.frozen_weights`, the sampling loop, built once per run) or, when a
-    frame has fewer tokens than channels, to the projected queries and keys.
+    ``focus`` ``(B,)`` bool: those items attend to their own frame only (their output is the values).
     """
 
     def __init__(self, dim: int, heads: int, dim_head: int) -> None:
@@ -334,7 +151,6 @@ class TemporalAttention(WeightDerivedCache, nn.Module):
         self.norm = ChannelNorm(dim, "layer_nobias")
         self.to_qkv = nn.Linear(dim, 3 * heads * dim_head, bias=False)
         self.to_out = nn.Linear(heads * dim_head, dim, bias=False)
-        self.chunk_tokens = TEMPORAL_CHUNK_TOKENS
 
     def forward(
         self,
@@ -345,61 +161,17 @@ class TemporalAttention(WeightDerivedCache, nn.Module):
         focus: Optional[torch.Tensor] = None,
     ) -> torch.Tensor:
         bt, c, h, w = x.shape
-        frames, hw, inner = bt // batch, h * w, self.heads * self.dim_head
+        frames, hw = bt // batch, h * w
         tokens = self.norm.normed_tokens(x).reshape(batch, frames, hw, c)
-        if focus is not None and bool(focus.all()):
-            # every item attends only to its own frame: attention returns the values
-            w_v = self.to_qkv.weight[2 * inner :]
-            return from_channels_last(self.to_out(F.linear(tokens, w_v)).view(bt, h, w, c))
-        # frame-major tokens (T, B*HW, C), attended in chunks of pixels
-        n = batch * hw
-        tokens = tokens.transpose(0, 1).reshape(frames, n, c)
-        if n < c or rotates_inside(tokens, frames):
-            # the kernels rotate the queries and keys, or few tokens per frame: rotate them after projecting
-            weights = self.to_qkv.weight.to(tokens.dtype)
-        else:
-            # many tokens per frame: rotate the projection rows once per frame, one batched product
-            weights = self.derived(
-                "rotated_projection",
-                lambda: (tokens.dtype, tuple(angles.flatten().tolist()), weight_key(self.to_qkv.weight)),
-                lambda: self._rotated_projection(angles, tokens.dtype),
-            )
-        rows = None if focus is None or not bool(focus.any()) else focus.repeat_interleave(hw).view(1, n, 1, 1)
-        chunk = self.chunk_tokens if self.chunk_tokens > 0 else n
-        # split (not slices): its backward concatenates the chunks' gradients once, where each slice's
-        # backward would write a full-size zero tensor
-        row_parts = [None] * math.ceil(n / chunk) if rows is None else rows.split(chunk, dim=1)
-        outs = [self._attend(part, weights, angles, bias, keep) for part, keep in zip(tokens.split(chunk, dim=1), row_parts)]
-        out = outs[0] if len(outs) == 1 else torch.cat(outs, dim=1)  # (T, B*HW, C)
-        return from_channels_last(out.view(frames, batch, hw, c).transpose(0, 1).reshape(bt, h, w, c))
-
-    def _rotated_projection(self, angles: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-        """``(T, C, 3*inner)``: the query and key rows rotated by each frame's angles, and the value rows."""
-        inner = self.heads * self.dim_head
-        w_q, w_k, w_v = self.to_qkv.weight.split(inner)
-        frames, c = angles.shape[0], w_q.shape[1]
-        rotated = torch.cat(
-            (
-                rotate_rows(w_q, self.heads, self.rot_dim, angles),
-                rotate_rows(w_k, self.heads, self.rot_dim, angles),
-                w_v.expand(frames, inner, c),
-            ),
-            dim=1,
-        )
-        return rotated.transpose(1, 2).to(dtype)
-
-    def _attend(self, tokens: torch.Tensor, weights: torch.Tensor, angles: torch.Tensor, bias: torch.Tensor, rows: Optional[torch.Tensor]) -> torch.Tensor:
-        """Attention over frames of frame-major ``tokens`` ``(T, n, C)`` -> output projection ``(T, n, C)``."""
-        frames, n, _ = tokens.shape
-        if weights.ndim == 2:
-            qkv = F.linear(tokens, weights).view(frames, n, 3, self.heads, self.dim_head)
-            out = short_sequence_attention(qkv, bias, angles=angles)  # (T, n, heads, d), queries and keys rotated
-        else:
-            qkv = torch.bmm(tokens, weights).view(frames, n, 3, self.heads, self.dim_head)
-            out = short_sequence_attention(qkv, bias)
-        if rows is not None:
-            out = torch.where(rows, qkv[:, :, 2], out)
-        return self.to_out(out.reshape(frames, n, self.heads * self.dim_head))
+        qkv = self.to_qkv(tokens).view(batch, frames, hw, 3, self.heads, self.dim_head)
+        q, k, v = qkv.permute(3, 1, 0, 2, 4, 5)  # (T, B, HW, heads, d): frames first for the rotation
+        q, k = (rotate_features(t, self.rot_dim, angles) for t in (q, k))
+        q, k, v = (t.permute(1, 2, 3, 0, 4) for t in (q, k, v))  # (B, HW, heads, T, d)
+        out = scaled_dot_product(q, k, v, bias=bias)
+        if focus is not None:
+            out = torch.where(focus.view(batch, 1, 1, 1, 1), v, out)
+        out = out.permute(0, 3, 1, 2, 4).reshape(bt, h, w, self.heads * self.dim_head)
+        return from_channels_last(self.to_out(out))
 
 
 class SpatialAttention(nn.Module):
@@ -434,34 +206,13 @@ class SpatialLinearAttention(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         bt, c, h, w = x.shape
-        n, inner = h * w, self.heads * self.dim_head
-        tokens = self.norm.normed_tokens(x).reshape(bt, n, c)
-        # queries token-major (BT, N, heads*d): their softmax over features reads memory in order;
-        # keys channel-major (BT, heads*d, N): their softmax over pixels does too
-        w_q, w_k, w_v = self.to_qkv.weight.to(tokens.dtype).split(inner)
-        q = F.linear(tokens, w_q).view(bt, n, self.heads, self.dim_head).softmax(dim=-1)
-        tokens_t = tokens.transpose(1, 2)
-        k = torch.bmm(w_k.expand(bt, -1, -1), tokens_t).softmax(dim=-1)  # (BT, heads*d, N)
-        if n >= c:
-            # more pixels than channels: the values are never formed,
-            # context = softmax(k) @ (tokens @ W_v^T)^T = (softmax(k) @ tokens) @ W_v^T
-            pooled = torch.bmm(k, tokens).view(bt, self.heads, self.dim_head, c)  # (BT, heads, d, C)
-            context = torch.matmul(pooled, w_v.view(self.heads, self.dim_head, c).transpose(1, 2))  # (BT, heads, d, e)
-        else:
-            v = torch.bmm(w_v.expand(bt, -1, -1), tokens_t).view(bt, self.heads, self.dim_head, n)
-            context = torch.matmul(k.view(bt, self.heads, self.dim_head, n), v.transpose(-1, -2))  # (BT, heads, d, e)
-        context = context * (self.dim_head**-0.5)
-        if n > c:
-            # more pixels than channels: fold the output projection into the (small) context,
-            # out = q @ (context @ W_out^T)
-            w_out = self.to_out.weight.view(c, self.heads, self.dim_head).to(context.dtype)
-            mixer = torch.einsum("bhde,che->bhdc", context, w_out).reshape(bt, inner, c)
-            out = torch.baddbmm(self.to_out.bias.to(q.dtype), q.reshape(bt, n, inner), mixer.to(q.dtype))
-        else:
-            # few pixels (the bottleneck levels): each head's queries times its context, then the projection
-            per_head = torch.matmul(q.transpose(1, 2), context.to(q.dtype))  # (BT, heads, N, e)
-            out = self.to_out(per_head.transpose(1, 2).reshape(bt, n, inner))
-        return from_channels_last(out.view(bt, h, w, c))
+        tokens = self.norm.normed_tokens(x).reshape(bt, h * w, c)
+        q, k, v = self.to_qkv(tokens).view(bt, h * w, 3, self.heads, self.dim_head).unbind(2)  # (BT, N, heads, d)
+        q = q.softmax(dim=-1) * self.dim_head**-0.5
+        k = k.softmax(dim=1)
+        context = torch.einsum("bnhd,bnhe->bhde", k, v)
+        out = torch.einsum("bnhd,bhde->bnhe", q, context).reshape(bt, h, w, self.heads * self.dim_head)
+        return from_channels_last(self.to_out(out))
 
 
 class TextCrossAttention(nn.Module):
@@ -496,20 +247,11 @@ class ConvBlock(nn.Module):
 
     def __init__(self, dim: int, dim_out: int, norm: str) -> None:
         super().__init__()
-        self.proj = Conv2d(dim, dim_out, 3, padding=1)
+        self.proj = nn.Conv2d(dim, dim_out, 3, padding=1)
         self.norm = ChannelNorm(dim_out, norm)
 
     def forward(self, x: torch.Tensor, scale_shift: Optional[tuple[torch.Tensor, torch.Tensor]] = None) -> torch.Tensor:
-        x = self.proj(x)
-        if self.norm.kind == "rms":
-            # norm, scale-shift and SiLU as one autograd node on the channels-last tokens
-            n, c, h, w = x.shape
-            scale = shift = None
-            if scale_shift is not None:
-                scale, shift = (t.reshape(n, c) for t in scale_shift)
-            y = rms_scale_shift_silu(channels_last_view(x).reshape(n, h * w, c), self.norm.weight, scale, shift, self.norm.eps)
-            return from_channels_last(y.view(n, h, w, c))
-        x = self.norm(x)
+        x = self.norm(self.proj(x))
         if scale_shift is not None:
             scale, shift = scale_shift
             x = torch.addcmul(shift, x, scale + 1)
@@ -525,7 +267,7 @@ class ResnetBlock(nn.Module):
         self.mlp = nn.Linear(emb_dim, dim_out * (4 if self.cond_norm else 2)) if emb_dim is not None else None
         self.block1 = ConvBlock(dim, dim_out, norm)
         self.block2 = ConvBlock(dim_out, dim_out, norm)
-        self.res_conv = Conv2d(dim, dim_out, 1) if dim != dim_out else nn.Identity()
+        self.res_conv = nn.Conv2d(dim, dim_out, 1) if dim != dim_out else nn.Identity()
 
     def forward(self, x: torch.Tensor, emb_act: Optional[torch.Tensor] = None, frames: int = 1) -> torch.Tensor:
         ss1 = ss2 = None
@@ -568,13 +310,13 @@ class UnetLevel(nn.Module):
         self.temporal_attn = TemporalAttention(dim_out, heads, dim_head)
         self.cross_attn: Optional[TextCrossAttention] = None  # set by Unet3D(text_cross_attn=True)
         if resample == "down":
-            self.sample: Optional[nn.Module] = Conv2d(dim_out, dim_out, 4, 2, 1)
+            self.sample: Optional[nn.Module] = nn.Conv2d(dim_out, dim_out, 4, 2, 1)
         elif resample == "up":
-            self.sample = ConvTranspose2d(dim_out, dim_out, 4, 2, 1)
+            self.sample = nn.ConvTranspose2d(dim_out, dim_out, 4, 2, 1)
         else:
             self.sample = None
 
-    def body(self, x: torch.Tensor, emb_act: Optional[torch.Tensor], ctx: "_Context") -> torch.Tensor:
+    def body(self, x: torch.Tensor, emb_act: Optional[torch.Tensor], ctx: _Context) -> torch.Tensor:
         x = self.res1(x, emb_act, ctx.frames)
         x = self.res2(x, emb_act, ctx.frames)
         if self.spatial_attn is not None:
@@ -588,7 +330,9 @@ class UnetLevel(nn.Module):
 class MidBlock(nn.Module):
     """The bottleneck: ResNet block, full spatial (or spatio-temporal) attention, temporal attention, ResNet block."""
 
-    def __init__(self, dim: int, *, emb_dim: int, heads: int, dim_head: int, spatial_dim_head: int, norm: str, cond_norm: bool, attn_3d: bool) -> None:
+    def __init__(
+        self, dim: int, *, emb_dim: int, heads: int, dim_head: int, spatial_dim_head: int, norm: str, cond_norm: bool, attn_3d: bool
+    ) -> None:
         super().__init__()
         self.res1 = ResnetBlock(dim, dim, emb_dim=emb_dim, norm=norm, cond_norm=cond_norm)
         self.spatial_attn = SpatialAttention(dim, heads, spatial_dim_head, over_time=attn_3d)
@@ -596,7 +340,7 @@ class MidBlock(nn.Module):
         self.cross_attn: Optional[TextCrossAttention] = None  # set by Unet3D(text_cross_attn=True)
         self.res2 = ResnetBlock(dim, dim, emb_dim=emb_dim, norm=norm, cond_norm=cond_norm)
 
-    def forward(self, x: torch.Tensor, emb_act: Optional[torch.Tensor], ctx: "_Context") -> torch.Tensor:
+    def forward(self, x: torch.Tensor, emb_act: Optional[torch.Tensor], ctx: _Context) -> torch.Tensor:
         x = self.res1(x, emb_act, ctx.frames)
         x = x + self.spatial_attn(x, ctx.batch)
         x = x + self.temporal_attn(x, ctx.batch, ctx.angles, ctx.bias, ctx.focus)
@@ -618,23 +362,23 @@ class _Context:
 
 
 class Unet3D(ModelMixin, ConfigMixin):
-    """Seed 001's text-conditioned video U-Net on pixels ``(B, C, T, H, W)``.
+    """video-diffusion-pytorch's text-conditioned video U-Net on pixels ``(B, C, T, H, W)``, as text2video-from-scratch uses it.
 
-    Config keys (seed 001): ``dim`` base width; ``cond_dim`` size of the pooled text embedding (768 for
+    Config keys (text2video-from-scratch): ``dim`` base width; ``cond_dim`` size of the pooled text embedding (768 for
     BERT-base, 384 for MiniLM, None for an unconditional model); ``out_dim`` output channels (default
     ``channels``); ``dim_mults`` width multipliers per level; ``channels`` input channels;
     ``attn_heads`` / ``attn_dim_head`` of temporal attention; ``init_dim`` / ``init_kernel_size`` of the
     first convolution; ``use_sparse_linear_attn`` spatial linear attention per level; ``block_type``
-    (``resnet``; ``basic`` is accepted as an alias, as in the seed's config).
-    Further: ``spatial_attn_dim_head`` (head size of the spatial attentions, 32 in the seed);
+    (``resnet``; ``basic`` is accepted as an alias, as in text2video-from-scratch's config).
+    Further: ``spatial_attn_dim_head`` (head size of the spatial attentions, 32 in video-diffusion-pytorch);
     ``block_norm`` (``rms`` as video-diffusion-pytorch, ``group``, or ``layer``, all over channels);
-    seed 004's options ``attn_3d`` (the middle attention spans all frames' pixels), ``frame_pos_emb``
+    DiffusionPlayground's options ``attn_3d`` (the middle attention spans all frames' pixels), ``frame_pos_emb``
     (a sinusoidal frame-index encoding added after the first convolution), ``cond_norm`` (both
     normalisations of every ResNet block are conditional, scale-shift); ``gradient_checkpointing``;
     ``frame_cond`` (an MLP of the text and the frame position adds a per-frame term to the block
     embedding, so the scale-shift of every frame can differ: text-steered motion; off by default);
     ``text_cross_attn`` (every level and the middle attend to the caption's token states, width
-    ``cond_dim``, given through ``forward_cond``; the seed's ``forward`` sees the null token; off by default);
+    ``cond_dim``, given through ``forward_cond``; the original ``forward`` sees the null token; off by default);
     ``coord_channels`` (the pixels' x and y in [-1, 1] are two extra input channels of the first
     convolution, so the conditioning can place things in the frame; off by default).
     """
@@ -682,10 +426,12 @@ class Unet3D(ModelMixin, ConfigMixin):
         time_dim = dim * 4
         self.has_cond = cond_dim is not None
         emb_dim = time_dim + (cond_dim or 0)
-        common = dict(heads=attn_heads, dim_head=attn_dim_head, spatial_dim_head=spatial_attn_dim_head, norm=block_norm, cond_norm=cond_norm)
+        common = dict(
+            heads=attn_heads, dim_head=attn_dim_head, spatial_dim_head=spatial_attn_dim_head, norm=block_norm, cond_norm=cond_norm
+        )
 
         self.rel_pos_bias = RelativePositionBias(attn_heads, num_buckets=32, max_distance=rel_pos_max_distance)
-        self.init_conv = Conv2d(channels + (2 if coord_channels else 0), init_dim, init_kernel_size, padding=init_kernel_size // 2)
+        self.init_conv = nn.Conv2d(channels + (2 if coord_channels else 0), init_dim, init_kernel_size, padding=init_kernel_size // 2)
         self.frame_pos = nn.Linear(init_dim, init_dim) if frame_pos_emb else None
         if self.frame_pos is not None:
             nn.init.zeros_(self.frame_pos.weight)
@@ -720,7 +466,7 @@ class Unet3D(ModelMixin, ConfigMixin):
             for block in (*self.downs, self.mid, *self.ups):
                 width = block.temporal_attn.norm.weight.shape[0]
                 block.cross_attn = TextCrossAttention(width, cond_dim, attn_heads, attn_dim_head)
-        self.final_conv = Conv2d(dim, out_dim or channels, 1)
+        self.final_conv = nn.Conv2d(dim, out_dim or channels, 1)
 
     # -- helpers ---------------------------------------------------------------------------------
 
@@ -743,7 +489,9 @@ class Unet3D(ModelMixin, ConfigMixin):
         if time.ndim != 1 or time.shape[0] != x.shape[0]:
             raise ModelError(f"Unet3D expects time of shape ({x.shape[0]},), got {tuple(time.shape)}")
 
-    def _cond_embedding(self, cond: Optional[torch.Tensor], null_rows: Optional[torch.Tensor], batch: int, device: torch.device) -> Optional[torch.Tensor]:
+    def _cond_embedding(
+        self, cond: Optional[torch.Tensor], null_rows: Optional[torch.Tensor], batch: int, device: torch.device
+    ) -> Optional[torch.Tensor]:
         if not self.has_cond:
             return None
         null = self.null_cond_emb.expand(batch, -1)
@@ -770,7 +518,7 @@ class Unet3D(ModelMixin, ConfigMixin):
         null_cond_prob: float = 0.0,
         focus_present_mask: Optional[torch.Tensor] = None,
     ) -> torch.Tensor:
-        """Seed 001's call: ``x`` ``(B, C, T, H, W)``, ``time`` ``(B,)``, ``cond`` ``(B, cond_dim)`` pooled text.
+        """text2video-from-scratch's call: ``x`` ``(B, C, T, H, W)``, ``time`` ``(B,)``, ``cond`` ``(B, cond_dim)`` pooled text.
 
         ``null_cond_prob`` replaces each item's text by the null embedding with that probability
         (classifier-free guidance training); a conditional model called without ``cond`` uses the null
@@ -780,7 +528,9 @@ class Unet3D(ModelMixin, ConfigMixin):
         null_rows = None
         if self.has_cond and null_cond_prob > 0:
             null_rows = torch.rand(x.shape[0], device=x.device) < null_cond_prob
-        return self._forward(x, time, self._cond_embedding(cond, null_rows, x.shape[0], x.device) if self.has_cond else None, focus_present_mask)
+        return self._forward(
+            x, time, self._cond_embedding(cond, null_rows, x.shape[0], x.device) if self.has_cond else None, focus_present_mask
+        )
 
     def forward_cond(self, x_t: torch.Tensor, t: torch.Tensor, cond: Conditioning) -> torch.Tensor:
         """The adapter call: pooled text, null-text rows and the focus mask of ``cond`` (its image is ignored)."""
@@ -805,7 +555,9 @@ class Unet3D(ModelMixin, ConfigMixin):
         first = torch.ones(batch, 1, dtype=torch.bool, device=tokens.device)
         return torch.cat((null, tokens.to(null.dtype)), dim=1), torch.cat((first, keep), dim=1)
 
-    def forward_with_cond_scale(self, x: torch.Tensor, time: torch.Tensor, cond: Optional[torch.Tensor] = None, cond_scale: float = 1.0, **kwargs) -> torch.Tensor:
+    def forward_with_cond_scale(
+        self, x: torch.Tensor, time: torch.Tensor, cond: Optional[torch.Tensor] = None, cond_scale: float = 1.0, **kwargs
+    ) -> torch.Tensor:
         """Classifier-free guidance in one batched pass: ``null + (cond - null) * cond_scale``."""
         if cond_scale == 1 or not self.has_cond or cond is None:
             return self.forward(x, time, cond, **kwargs)
@@ -846,11 +598,11 @@ class Unet3D(ModelMixin, ConfigMixin):
         x = x.to(self.init_conv.weight.dtype)
         if self.config.coord_channels:
             x = torch.cat((x, pixel_coordinates(x)), dim=1)
-        h = self.init_conv(fold_frames(x))
+        h = self.init_conv(fold_frames(x, torch.channels_last))
         if self.frame_pos is not None:
             pos = sinusoidal_embedding(torch.arange(frames, device=device), h.shape[1], freq_shift=1)
             h = h + self.frame_pos(pos.to(h.dtype)).repeat(b, 1)[:, :, None, None]
-        # the initial temporal attention ignores the focus mask (as in the seed)
+        # the initial temporal attention ignores the focus mask (as in video-diffusion-pytorch)
         h = h + self.init_temporal_attn(h, b, angles, ctx.bias, None)
         skip0 = h
 
@@ -873,4 +625,4 @@ class Unet3D(ModelMixin, ConfigMixin):
             if level.sample is not None:
                 h = level.sample(h)
         h = self.final_block(torch.cat((h, skip0), dim=1))
-        return unfold_frames(self.final_conv(h), b)
+        return unfold_frames(self.final_conv(h), frames).contiguous()

@@ -1,5 +1,5 @@
-"""`UNet3DConditionModel`: Stable Diffusion's UNet inflated to video with motion modules (AnimateDiff,
-seed 000), with VideoCrafter's options (seed 002): temporal convolution in the ResNets, an fps
+"""`UNet3DConditionModel`: Stable Diffusion's UNet inflated to video with motion modules (AnimateDiff),
+with VideoCrafter's options: temporal convolution in the ResNets, an fps
 embedding added to the timestep embedding, temporal cross-attention, and image-to-video dual
 cross-attention with an image projector.
 
@@ -27,7 +27,9 @@ from torch import nn
 from ..diffusion.conditioning import Conditioning
 from ..errors import ModelError
 from ..nn.embeddings import sinusoidal_embedding
+from ..nn.frames import fold_frames, unfold_frames
 from ..nn.motion import TemporalTransformer
+from .presets import Presets
 from .unet3d_condition_blocks import (
     AttentionOptions,
     Context,
@@ -38,8 +40,6 @@ from .unet3d_condition_blocks import (
     MotionOptions,
     UNetMidBlock3DCrossAttn,
     UpBlock3D,
-    fold_frames,
-    unfold_frames,
 )
 
 logger = logging.getLogger(__name__)
@@ -47,30 +47,56 @@ logger = logging.getLogger(__name__)
 _DOWN_BLOCKS = {"CrossAttnDownBlock3D": CrossAttnDownBlock3D, "DownBlock3D": DownBlock3D}
 _UP_BLOCKS = {"CrossAttnUpBlock3D": CrossAttnUpBlock3D, "UpBlock3D": UpBlock3D}
 
-#: Named sizes. ``sd15``: Stable Diffusion 1.5 with AnimateDiff v2 motion modules (seed 000);
-#: ``tiny``: the same structure at CPU scale; ``videocrafter-tiny``: tiny with every seed 002 option.
+#: Named sizes. ``sd15``: Stable Diffusion 1.5 with AnimateDiff v2 motion modules;
+#: ``tiny``: the same structure at CPU scale; ``videocrafter-tiny``: tiny with every VideoCrafter option.
 PRESETS: MappingProxyType[str, MappingProxyType[str, Any]] = MappingProxyType(
     {
         "sd15": MappingProxyType(
             dict(
-                in_channels=4, out_channels=4, block_out_channels=(320, 640, 1280, 1280), layers_per_block=2,
-                num_attention_heads=8, cross_attention_dim=768, norm_num_groups=32, motion_num_attention_heads=8,
-                motion_norm_num_groups=32, motion_max_seq_length=32, motion_mid_block=True,
+                in_channels=4,
+                out_channels=4,
+                block_out_channels=(320, 640, 1280, 1280),
+                layers_per_block=2,
+                num_attention_heads=8,
+                cross_attention_dim=768,
+                norm_num_groups=32,
+                motion_num_attention_heads=8,
+                motion_norm_num_groups=32,
+                motion_max_seq_length=32,
+                motion_mid_block=True,
             )
         ),
         "tiny": MappingProxyType(
             dict(
-                in_channels=4, out_channels=4, block_out_channels=(32, 32, 64, 64), layers_per_block=1,
-                num_attention_heads=2, cross_attention_dim=32, norm_num_groups=8, motion_num_attention_heads=2,
-                motion_norm_num_groups=8, motion_max_seq_length=32,
+                in_channels=4,
+                out_channels=4,
+                block_out_channels=(32, 32, 64, 64),
+                layers_per_block=1,
+                num_attention_heads=2,
+                cross_attention_dim=32,
+                norm_num_groups=8,
+                motion_num_attention_heads=2,
+                motion_norm_num_groups=8,
+                motion_max_seq_length=32,
             )
         ),
         "videocrafter-tiny": MappingProxyType(
             dict(
-                in_channels=4, out_channels=4, block_out_channels=(32, 32, 64, 64), layers_per_block=1,
-                num_attention_heads=2, cross_attention_dim=32, norm_num_groups=8, motion_num_attention_heads=2,
-                motion_norm_num_groups=8, temporal_conv=True, temporal_cross_attention=True, fps_embedding=True,
-                image_cross_attention=True, image_embed_dim=32, num_image_tokens=4,
+                in_channels=4,
+                out_channels=4,
+                block_out_channels=(32, 32, 64, 64),
+                layers_per_block=1,
+                num_attention_heads=2,
+                cross_attention_dim=32,
+                norm_num_groups=8,
+                motion_num_attention_heads=2,
+                motion_norm_num_groups=8,
+                temporal_conv=True,
+                temporal_cross_attention=True,
+                fps_embedding=True,
+                image_cross_attention=True,
+                image_embed_dim=32,
+                num_image_tokens=4,
             )
         ),
     }
@@ -109,8 +135,8 @@ def _per_block(value: Union[int, Sequence[int]], n: int, name: str) -> tuple[int
     return value
 
 
-class UNet3DConditionModel(ModelMixin, ConfigMixin):
-    """Text(-and-image)-conditioned 3D UNet of latent video diffusion (seeds 000 and 002).
+class UNet3DConditionModel(Presets, ModelMixin, ConfigMixin):
+    """Text(-and-image)-conditioned 3D UNet of latent video diffusion (AnimateDiff and VideoCrafter).
 
     Sizes: ``block_out_channels``, ``layers_per_block``, ``num_attention_heads`` (spatial heads per block,
     head width = channels / heads), ``cross_attention_dim`` (text token width), ``norm_num_groups``.
@@ -132,6 +158,8 @@ class UNet3DConditionModel(ModelMixin, ConfigMixin):
     """
 
     _supports_gradient_checkpointing = True
+
+    PRESETS = PRESETS
 
     @register_to_config
     def __init__(
@@ -204,24 +232,39 @@ class UNet3DConditionModel(ModelMixin, ConfigMixin):
         )
         self.transformer_in = (
             TemporalTransformer(
-                ch0, heads=input_temporal_heads, dim_head=input_temporal_head_dim, norm_groups=norm_num_groups,
-                positional_embedding=None, zero_init=motion_zero_init,
+                ch0,
+                heads=input_temporal_heads,
+                dim_head=input_temporal_head_dim,
+                norm_groups=norm_num_groups,
+                positional_embedding=None,
+                zero_init=motion_zero_init,
             )
             if input_temporal_transformer
             else None
         )
 
         motion = MotionOptions(
-            enabled=use_motion_modules, layers=motion_layers, norm_groups=motion_norm_num_groups,
-            positional_embedding=motion_positional_embedding, max_seq_length=motion_max_seq_length,
-            in_plain_blocks=motion_in_plain_blocks, zero_init=motion_zero_init, cross_attention=temporal_cross_attention,
+            enabled=use_motion_modules,
+            layers=motion_layers,
+            norm_groups=motion_norm_num_groups,
+            positional_embedding=motion_positional_embedding,
+            max_seq_length=motion_max_seq_length,
+            in_plain_blocks=motion_in_plain_blocks,
+            zero_init=motion_zero_init,
+            cross_attention=temporal_cross_attention,
         )
         attn = AttentionOptions(
-            cross_attention_dim=cross_attention_dim, transformer_layers=transformer_layers_per_block,
-            norm_groups=norm_num_groups, image_context=image_cross_attention, image_scale=image_cross_attention_scale,
+            cross_attention_dim=cross_attention_dim,
+            transformer_layers=transformer_layers_per_block,
+            norm_groups=norm_num_groups,
+            image_context=image_cross_attention,
+            image_scale=image_cross_attention_scale,
         )
         resnet_kwargs = dict(
-            groups=norm_num_groups, eps=norm_eps, dropout=dropout, temporal_conv=temporal_conv,
+            groups=norm_num_groups,
+            eps=norm_eps,
+            dropout=dropout,
+            temporal_conv=temporal_conv,
             temporal_conv_dropout=temporal_conv_dropout,
         )
 
@@ -231,14 +274,28 @@ class UNet3DConditionModel(ModelMixin, ConfigMixin):
             in_ch, out_ch = out_ch, block_out_channels[i]
             self.down_blocks.append(
                 _DOWN_BLOCKS[kind](
-                    in_ch, out_ch, temb, num_layers=layers_per_block, heads=heads[i], motion_heads=motion_heads[i],
-                    add_downsample=i < n - 1, downsample_padding=downsample_padding, resnet_kwargs=resnet_kwargs,
-                    motion=motion, attn=attn,
+                    in_ch,
+                    out_ch,
+                    temb,
+                    num_layers=layers_per_block,
+                    heads=heads[i],
+                    motion_heads=motion_heads[i],
+                    add_downsample=i < n - 1,
+                    downsample_padding=downsample_padding,
+                    resnet_kwargs=resnet_kwargs,
+                    motion=motion,
+                    attn=attn,
                 )
             )
         self.mid_block = UNetMidBlock3DCrossAttn(
-            block_out_channels[-1], temb, heads=heads[-1], motion_heads=motion_heads[-1], use_motion=motion_mid_block,
-            resnet_kwargs={**resnet_kwargs, "output_scale_factor": mid_block_scale_factor}, motion=motion, attn=attn,
+            block_out_channels[-1],
+            temb,
+            heads=heads[-1],
+            motion_heads=motion_heads[-1],
+            use_motion=motion_mid_block,
+            resnet_kwargs={**resnet_kwargs, "output_scale_factor": mid_block_scale_factor},
+            motion=motion,
+            attn=attn,
         )
         self.up_blocks = nn.ModuleList()
         rev = list(reversed(block_out_channels))
@@ -249,9 +306,17 @@ class UNet3DConditionModel(ModelMixin, ConfigMixin):
             skip_in = rev[min(i + 1, n - 1)]
             self.up_blocks.append(
                 _UP_BLOCKS[kind](
-                    skip_in, prev, out_ch, temb, num_layers=layers_per_block + 1, heads=rev_heads[i],
-                    motion_heads=rev_motion_heads[i], add_upsample=i < n - 1, resnet_kwargs=resnet_kwargs,
-                    motion=motion, attn=attn,
+                    skip_in,
+                    prev,
+                    out_ch,
+                    temb,
+                    num_layers=layers_per_block + 1,
+                    heads=rev_heads[i],
+                    motion_heads=rev_motion_heads[i],
+                    add_upsample=i < n - 1,
+                    resnet_kwargs=resnet_kwargs,
+                    motion=motion,
+                    attn=attn,
                 )
             )
         self.conv_norm_out = nn.GroupNorm(norm_num_groups, ch0, eps=norm_eps)
@@ -260,19 +325,12 @@ class UNet3DConditionModel(ModelMixin, ConfigMixin):
 
     # ------------------------------------------------------------------ construction helpers
     @classmethod
-    def from_preset(cls, name: str, **overrides: Any) -> "UNet3DConditionModel":
-        """Build a named size (see `PRESETS`), with config overrides."""
-        if name not in PRESETS:
-            raise ModelError(f"unknown UNet3DConditionModel preset {name!r}; choose one of: {', '.join(PRESETS)}")
-        return cls(**{**PRESETS[name], **overrides})
-
-    @classmethod
     def from_unet2d(
         cls,
         unet2d: Union[str, Path, nn.Module],
         motion_adapter: Union[None, str, Path, nn.Module, dict] = None,
         **overrides: Any,
-    ) -> "UNet3DConditionModel":
+    ) -> UNet3DConditionModel:
         """Inflate a diffusers ``UNet2DConditionModel`` (instance or folder) into this model (a
         ``UNetMotionModel`` is accepted too, its motion modules included).
 
@@ -281,21 +339,21 @@ class UNet3DConditionModel(ModelMixin, ConfigMixin):
         start at zero and the model reproduces the image model on every frame. ``overrides`` change
         the config (e.g. ``fps_embedding=True``); weights they add start fresh.
         """
-        from .convert.unet_keys import inflate_unet2d
+        from .unet3d_condition_keys import inflate_unet2d
 
         return inflate_unet2d(cls, unet2d, motion_adapter, overrides)
 
     @classmethod
-    def from_diffusers_unet3d(cls, unet3d: Union[str, Path, nn.Module], **overrides: Any) -> "UNet3DConditionModel":
+    def from_diffusers_unet3d(cls, unet3d: Union[str, Path, nn.Module], **overrides: Any) -> UNet3DConditionModel:
         """Load ModelScope-style weights from a diffusers ``UNet3DConditionModel`` (instance or folder)."""
-        from .convert.unet_keys import load_diffusers_unet3d
+        from .unet3d_condition_keys import load_diffusers_unet3d
 
         return load_diffusers_unet3d(cls, unet3d, overrides)
 
     def load_motion_modules(self, adapter: Union[str, Path, nn.Module, dict], strict: bool = True) -> list[str]:
         """Load AnimateDiff motion weights (``MotionAdapter``, folder, file or state dict; diffusers or
         original key layout) into the motion modules; returns the names loaded."""
-        from .convert.unet_keys import load_motion_state
+        from .unet3d_condition_keys import load_motion_state
 
         return load_motion_state(self, adapter, strict=strict)
 

@@ -1,4 +1,4 @@
-"""Blocks of `UNet3DConditionModel` (seed 000's tables): inflated ResNet, spatial transformer run per
+"""Blocks of `UNet3DConditionModel` (AnimateDiff's tables): inflated ResNet, spatial transformer run per
 frame, down/up samplers, and the down / middle / up blocks that pair them with motion modules.
 
 Every block takes and returns ``(B, C, T, H, W)``. "Inflated" layers (group norm, 3x3 convolution)
@@ -14,20 +14,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..nn.frames import fold_frames, unfold_frames
 from ..nn.motion import TemporalConvLayer, TemporalTransformer
 from ..nn.transformer_block import TransformerBlock
-
-
-def fold_frames(x: torch.Tensor) -> torch.Tensor:
-    """``(B, C, T, H, W) -> (B*T, C, H, W)``."""
-    b, c, t, h, w = x.shape
-    return x.transpose(1, 2).reshape(b * t, c, h, w)
-
-
-def unfold_frames(x: torch.Tensor, frames: int) -> torch.Tensor:
-    """``(B*T, C, H, W) -> (B, C, T, H, W)``."""
-    bt, c, h, w = x.shape
-    return x.reshape(bt // frames, frames, c, h, w).transpose(1, 2)
 
 
 @dataclass
@@ -82,7 +71,7 @@ class _Checkpointed(nn.Module):
 
 
 class ResnetBlock3D(nn.Module):
-    """Seed 000's ResnetBlock3D: (inflated group norm, SiLU, 3x3 conv) twice with the timestep
+    """AnimateDiff's ResnetBlock3D: (inflated group norm, SiLU, 3x3 conv) twice with the timestep
     embedding added in between, dropout, 1x1 shortcut when the width changes, divided by
     ``output_scale_factor``; optionally followed by a temporal convolution (VideoCrafter)."""
 
@@ -109,9 +98,7 @@ class ResnetBlock3D(nn.Module):
         self.conv_shortcut = nn.Conv2d(in_channels, out_channels, 1) if in_channels != out_channels else None
         self.output_scale_factor = output_scale_factor
         self.act = nn.SiLU()
-        self.temporal_conv = (
-            TemporalConvLayer(out_channels, norm_groups=groups, dropout=temporal_conv_dropout) if temporal_conv else None
-        )
+        self.temporal_conv = TemporalConvLayer(out_channels, norm_groups=groups, dropout=temporal_conv_dropout) if temporal_conv else None
 
     def forward(self, x: torch.Tensor, temb: torch.Tensor) -> torch.Tensor:
         frames = x.shape[2]
@@ -128,7 +115,7 @@ class ResnetBlock3D(nn.Module):
 
 
 class Transformer3DModel(nn.Module):
-    """Seed 000's Transformer3DModel: frames folded into the batch, group norm, linear projection in,
+    """AnimateDiff's Transformer3DModel: frames folded into the batch, group norm, linear projection in,
     transformer blocks (self-attention, cross-attention to text and image tokens, feed-forward),
     projection out, residual. (A 1x1-convolution projection is imported as the equal linear one.)"""
 
@@ -184,7 +171,7 @@ class Upsample3D(nn.Module):
     """Nearest 2x on H and W (or to ``output_size``), then a 3x3 convolution on each frame.
 
     bfloat16 input is interpolated in float32 and cast back (nearest upsampling in bf16 is not
-    supported by every backend), as seed 000's table says."""
+    supported by every backend), as AnimateDiff's table says."""
 
     def __init__(self, channels: int) -> None:
         super().__init__()
@@ -239,9 +226,7 @@ class _UNetBlock(_Checkpointed):
         self.has_cross_attention = cross
         self.resnets = nn.ModuleList(ResnetBlock3D(c, out_channels, temb_channels, **resnet_kwargs) for c in in_widths)
         self.attentions = (
-            nn.ModuleList(Transformer3DModel(out_channels, heads, attn, resnet_kwargs["dropout"]) for _ in in_widths)
-            if cross
-            else None
+            nn.ModuleList(Transformer3DModel(out_channels, heads, attn, resnet_kwargs["dropout"]) for _ in in_widths) if cross else None
         )
         use_motion = motion.enabled and (cross or motion.in_plain_blocks)
         self.motion_modules = (
@@ -280,8 +265,15 @@ class DownBlock3D(_UNetBlock):
         super().__init__()
         widths = [in_channels] + [out_channels] * (num_layers - 1)
         self._build(
-            widths, out_channels, temb_channels, heads=heads, motion_heads=motion_heads, cross=cross,
-            resnet_kwargs=resnet_kwargs, motion=motion, attn=attn,
+            widths,
+            out_channels,
+            temb_channels,
+            heads=heads,
+            motion_heads=motion_heads,
+            cross=cross,
+            resnet_kwargs=resnet_kwargs,
+            motion=motion,
+            attn=attn,
         )
         self.downsample = Downsample3D(out_channels, downsample_padding) if add_downsample else None
 
@@ -297,7 +289,7 @@ class DownBlock3D(_UNetBlock):
 
 
 class CrossAttnDownBlock3D(DownBlock3D):
-    """`DownBlock3D` with a `Transformer3DModel` after every ResNet (seed 000, table 1.1)."""
+    """`DownBlock3D` with a `Transformer3DModel` after every ResNet (AnimateDiff, table 1.1)."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, cross=True, **kwargs)
@@ -329,8 +321,15 @@ class UpBlock3D(_UNetBlock):
             skip = in_channels if i == num_layers - 1 else out_channels
             widths.append((prev_output_channels if i == 0 else out_channels) + skip)
         self._build(
-            widths, out_channels, temb_channels, heads=heads, motion_heads=motion_heads, cross=cross,
-            resnet_kwargs=resnet_kwargs, motion=motion, attn=attn,
+            widths,
+            out_channels,
+            temb_channels,
+            heads=heads,
+            motion_heads=motion_heads,
+            cross=cross,
+            resnet_kwargs=resnet_kwargs,
+            motion=motion,
+            attn=attn,
         )
         self.upsample = Upsample3D(out_channels) if add_upsample else None
 

@@ -1,20 +1,20 @@
-"""`UNetSTIC`: a spatio-temporal UNet with cross-attention and image conditioning (seed 003).
+"""`UNetSTIC`: a spatio-temporal UNet with cross-attention and image conditioning (Open-Sora).
 
 The 2-D blocks (ResNet blocks, spatial transformers with self- and cross-attention) run on frames
 folded into the batch; after every block layer a temporal attention mixes each pixel's features
 across frames. Temporal mixers, transformer outputs and the output convolution start at zero, so a
 fresh model predicts exactly zeros and a fresh temporal mixer is the identity.
 
-Layouts. The seed documents the public input as ``(batch, num_frames, channel, height, width)`` but
+Layouts. The Open-Sora document gives the public input as ``(batch, num_frames, channel, height, width)`` but
 its code concatenates ``cond_image`` on dim 1 as if both were ``(B, C, T, H, W)``, and returns
 ``[B, out_channels, T, H, W]``. text2video resolves this once, at the model's edge:
 
 * ``x`` and ``cond_image`` are both ``(B, T, C, H, W)`` (``cond_image`` "has the same shape as x");
   they are joined on their channel axis (dim 2), never on dim 1;
-* ``.sample`` is ``(B, out_channels, T, H, W)``, the seed's output and text2video's internal layout;
+* ``.sample`` is ``(B, out_channels, T, H, W)``, that document's output and text2video's internal layout;
 * ``forward_cond`` takes and returns ``(B, C, T, H, W)`` like every other denoiser.
 
-``in_channels`` counts the latent channels plus the ``cond_image`` channels (the seed's note); without
+``in_channels`` counts the latent channels plus the ``cond_image`` channels (that document's note); without
 ``cond_image`` those channels are zeros.
 """
 
@@ -282,9 +282,7 @@ class UNetSTIC(ModelMixin, ConfigMixin):
         want = self.config.in_channels
         if cond_image is not None:
             if cond_image.ndim != 5 or cond_image.shape[:2] != x.shape[:2] or cond_image.shape[3:] != x.shape[3:]:
-                raise ModelError(
-                    f"cond_image must be (B, T, C_cond, H, W) like x {tuple(x.shape)}, got {tuple(cond_image.shape)}"
-                )
+                raise ModelError(f"cond_image must be (B, T, C_cond, H, W) like x {tuple(x.shape)}, got {tuple(cond_image.shape)}")
             x = torch.cat([x, cond_image.to(x.dtype)], dim=2)
         elif x.shape[2] < want:
             x = torch.cat([x, x.new_zeros(*x.shape[:2], want - x.shape[2], *x.shape[3:])], dim=2)

@@ -66,9 +66,7 @@ class LabelEmbedder(nn.Module):
     def null_class(self) -> int:
         return self.num_classes
 
-    def forward(
-        self, labels: torch.Tensor, drop: Optional[torch.Tensor] = None, *, random_drop: bool = True
-    ) -> torch.Tensor:
+    def forward(self, labels: torch.Tensor, drop: Optional[torch.Tensor] = None, *, random_drop: bool = True) -> torch.Tensor:
         """``random_drop=False`` turns label dropout off (callers that drop conditions themselves)."""
         labels = labels.long()
         if random_drop and self.training and self.dropout_prob > 0:

@@ -19,7 +19,7 @@ def sinusoidal_embedding(
     """``(N,)`` positions -> ``(N, dim)`` sines and cosines at geometric frequencies.
 
     Frequency ``i`` of ``dim // 2`` is ``max_period ** (-i / (dim // 2 - freq_shift))``.
-    The conventions in use: DiT (``freq_shift=0, cos_first=True``), lucidrains / seed 001
+    The conventions in use: DiT (``freq_shift=0, cos_first=True``), lucidrains / text2video-from-scratch
     (``freq_shift=1, cos_first=False``), diffusers (``freq_shift`` as ``downscale_freq_shift``,
     ``cos_first`` as ``flip_sin_to_cos``). An odd ``dim`` is zero-padded by one column.
     """

@@ -7,6 +7,7 @@ Its defaults (``height``, ``width``, ``channels``) stay those of the output pixe
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import re
@@ -18,6 +19,7 @@ from typing import Any, ClassVar, Mapping, Optional, Sequence
 import numpy as np
 import torch
 
+from ..backends import cpu as cpu_backend
 from ..diffusion.conditioning import Conditioning
 from ..diffusion.objective import DiffusionObjective, ObjectiveConfig
 from ..errors import CheckpointError, ConfigError, ModelError
@@ -158,6 +160,13 @@ class VideoPipeline:
         if self.vae is not None:
             self.vae.to(device)
         return self
+
+    def backend(self) -> contextlib.AbstractContextManager:
+        """The context every sampling run of this pipeline goes in: on CPU, the CPU backend's fast layers
+        with their weight-derived tensors built once for all steps (`text2video.backends.cpu.sampling`)."""
+        if self.device.type != "cpu":
+            return contextlib.nullcontext()
+        return cpu_backend.sampling(self.model)
 
     # ------------------------------------------------------------------------------ latent space
 

@@ -102,8 +102,9 @@ class ImageToVideoPipeline(VideoPipeline):
         generators, seeds = make_generators(count, seed)
         options = self._sampling_kwargs(steps=steps, sampler=sampler, guidance_scale=guidance_scale)
         shape = self.sample_shape((count, d.channels, num_frames, *pixel_hw))
-        videos = sample(self.model, shape, cond, objective=self.objective, negative_cond=negative, generators=generators,
-                        progress=progress, callback=callback, **options)  # fmt: skip
+        with self.backend():
+            videos = sample(self.model, shape, cond, objective=self.objective, negative_cond=negative,
+                            generators=generators, progress=progress, callback=callback, **options)  # fmt: skip
         videos = self.decode(videos)
         return self._finish(videos, [p for p in prompts for _ in range(num_videos_per_prompt)], seeds, fps)
 

@@ -1,4 +1,4 @@
-"""Between two videos (seed 004's ``interpolate``), and infilling between a first and a last frame."""
+"""Between two videos (DiffusionPlayground's ``interpolate``), and infilling between a first and a last frame."""
 
 from __future__ import annotations
 
@@ -57,12 +57,13 @@ class InterpolationPipeline(ImageToVideoPipeline):
         generators, seeds = make_generators(b, seed)
         options = self._sampling_kwargs(steps=num_steps, sampler=sampler, guidance_scale=guidance_scale)
         v1, v2 = self.encode_frames(v1), self.encode_frames(v2)  # latent pipelines: interpolate the latents
-        videos = interpolate_videos(
-            self.model, v1.to(self.device), v2.to(self.device), cond, objective=self.objective,
-            num_interp=num_interp_frames, steps=options["steps"], strength=strength, sampler=options["sampler"],
-            guidance_scale=options["guidance_scale"], generators=generators, clip_x0=options["clip_x0"], progress=progress,
-            callback=callback,
-        )  # fmt: skip
+        with self.backend():
+            videos = interpolate_videos(
+                self.model, v1.to(self.device), v2.to(self.device), cond, objective=self.objective,
+                num_interp=num_interp_frames, steps=options["steps"], strength=strength, sampler=options["sampler"],
+                guidance_scale=options["guidance_scale"], generators=generators, clip_x0=options["clip_x0"], progress=progress,
+                callback=callback,
+            )  # fmt: skip
         flat = self.decode(videos.flatten(0, 1))
         weights = torch.linspace(0.0, 1.0, num_interp_frames).tolist()
         return self._finish(flat, [p for p in prompts for _ in weights], seeds, fps, weights=weights)

@@ -39,13 +39,14 @@ class TextToVideoPipeline(VideoPipeline):
         eta: Optional[float] = None,
         dynamic_threshold: Optional[float] = None,
         progress: bool = True,
+        generators: Optional[Sequence[torch.Generator]] = None,
         fps: Optional[float] = None,
         callback: Optional[StepCallback] = None,
     ) -> VideoOutput:
         """Videos for ``prompt`` (a string or a list): ``num_videos_per_prompt`` each, video ``i`` seeded
-        ``seed + i`` so any one of them can be reproduced alone. ``fps``: the videos' frame rate, which models
-        with an fps embedding are also conditioned on (default: the pipeline's). ``callback(done, total)``
-        follows the sampler's steps."""
+        ``seed + i`` so any one of them can be reproduced alone; or drawn from ``generators`` (one per video)
+        when given. ``fps``: the videos' frame rate, which models with an fps embedding are also conditioned on
+        (default: the pipeline's). ``callback(done, total)`` follows the sampler's steps."""
         prompts = as_prompt_list(prompt)
         if num_videos_per_prompt < 1:
             raise ConfigError(f"num_videos_per_prompt must be >= 1, got {num_videos_per_prompt}")
@@ -62,12 +63,16 @@ class TextToVideoPipeline(VideoPipeline):
         fps = d.fps if fps is None else float(fps)
         cond = self._condition(prompts, num_videos_per_prompt, fps)
         negative = self._negative(negative_prompt if negative_prompt is not None else d.negative_prompt, shape[0])
-        generators, seeds = make_generators(shape[0], seed)
+        if generators is None:
+            generators, seeds = make_generators(shape[0], seed)
+        else:
+            generators, seeds = list(generators), None
         options = self._sampling_kwargs(
             steps=steps, sampler=sampler, guidance_scale=guidance_scale, eta=eta, dynamic_threshold=dynamic_threshold
         )
-        videos = sample(self.model, shape, cond, objective=self.objective, negative_cond=negative, generators=generators,
-                        progress=progress, callback=callback, **options)  # fmt: skip
+        with self.backend():
+            videos = sample(self.model, shape, cond, objective=self.objective, negative_cond=negative,
+                            generators=generators, progress=progress, callback=callback, **options)  # fmt: skip
         videos = self.decode(videos)
         return self._finish(videos, [p for p in prompts for _ in range(num_videos_per_prompt)], seeds, fps)
 
@@ -81,7 +86,7 @@ class TextToVideoPipeline(VideoPipeline):
         prompt: str = "",
         **kwargs,
     ) -> torch.Tensor:
-        """Seed 004's ``VideoGenerator.generate``: ``num_samples`` videos ``(N, C, T, H, W)`` in [-1, 1]."""
+        """DiffusionPlayground's ``VideoGenerator.generate``: ``num_samples`` videos ``(N, C, T, H, W)`` in [-1, 1]."""
         out = self(prompt, num_frames=num_frames, height=height, width=width, steps=num_steps,
                    num_videos_per_prompt=num_samples, **kwargs)  # fmt: skip
         return out.videos

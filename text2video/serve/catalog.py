@@ -25,7 +25,7 @@ _MARKERS = ("pipeline.json", "model_index.json")
 
 def looks_like_model_folder(path: Path) -> bool:
     """A pipeline folder, a diffusers pipeline folder, or a training run folder."""
-    from ..train.export import is_run_dir
+    from ..runs.folder import is_run_dir
 
     return any((path / marker).is_file() for marker in _MARKERS) or is_run_dir(path)
 
@@ -106,7 +106,9 @@ class ModelCatalog:
             if not path.exists():
                 raise CheckpointError(f"model folder {path} does not exist")
             if path.is_file():
-                raise CheckpointError(f"{path} is a file; --model takes a pipeline folder (text2video export) or a run folder")
+                raise CheckpointError(
+                    f"{path} is a file; --model takes a pipeline folder (text2video export), a run folder or one of its checkpoint folders"
+                )
         self.names = _unique_names(paths)
         self.paths = dict(zip(self.names, paths))
         self.device = device

@@ -12,7 +12,7 @@ import math
 from dataclasses import dataclass
 from typing import Any, Mapping
 
-from ..diffusion.sampling import available_samplers
+from ..diffusion.sampling import SAMPLERS
 from ..errors import ConfigError
 
 __all__ = ["Range", "ControlLimits", "limits_for", "size_multiple", "takes_fps"]
@@ -129,7 +129,7 @@ def limits_for(pipe: Any) -> ControlLimits:
         guidance_scale=Range(0.0, MAX_GUIDANCE, 0) if text else Range(1.0, 1.0, 0),
         num_videos=Range(1, MAX_VIDEOS),
         fps=Range(1.0, MAX_FPS, 0),
-        samplers=tuple(available_samplers()),
+        samplers=tuple(SAMPLERS),
         takes_text=text,
         takes_fps=takes_fps(pipe),
     )

@@ -1,50 +1,25 @@
 """An on-disk cache of text embeddings, so that each distinct caption is encoded once, across runs.
 
-Layout: ``root/<hash of encoder id>/<2 hex>/<hash of encoder id + text>.safetensors``; each file holds the
-real (unpadded) token states ``tokens`` (L, D), ``mask`` (L,) and ``pooled`` (D,) of one text, with the
-encoder id and the text in its metadata, checked on read. A different encoder id hashes to another
-folder and another file name, so it never reads a stale entry.
+Entries live in a `text2video.io.store.TensorStore` under ``root/<hash of encoder id>/``, keyed by the
+encoder id and the text; each holds the real (unpadded) token states ``tokens`` (L, D), ``mask`` (L,) and
+``pooled`` (D,) of one text. A different encoder id hashes to another folder and another key, so it never
+reads a stale entry.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
-import os
-import tempfile
 from pathlib import Path
 from typing import Iterable, Optional, Sequence
 
-import torch
-
 from ..errors import TextEncoderError
+from ..io.store import TensorStore, atomic_write, content_hash
 from .encoders import TextEmbeddings, TextEncoder
 
 logger = logging.getLogger(__name__)
 
-FORMAT_VERSION = "1"
-
-
-def _sha256(*parts: str) -> str:
-    digest = hashlib.sha256()
-    for part in parts:
-        digest.update(part.encode("utf-8"))
-        digest.update(b"\0")
-    return digest.hexdigest()
-
-
-def _atomic_write(path: Path, write) -> None:
-    """Call ``write(temp_path)`` then move the temp file onto ``path`` in one step."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(handle)
-    try:
-        write(temp)
-        os.replace(temp, path)
-    except BaseException:
-        Path(temp).unlink(missing_ok=True)
-        raise
+FORMAT_VERSION = "2"
 
 
 class EmbeddingCache:
@@ -52,66 +27,59 @@ class EmbeddingCache:
 
     ``hits`` counts prompts answered from the cache (memory or disk); ``misses`` counts texts that had
     to be encoded. With ``keep_in_memory`` (default) an entry is read from disk at most once per cache.
+    ``root=None`` keeps the entries in memory only (the trainer's prompt cache without ``text.cache``).
     """
 
-    def __init__(self, root: str | Path, encoder: TextEncoder, *, keep_in_memory: bool = True) -> None:
-        self.root = Path(root).expanduser()
+    def __init__(self, root: str | Path | None, encoder: TextEncoder, *, keep_in_memory: bool = True) -> None:
         self.encoder = encoder
-        self.keep_in_memory = keep_in_memory
-        self.folder = self.root / _sha256(encoder.id)[:16]
         self.hits = 0
         self.misses = 0
         self._memory: dict[str, TextEmbeddings] = {}
+        self.root = self.folder = None
+        self.store: Optional[TensorStore] = None
+        self.keep_in_memory = keep_in_memory or root is None
+        if root is None:
+            return
+        self.root = Path(root).expanduser()
+        self.folder = self.root / content_hash(encoder.id)[:16]
         try:
-            self.folder.mkdir(parents=True, exist_ok=True)
+            self.store = TensorStore(self.folder, owner=encoder.id)
         except OSError as exc:
             raise TextEncoderError(f"cannot create the embedding cache folder {self.folder}: {exc}; choose a writable folder") from exc
         about = self.folder / "encoder.json"
         if not about.exists():
             text = json.dumps({"encoder_id": encoder.id, "format": FORMAT_VERSION}, indent=2)
-            _atomic_write(about, lambda temp: Path(temp).write_text(text, encoding="utf-8"))
+            atomic_write(about, lambda temp: Path(temp).write_text(text, encoding="utf-8"))
 
     def __repr__(self) -> str:
         return f"EmbeddingCache({self.folder}, hits={self.hits}, misses={self.misses})"
 
     # -- entries -------------------------------------------------------------------------------
 
+    def _key(self, text: str) -> str:
+        return f"{self.encoder.id}\0{text}"
+
     def path_for(self, text: str) -> Path:
         """The file that holds (or will hold) the embedding of ``text``."""
-        key = _sha256(self.encoder.id, text)
-        return self.folder / key[:2] / f"{key}.safetensors"
+        if self.store is None:
+            raise TextEncoderError("this embedding cache keeps its entries in memory only (root=None)")
+        return self.store.path_for(self._key(text))
 
     def __contains__(self, text: str) -> bool:
-        return text in self._memory or self.path_for(text).is_file()
+        return text in self._memory or (self.store is not None and self._key(text) in self.store)
 
     def _read(self, text: str) -> Optional[TextEmbeddings]:
-        path = self.path_for(text)
-        if not path.is_file():
+        found = None if self.store is None else self.store.get(self._key(text))
+        if found is None:
             return None
-        from safetensors import safe_open
-
-        try:
-            with safe_open(str(path), framework="pt") as handle:
-                meta = handle.metadata() or {}
-                if meta.get("encoder_id") != self.encoder.id or meta.get("text") != text:
-                    logger.warning("embedding cache entry %s belongs to another encoder or text; re-encoding", path)
-                    return None
-                tokens, mask, pooled = (handle.get_tensor(name) for name in ("tokens", "mask", "pooled"))
-        except Exception as exc:  # noqa: BLE001 - a damaged file is a miss, reported and rewritten
-            logger.warning("unreadable embedding cache entry %s (%s); re-encoding", path, exc)
-            return None
-        return TextEmbeddings(tokens=tokens[None], mask=mask[None].bool(), pooled=pooled[None])
+        tensors = found[0]
+        return TextEmbeddings(tokens=tensors["tokens"][None], mask=tensors["mask"][None].bool(), pooled=tensors["pooled"][None])
 
     def _write(self, text: str, entry: TextEmbeddings) -> None:
-        from safetensors.torch import save_file
-
-        tensors = {
-            "tokens": entry.tokens[0].detach().cpu().contiguous(),
-            "mask": entry.mask[0].detach().cpu().contiguous(),
-            "pooled": entry.pooled[0].detach().cpu().contiguous(),
-        }
-        meta = {"encoder_id": self.encoder.id, "text": text, "format": FORMAT_VERSION}
-        _atomic_write(self.path_for(text), lambda temp: save_file(tensors, temp, metadata=meta))
+        if self.store is None:
+            return
+        tensors = {"tokens": entry.tokens[0], "mask": entry.mask[0], "pooled": entry.pooled[0]}
+        self.store.put(self._key(text), tensors, {"text": text, "format": FORMAT_VERSION})
 
     def _lookup(self, text: str) -> Optional[TextEmbeddings]:
         entry = self._memory.get(text)
@@ -190,7 +158,3 @@ class EmbeddingCache:
                 bar.close()
         logger.info("embedding cache %s: encoded %d new texts", self.folder, len(todo))
         return len(todo)
-
-    def clear_memory(self) -> None:
-        """Forget the entries held in memory (the files stay)."""
-        self._memory.clear()

@@ -62,7 +62,7 @@ class TextEmbeddings:
     def __len__(self) -> int:
         return self.tokens.shape[0]
 
-    def to(self, device: torch.device | str | None = None, dtype: torch.dtype | None = None) -> "TextEmbeddings":
+    def to(self, device: torch.device | str | None = None, dtype: torch.dtype | None = None) -> TextEmbeddings:
         """Move to ``device``; cast the float tensors (not the mask) to ``dtype``."""
         return TextEmbeddings(
             tokens=self.tokens.to(device=device, dtype=dtype),
@@ -70,11 +70,11 @@ class TextEmbeddings:
             pooled=self.pooled.to(device=device, dtype=dtype),
         )
 
-    def index(self, idx: torch.Tensor | slice | Sequence[int]) -> "TextEmbeddings":
+    def index(self, idx: torch.Tensor | slice | Sequence[int]) -> TextEmbeddings:
         """Select rows."""
         return TextEmbeddings(self.tokens[idx], self.mask[idx], self.pooled[idx])
 
-    def pad_to(self, length: int) -> "TextEmbeddings":
+    def pad_to(self, length: int) -> TextEmbeddings:
         """Right-pad (zeros, mask False) to ``length`` tokens; never truncates."""
         extra = length - self.tokens.shape[1]
         if extra <= 0:
@@ -84,13 +84,13 @@ class TextEmbeddings:
         mask = torch.cat([self.mask, self.mask.new_zeros(b, extra)], dim=1)
         return replace(self, tokens=tokens, mask=mask)
 
-    def trimmed(self) -> "TextEmbeddings":
+    def trimmed(self) -> TextEmbeddings:
         """Drop trailing columns that are padding in every row."""
         longest = int(self.mask.sum(dim=1).max()) if len(self) else 0
         return TextEmbeddings(self.tokens[:, :longest], self.mask[:, :longest], self.pooled)
 
     @staticmethod
-    def cat(items: Sequence["TextEmbeddings"]) -> "TextEmbeddings":
+    def cat(items: Sequence[TextEmbeddings]) -> TextEmbeddings:
         """Concatenate along the batch, right-padding every item to the longest."""
         if not items:
             raise TextEncoderError("TextEmbeddings.cat needs at least one item")
@@ -375,7 +375,7 @@ class HFTextEncoder(TextEncoder):
     def dtype(self) -> torch.dtype:
         return next(self.model.parameters()).dtype
 
-    def to(self, device: torch.device | str | None = None) -> "HFTextEncoder":
+    def to(self, device: torch.device | str | None = None) -> HFTextEncoder:
         """Move the encoder to ``device`` (the dtype is fixed at load time: it is part of the id)."""
         self.model.to(device)
         return self
@@ -396,9 +396,7 @@ class HFTextEncoder(TextEncoder):
                 self._max_length,
                 self.folder.model_dir,
             )
-        batch = self.tokenizer(
-            prompts, padding=True, truncation=True, max_length=self._max_length, return_tensors="pt", verbose=False
-        )
+        batch = self.tokenizer(prompts, padding=True, truncation=True, max_length=self._max_length, return_tensors="pt", verbose=False)
         return {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]}
 
     @abc.abstractmethod
@@ -440,7 +438,7 @@ def masked_mean(states: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
 
 
 class BertTextEncoder(HFTextEncoder):
-    """BERT-family encoder. ``pooling="mean"`` (default, seed 001): mean of the last hidden states over
+    """BERT-family encoder. ``pooling="mean"`` (default, text2video-from-scratch): mean of the last hidden states over
     the real tokens after the leading [CLS]; ``pooling="cls"``: the [CLS] state."""
 
     backend = "bert"

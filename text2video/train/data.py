@@ -33,8 +33,7 @@ class ShardedBatches:
         self.per_epoch = num_items // global_batch
         if self.per_epoch == 0:
             raise DataError(
-                f"the dataset has {num_items} items, fewer than one batch of {global_batch}; "
-                "add data or lower train.batch_size"
+                f"the dataset has {num_items} items, fewer than one batch of {global_batch}; add data or lower train.batch_size"
             )
         self.num_items = num_items
         self.global_batch = global_batch

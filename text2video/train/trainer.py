@@ -8,7 +8,7 @@ clipping, AdamW, the LR schedule and the EMA. All randomness of a step comes fro
 uninterrupted one exactly. The trainer knows no particular model: it calls ``forward_cond`` through
 `ConditionedDenoiser`.
 
-With ``latent.vae`` set the run works in a VAE's latent space: the frozen VAE (`text2video.train.latent`)
+With ``latent.vae`` set the run works in a VAE's latent space: the frozen VAE (`text2video.runs.vae`)
 encodes each batch, or the whole dataset once into a `LatentDataset` cache (``latent.cache``); the model's
 channels and sizes are filled from the VAE; samples are drawn at the latent shape without x0 clipping and
 decoded. Without a VAE nothing of this runs.
@@ -17,7 +17,6 @@ decoded. Without a VAE nothing of this runs.
 from __future__ import annotations
 
 import contextlib
-import csv
 import inspect
 import logging
 import math
@@ -31,17 +30,22 @@ from typing import Any, Callable, Optional
 import torch
 from torch import nn
 
+from ..backends import cpu as cpu_backend
 from ..config import Config, objective_config
 from ..diffusion.conditioning import Conditioning
-from ..errors import ConfigError, ModelError, Text2VideoError
+from ..errors import ConfigError, Text2VideoError
 from ..models.adapter import ConditionedDenoiser
-from .checkpoint import list_checkpoints, load_checkpoint, resolve_checkpoint, save_checkpoint
+from ..pipelines import TextToVideoPipeline
+from ..pipelines.from_run import pipeline_defaults
+from ..runs.build import build_configured_model
+from ..runs.checkpoint import load_checkpoint, resolve_checkpoint, save_checkpoint
+from ..runs.folder import RUN_CONFIG
+from ..text.cache import EmbeddingCache
 from .data import ShardedBatches, collate, seeded_generator
 from .ema import EMA
+from .metrics import MetricsLog, memory_mb, plot_run_losses
 
 logger = logging.getLogger(__name__)
-
-METRIC_FIELDS = ("step", "loss", "lr", "grad_norm", "steps_per_s", "samples_per_s", "memory_mb", "nonfinite")
 
 
 class NonFiniteLossError(Text2VideoError):
@@ -60,47 +64,20 @@ class TrainResult:
 
 def make_adamw(params: list[nn.Parameter], **kwargs: Any) -> torch.optim.AdamW:
     """AdamW with PyTorch's fused kernel where every parameter allows it (float tensors on CPU or CUDA),
-    else PyTorch's default. On CPU the fused step is about 4x faster than the default per-parameter loop
-    (42M parameters, 1 thread: 0.06 s against 0.27 s); the update is the same up to float rounding."""
+    else PyTorch's default (whose per-parameter loop is much slower on CPU, see docs/training.md); the update
+    is the same up to float rounding."""
     fused = bool(params) and all(p.is_floating_point() and p.device.type in ("cpu", "cuda") for p in params)
     return torch.optim.AdamW(params, fused=fused or None, **kwargs)
 
 
-class TextEmbedder:
-    """Per-prompt embeddings kept in memory (and on disk through ``EmbeddingCache`` when given).
-
-    The shapes data has ~100 distinct captions, so after the first few steps the encoder is never run.
-    """
-
-    def __init__(self, encoder: Any, disk_cache: Any = None) -> None:
-        self.encoder = encoder
-        self.disk_cache = disk_cache
-        self._memory: dict[str, tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = {}
-
-    def _encode(self, texts: list[str]) -> Any:
-        source = self.disk_cache if self.disk_cache is not None else self.encoder
-        with torch.no_grad():
-            return source.encode(texts)
-
-    def __call__(self, texts: list[str], device: torch.device | str = "cpu") -> Conditioning:
-        missing = sorted({t for t in texts if t not in self._memory})
-        if missing:
-            emb = self._encode(missing)
-            for i, text in enumerate(missing):
-                mask = emb.mask[i].bool().cpu()
-                length = max(1, int(mask.sum()))
-                self._memory[text] = (emb.tokens[i, :length].float().cpu(), mask[:length], emb.pooled[i].float().cpu())
-        rows = [self._memory[t] for t in texts]
-        longest = max(r[0].shape[0] for r in rows)
-        dim = rows[0][0].shape[1]
-        tokens = torch.zeros(len(rows), longest, dim)
-        mask = torch.zeros(len(rows), longest, dtype=torch.bool)
-        for i, (tok, m, _) in enumerate(rows):
-            tokens[i, : tok.shape[0]] = tok
-            mask[i, : m.shape[0]] = m
-        pooled = torch.stack([r[2] for r in rows])
-        empty = torch.tensor([not t for t in texts], dtype=torch.bool)
-        return Conditioning(text_tokens=tokens, text_mask=mask, text_pooled=pooled, null_text=empty).to(device)
+def text_condition(prompts: Any, texts: list[str], device: torch.device | str = "cpu") -> Conditioning:
+    """The text `Conditioning` of ``texts`` from a prompt cache (`text2video.text.cache.EmbeddingCache`); empty
+    captions are marked dropped."""
+    emb = prompts.encode(texts)
+    empty = torch.tensor([not t for t in texts], dtype=torch.bool)
+    return Conditioning(text_tokens=emb.tokens.float(), text_mask=emb.mask.bool(), text_pooled=emb.pooled.float(), null_text=empty).to(
+        device
+    )
 
 
 def lr_lambda(config: Config) -> Callable[[int], float]:
@@ -117,17 +94,6 @@ def lr_lambda(config: Config) -> Callable[[int], float]:
         return t.min_lr_ratio + (1.0 - t.min_lr_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))
 
     return factor
-
-
-def _memory_mb(device: torch.device) -> float:
-    if device.type == "cuda":
-        return torch.cuda.max_memory_allocated(device) / 2**20
-    try:
-        import resource
-
-        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
-    except ImportError:  # pragma: no cover - Windows
-        return float("nan")
 
 
 class Trainer:
@@ -175,7 +141,7 @@ class Trainer:
         self.progress = progress
 
         self.text_encoder = text_encoder if text_encoder is not None else self._build_text_encoder()
-        self.embed = TextEmbedder(self.text_encoder, self._build_disk_cache())
+        self.prompts = self._build_prompt_cache()
         self.objective = objective if objective is not None else self._build_objective()
         self._loss_takes_step = "step" in inspect.signature(self.objective.loss).parameters
         self.dataset = dataset if dataset is not None else self._build_dataset()
@@ -188,6 +154,8 @@ class Trainer:
         if t.init_from:
             self._load_initial_weights(self.model, t.init_from)
         self._apply_training_options(self.model)
+        if self.device.type == "cpu":
+            cpu_backend.install(self.model)  # the EMA copy below inherits the fast layers
         self.ema = EMA(self.model, decay=t.ema_decay, warmup=t.ema_warmup, start=t.ema_start, every=t.ema_every)
         self.ema.shadow.to(self.device)
         self.optimizer = make_adamw(
@@ -209,14 +177,11 @@ class Trainer:
         kwargs = {} if self.config.text.max_length is None else {"max_length": self.config.text.max_length}
         return load_text_encoder(self.config.text.encoder, **kwargs)
 
-    def _build_disk_cache(self) -> Any:
-        if not self.config.text.cache:
-            return None
-        try:
-            from ..text.cache import EmbeddingCache
-        except ImportError:
-            return None
-        root = Path(self.config.text.cache_dir) if self.config.text.cache_dir else self.run_dir / "text_cache"
+    def _build_prompt_cache(self) -> EmbeddingCache:
+        """Each distinct caption is encoded once: in memory, and on disk with ``text.cache``."""
+        root = None
+        if self.config.text.cache:
+            root = Path(self.config.text.cache_dir) if self.config.text.cache_dir else self.run_dir / "text_cache"
         return EmbeddingCache(root, self.text_encoder)
 
     def _build_objective(self) -> Any:
@@ -235,7 +200,7 @@ class Trainer:
 
     def _build_vae(self) -> Any:
         """The frozen VAE of ``latent.vae`` on the accelerator device (fitted and saved first if asked), or None."""
-        from .latent import prepare_run_vae
+        from ..runs.vae import prepare_run_vae
 
         vae = prepare_run_vae(
             self.config, self.run_dir, self.dataset, device=self.device, is_main=self.accelerator.is_main_process,
@@ -262,7 +227,7 @@ class Trainer:
     def _load_initial_weights(model: nn.Module, source: str) -> None:
         """``train.init_from``: the weights of a ``save_pretrained`` folder (e.g. ``text2video convert``'s
         output) or a ``.safetensors`` file, loaded strictly before the first step."""
-        from .checkpoint import load_weights
+        from ..runs.checkpoint import load_weights
 
         path = Path(source).expanduser()
         if path.is_dir():
@@ -311,9 +276,7 @@ class Trainer:
         }
 
     def _batches(self, consumed: int) -> ShardedBatches:
-        return ShardedBatches(
-            len(self.dataset), self.micro_batch * self.world, self.rank, self.world, self.config.train.seed, consumed
-        )
+        return ShardedBatches(len(self.dataset), self.micro_batch * self.world, self.rank, self.world, self.config.train.seed, consumed)
 
     def save(self) -> Optional[Path]:
         """Write a checkpoint of the current step (main process only); every process waits for it."""
@@ -331,7 +294,7 @@ class Trainer:
                 state=self._state(),
                 keep=self.config.train.keep_checkpoints,
             )
-            self._plot_losses()
+            plot_run_losses(self.run_dir)
         self.accelerator.wait_for_everyone()
         return path
 
@@ -362,7 +325,7 @@ class Trainer:
         gen = seeded_generator(t.seed, self.step, self.rank, micro, device=self.device)
         x0 = batch["video"].to(self.device, non_blocking=True)
         b = x0.shape[0]
-        cond = self.embed(batch["text"], self.device)
+        cond = text_condition(self.prompts, list(batch["text"]), self.device)
         drop = torch.rand(b, generator=gen, device=self.device) < t.cond_drop
         cond = cond.text_dropped(drop)
         cond.fps = batch["fps"].to(self.device)
@@ -433,7 +396,7 @@ class Trainer:
             self.resume(resume)
         if main:
             self.run_dir.mkdir(parents=True, exist_ok=True)
-            self.config.save(self.run_dir / "config.yaml")
+            self.config.save(self.run_dir / RUN_CONFIG)
         loader = torch.utils.data.DataLoader(
             self.dataset,
             batch_sampler=self._batches(self.consumed),
@@ -444,7 +407,7 @@ class Trainer:
             generator=seeded_generator(self.config.train.seed, self.consumed, 0xDA7A),
         )
         data_iter = iter(loader)
-        writer = self._open_logs(main)
+        log = MetricsLog(self.run_dir, self.step, t.log_every) if main else None
         result = TrainResult(step=self.step)
         previous = self._install_signals()
         start = last_log = time.perf_counter()
@@ -464,9 +427,9 @@ class Trainer:
                     now = time.perf_counter()
                     rate = (self.step - last_log_step) / max(now - last_log, 1e-9)
                     last_log, last_log_step = now, self.step
-                    row.update(steps_per_s=rate, samples_per_s=rate * t.batch_size, memory_mb=_memory_mb(self.device))
-                if main:
-                    self._log(writer, row)
+                    row.update(steps_per_s=rate, samples_per_s=rate * t.batch_size, memory_mb=memory_mb(self.device))
+                if log is not None:
+                    log.write(row)
                 if bar is not None:
                     bar.update(1)
                     bar.set_postfix(loss=f"{loss:.4f}", lr=f"{lr:.2e}")
@@ -482,12 +445,10 @@ class Trainer:
             self._restore_signals(previous)
             if bar is not None:
                 bar.close()
-            if writer is not None:
-                writer["csv_file"].close()
-                if writer["tb"] is not None:
-                    writer["tb"].close()
+            if log is not None:
+                log.close()
         if main:
-            self._plot_losses()
+            plot_run_losses(self.run_dir)
         result.step = self.step
         return result
 
@@ -528,83 +489,46 @@ class Trainer:
         for sig, old in previous.items():
             signal.signal(sig, old)
 
-    # ----------------------------------------------------------------- logs
-    def _open_logs(self, main: bool) -> Optional[dict[str, Any]]:
-        if not main:
-            return None
-        path = self.run_dir / "metrics.csv"
-        rows = []
-        if path.is_file():  # a resumed run drops rows past its checkpoint
-            with open(path, newline="") as handle:
-                rows = [r for r in csv.DictReader(handle) if int(r["step"]) <= self.step]
-        handle = open(path, "w", newline="")
-        csv_writer = csv.DictWriter(handle, fieldnames=METRIC_FIELDS)
-        csv_writer.writeheader()
-        csv_writer.writerows(rows)
-        handle.flush()
-        tb = None
-        try:
-            from torch.utils.tensorboard import SummaryWriter
-
-            tb = SummaryWriter(str(self.run_dir / "tensorboard"), purge_step=self.step + 1 if self.step else None)
-        except ImportError:  # pragma: no cover - tensorboard is a dependency
-            logger.warning("tensorboard is not installed; logging to metrics.csv only")
-        return {"csv": csv_writer, "csv_file": handle, "tb": tb}
-
-    def _log(self, writer: dict[str, Any], row: dict[str, Any]) -> None:
-        writer["csv"].writerow({k: (repr(v) if isinstance(v, float) else v) for k, v in row.items()})
-        if row["step"] % self.config.train.log_every == 0:
-            writer["csv_file"].flush()
-        if writer["tb"] is not None:
-            for key, value in row.items():
-                if key != "step" and value is not None and not (isinstance(value, float) and math.isnan(value)):
-                    writer["tb"].add_scalar(f"train/{key}", value, row["step"])
-
-    def _plot_losses(self) -> Optional[Path]:
-        path = self.run_dir / "metrics.csv"
-        if not path.is_file():
-            return None
-        return plot_loss_curve(path, self.run_dir / "loss.png")
-
     # ----------------------------------------------------------------- sampling
     @torch.no_grad()
     def generate(self, prompts: list[str], *, seed: Optional[int] = None, use_ema: bool = True) -> torch.Tensor:
-        """Videos ``(B, C, T, H, W)`` in [-1, 1] for ``prompts`` with the EMA (or live) weights."""
+        """Videos ``(B, C, T, H, W)`` in [-1, 1] for ``prompts`` with the EMA (or live) weights, through the
+        run's `TextToVideoPipeline` (its ``sample`` settings; the same rules as ``text2video generate``)."""
         s = self.config.sample
         model = self.ema.shadow if use_ema else self.unwrapped
         was_training = model.training
         model.eval()
+        seed = s.seed if seed is None else seed
+        try:
+            if self.sample_fn is not None:
+                video = self._sample_with_fn(model, prompts, seed)
+            else:
+                objective = getattr(self.objective, "config", None) or objective_config(self.config)
+                pipe = TextToVideoPipeline(model, self.prompts, objective, self._pipeline_defaults(), vae=self.vae)
+                gens = [seeded_generator(seed, i, device=self.device) for i in range(len(prompts))]
+                video = pipe(list(prompts), generators=gens, progress=False).videos.to(self.device)
+        finally:
+            model.train(was_training)
+        return video.clamp(-1, 1)
+
+    def _pipeline_defaults(self) -> dict[str, Any]:
+        """The run's pipeline defaults; a pixel run's channels are its videos'."""
+        channels = None if self.vae is not None or not len(self.dataset) else int(self.dataset[0]["video"].shape[0])
+        return pipeline_defaults(self.config, self.vae, channels)
+
+    def _sample_with_fn(self, model: nn.Module, prompts: list[str], seed: int) -> torch.Tensor:
+        """``sample_fn(model, shape, cond, generators)`` (tests, custom samplers); latents are decoded."""
+        s = self.config.sample
         frames = s.num_frames or self.config.data.num_frames
         size = s.size or self.config.data.size
-        if self.vae is not None:  # sample latents, decode below
-            shape = self.vae.latent_shape((len(prompts), self.vae.in_channels, frames, size, size))
-        else:
-            channels = int(self.dataset[0]["video"].shape[0]) if len(self.dataset) else 3
-            shape = (len(prompts), channels, frames, size, size)
-        cond = self.embed(list(prompts), self.device)
-        seed = s.seed if seed is None else seed
-        gens = [seeded_generator(seed, i, device=self.device) for i in range(len(prompts))]
-        if self.sample_fn is not None:
-            video = self.sample_fn(model, shape, cond, gens)
-        else:
-            from ..diffusion.sampling import sample
-
-            negative = None
-            if s.negative_prompt:
-                negative = self.embed([s.negative_prompt] * len(prompts), self.device)
-            kwargs: dict[str, Any] = {}
-            if negative is not None:
-                kwargs["negative_cond"] = negative
-            if self.vae is not None:
-                kwargs["clip_x0"] = False  # latents are not bounded to [-1, 1]
-            video = sample(
-                model, shape, cond, objective=self.objective, sampler=s.sampler, steps=s.steps,
-                guidance_scale=s.guidance_scale, generators=gens, **kwargs,
-            )
-        model.train(was_training)
+        channels = self._pipeline_defaults()["channels"]
+        shape = (len(prompts), channels, frames, size, size)
         if self.vae is not None:
-            video = self.vae.decode(video)
-        return video.clamp(-1, 1)
+            shape = self.vae.latent_shape(shape)
+        cond = text_condition(self.prompts, list(prompts), self.device)
+        gens = [seeded_generator(seed, i, device=self.device) for i in range(len(prompts))]
+        video = self.sample_fn(model, shape, cond, gens)
+        return self.vae.decode(video) if self.vae is not None else video
 
     def sample_grid(self) -> Optional[Path]:
         """Sample the config's fixed prompts (every process takes part) and save a captioned GIF grid."""
@@ -614,8 +538,8 @@ class Trainer:
         video = self.generate(prompts)
         if not self.accelerator.is_main_process:
             return None
+        from ..io.grid import video_grid
         from ..io.video import tensor_to_frames, write_video
-        from .grid import video_grid
 
         path = self.run_dir / "samples" / f"step-{self.step:08d}.gif"
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -624,138 +548,9 @@ class Trainer:
         return path
 
 
-#: Constructor arguments that take the text encoder's token width, by model family.
-TEXT_WIDTH_ARGS: tuple[str, ...] = ("cond_dim", "caption_channels", "cross_attention_dim")
-
-
-def _check_explicit(key: str, value: Any, wanted: Any, why: str) -> None:
-    if value != wanted:
-        raise ConfigError(f"model.{key} = {value!r} does not fit {why}: it must be {wanted!r}; remove model.{key} to have it filled in")
-
-
-def configured_model_kwargs(
-    config: Config, text_dim: Optional[int], vae: Any = None, text_encoder: Any = None
-) -> tuple[type[nn.Module], Optional[str], dict[str, Any]]:
-    """``(class, preset, constructor kwargs)`` of the config's model, with the sizes the run implies.
-
-    Filled in when the config does not set them (a ``model.preset``'s values count as unset):
-    the text width (``cond_dim`` / ``caption_channels`` / ``cross_attention_dim``) from the text
-    encoder, and with a VAE the latent channels (``channels``, or ``in_channels`` + ``out_channels``)
-    and the latent frame size (``sample_size``, or ``input_size``'s H and W). Set explicitly, the text
-    width and the output channels and size are checked instead (a `TextEncoderError` / `ConfigError`).
-    """
-    import inspect
-
-    from ..models.registry import model_class
-
-    cls = model_class(config.model.name)
-    params = inspect.signature(cls.__init__).parameters
-    kwargs = dict(config.model.kwargs)
-    preset = kwargs.pop("preset", None)
-    if text_dim is not None:
-        for key in TEXT_WIDTH_ARGS:
-            if key not in params:
-                continue
-            if kwargs.get(key) is None:
-                kwargs[key] = int(text_dim)
-            elif key != "cond_dim" and int(kwargs[key]) != int(text_dim):
-                if text_encoder is not None:
-                    from ..text.encoders import check_context_dim
-
-                    check_context_dim(text_encoder, int(kwargs[key]), f"model.{key}")
-                from ..errors import TextEncoderError
-
-                raise TextEncoderError(
-                    f"the text encoder gives {text_dim}-dim token states but model.{key} is {kwargs[key]}; "
-                    f"set model.{key} to {text_dim}, or use a text encoder whose hidden size is {kwargs[key]}"
-                )
-    if vae is not None:
-        from .latent import latent_model_sizes
-
-        channels, h, w = latent_model_sizes(config, vae)
-        why = f"the VAE's {channels}-channel latents"
-        if "channels" in params:  # Unet3D: one argument for input and output
-            if kwargs.get("channels") is None:
-                kwargs["channels"] = channels
-            _check_explicit("channels", kwargs["channels"], channels, why)
-            if kwargs.get("out_dim") is not None:
-                _check_explicit("out_dim", kwargs["out_dim"], channels, why)
-        if "in_channels" in params and kwargs.get("in_channels") is None:
-            kwargs["in_channels"] = channels  # an explicit value may add conditioning channels
-        if "out_channels" in params:
-            if kwargs.get("out_channels") is None:
-                kwargs["out_channels"] = channels
-            _check_explicit("out_channels", kwargs["out_channels"], channels, why)
-        size_why = f"{config.data.size}x{config.data.size} frames in the VAE's latent space ({h}x{w})"
-        if "sample_size" in params:
-            if kwargs.get("sample_size") is None:
-                kwargs["sample_size"] = h
-            elif isinstance(kwargs["sample_size"], (list, tuple)):
-                _check_explicit("sample_size", list(kwargs["sample_size"]), [h, w], size_why)
-            else:
-                _check_explicit("sample_size", kwargs["sample_size"], h, size_why)
-        if "input_size" in params:  # STDiT: (T, H, W)
-            frames = config.data.num_frames
-            if kwargs.get("input_size") is None:
-                kwargs["input_size"] = [frames, h, w]
-            else:
-                given = list(kwargs["input_size"])
-                _check_explicit("input_size", given[-2:], [h, w], size_why)
-    return cls, preset, kwargs
-
-
-def build_configured_model(config: Config, text_dim: Optional[int], vae: Any = None, text_encoder: Any = None) -> nn.Module:
-    """The config's model (``model.preset`` through the class's ``from_preset``), its text width set to
-    the text encoder's and, with a ``vae``, its channels and sizes set to the latent space's
-    (see `configured_model_kwargs`)."""
-    from ..models.registry import build_model
-
-    cls, preset, kwargs = configured_model_kwargs(config, text_dim, vae, text_encoder)
-    if preset is None:
-        return build_model(config.model.name, **kwargs)
-    try:
-        return cls.from_preset(preset, **kwargs)  # type: ignore[attr-defined]
-    except TypeError as exc:
-        raise ModelError(f"cannot build model {config.model.name!r} from preset {preset!r} with {sorted(kwargs)}: {exc}") from exc
-
-
-def read_metrics(path: str | Path) -> list[dict[str, float]]:
-    """Rows of a run's ``metrics.csv`` as floats (empty cells become NaN)."""
-    with open(path, newline="") as handle:
-        return [{k: float(v) if v not in ("", None) else float("nan") for k, v in row.items()} for row in csv.DictReader(handle)]
-
-
-def plot_loss_curve(metrics_csv: str | Path, out: str | Path) -> Path:
-    """A PNG of the loss per step and its running mean."""
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
-    from matplotlib.figure import Figure
-
-    rows = [r for r in read_metrics(metrics_csv) if math.isfinite(r["loss"])]
-    fig = Figure(figsize=(6, 3.5), dpi=100)
-    ax = fig.add_subplot(1, 1, 1)
-    if rows:
-        steps = [r["step"] for r in rows]
-        losses = [r["loss"] for r in rows]
-        ax.plot(steps, losses, lw=0.6, alpha=0.4, label="loss")
-        window = max(1, len(losses) // 50)
-        smooth = [sum(losses[max(0, i - window + 1) : i + 1]) / len(losses[max(0, i - window + 1) : i + 1]) for i in range(len(losses))]
-        ax.plot(steps, smooth, lw=1.5, label=f"mean of {window}")
-        ax.set_yscale("log")
-        ax.legend()
-    ax.set_xlabel("step")
-    ax.set_ylabel("loss")
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
-    out = Path(out)
-    fig.savefig(out)
-    return out
-
-
 def train(config: Config, run_dir: str | Path, resume: Optional[str | Path] = None, **kwargs: Any) -> TrainResult:
     """Build a `Trainer` for ``config`` and run it."""
     return Trainer(config, run_dir, **kwargs).train(resume=resume)
 
 
-__all__ = ["Trainer", "TrainResult", "NonFiniteLossError", "train", "build_configured_model", "configured_model_kwargs", "plot_loss_curve", "read_metrics", "list_checkpoints"]
+__all__ = ["Trainer", "TrainResult", "NonFiniteLossError", "train"]

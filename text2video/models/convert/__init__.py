@@ -27,13 +27,7 @@ def converter(source: str) -> Callable[..., dict[str, Any]]:
     if target is None:
         raise ModelError(f"unknown checkpoint source {source!r}; choose one of: {', '.join(CONVERTERS)}")
     module_name, func = target.split(":")
-    try:
-        module = importlib.import_module(module_name)
-    except ModuleNotFoundError as exc:
-        if exc.name == module_name:
-            raise ModelError(f"importing from {source!r} is not available in this version of text2video") from exc
-        raise
-    return getattr(module, func)
+    return getattr(importlib.import_module(module_name), func)
 
 
 def convert(source: str, src: str | Path, out: str | Path, **options: Any) -> dict[str, Any]:

@@ -30,7 +30,9 @@ def find_motion_weights(src: Path) -> Optional[Path]:
     return files[0] if len(files) == 1 else None
 
 
-def convert(src: Path, out: Path, motion_adapter: Optional[str | Path] = None, use_ema: Optional[bool] = None, **overrides: Any) -> dict[str, Any]:
+def convert(
+    src: Path, out: Path, motion_adapter: Optional[str | Path] = None, use_ema: Optional[bool] = None, **overrides: Any
+) -> dict[str, Any]:
     """Inflate the UNet at ``src``, load the motion weights, save to ``out``; returns a report.
 
     ``overrides`` are `UNet3DConditionModel` config values (e.g. ``motion_num_attention_heads`` for an

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import re
+import types
 from pathlib import Path
 from typing import Any, Mapping, Optional
 
@@ -108,8 +109,7 @@ def select_state_dict(obj: Any, *, use_ema: Optional[bool] = None) -> tuple[dict
         state = {k[len(PREFIX) :]: v for k, v in state.items() if k.startswith(PREFIX)}
     if "init_conv.weight" not in state:
         raise CheckpointError(
-            "this is not a video-diffusion-pytorch Unet3D checkpoint: no 'init_conv.weight' "
-            f"(first keys: {sorted(state)[:5]})"
+            f"this is not a video-diffusion-pytorch Unet3D checkpoint: no 'init_conv.weight' (first keys: {sorted(state)[:5]})"
         )
     return state, part
 
@@ -221,7 +221,7 @@ def convert(src: Path, out: Path, *, use_ema: Optional[bool] = None, **opts: Any
 _TORCHVISION_STUBS = ("torchvision", "torchvision.transforms", "torchvision.transforms.functional", "torchvision.utils")
 
 
-def import_original_package() -> "types.ModuleType":
+def import_original_package() -> types.ModuleType:
     """video-diffusion-pytorch's model module, for side-by-side checks against the original.
 
     The package imports torchvision at import time only for its data loader, and torchvision has no CPU

@@ -6,7 +6,7 @@ channels, the products at each of the (m + 2)^2 positions are one matrix product
 (m + 2)^2 GEMMs. Per output pixel that is 4 multiplications per channel pair for m = 2 and 2.25 for m = 4,
 against 9 for the direct method. The backward is the same GEMMs for the input and weight gradients, with
 the transforms' adjoints around them. The tile and weight transforms run in the fused C kernels
-(:mod:`text2video.nn.cpu_kernels`), one pass over memory each. The backward reuses the forward's
+(:mod:`text2video.backends.cpu.kernels`), one pass over memory each. The backward reuses the forward's
 transformed input ((m + 2)^2 / m^2 times the input's size, kept in place of the input itself) and
 transformed weight ((m + 2)^2 / 9 times the weight's size).
 
@@ -22,7 +22,7 @@ from typing import Iterator, Optional
 
 import torch
 
-from . import cpu_kernels
+from . import kernels as cpu_kernels
 
 #: Output tile sizes with kernels: F(2x2, 3x3) and F(4x4, 3x3).
 TILE_SIZES = (2, 4)
@@ -89,7 +89,7 @@ class _Conv3x3Winograd(torch.autograd.Function):
         lib.t2v_winograd_output(m.data_ptr(), cpu_kernels.ptr(bias_c), y.data_ptr(), n, h, w, c_out, tile, nthreads)
         # the backward needs the transformed input for the weight gradient and the transformed weight for the
         # input gradient: both kept. Recomputing them would be passes over memory as long as the products they
-        # feed; for the transformed weight of the 4x4 and 8x8 levels measured at 1.05x the training step.
+        # feed (docs/models.md).
         ctx.save_for_backward(v if ctx.needs_input_grad[1] else None, u if ctx.needs_input_grad[0] else None)
         ctx.has_bias, ctx.tile, ctx.lib, ctx.shape = bias is not None, tile, lib, (n, c, h, w, c_out)
         return y.permute(0, 3, 1, 2)  # channels-last storage

@@ -7,31 +7,21 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Optional
 
-from ..config import Config, config_from_dict, objective_config
-from ..errors import CheckpointError
-from .checkpoint import load_weights, resolve_checkpoint
+from ..config import Config, objective_config
+from ..runs.checkpoint import load_weights, resolve_checkpoint
+from ..runs.folder import is_run_dir, read_run_config, run_of_checkpoint
 
-RUN_CONFIG = "config.yaml"
-
-
-def is_run_dir(path: str | Path) -> bool:
-    path = Path(path)
-    return (path / RUN_CONFIG).is_file() and (path / "checkpoints").is_dir()
+__all__ = ["export_run", "is_run_dir", "pipeline_defaults", "pipeline_from_run", "read_run_config", "run_of_checkpoint"]
 
 
-def read_run_config(run_dir: str | Path) -> Config:
-    import yaml
-
-    path = Path(run_dir) / RUN_CONFIG
-    if not path.is_file():
-        raise CheckpointError(f"{run_dir} is not a run folder: it has no {RUN_CONFIG} (train into it with `text2video train`)")
-    return config_from_dict(yaml.safe_load(path.read_text()) or {})
-
-
-def pipeline_defaults(config: Config, vae: Any = None) -> dict[str, Any]:
-    """The pipeline's defaults from the run's config; sizes and channels are the output's (pixels)."""
+def pipeline_defaults(config: Config, vae: Any = None, channels: Optional[int] = None) -> dict[str, Any]:
+    """The pipeline's defaults from the run's config; sizes and channels are the output's (pixels): the VAE's,
+    else ``channels``, else the model's ``channels`` setting (3)."""
     s, d = config.sample, config.data
-    channels = int(vae.in_channels) if vae is not None else int(config.model.kwargs.get("channels", 3) or 3)
+    if vae is not None:
+        channels = int(vae.in_channels)
+    elif channels is None:
+        channels = int(config.model.kwargs.get("channels", 3) or 3)
     return {
         "num_frames": s.num_frames or d.num_frames,
         "height": s.size or d.size,
@@ -55,10 +45,10 @@ def pipeline_from_run(
     device: Any = None,
 ) -> Any:
     """A pipeline (``kind``) built from a run folder's config and a checkpoint's weights."""
-    from ..pipelines import PIPELINES
+    from ..runs.build import build_configured_model
+    from ..runs.vae import load_run_vae
     from ..text import load_text_encoder
-    from .latent import load_run_vae
-    from .trainer import build_configured_model
+    from . import PIPELINES
 
     config = read_run_config(run_dir)
     path = resolve_checkpoint(checkpoint, run_dir)
@@ -73,7 +63,7 @@ def pipeline_from_run(
     load_weights(model, weights)
     model.eval()
     cls = PIPELINES[kind]
-    pipe = cls(model, text_encoder, objective_config(config, for_training=False), pipeline_defaults(config, vae),
+    pipe = cls(model, text_encoder, objective_config(config), pipeline_defaults(config, vae),
                text_encoder_ref=config.text.encoder, vae=vae)  # fmt: skip
     if device is not None:
         pipe.to(device)
@@ -84,12 +74,3 @@ def export_run(run_dir: str | Path, out: str | Path, checkpoint: str | Path = "l
     """Write the pipeline folder of a run's checkpoint (EMA weights by default) to ``out``."""
     pipe = pipeline_from_run(run_dir, checkpoint, use_ema=use_ema)
     return pipe.save_pretrained(out)
-
-
-def load_any_pipeline(path: str | Path, kind: Optional[str] = None, **kwargs: Any) -> Any:
-    """A pipeline from a pipeline folder or a run folder (its latest checkpoint, EMA weights)."""
-    if is_run_dir(path):
-        return pipeline_from_run(path, kind=kind or "TextToVideoPipeline", **kwargs)
-    from ..pipelines import load_pipeline
-
-    return load_pipeline(path, kind, **kwargs)

@@ -3,7 +3,7 @@
 Parts of the pixel-space U-Net's training step are dominated on CPU by many small operations, not by
 arithmetic: attention over the few frames at every pixel (``T x T`` problems by the ten thousand), RMS
 norm + scale-shift + SiLU, the patch copies of 3x3 convolutions on tiny maps, and the tile and weight
-transforms of Winograd convolutions (:mod:`text2video.nn.winograd_conv`). Each is one pass over memory
+transforms of Winograd convolutions (:mod:`text2video.backends.cpu.winograd_conv`). Each is one pass over memory
 in C. The library is compiled once per source version and machine into a cache folder
 (``$TEXT2VIDEO_KERNEL_CACHE``, else ``~/.cache/text2video/kernels``) with ``cc`` and :data:`FLAGS`
 (``-O3 -march=native -ffast-math -fopenmp``; ``$CC`` picks another compiler) and loaded with
@@ -118,7 +118,7 @@ def _bind(lib: ctypes.CDLL) -> ctypes.CDLL:
     return lib
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def load() -> Optional[ctypes.CDLL]:
     """The kernel library, built if needed; None when disabled or unavailable (the reason is logged)."""
     if os.environ.get(ENV_SWITCH, "1").strip().lower() in ("0", "false", "no", "off"):

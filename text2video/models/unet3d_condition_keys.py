@@ -19,7 +19,7 @@ from typing import Any, Union
 import torch
 from torch import nn
 
-from ...errors import CheckpointError, ModelError
+from ..errors import CheckpointError, ModelError
 
 logger = logging.getLogger(__name__)
 
@@ -44,7 +44,7 @@ def diffusers_key(key: str) -> str | None:
     if match:
         layer, stage, index = match.groups()
         part = "norm" if index == "0" else "conv"
-        key = key[: match.start()] + f".resnets.{layer}.temporal_conv.{part}{stage}." + key[match.end():]
+        key = key[: match.start()] + f".resnets.{layer}.temporal_conv.{part}{stage}." + key[match.end() :]
     return key
 
 
@@ -128,7 +128,10 @@ def _load_diffusers_model(source: Union[str, Path, nn.Module], cls_name: str, al
 def _check_supported(config: dict[str, Any], kind: str) -> None:
     problems = []
     for key, ok in (
-        ("class_embed_type", None), ("addition_embed_type", None), ("encoder_hid_dim", None), ("time_cond_proj_dim", None),
+        ("class_embed_type", None),
+        ("addition_embed_type", None),
+        ("encoder_hid_dim", None),
+        ("time_cond_proj_dim", None),
     ):
         if config.get(key, ok) != ok:
             problems.append(f"{key}={config[key]!r}")
@@ -158,10 +161,16 @@ def _check_supported(config: dict[str, Any], kind: str) -> None:
 def unet2d_config(config: dict[str, Any]) -> dict[str, Any]:
     """Our config for an SD-1.x-style ``UNet2DConditionModel`` config."""
     _check_supported(config, "UNet2DConditionModel")
-    kinds = {"CrossAttnDownBlock2D": "CrossAttnDownBlock3D", "DownBlock2D": "DownBlock3D",
-             "CrossAttnUpBlock2D": "CrossAttnUpBlock3D", "UpBlock2D": "UpBlock3D",
-             "CrossAttnDownBlockMotion": "CrossAttnDownBlock3D", "DownBlockMotion": "DownBlock3D",
-             "CrossAttnUpBlockMotion": "CrossAttnUpBlock3D", "UpBlockMotion": "UpBlock3D"}
+    kinds = {
+        "CrossAttnDownBlock2D": "CrossAttnDownBlock3D",
+        "DownBlock2D": "DownBlock3D",
+        "CrossAttnUpBlock2D": "CrossAttnUpBlock3D",
+        "UpBlock2D": "UpBlock3D",
+        "CrossAttnDownBlockMotion": "CrossAttnDownBlock3D",
+        "DownBlockMotion": "DownBlock3D",
+        "CrossAttnUpBlockMotion": "CrossAttnUpBlock3D",
+        "UpBlockMotion": "UpBlock3D",
+    }
     try:
         down = [kinds[k] for k in config["down_block_types"]]
         up = [kinds[k] for k in config["up_block_types"]]
@@ -169,15 +178,23 @@ def unet2d_config(config: dict[str, Any]) -> dict[str, Any]:
         raise ModelError(f"unsupported UNet block type {exc.args[0]!r}; supported: {sorted(kinds)}") from None
     heads = config.get("num_attention_heads") or config.get("attention_head_dim") or 8
     return dict(
-        in_channels=config["in_channels"], out_channels=config["out_channels"],
-        block_out_channels=tuple(config["block_out_channels"]), down_block_types=tuple(down), up_block_types=tuple(up),
-        layers_per_block=config["layers_per_block"], transformer_layers_per_block=config.get("transformer_layers_per_block", 1),
+        in_channels=config["in_channels"],
+        out_channels=config["out_channels"],
+        block_out_channels=tuple(config["block_out_channels"]),
+        down_block_types=tuple(down),
+        up_block_types=tuple(up),
+        layers_per_block=config["layers_per_block"],
+        transformer_layers_per_block=config.get("transformer_layers_per_block", 1),
         num_attention_heads=heads if isinstance(heads, int) else tuple(heads),
-        cross_attention_dim=config["cross_attention_dim"], norm_num_groups=config["norm_num_groups"],
-        norm_eps=config["norm_eps"], downsample_padding=config.get("downsample_padding", 1),
+        cross_attention_dim=config["cross_attention_dim"],
+        norm_num_groups=config["norm_num_groups"],
+        norm_eps=config["norm_eps"],
+        downsample_padding=config.get("downsample_padding", 1),
         mid_block_scale_factor=config.get("mid_block_scale_factor", 1.0),
-        flip_sin_to_cos=config.get("flip_sin_to_cos", True), freq_shift=config.get("freq_shift", 0),
-        motion_norm_num_groups=config["norm_num_groups"], sample_size=config.get("sample_size"),
+        flip_sin_to_cos=config.get("flip_sin_to_cos", True),
+        freq_shift=config.get("freq_shift", 0),
+        motion_norm_num_groups=config["norm_num_groups"],
+        sample_size=config.get("sample_size"),
     )
 
 
@@ -273,9 +290,14 @@ def motion_unet_config(config: dict[str, Any]) -> dict[str, Any]:
     if not isinstance(layers, int) or config.get("reverse_motion_num_attention_heads") is not None:
         raise ModelError("UNetMotionModel with per-block temporal layers or reversed motion heads is not supported")
     return dict(
-        use_motion_modules=True, motion_layers=layers, motion_num_attention_heads=heads if isinstance(heads, int) else tuple(heads),
-        motion_max_seq_length=config.get("motion_max_seq_length", 32), motion_mid_block=config.get("use_motion_mid_block", True),
-        motion_norm_num_groups=config["norm_num_groups"], motion_positional_embedding="sinusoidal", motion_in_plain_blocks=True,
+        use_motion_modules=True,
+        motion_layers=layers,
+        motion_num_attention_heads=heads if isinstance(heads, int) else tuple(heads),
+        motion_max_seq_length=config.get("motion_max_seq_length", 32),
+        motion_mid_block=config.get("use_motion_mid_block", True),
+        motion_norm_num_groups=config["norm_num_groups"],
+        motion_positional_embedding="sinusoidal",
+        motion_in_plain_blocks=True,
     )
 
 
@@ -319,14 +341,30 @@ def unet3d_config(config: dict[str, Any]) -> dict[str, Any]:
     groups = config.get("norm_num_groups") or 32
     heads = tuple(c // head_dim for c in widths)
     return dict(
-        in_channels=config["in_channels"], out_channels=config["out_channels"], block_out_channels=widths,
-        down_block_types=tuple(config["down_block_types"]), up_block_types=tuple(config["up_block_types"]),
-        layers_per_block=config["layers_per_block"], num_attention_heads=heads,
-        cross_attention_dim=config["cross_attention_dim"], norm_num_groups=groups, norm_eps=config.get("norm_eps", 1e-5),
-        downsample_padding=config.get("downsample_padding", 1), mid_block_scale_factor=config.get("mid_block_scale_factor", 1.0),
-        use_motion_modules=True, motion_num_attention_heads=heads, motion_layers=1, motion_norm_num_groups=groups,
-        motion_positional_embedding=None, motion_mid_block=True, motion_in_plain_blocks=False, motion_zero_init=False,
-        temporal_conv=True, input_temporal_transformer=True, input_temporal_heads=8, input_temporal_head_dim=head_dim,
+        in_channels=config["in_channels"],
+        out_channels=config["out_channels"],
+        block_out_channels=widths,
+        down_block_types=tuple(config["down_block_types"]),
+        up_block_types=tuple(config["up_block_types"]),
+        layers_per_block=config["layers_per_block"],
+        num_attention_heads=heads,
+        cross_attention_dim=config["cross_attention_dim"],
+        norm_num_groups=groups,
+        norm_eps=config.get("norm_eps", 1e-5),
+        downsample_padding=config.get("downsample_padding", 1),
+        mid_block_scale_factor=config.get("mid_block_scale_factor", 1.0),
+        use_motion_modules=True,
+        motion_num_attention_heads=heads,
+        motion_layers=1,
+        motion_norm_num_groups=groups,
+        motion_positional_embedding=None,
+        motion_mid_block=True,
+        motion_in_plain_blocks=False,
+        motion_zero_init=False,
+        temporal_conv=True,
+        input_temporal_transformer=True,
+        input_temporal_heads=8,
+        input_temporal_head_dim=head_dim,
         sample_size=config.get("sample_size"),
     )
 

@@ -3,7 +3,7 @@
 oneDNN convolves with the weight in a blocked layout. Given an ordinary ``(O, I, kH, kW)`` weight, it
 reorders the weight on every call, and for channels-last inputs PyTorch first copies it to
 channels-last too. On the small maps of a U-Net's inner levels, these copies take up to half the time
-of the call. Inside :func:`~text2video.nn.frozen_weights.frozen_weights` (the sampling loop), a layer
+of the call. Inside :func:`~text2video.backends.cpu.frozen_weights.frozen_weights` (the sampling loop), a layer
 called without gradients on CPU in float32 reorders once and reuses the result (one extra copy of its
 weight, for one input shape and memory format). Where the oneDNN ops are missing or refuse a shape,
 the layer falls back to the ordinary convolution for the rest of the block.

@@ -97,7 +97,10 @@ def prepare_run_vae(
             result = fit_vae(vae, dataset, steps=config.latent.fit_steps, seed=config.train.seed, progress=progress)
             logger.info(
                 "fitted the VAE for %d steps: reconstruction MSE %.4f -> %.4f, scaling factor %.4f",
-                config.latent.fit_steps, result["mse_before"], result["mse_after"], result["scaling_factor"],
+                config.latent.fit_steps,
+                result["mse_before"],
+                result["mse_after"],
+                result["scaling_factor"],
             )
         copy.parent.mkdir(parents=True, exist_ok=True)
         vae.save_pretrained(copy)

@@ -6,7 +6,7 @@ through paths tuned for long sequences; here they are batched matrix products wh
 is always contiguous (the layout in which CPU batched GEMM is fast), a softmax written as whole-tensor
 operations, and a hand-written backward that saves only ``q``, ``k``, ``v`` and the probabilities.
 On float32 CPU tensors both directions run instead as one C loop each over the packed ``qkv``
-(:mod:`text2video.nn.cpu_kernels`), when the kernels are available. Rotary embeddings of the queries
+(:mod:`text2video.backends.cpu.kernels`), when the kernels are available. Rotary embeddings of the queries
 and keys (``angles``) are then applied inside those loops, on data already in cache; elsewhere the
 queries and keys are rotated first (:func:`~text2video.nn.rotary.rotate_features`).
 """
@@ -17,8 +17,8 @@ from typing import Optional
 
 import torch
 
-from . import cpu_kernels
-from .rotary import rotate_features
+from ...nn.rotary import rotate_features
+from . import kernels as cpu_kernels
 
 
 def _softmax_last_(s: torch.Tensor) -> torch.Tensor:
@@ -106,7 +106,7 @@ def _fused_forward(
 
 
 class _FusedShortAttention(torch.autograd.Function):
-    """:class:`_ShortAttention` as two C loops (``nn/csrc/cpu_kernels.c``), rotary embeddings (``rot``, a
+    """:class:`_ShortAttention` as two C loops (``backends/cpu/csrc/cpu_kernels.c``), rotary embeddings (``rot``, a
     cosine/sine table or None) included; saves ``qkv`` and the probabilities."""
 
     @staticmethod

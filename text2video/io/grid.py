@@ -1,4 +1,5 @@
-"""An animated grid of videos with a caption above each cell (the trainer's periodic samples)."""
+"""The one grid drawer: videos side by side, a caption above each cell (the trainer's periodic samples, the
+demo's grids, and the still contact sheets of `text2video.io.video.write_contact_sheet`)."""
 
 from __future__ import annotations
 
@@ -9,14 +10,21 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 
-def video_grid(videos: Sequence[np.ndarray], captions: Sequence[str], *, columns: int | None = None,
-               min_cell: int = 96, pad: int = 4) -> np.ndarray:
+def video_grid(
+    videos: Sequence[np.ndarray],
+    captions: Sequence[str],
+    *,
+    columns: int | None = None,
+    min_cell: int = 96,
+    pad: int = 4,
+    background: tuple[int, int, int] = (255, 255, 255),
+) -> np.ndarray:
     """uint8 ``(T, H, W, 3)`` frames of a grid of uint8 ``(T, h, w, 3)`` videos, each enlarged by a whole
     factor to at least ``min_cell`` pixels and captioned (captions wrap to the cell width)."""
     if not videos:
         raise ValueError("video_grid: no video")
     frames = max(v.shape[0] for v in videos)
-    h, w = videos[0].shape[1:3]
+    h, w = (max(v.shape[i] for v in videos) for i in (1, 2))
     scale = max(1, -(-min_cell // max(h, w)))
     cell_h, cell_w = h * scale, w * scale
     cols = columns or math.ceil(math.sqrt(len(videos)))
@@ -27,7 +35,7 @@ def video_grid(videos: Sequence[np.ndarray], captions: Sequence[str], *, columns
     text_h = 11 * max(len(lines) for lines in wrapped) + 2
     out_h = rows * (cell_h + text_h + pad) + pad
     out_w = cols * (cell_w + pad) + pad
-    base = Image.new("RGB", (out_w, out_h), (255, 255, 255))
+    base = Image.new("RGB", (out_w, out_h), background)
     draw = ImageDraw.Draw(base)
     for i, lines in enumerate(wrapped):
         r, c = divmod(i, cols)
@@ -39,8 +47,9 @@ def video_grid(videos: Sequence[np.ndarray], captions: Sequence[str], *, columns
         r, c = divmod(i, cols)
         x, y = pad + c * (cell_w + pad), pad + r * (cell_h + text_h + pad) + text_h
         big = video.repeat(scale, axis=1).repeat(scale, axis=2)
+        bh, bw = big.shape[1:3]
         for t in range(frames):
-            canvas[t, y : y + cell_h, x : x + cell_w] = big[min(t, len(big) - 1), :, :, :3]
+            canvas[t, y : y + bh, x : x + bw] = big[min(t, len(big) - 1), :, :, :3]
     return canvas
 
 

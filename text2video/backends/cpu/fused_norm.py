@@ -4,7 +4,7 @@ A convolution block of a diffusion U-Net computes ``silu(rms_norm(x) * weight * 
 run op by op, autograd keeps five full-size intermediates and its backward walks a dozen kernels.
 Here the forward saves only the input and the per-row reciprocal norms, and the backward recomputes
 the pre-activation and applies the chain rule in a handful of whole-tensor operations. On float32 CPU
-tensors each direction is instead one C loop over the rows (:mod:`text2video.nn.cpu_kernels`), when the
+tensors each direction is instead one C loop over the rows (:mod:`text2video.backends.cpu.kernels`), when the
 kernels are available.
 """
 
@@ -14,7 +14,7 @@ from typing import Optional
 
 import torch
 
-from . import cpu_kernels
+from . import kernels as cpu_kernels
 
 
 def _coef(weight: torch.Tensor, scale: Optional[torch.Tensor]) -> torch.Tensor:
@@ -79,7 +79,7 @@ def _group_stride(t: Optional[torch.Tensor]) -> int:
 
 
 class _FusedRmsScaleShiftSilu(torch.autograd.Function):
-    """:class:`_RmsScaleShiftSilu` as two C loops (``nn/csrc/cpu_kernels.c``): one pass forward, one backward."""
+    """:class:`_RmsScaleShiftSilu` as two C loops (``backends/cpu/csrc/cpu_kernels.c``): one pass forward, one backward."""
 
     @staticmethod
     def forward(ctx, x, weight, scale, shift, eps: float, lib):
@@ -98,8 +98,20 @@ class _FusedRmsScaleShiftSilu(torch.autograd.Function):
         dcoef = torch.empty((g, c), dtype=x.dtype)
         dshift = torch.empty((g, c), dtype=x.dtype) if shift is not None else None
         status = ctx.lib.t2v_rms_silu_backward(
-            x.data_ptr(), r.data_ptr(), coef.data_ptr(), _group_stride(coef), cpu_kernels.ptr(shift), _group_stride(shift),
-            grad_out.data_ptr(), cpu_kernels.ptr(dx), dcoef.data_ptr(), cpu_kernels.ptr(dshift), g, p, c, cpu_kernels.threads(),
+            x.data_ptr(),
+            r.data_ptr(),
+            coef.data_ptr(),
+            _group_stride(coef),
+            cpu_kernels.ptr(shift),
+            _group_stride(shift),
+            grad_out.data_ptr(),
+            cpu_kernels.ptr(dx),
+            dcoef.data_ptr(),
+            cpu_kernels.ptr(dshift),
+            g,
+            p,
+            c,
+            cpu_kernels.threads(),
         )
         if status != 0:
             raise MemoryError("fused RMS norm backward could not allocate its scratch memory")
@@ -108,12 +120,25 @@ class _FusedRmsScaleShiftSilu(torch.autograd.Function):
         return dx, grad_weight, grad_scale, grad_shift, None, None
 
 
-def _fused_forward(lib, x: torch.Tensor, coef: torch.Tensor, shift: Optional[torch.Tensor], eps: float) -> tuple[torch.Tensor, torch.Tensor]:
+def _fused_forward(
+    lib, x: torch.Tensor, coef: torch.Tensor, shift: Optional[torch.Tensor], eps: float
+) -> tuple[torch.Tensor, torch.Tensor]:
     g, p, c = x.shape
     y = torch.empty_like(x)
     r = torch.empty((g, p, 1), dtype=x.dtype)
     lib.t2v_rms_silu_forward(
-        x.data_ptr(), coef.data_ptr(), _group_stride(coef), cpu_kernels.ptr(shift), _group_stride(shift), y.data_ptr(), r.data_ptr(), g, p, c, eps, cpu_kernels.threads()
+        x.data_ptr(),
+        coef.data_ptr(),
+        _group_stride(coef),
+        cpu_kernels.ptr(shift),
+        _group_stride(shift),
+        y.data_ptr(),
+        r.data_ptr(),
+        g,
+        p,
+        c,
+        eps,
+        cpu_kernels.threads(),
     )
     return y, r
 

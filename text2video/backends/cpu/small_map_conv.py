@@ -4,7 +4,7 @@ On CPU, oneDNN's convolution on very small feature maps with many channels (4x4 
 channels in a video U-Net's bottleneck) runs far below the machine's matrix-product speed, its
 backward most of all. Here the backward forms the ``(N*H*W, 9*C)`` patch matrix (in the weight's own
 (c, ky, kx) order) and computes the weight gradient and the patch gradient as GEMMs, then folds the
-patch gradient back onto the input. With the fused CPU kernels (:mod:`text2video.nn.cpu_kernels`) the
+patch gradient back onto the input. With the fused CPU kernels (:mod:`text2video.backends.cpu.kernels`) the
 forward is a GEMM too: the patches are built once by a C loop, kept for the backward, and folded back
 by another; without them the forward is the ordinary convolution, the patches are rebuilt by a strided
 copy and folded back by nine shifted additions. Same result up to float rounding.
@@ -17,7 +17,7 @@ from typing import Optional
 import torch
 import torch.nn.functional as F
 
-from . import cpu_kernels
+from . import kernels as cpu_kernels
 
 
 def _patches(x: torch.Tensor) -> torch.Tensor:

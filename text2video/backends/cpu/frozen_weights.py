@@ -2,7 +2,7 @@
 
 A sampling run calls the denoiser tens of times with the same weights, so work that depends only on
 the weights can be done once per run: oneDNN's reordered convolution weights
-(:mod:`text2video.nn.packed_conv`), or Unet3D's per-frame rotated attention projections.
+(:mod:`text2video.backends.cpu.packed_conv`), or Unet3D's per-frame rotated attention projections.
 ``with frozen_weights(model):`` allows this for the layers of ``model`` that opt in
 (:class:`WeightDerivedCache`). The sampling loop wraps its steps in it.
 

@@ -1,0 +1,4 @@
+"""A training run folder: its config, its checkpoints, its VAE, and the model its config describes.
+
+Written by `text2video.train`, read by the trainer (resume) and by `text2video.pipelines.from_run`.
+"""

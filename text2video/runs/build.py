@@ -1,0 +1,142 @@
+"""The model a run's config describes, with the sizes the run implies (text width, latent channels and size).
+
+Which constructor argument of each model takes which size is written out per model in `RUN_ARGS` (no
+guessing from signatures): a new model registers its names there.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Optional
+
+from torch import nn
+
+from ..config import Config
+from ..errors import ConfigError, ModelError, TextEncoderError
+
+
+@dataclass(frozen=True)
+class RunArgs:
+    """The constructor arguments of one model that a run fills in.
+
+    text: takes the text encoder's token width (checked when set, except ``cond_dim``, a pooled width).
+    channels: one argument for input and output latent channels (Unet3D's ``channels``; ``out_dim`` checked).
+    in_out: ``in_channels`` / ``out_channels`` (an explicit ``in_channels`` may add conditioning channels).
+    size: ``sample_size`` (H, or [H, W]) or ``input_size`` (T, H, W) of latent frames.
+    """
+
+    text: Optional[str] = None
+    channels: bool = False
+    in_out: bool = False
+    size: Optional[str] = None
+
+
+#: registered model name -> its run arguments
+RUN_ARGS: dict[str, RunArgs] = {
+    "unet3d": RunArgs(text="cond_dim", channels=True),
+    "unet3d_condition": RunArgs(text="cross_attention_dim", in_out=True, size="sample_size"),
+    "stdit": RunArgs(text="caption_channels", in_out=True, size="input_size"),
+    "diffuser_stdit": RunArgs(text="caption_channels", in_out=True, size="input_size"),
+    "unet_stic": RunArgs(text="cross_attention_dim", in_out=True, size="sample_size"),
+    "segdit": RunArgs(in_out=True, size="sample_size"),
+}
+
+
+def _check_explicit(key: str, value: Any, wanted: Any, why: str) -> None:
+    if value != wanted:
+        raise ConfigError(f"model.{key} = {value!r} does not fit {why}: it must be {wanted!r}; remove model.{key} to have it filled in")
+
+
+def run_args(name: str) -> RunArgs:
+    """The run arguments of registered model ``name`` (or its class name)."""
+    from ..models.registry import MODELS, model_class
+
+    if name not in RUN_ARGS:
+        cls = model_class(name)
+        name = next((key for key, target in MODELS.items() if target.endswith(f":{cls.__name__}")), name)
+    args = RUN_ARGS.get(name)
+    if args is None:
+        raise ModelError(f"model {name!r} has no entry in text2video.runs.build.RUN_ARGS; add one naming its size arguments")
+    return args
+
+
+def _fill_text(kwargs: dict[str, Any], key: str, text_dim: int, text_encoder: Any) -> None:
+    if kwargs.get(key) is None:
+        kwargs[key] = int(text_dim)
+    elif key != "cond_dim" and int(kwargs[key]) != int(text_dim):
+        if text_encoder is not None:
+            from ..text.encoders import check_context_dim
+
+            check_context_dim(text_encoder, int(kwargs[key]), f"model.{key}")
+        raise TextEncoderError(
+            f"the text encoder gives {text_dim}-dim token states but model.{key} is {kwargs[key]}; "
+            f"set model.{key} to {text_dim}, or use a text encoder whose hidden size is {kwargs[key]}"
+        )
+
+
+def _fill_latent(kwargs: dict[str, Any], args: RunArgs, config: Config, vae: Any) -> None:
+    from .vae import latent_model_sizes
+
+    channels, h, w = latent_model_sizes(config, vae)
+    why = f"the VAE's {channels}-channel latents"
+    if args.channels:  # Unet3D: one argument for input and output
+        if kwargs.get("channels") is None:
+            kwargs["channels"] = channels
+        _check_explicit("channels", kwargs["channels"], channels, why)
+        if kwargs.get("out_dim") is not None:
+            _check_explicit("out_dim", kwargs["out_dim"], channels, why)
+    if args.in_out:
+        if kwargs.get("in_channels") is None:
+            kwargs["in_channels"] = channels
+        if kwargs.get("out_channels") is None:
+            kwargs["out_channels"] = channels
+        _check_explicit("out_channels", kwargs["out_channels"], channels, why)
+    size_why = f"{config.data.size}x{config.data.size} frames in the VAE's latent space ({h}x{w})"
+    if args.size == "sample_size":
+        if kwargs.get("sample_size") is None:
+            kwargs["sample_size"] = h
+        elif isinstance(kwargs["sample_size"], (list, tuple)):
+            _check_explicit("sample_size", list(kwargs["sample_size"]), [h, w], size_why)
+        else:
+            _check_explicit("sample_size", kwargs["sample_size"], h, size_why)
+    elif args.size == "input_size":  # STDiT: (T, H, W)
+        if kwargs.get("input_size") is None:
+            kwargs["input_size"] = [config.data.num_frames, h, w]
+        else:
+            _check_explicit("input_size", list(kwargs["input_size"])[-2:], [h, w], size_why)
+
+
+def configured_model_kwargs(
+    config: Config, text_dim: Optional[int], vae: Any = None, text_encoder: Any = None
+) -> tuple[type[nn.Module], Optional[str], dict[str, Any]]:
+    """``(class, preset, constructor kwargs)`` of the config's model, with the sizes the run implies.
+
+    Filled in when the config does not set them (a ``model.preset``'s values count as unset): the text
+    width from the text encoder and, with a VAE, the latent channels and frame size (see `RunArgs`). Set
+    explicitly, they are checked instead (a `TextEncoderError` / `ConfigError`).
+    """
+    from ..models.registry import model_class
+
+    cls = model_class(config.model.name)
+    args = run_args(config.model.name)
+    kwargs = dict(config.model.kwargs)
+    preset = kwargs.pop("preset", None)
+    if text_dim is not None and args.text is not None:
+        _fill_text(kwargs, args.text, text_dim, text_encoder)
+    if vae is not None:
+        _fill_latent(kwargs, args, config, vae)
+    return cls, preset, kwargs
+
+
+def build_configured_model(config: Config, text_dim: Optional[int], vae: Any = None, text_encoder: Any = None) -> nn.Module:
+    """The config's model (``model.preset`` through the class's ``from_preset``), its text width set to the text
+    encoder's and, with a ``vae``, its channels and sizes set to the latent space's (`configured_model_kwargs`)."""
+    from ..models.registry import build_model
+
+    cls, preset, kwargs = configured_model_kwargs(config, text_dim, vae, text_encoder)
+    if preset is None:
+        return build_model(config.model.name, **kwargs)
+    try:
+        return cls.from_preset(preset, **kwargs)  # type: ignore[attr-defined]
+    except TypeError as exc:
+        raise ModelError(f"cannot build model {config.model.name!r} from preset {preset!r} with {sorted(kwargs)}: {exc}") from exc
