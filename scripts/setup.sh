@@ -16,7 +16,8 @@ fi
 pip() { .venv/bin/python -m pip "$@"; }
 pip install -q --upgrade pip
 # The CPU build of PyTorch, pinned exactly; constraints.txt pins the tested versions of the rest
-# (pyproject.toml declares ranges). The dev extra brings pytest, ruff and import-linter.
+# (pyproject.toml declares ranges). The dev extra brings pytest, ruff, import-linter and Playwright;
+# the serve extra brings Gradio.
 pip install -q "torch==2.13.0"
 pip install -q -c constraints.txt -e ".[dev,serve]"
 # The peer we import checkpoints from and benchmark against. It declares torchvision, which has no
