@@ -186,6 +186,29 @@ def test_every_model_command_takes_a_pretrained_model(folders, tmp_path, capsys)
     assert len(list((tmp_path / "report" / "samples").glob("*.gif"))) == 2
 
 
+def test_the_web_page_serves_pretrained_models_with_the_loading_options(folders, tmp_path):
+    """`text2video serve`'s catalog loads any --model format with the loading options, shares the weights
+    (and the model's own scheduler) with the interpolation tab, and writes the options into the command."""
+    from text2video.serve import ModelCatalog, Request, Studio
+
+    catalog = ModelCatalog([folders["ad-ddim"], "org/not-downloaded"], device="cpu", options={"vae_frames": 2, "offload": "off"})
+    assert catalog.names == ["ad-ddim", "not-downloaded"]  # a Hub id is resolved on first use
+    assert catalog.spec("not-downloaded") == "org/not-downloaded" and catalog.option_flags() == ["--vae-frames", "2"]
+    pipe = catalog.pipeline("ad-ddim")
+    assert pipe.scheduler_config is not None and pipe.vae.micro_batch == 2
+    interp = catalog.pipeline("ad-ddim", "InterpolationPipeline")
+    assert interp.model is pipe.model and interp.scheduler_config == pipe.scheduler_config
+    steps = []  # the progress callback follows the model's own scheduler too
+    pipe(PROMPTS[0], num_frames=2, height=16, width=16, steps=2, progress=False, callback=lambda done, total: steps.append((done, total)))
+    assert steps == [(1, 2), (2, 2)]
+    (tmp_path / "notes.txt").write_text("x")
+    with pytest.raises(CheckpointError, match="is a .txt file"):
+        ModelCatalog([tmp_path / "notes.txt"])
+    studio = Studio(ModelCatalog([folders["ad-ddim"]], device="cpu", options={"vae_frames": 2}), tmp_path / "out")
+    result = studio.generate(Request(prompt=PROMPTS[0], steps=1, seed=0, frames=2, height=16, width=16))[0]
+    assert f"--model {folders['ad-ddim'].resolve()} --vae-frames 2" in result.command
+
+
 # ------------------------------------------------------------------------------------------ memory options
 
 

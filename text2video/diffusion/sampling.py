@@ -21,7 +21,7 @@ from __future__ import annotations
 import inspect
 import logging
 from dataclasses import dataclass, replace
-from typing import Any, Optional, Sequence
+from typing import Any, Callable, Optional, Sequence
 
 import torch
 from tqdm.auto import tqdm
@@ -34,7 +34,11 @@ from .schedule import SAMPLERS, resolve_sampler, scheduler_from_config
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["SAMPLERS", "SamplingPlan", "plan_sampling", "sample", "denoise_from", "dynamic_threshold_x0", "randn"]
+__all__ = ["SAMPLERS", "SamplingPlan", "StepCallback", "plan_sampling", "sample", "denoise_from", "dynamic_threshold_x0", "randn"]
+
+#: Called after each sampler step with (steps done, steps in all); an exception it raises stops sampling
+#: (a web page's cancel button raises one).
+StepCallback = Callable[[int, int], None]
 
 
 # ------------------------------------------------------------------------------------- helpers
@@ -203,6 +207,7 @@ def sample(
     dtype: Optional[torch.dtype] = None,
     noise: Optional[torch.Tensor] = None,
     scheduler_config: Optional[dict[str, Any]] = None,
+    callback: Optional[StepCallback] = None,
 ) -> torch.Tensor:
     """Generate videos of ``shape`` (B, C, T, H, W) in [-1, 1] with ``model`` under ``cond``.
 
@@ -217,6 +222,7 @@ def sample(
     noise: the initial noise (diffusers' ``latents``), shape ``shape``, used instead of a draw from
         ``generators``; it is scaled by the scheduler's ``init_noise_sigma`` as diffusers does.
     scheduler_config: a pretrained model's diffusers scheduler config (see `plan_sampling`).
+    callback: ``callback(done, total)`` after each step (progress bars; raising in it stops sampling).
     cond.image + cond.frame_mask: frames held fixed; they are re-noised to each step and put back into the
         state (and the model also sees them in ``cond.image``); the result has them exactly.
     """
@@ -243,7 +249,7 @@ def sample(
     return denoise_from(
         model, x, plan, cond,
         objective=objective, guidance_scale=guidance_scale, negative_cond=negative_cond, generators=generators,
-        eta=eta, clip_x0=clip_x0, dynamic_threshold=dynamic_threshold, progress=progress,
+        eta=eta, clip_x0=clip_x0, dynamic_threshold=dynamic_threshold, progress=progress, callback=callback,
     )  # fmt: skip
 
 
@@ -262,8 +268,10 @@ def denoise_from(
     clip_x0: bool = True,
     dynamic_threshold: Optional[float] = None,
     progress: bool = False,
+    callback: Optional[StepCallback] = None,
 ) -> torch.Tensor:
-    """Run ``plan`` from state ``x`` (in the scheduler's space at ``plan.timesteps[0]``) down to x0."""
+    """Run ``plan`` from state ``x`` (in the scheduler's space at ``plan.timesteps[0]``) down to x0;
+    ``callback(done, total)`` after each step."""
     b = x.shape[0]
     device, dtype = x.device, x.dtype
     cond = _broadcast_cond(cond if cond is not None else Conditioning(), b, "cond").to(device)
@@ -313,14 +321,15 @@ def denoise_from(
             processed = dynamic_threshold is not None or clip_x0
             output = _prediction_from_x0(objective, x_in, tt, x0) if processed else prediction
             x = scheduler.step(output, t, x, **step_kwargs).prev_sample
-            continue
-        if i == last and plan.sampler == "ddim":
+        elif i == last and plan.sampler == "ddim":
             # diffusers' DDIM steps to t - T // steps, which is 0 rather than the clean end when steps does
             # not divide T; its step to alpha_bar = 1 is exactly the predicted x0.
             x = x0
-            break
-        v = objective.velocity_from_x0(x_in, tt, x0)
-        x = scheduler.step(v, t, x, **step_kwargs).prev_sample
+        else:
+            v = objective.velocity_from_x0(x_in, tt, x0)
+            x = scheduler.step(v, t, x, **step_kwargs).prev_sample
+        if callback is not None:
+            callback(i + 1, last + 1)
     if given is not None:
         image, mask = given
         x = torch.where(mask, image, x)
