@@ -15,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import inspect
+import logging
 import types
 import typing
 from dataclasses import dataclass, field
@@ -26,18 +27,45 @@ import yaml
 
 from .errors import ConfigError
 
+logger = logging.getLogger(__name__)
+
 DEFAULT_PRESET = "tiny-cpu"
+
+
+def size_hw(size: Union[int, list[int], tuple[int, ...]]) -> tuple[int, int]:
+    """A ``size`` setting (an int: square frames, or ``[height, width]``) as ``(height, width)``."""
+    if isinstance(size, int):
+        return size, size
+    return int(size[0]), int(size[1])
+
+
+#: A preset's former name -> its name now (docs/compat.md); loading the old name logs a note.
+PRESET_ALIASES: dict[str, str] = {"seed-001": "text2video-from-scratch"}
 
 
 @dataclass
 class DataConfig:
-    """Where the training videos come from. ``options`` go to ``make_dataset(kind, **options)``."""
+    """Where the training videos come from. ``options`` go to ``make_dataset(kind, **options)``.
+
+    ``size``: an int (square frames) or ``[height, width]``. ``channels``: 3 (RGB), 1 (grayscale) or 4
+    (RGBA). ``buckets``: train on videos of mixed shapes without cropping them all to one size (see
+    `text2video.data.buckets`): ``{aspect_ratios: [...], frames: [...], multiple: 8}``. ``val_split``: a share
+    (below 1) or a number of items held out for the validation loss (``train.val_every``).
+    """
 
     kind: str = "shapes"
     num_frames: int = 8
-    size: int = 32
+    size: Union[int, list[int]] = 32
+    channels: int = 3
     options: dict[str, Any] = field(default_factory=dict)
     num_workers: int = 0
+    buckets: Optional[dict[str, Any]] = None
+    val_split: float = 0.0
+
+    @property
+    def hw(self) -> tuple[int, int]:
+        """The frame size as ``(height, width)``."""
+        return size_hw(self.size)
 
 
 @dataclass
@@ -48,6 +76,9 @@ class TextConfig:
     ``max_length`` (Stable Diffusion pipelines' encoding: every prompt padded to the tokenizer's length,
     the padding attended to, the empty prompt as the unconditional input). Fine-tuning a pretrained
     ModelScope / AnimateDiff model, or exporting a run to diffusers, needs ``max_length``.
+
+    ``encoder: none`` makes the run unconditional: no encoder is loaded, the model is built without text
+    (where it can be) and ``generate`` needs no prompt.
     """
 
     encoder: str = "default"
@@ -55,6 +86,16 @@ class TextConfig:
     padding: Literal["longest", "max_length"] = "longest"
     cache: bool = True
     cache_dir: Optional[str] = None
+
+    @property
+    def unconditional(self) -> bool:
+        """``encoder: none``: no text at all."""
+        return is_no_encoder(self.encoder)
+
+
+def is_no_encoder(spec: Any) -> bool:
+    """Whether a text encoder setting means "no text" (``none``, ``null`` or empty)."""
+    return spec is None or (isinstance(spec, str) and spec.strip().lower() in ("", "none", "null"))
 
 
 @dataclass
@@ -99,9 +140,16 @@ class DiffusionConfig:
 
 @dataclass
 class TrainConfig:
-    """Optimisation, schedule, EMA, guidance training, logging and checkpoint settings."""
+    """Optimisation, schedule, EMA, guidance training, logging and checkpoint settings.
+
+    ``epochs``, when set, replaces ``steps``: the run trains that many passes over its training items (the
+    trainer works out the steps from the dataset and the batch size). ``val_every``: with a validation split
+    (``data.val_split``), the validation loss is computed every so many steps (0: at every checkpoint) and the
+    checkpoint with the lowest one is kept as ``checkpoints/best``.
+    """
 
     steps: int = 1000
+    epochs: Optional[int] = None
     batch_size: int = 8
     grad_accum: int = 1
     lr: float = 1e-4
@@ -123,6 +171,7 @@ class TrainConfig:
     log_every: int = 10
     sample_every: int = 0
     save_every: int = 500
+    val_every: int = 0
     keep_checkpoints: int = 3
     max_nonfinite: int = 20
     max_minutes: Optional[float] = None
@@ -134,7 +183,12 @@ class TrainConfig:
 
 @dataclass
 class SampleConfig:
-    """Fixed prompts sampled with the EMA weights during training, and sampling defaults."""
+    """Fixed prompts sampled with the EMA weights during training, and sampling defaults.
+
+    ``size``: an int or ``[height, width]`` (default: ``data.size``). ``dynamic_threshold``: a percentile in
+    (0, 1] for text2video-from-scratch's (Imagen's) dynamic thresholding of the predicted clean video, or null
+    for plain clipping.
+    """
 
     prompts: list[str] = field(default_factory=lambda: ["a red circle moving right", "a blue square moving up"])
     negative_prompt: Optional[str] = None
@@ -142,9 +196,14 @@ class SampleConfig:
     steps: int = 25
     guidance_scale: float = 4.0
     num_frames: Optional[int] = None
-    size: Optional[int] = None
+    size: Optional[Union[int, list[int]]] = None
     seed: int = 0
     fps: float = 8.0
+    dynamic_threshold: Optional[float] = None
+
+    def hw(self, data: DataConfig) -> tuple[int, int]:
+        """The sampled frame size ``(height, width)``: ``size``, else the data's."""
+        return size_hw(self.size) if self.size is not None else data.hw
 
 
 @dataclass
@@ -311,16 +370,45 @@ def validate(config: Config) -> None:
             f"train.batch_size = {t.batch_size} is not divisible by train.grad_accum = {t.grad_accum}; "
             "the batch size is the global batch, split over accumulation steps and processes"
         )
+    if t.epochs is not None and t.epochs < 1:
+        raise ConfigError(f"train.epochs = {t.epochs} must be at least 1 (or null to train for train.steps)")
+    if t.val_every < 0:
+        raise ConfigError(f"train.val_every = {t.val_every} must not be negative (0: at every checkpoint)")
     d = config.data
-    if d.num_frames < 1 or d.size < 1:
-        raise ConfigError(f"data.num_frames and data.size must be positive, got {d.num_frames} and {d.size}")
+    _check_size("data.size", d.size)
+    if config.sample.size is not None:
+        _check_size("sample.size", config.sample.size)
+    if d.num_frames < 1:
+        raise ConfigError(f"data.num_frames must be positive, got {d.num_frames}")
+    if d.channels not in (1, 3, 4):
+        raise ConfigError(f"data.channels = {d.channels}: choose 1 (grayscale), 3 (RGB) or 4 (RGBA)")
+    if d.val_split < 0 or (d.val_split >= 1 and d.val_split != int(d.val_split)):
+        raise ConfigError(f"data.val_split = {d.val_split}: give a share below 1 (0.1 holds out a tenth) or a whole number of items (64)")
+    if d.buckets is not None:
+        from .data.buckets import Buckets
+
+        Buckets.from_config(d.buckets, d.hw)  # its own checks, named after the keys
     if config.sample.steps < 1:
         raise ConfigError(f"sample.steps = {config.sample.steps} must be at least 1")
+    threshold = config.sample.dynamic_threshold
+    if threshold is not None and not 0.0 < threshold <= 1.0:
+        raise ConfigError(f"sample.dynamic_threshold = {threshold} must be a percentile in (0, 1], e.g. 0.9, or null")
     _check_latent(config)
     _check_model(config.model)
     _check_training_options(config)
     _check_diffusion(config.diffusion)
     _check_sampler(config.sample.sampler)
+
+
+def _check_size(key: str, size: Any) -> None:
+    if isinstance(size, int):
+        values = [size]
+    elif isinstance(size, list) and len(size) == 2:
+        values = size
+    else:
+        raise ConfigError(f"{key} = {size!r}: give one number (square frames) or [height, width]")
+    if any(v < 1 for v in values):
+        raise ConfigError(f"{key} = {size!r} must be positive")
 
 
 def _check_latent(config: Config) -> None:
@@ -471,7 +559,7 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
 
 
 def preset_names() -> list[str]:
-    """Names of the presets shipped with the package."""
+    """Names of the presets shipped with the package (not the old names in `PRESET_ALIASES`)."""
     root = resources.files("text2video") / "configs"
     return sorted(p.name[:-5] for p in root.iterdir() if p.name.endswith(".yaml"))
 
@@ -484,6 +572,10 @@ def _read_source(source: str | Path) -> dict[str, Any]:
         text = path.read_text()
     else:
         names = preset_names()
+        if str(source) in PRESET_ALIASES:
+            new = PRESET_ALIASES[str(source)]
+            logger.warning("preset %r is now called %r (docs/compat.md); loading %r", str(source), new, new)
+            source = new
         if str(source) not in names:
             raise _unknown("preset", str(source), names)
         text = (resources.files("text2video") / "configs" / f"{source}.yaml").read_text()

@@ -5,6 +5,8 @@ Layout of a run folder::
     run/checkpoints/step-00001000/   model.safetensors, ema.safetensors, optimizer.pt, scheduler.pt,
                                      scaler.pt (fp16 only), rng.pt, state.json (written last)
     run/checkpoints/latest           a one-line file naming the newest complete checkpoint folder
+    run/checkpoints/best/            the checkpoint with the lowest validation loss (``data.val_split``);
+                                     ``latest`` and pruning leave it alone
 
 A checkpoint is written into a hidden temporary folder, every file is fsynced, and the folder is renamed
 into place; ``latest`` is then replaced atomically. A crash or kill at any moment leaves ``latest``
@@ -33,6 +35,7 @@ logger = logging.getLogger(__name__)
 
 CHECKPOINTS = "checkpoints"
 LATEST = "latest"
+BEST = "best"
 STATE_FILE = "state.json"
 _STEP_DIR = re.compile(r"^step-(\d+)$")
 
@@ -120,12 +123,14 @@ def save_checkpoint(
     state: Optional[dict[str, Any]] = None,
     rng_state: Optional[dict[str, Any]] = None,
     keep: int = 3,
+    name: Optional[str] = None,
 ) -> Path:
-    """Write checkpoint ``step`` atomically, point ``latest`` at it, keep the newest ``keep``; return it."""
+    """Write checkpoint ``step`` atomically, point ``latest`` at it, keep the newest ``keep``; return it.
+    ``name`` (`BEST`) writes that folder instead, replacing the previous one: ``latest`` and pruning ignore it."""
     root = checkpoints_dir(run_dir)
     root.mkdir(parents=True, exist_ok=True)
-    final = root / f"step-{step:08d}"
-    tmp = root / f".tmp-step-{step:08d}-{os.getpid()}"
+    final = root / (name or f"step-{step:08d}")
+    tmp = root / f".tmp-{final.name}-{os.getpid()}"
     if tmp.exists():
         shutil.rmtree(tmp)
     tmp.mkdir()
@@ -144,13 +149,19 @@ def save_checkpoint(
         for child in tmp.iterdir():
             _fsync_file(child)
         _fsync_dir(tmp)
-        if final.exists():
-            shutil.rmtree(final)
+        old = root / f".old-{final.name}-{os.getpid()}" if final.exists() else None
+        if old is not None:  # a replaced checkpoint goes only once the new one is in place
+            os.rename(final, old)
         os.rename(tmp, final)
         _fsync_dir(root)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+    if name is not None:
+        logger.info("saved checkpoint %s (step %d)", final, step)
+        return final
     _write_latest(root, final.name)
     _prune(root, keep, protect=final)
     logger.info("saved checkpoint %s", final)
@@ -162,14 +173,14 @@ def _prune(root: Path, keep: int, protect: Path) -> None:
     for old in complete[: max(0, len(complete) - keep)]:
         if old != protect:
             shutil.rmtree(old, ignore_errors=True)
-    for stale in root.glob(".tmp-step-*"):
+    for stale in [*root.glob(".tmp-*"), *root.glob(".old-*")]:
         pid = stale.name.rsplit("-", 1)[-1]
         if pid != str(os.getpid()):
             shutil.rmtree(stale, ignore_errors=True)
 
 
 def resolve_checkpoint(target: str | Path, run_dir: Optional[str | Path] = None) -> Path:
-    """A checkpoint folder from ``latest`` (needs ``run_dir``), a run folder, or a checkpoint folder.
+    """A checkpoint folder from ``latest`` or ``best`` (both need ``run_dir``), a run folder, or a checkpoint folder.
 
     ``latest`` falls back to the newest complete folder if the pointer is missing or stale.
     """
@@ -177,6 +188,15 @@ def resolve_checkpoint(target: str | Path, run_dir: Optional[str | Path] = None)
         if run_dir is None:
             raise CheckpointError("--resume latest needs a run folder; pass --run-dir or a checkpoint path")
         return _latest(Path(run_dir))
+    if str(target) == BEST:
+        if run_dir is None:
+            raise CheckpointError("the best checkpoint needs a run folder; pass --run-dir or a checkpoint path")
+        best = checkpoints_dir(run_dir) / BEST
+        if not (best / STATE_FILE).is_file():
+            raise CheckpointError(
+                f"{run_dir} has no best checkpoint ({best}): it is kept by the validation loss; train with data.val_split > 0"
+            )
+        return best
     path = Path(target)
     if (path / STATE_FILE).is_file():
         return path
