@@ -85,7 +85,7 @@ class VideoFileDataset(Dataset):
         logger.info("%s", self.summary())
         if buckets is not None:
             counts: dict[Bucket, int] = {}
-            for key in self.bucket_keys():
+            for key in self.bucket_keys() or []:
                 counts[key] = counts.get(key, 0) + 1
             logger.info("%s: buckets %s", source, ", ".join(f"{key}: {n}" for key, n in sorted(counts.items())))
 
@@ -140,9 +140,10 @@ class VideoFileDataset(Dataset):
         bucket = self.buckets.assign(entry.height or 1, entry.width or 1, entry.num_frames or 1, self.sampler.stride)
         return replace(bucket, frames=1) if self.image_mode else bucket
 
-    def bucket_keys(self) -> list[Bucket]:
-        """Every item's bucket, in item order (what `text2video.train.data.BucketBatches` groups by)."""
-        return [self.bucket_of(entry) for entry in self.entries]
+    def bucket_keys(self) -> list[Bucket] | None:
+        """Every item's bucket, in item order (what `text2video.train.data.BucketBatches` groups by); None
+        without buckets."""
+        return None if self.buckets is None else [self.bucket_of(entry) for entry in self.entries]
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         if not -len(self) <= index < len(self):

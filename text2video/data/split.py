@@ -11,15 +11,15 @@ from text2video.errors import DataError
 
 
 class Subset(TorchSubset):
-    """The items ``indices`` of ``dataset`` (a torch ``Subset``); a bucketed dataset's ``bucket_keys`` carry over."""
+    """The items ``indices`` of ``dataset`` (a torch ``Subset``); a bucketed dataset's ``bucket_keys`` carry over
+    (``bucket_keys()`` is None when it has none)."""
 
     def __init__(self, dataset: Any, indices: Sequence[int]) -> None:
         super().__init__(dataset, [int(i) for i in indices])
         keys = getattr(dataset, "bucket_keys", None)
-        if keys is not None:
-            every = keys()
-            mine = [every[i] for i in self.indices]
-            self.bucket_keys = lambda: list(mine)
+        every = keys() if keys is not None else None
+        mine = None if every is None else [every[i] for i in self.indices]
+        self.bucket_keys = lambda: None if mine is None else list(mine)
 
 
 def validation_count(total: int, val_split: float) -> int:

@@ -5,7 +5,7 @@ how many batches were consumed, so a resumed run reads exactly the items the uni
 
 from __future__ import annotations
 
-from typing import Any, Iterator, Sequence
+from typing import Any, Iterator, Optional, Sequence
 
 import numpy as np
 import torch
@@ -59,6 +59,12 @@ class ShardedBatches:
                 yield perm[start : start + self.local].tolist()
                 index += self.global_batch
             epoch, index = epoch + 1, 0
+
+
+def bucket_keys(dataset: Any) -> Optional[list[Any]]:
+    """Every item's bucket of a bucketed dataset (its ``bucket_keys()``), else None."""
+    keys = getattr(dataset, "bucket_keys", None)
+    return keys() if callable(keys) else None
 
 
 class BucketBatches(ShardedBatches):

@@ -48,7 +48,7 @@ from ..runs.build import build_configured_model
 from ..runs.checkpoint import BEST, load_checkpoint, resolve_checkpoint, save_checkpoint
 from ..runs.folder import RUN_CONFIG
 from ..text.cache import EmbeddingCache
-from .data import BucketBatches, ShardedBatches, collate, seeded_generator
+from .data import BucketBatches, ShardedBatches, bucket_keys, collate, seeded_generator
 from .ema import EMA
 from .metrics import MetricsLog, memory_mb, plot_run_losses
 
@@ -319,9 +319,9 @@ class Trainer:
 
     def _batches(self, consumed: int) -> ShardedBatches:
         """The run's resumable batch order: one bucket per batch for a bucketed dataset."""
-        keys = getattr(self.dataset, "bucket_keys", None)
+        keys = bucket_keys(self.dataset)
         if keys is not None:
-            return BucketBatches(keys(), self.micro_batch * self.world, self.rank, self.world, self.config.train.seed, consumed)
+            return BucketBatches(keys, self.micro_batch * self.world, self.rank, self.world, self.config.train.seed, consumed)
         return ShardedBatches(len(self.dataset), self.micro_batch * self.world, self.rank, self.world, self.config.train.seed, consumed)
 
     def save(self, name: Optional[str] = None, **extra: Any) -> Optional[Path]:
@@ -444,9 +444,9 @@ class Trainer:
     # ----------------------------------------------------------------- validation
     def _val_batches(self) -> list[list[int]]:
         """The validation items in batches of ``micro_batch`` (one bucket per batch), this process's share."""
-        keys = getattr(self.val_dataset, "bucket_keys", None)
+        keys = bucket_keys(self.val_dataset)
         groups: dict[Any, list[int]] = {}
-        for index, key in enumerate(keys() if keys is not None else [None] * len(self.val_dataset)):
+        for index, key in enumerate(keys if keys is not None else [None] * len(self.val_dataset)):
             groups.setdefault(key, []).append(index)
         batches = [items[i : i + self.micro_batch] for items in groups.values() for i in range(0, len(items), self.micro_batch)]
         return batches[self.rank :: self.world]
