@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+from pathlib import Path
 
 logger = logging.getLogger(__name__)
 
@@ -30,6 +31,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from text2video.models.convert import convert
 
+    from .args import readable_file, writable_folder
+
+    if not Path(args.input).is_dir():  # a folder (diffusers layouts) is checked by its converter
+        readable_file(args.input, "checkpoint")
+    writable_folder(args.out, "--out")
     # only sources with EMA weights take the option; the others keep their own defaults
     options = {} if args.use_ema is None else {"use_ema": args.use_ema}
     report = convert(args.source, args.input, args.out, **options)

@@ -14,6 +14,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from .args import non_negative_int, positive_float, positive_int
+
 logger = logging.getLogger(__name__)
 
 #: --quick: a few steps of a very small model, for tests and smoke checks (adherence is not expected).
@@ -45,17 +47,20 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         ),
     )
     p.add_argument("--out", default="text2video-demo", help="output folder (default: ./text2video-demo)")
-    p.add_argument("--minutes", type=float, default=15.0, help="time budget of the whole demo in minutes (default 15)")
+    p.add_argument("--minutes", type=positive_float, default=15.0, help="time budget of the whole demo in minutes (default 15)")
     p.add_argument("--config", default="tiny-cpu", help="preset or YAML file (default: tiny-cpu)")
-    p.add_argument("--seen", type=int, default=24, help="number of seen prompts to sample and judge (default 24)")
-    p.add_argument("--held-out", type=int, default=12, help="number of held-out prompts to sample (default 12, all)")
+    p.add_argument("--seen", type=non_negative_int, default=24, help="number of seen prompts to sample and judge (default 24)")
+    p.add_argument("--held-out", type=non_negative_int, default=12, help="number of held-out prompts to sample (default 12, all)")
     p.add_argument(
-        "--threads", type=int, default=None, help="CPU threads for torch (default: all cores, or 1 when the machine is already busy)"
+        "--threads",
+        type=positive_int,
+        default=None,
+        help="CPU threads for torch (default: all cores, or 1 when the machine is already busy)",
     )
     p.add_argument("--quick", action="store_true", help="a few training steps of a very small model (for tests)")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     p.add_argument("overrides", nargs="*", help="config overrides such as train.lr=5e-4")
-    p.set_defaults(func=run)
+    p.set_defaults(func=run, intermixed="overrides")
 
 
 def demo_prompts(seen: int, held_out: int) -> tuple[list[str], list[str]]:

@@ -21,7 +21,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ..pipelines.from_run import export_run
+    from .args import writable_folder
 
+    writable_folder(args.out, "--out")
     path = export_run(args.run, args.out, args.checkpoint, use_ema=not args.no_ema)
     print(f"pipeline folder: {path}")
     return 0

@@ -8,6 +8,7 @@ from typing import Optional
 
 from ..config import Config, config_from_dict
 from ..errors import CheckpointError, RunFolderError
+from ..io.text import read_text
 from .checkpoint import CHECKPOINTS, RUN_RECORD, STATE_FILE, list_checkpoints
 
 RUN_CONFIG = "config.yaml"
@@ -34,8 +35,8 @@ def read_run_config(run_dir: str | Path) -> Config:
     if not path.is_file():
         raise CheckpointError(f"{run_dir} is not a run folder: it has no {RUN_CONFIG} (train into it with `text2video train`)")
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, yaml.YAMLError) as exc:
+        data = yaml.safe_load(read_text(path, "run config"))
+    except yaml.YAMLError as exc:
         raise CheckpointError(f"{path} is not a readable YAML config ({exc}); restore it from a copy of the run") from exc
     return config_from_dict(data or {})
 

@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 from typing import Any, Optional
 
-from ..errors import RunLockedError, RunFolderError
+from ..errors import RunFolderError, RunLockedError
 
 logger = logging.getLogger(__name__)
 

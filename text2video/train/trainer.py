@@ -36,6 +36,7 @@ from ..diffusion.conditioning import Conditioning
 from ..errors import CheckpointError, ConfigError, NonFiniteError, RunFolderError, Text2VideoError
 from ..models.adapter import ConditionedDenoiser
 from ..pipelines import TextToVideoPipeline
+from ..pipelines.base import device_memory
 from ..pipelines.from_run import pipeline_defaults
 from ..runs.build import build_configured_model
 from ..runs.checkpoint import clean_leftovers, load_checkpoint, open_checkpoint, save_checkpoint, start_run_record
@@ -146,6 +147,7 @@ class Trainer:
                 f"train.grad_accum x processes = {t.grad_accum} x {self.world}"
             )
         self.micro_batch = t.batch_size // (t.grad_accum * self.world)
+        self._check_batch_memory()
         self.progress = progress
         self.lock = RunLock(self.run_dir)
         self._lock_run_dir()
@@ -200,6 +202,19 @@ class Trainer:
                 error = RunFolderError(f"the main process could not lock the run folder {self.run_dir}")
         if error is not None:
             raise error
+
+    def _check_batch_memory(self) -> None:
+        """Refuse clip sizes whose micro-batch alone (3 channels, float32) times a coarse factor for the
+        activations exceeds the device's memory: a typo such as ``data.size=100000`` fails here, not in the allocator."""
+        d = self.config.data
+        need = 16 * 4 * self.micro_batch * 3 * d.num_frames * d.size * d.size
+        total = device_memory(self.device)
+        if total is not None and need > total:
+            raise ConfigError(
+                f"a micro-batch of {self.micro_batch} clips of {d.num_frames} frames at {d.size}x{d.size} needs at least "
+                f"{need / 2**30:.1f} GB to train, more than the {total / 2**30:.1f} GB of {self.device}; lower data.size, "
+                "data.num_frames or train.batch_size"
+            )
 
     def close(self) -> None:
         """Let go of the run folder (`train` does it when it returns)."""
@@ -335,16 +350,16 @@ class Trainer:
 
     def _save_checkpoint(self) -> Path:
         path = save_checkpoint(
-                self.run_dir,
-                self.step,
-                model=self.unwrapped,
-                ema_model=self.ema.shadow,
-                optimizer=self.optimizer,
-                scheduler=self.scheduler,
-                scaler=self.accelerator.scaler,
-                state=self._state(),
-                keep=self.config.train.keep_checkpoints,
-            )
+            self.run_dir,
+            self.step,
+            model=self.unwrapped,
+            ema_model=self.ema.shadow,
+            optimizer=self.optimizer,
+            scheduler=self.scheduler,
+            scaler=self.accelerator.scaler,
+            state=self._state(),
+            keep=self.config.train.keep_checkpoints,
+        )
         plot_run_losses(self.run_dir)
         return path
 

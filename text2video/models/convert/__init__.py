@@ -4,11 +4,14 @@ writes a ``save_pretrained`` folder to ``out`` and returns a report (inferred co
 from __future__ import annotations
 
 import importlib
+import pickle
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Callable
 
-from ...errors import ModelError
+from safetensors import SafetensorError
+
+from ...errors import ModelError, Text2VideoError
 
 #: source format -> "module:function", imported lazily.
 CONVERTERS: MappingProxyType[str, str] = MappingProxyType(
@@ -31,5 +34,16 @@ def converter(source: str) -> Callable[..., dict[str, Any]]:
 
 
 def convert(source: str, src: str | Path, out: str | Path, **options: Any) -> dict[str, Any]:
-    """Convert the checkpoint ``src`` written by ``source`` into a text2video model folder ``out``."""
-    return converter(source)(Path(src), Path(out), **options)
+    """Convert the checkpoint ``src`` written by ``source`` into a text2video model folder ``out``. A file
+    that is missing, unreadable, truncated or of another kind is a `ModelError` naming it."""
+    src = Path(src)
+    if not src.exists():
+        raise ModelError(f"checkpoint {src} does not exist")
+    run = converter(source)
+    try:
+        return run(src, Path(out), **options)
+    except Text2VideoError:
+        raise
+    except (OSError, EOFError, UnicodeDecodeError, ValueError, KeyError, pickle.UnpicklingError, SafetensorError) as exc:
+        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+        raise ModelError(f"cannot read {src} as a {source} checkpoint ({type(exc).__name__}: {reason}); check the file and --from") from exc
