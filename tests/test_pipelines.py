@@ -14,7 +14,7 @@ from torch import nn
 
 from text2video.diffusion.conditioning import Conditioning
 from text2video.diffusion.objective import ObjectiveConfig
-from text2video.errors import CheckpointError, ConfigError
+from text2video.errors import CheckpointError, ConfigError, ModelError
 from text2video.pipelines import (
     ImageToVideoPipeline,
     InterpolationPipeline,
@@ -128,7 +128,10 @@ def test_save_and_load_round_trip(tmp_path, monkeypatch) -> None:
     assert record["defaults"]["num_frames"] == 4 and record["defaults"]["fps"] == 6.0
     assert (tmp_path / "pipe" / "model" / "config.json").is_file()
 
-    loaded = TextToVideoPipeline.from_pretrained(tmp_path / "pipe", text_encoder=FakeEncoder())
+    with pytest.raises(ModelError, match="not a text2video model"):  # a class the registry does not know
+        TextToVideoPipeline.from_pretrained(tmp_path / "pipe", text_encoder=FakeEncoder())
+    trusted = {"model_classes": [ToyVideoDenoiser]}
+    loaded = TextToVideoPipeline.from_pretrained(tmp_path / "pipe", text_encoder=FakeEncoder(), **trusted)
     assert loaded.objective_config == pipe.objective_config and loaded.defaults == pipe.defaults
     assert loaded.model.scale.item() == 0.25
     torch.testing.assert_close(pipe("a circle", seed=0, progress=False).videos, loaded("a circle", seed=0, progress=False).videos)
@@ -143,9 +146,9 @@ def test_save_and_load_round_trip(tmp_path, monkeypatch) -> None:
     import text2video.text
 
     monkeypatch.setattr(text2video.text, "load_text_encoder", fake_loader)
-    via_loader = load_pipeline(tmp_path / "pipe")
+    via_loader = load_pipeline(tmp_path / "pipe", **trusted)
     assert isinstance(via_loader, TextToVideoPipeline) and calls == ["default"]
-    other_kind = load_pipeline(tmp_path / "pipe", kind="InterpolationPipeline", text_encoder=FakeEncoder())
+    other_kind = load_pipeline(tmp_path / "pipe", kind="InterpolationPipeline", text_encoder=FakeEncoder(), **trusted)
     assert isinstance(other_kind, InterpolationPipeline)
 
 

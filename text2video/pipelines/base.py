@@ -330,12 +330,14 @@ class VideoPipeline:
         text_encoder: Any = None,
         vae: Any = None,
         device: torch.device | str | None = None,
+        model_classes: Sequence[type] = (),
     ) -> VideoPipeline:
-        """Load a folder written by `save_pretrained`. ``model`` / ``text_encoder`` / ``vae`` replace the saved ones."""
+        """Load a folder written by `save_pretrained`. ``model`` / ``text_encoder`` / ``vae`` replace the saved ones.
+        The model's class must be a registered one (or a subclass), or one of the ``model_classes`` the caller trusts."""
         path = Path(path)
         record = read_pipeline_record(path)
         if model is None:
-            model = _load_model(path / MODEL_FOLDER, record.get("model_class"))
+            model = _load_model(path / MODEL_FOLDER, record.get("model_class"), tuple(model_classes))
         ref = record.get("text_encoder")
         if text_encoder is None and ref is not None:
             from ..text import load_text_encoder
@@ -370,11 +372,11 @@ def read_pipeline_record(path: Path) -> dict[str, Any]:
     return record
 
 
-def _load_model(folder: Path, model_class: Optional[str]) -> Any:
+def _load_model(folder: Path, model_class: Optional[str], trusted: tuple[type, ...] = ()) -> Any:
     """Load through the model registry. ``model_class`` (``module:qualname`` in ``pipeline.json``) may name
-    only a registered model class or a subclass of one, from a module already imported: no code is imported,
-    and no other class's loader (such as transformers' ``AutoModel`` with its ``auto_map``) is reached, on
-    the say-so of a file."""
+    only a registered model class or a subclass of one (or of a ``trusted`` class the caller passes), from a
+    module already imported: no code is imported, and no other class's loader (such as transformers'
+    ``AutoModel`` with its ``auto_map``) is reached, on the say-so of a file."""
     from ..models.registry import MODELS, load_model
     from ..models.registry import model_class as registered_class
 
@@ -393,7 +395,7 @@ def _load_model(folder: Path, model_class: Optional[str]) -> Any:
         target: Any = module
         for part in qualname.split("."):
             target = getattr(target, part, None)
-        allowed = tuple(registered_class(name) for name in MODELS)
+        allowed = tuple(registered_class(name) for name in MODELS) + trusted
         if not (isinstance(target, type) and issubclass(target, allowed)):
             raise ModelError(
                 f"{folder / PIPELINE_FILE} names model_class {model_class!r}, which is not a text2video model (registered: "
