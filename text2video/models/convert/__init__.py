@@ -37,8 +37,6 @@ def convert(source: str, src: str | Path, out: str | Path, **options: Any) -> di
     """Convert the checkpoint ``src`` written by ``source`` into a text2video model folder ``out``. A file
     that is missing, unreadable, truncated or of another kind is a `ModelError` naming it."""
     src = Path(src)
-    if not src.exists():
-        raise ModelError(f"checkpoint {src} does not exist")
     run = converter(source)
     try:
         return run(src, Path(out), **options)
