@@ -207,12 +207,14 @@ def run_child(run_dir: Path, kind: str, k: int, delay: float | None) -> dict:
 
 
 def plan_trials(trials: int, seed: int, duration: float) -> list[tuple[str, int, float | None]]:
-    """``trials`` moments: one of each `FORCED` kind (the checkpoint write, the rename, the `latest` update,
-    the pruning, a training step), then seeded random times within ``duration``."""
+    """``trials`` moments: each `FORCED` kind in turn (the checkpoint write, the rename, the `latest` update,
+    the pruning, a training step) with a seeded random occurrence, then seeded random times within ``duration``."""
     rng = random.Random(seed)
     saves = STEPS // SAVE_EVERY
     plan: list[tuple[str, int, float | None]] = []
-    for kind in FORCED[: min(trials, len(FORCED))]:
+    forced = min(trials, max(len(FORCED), trials * 2 // 5))  # every kind once; in long soaks 40% forced
+    for i in range(forced):
+        kind = FORCED[i % len(FORCED)]
         k = {
             "write": rng.randint(1, saves),
             "rename": rng.randint(1, saves),
@@ -264,6 +266,42 @@ def serve_run(run_dir: Path) -> None:
 
     trainer_module.save_checkpoint = save_checkpoint
     Trainer(config, run_dir, progress=False).train()
+
+
+def final_state(run_dir: Path) -> dict:
+    """The tensors of a run's newest checkpoint: model, EMA and the optimizer's moments."""
+    import torch
+    from safetensors.torch import load_file
+
+    from text2video.runs.checkpoint import list_checkpoints
+
+    newest = list_checkpoints(run_dir)[-1]
+    optimizer = torch.load(newest / "optimizer.pt", weights_only=True)
+    moments = {f"{k}.{m}": v[m] for k, v in optimizer["state"].items() for m in ("exp_avg", "exp_avg_sq")}
+    return {"model": load_file(str(newest / "model.safetensors")), "ema": load_file(str(newest / "ema.safetensors")), "optimizer": moments}
+
+
+def differences(a: dict, b: dict) -> list[str]:
+    """The tensors of two `final_state` results that are not bit for bit equal."""
+    import torch
+
+    out = []
+    for part in a:
+        if a[part].keys() != b[part].keys():
+            out.append(f"{part}: other keys")
+            continue
+        out += [f"{part}.{key}" for key in a[part] if not torch.equal(a[part][key], b[part][key])]
+    return out
+
+
+def resume_trial(run_dir: Path) -> None:
+    """Continue a killed toy run to its end: from its latest checkpoint, or afresh (--overwrite) without one."""
+    from trainer_toys import make_trainer
+
+    from text2video.runs.checkpoint import list_checkpoints
+
+    had_checkpoint = bool(list_checkpoints(run_dir))
+    make_trainer(run_dir, fault_config(), overwrite=not had_checkpoint).train(resume="latest" if had_checkpoint else None)
 
 
 def main(argv: list[str] | None = None) -> int:
