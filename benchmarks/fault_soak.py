@@ -77,26 +77,27 @@ def soak_toy(trials: int, seed: int, work: Path) -> list[dict]:
     return results
 
 
-CLI_OVERRIDES = [
-    "train.steps=30",
-    "train.save_every=3",
-    "train.keep_checkpoints=2",
-    "train.batch_size=4",
-    "train.log_every=1",
-    "train.warmup_steps=2",
-    "data.options.n=32",
-    "data.size=16",
-    "data.num_frames=4",
-    "model.dim=8",
-    "model.dim_mults=[1, 2]",
-    "model.attn_heads=1",
-    "model.attn_dim_head=8",
-]
+def cli_overrides() -> list[str]:
+    """The fault suite's small tiny-cpu run, 30 steps with a checkpoint every 3 (2 kept)."""
+    from faults import TINY
+
+    return [*TINY, "data.options.n=32", "train.steps=30", "train.save_every=3", "train.keep_checkpoints=2", "train.warmup_steps=2"]
 
 
 def _train_cli(run: Path, extra: list[str], kill_after: float | None = None) -> dict:
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
-    cmd = [sys.executable, "-m", "text2video.cli", "train", "--config", "tiny-cpu", *CLI_OVERRIDES, "--run-dir", str(run), "--no-progress"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "text2video.cli",
+        "train",
+        "--config",
+        "tiny-cpu",
+        *cli_overrides(),
+        "--run-dir",
+        str(run),
+        "--no-progress",
+    ]
     start = time.perf_counter()
     proc = subprocess.Popen([*cmd, *extra], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     killed = False

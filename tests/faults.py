@@ -34,7 +34,7 @@ FORCED = ("write", "rename", "latest", "prune", "step")
 STEPS = 12
 SAVE_EVERY = 2
 
-#: the real tiny-cpu preset made smaller (as in tests/test_train_cli.py)
+#: the real tiny-cpu preset made smaller (tests/test_train_cli.py adds its steps)
 TINY = [
     "train.batch_size=4",
     "train.log_every=1",

@@ -8,25 +8,11 @@ import sys
 
 import pytest
 import torch
+from faults import TINY as SMALL
 
 from text2video.cli import main
 
-TINY = [
-    "train.steps=3",
-    "train.batch_size=4",
-    "train.log_every=1",
-    "train.save_every=0",
-    "train.warmup_steps=1",
-    "data.options.n=16",
-    "data.size=16",
-    "data.num_frames=4",
-    "model.dim=8",
-    "model.dim_mults=[1, 2]",
-    "model.attn_heads=1",
-    "model.attn_dim_head=8",
-    "sample.steps=2",
-    "sample.prompts=[a red circle moving left]",
-]
+TINY = ["train.steps=3", "train.save_every=0", *SMALL]
 
 
 @pytest.fixture(scope="module")
