@@ -8,7 +8,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from .args import finite_float, non_negative_float, positive_int, resolve_device, seed_int, writable_output
+from .args import finite_float, non_negative_float, positive_float, positive_int, resolve_device, seed_int, writable_output
 
 logger = logging.getLogger(__name__)
 
@@ -46,6 +46,12 @@ def add_sampling_args(p: argparse.ArgumentParser, *, size: bool = True) -> None:
     )
     p.add_argument("--eta", type=non_negative_float, default=None, help="DDIM's noise: 0 deterministic (default), 1 DDPM-like")
     p.add_argument("--negative-prompt", default=None, help="what the videos should not show")
+    p.add_argument(
+        "--fps",
+        type=positive_float,
+        default=None,
+        help="frames per second of the videos, also the fps a model with an fps embedding is conditioned on (default: the model's)",
+    )
     p.add_argument("--seed", type=seed_int, default=0, help="seed of the first video; video i uses seed + i (default 0)")
     p.add_argument("--format", choices=("gif", "mp4", "webm"), default="gif", help="file format (default gif)")
     p.add_argument("--output-dir", "--output_dir", "-o", dest="output_dir", default="results", help="output folder (default ./results)")
@@ -120,7 +126,7 @@ def run(args: argparse.Namespace) -> int:
     out = pipe(
         prompts, num_frames=args.frames, height=height, width=width, steps=args.steps, guidance_scale=args.guidance_scale,
         negative_prompt=args.negative_prompt, seed=args.seed, sampler=args.sampler, num_videos_per_prompt=args.batch_size,
-        eta=args.eta,
+        eta=args.eta, fps=args.fps,
     )  # fmt: skip
     paths = out.save(args.output_dir, fmt=args.format)
     report_paths(args, paths, out.prompts)

@@ -210,6 +210,14 @@ class VideoPipeline:
 
     # ------------------------------------------------------------------------------ latent space
 
+    def frame_rate(self, fps: Optional[float]) -> float:
+        """``fps`` (the default when None), refused unless a positive finite number."""
+        if fps is None:
+            return float(self.defaults.fps)
+        if isinstance(fps, bool) or not isinstance(fps, (int, float)) or not math.isfinite(fps) or fps <= 0:
+            raise ConfigError(f"fps must be a positive number, got {fps!r}")
+        return float(fps)
+
     def sample_shape(self, pixel_shape: Sequence[int]) -> tuple[int, ...]:
         """The shape the sampler works at for output videos of ``pixel_shape`` (B, C, T, H, W)."""
         return tuple(pixel_shape) if self.vae is None else self.vae.latent_shape(pixel_shape)
@@ -286,7 +294,9 @@ class VideoPipeline:
             out["guidance_scale"] = 1.0  # nothing to guide with
         return out
 
-    def _finish(self, videos: torch.Tensor, prompts: list[str], seeds: list[int], **extras: Any) -> VideoOutput:
+    def _finish(
+        self, videos: torch.Tensor, prompts: list[str], seeds: list[int], fps: Optional[float] = None, **extras: Any
+    ) -> VideoOutput:
         videos = videos.detach().float()
         if not bool(torch.isfinite(videos).all()):
             bad = sorted({i for i in range(videos.shape[0]) if not bool(torch.isfinite(videos[i]).all())})
@@ -294,7 +304,8 @@ class VideoPipeline:
                 f"{len(bad)} of {videos.shape[0]} sampled videos hold NaN or infinite values (videos {bad[:5]}); nothing is "
                 "written. The weights may be non-finite (check the run's checkpoints) or the sampling settings extreme"
             )
-        return VideoOutput(videos.clamp(-1, 1).cpu(), prompts, float(self.defaults.fps), seeds, extras)
+        fps = float(self.defaults.fps if fps is None else fps)
+        return VideoOutput(videos.clamp(-1, 1).cpu(), prompts, fps, seeds, extras)
 
     # ---------------------------------------------------------------------------- save and load
 
