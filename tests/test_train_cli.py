@@ -130,6 +130,9 @@ def test_demo_quick_writes_videos_report_and_scores(tmp_path, capsys):
     assert report["serve"] in (out / "report.md").read_text()
     assert {"seen", "held_out"} <= set(report["adherence"])
     assert report["adherence"]["seen"]["n"] == 2 and report["adherence"]["held_out"]["n"] == 1
+    # running it again into the same folder is refused (its run would be overwritten) unless asked
+    assert main(["demo", "--quick", "--out", str(out)]) == 2
+    assert "--overwrite" in capsys.readouterr().err
 
 
 @pytest.mark.slow
