@@ -14,16 +14,21 @@ logger = logging.getLogger(__name__)
 
 
 def add_model_args(p: argparse.ArgumentParser) -> None:
+    from .model_options import add_pretrained_args
+
     p.add_argument(
         "--model",
         "--model_path",
         dest="model",
         required=True,
-        help="a run folder (uses its latest checkpoint, EMA weights), one of its checkpoint folders, or a pipeline folder (text2video export)",
+        help="a run or checkpoint folder, a pipeline folder (text2video export / convert), a diffusers "
+        "TextToVideoSDPipeline / AnimateDiffPipeline / Stable Diffusion folder, a video-diffusion-pytorch .pt, "
+        "or a Hugging Face Hub id of one of these (see docs/pretrained.md)",
     )
     p.add_argument("--checkpoint", default="latest", help="with a run folder: latest (default) or a checkpoint folder")
     p.add_argument("--no-ema", action="store_true", help="with a run folder: use the live weights, not the EMA weights")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1, mps (default: the best available)")
+    add_pretrained_args(p)
 
 
 def add_sampling_args(p: argparse.ArgumentParser, *, size: bool = True) -> None:
@@ -100,14 +105,14 @@ def collect_prompts(args: argparse.Namespace) -> list[str]:
 
 
 def load_for_cli(args: argparse.Namespace, kind: str = "TextToVideoPipeline") -> Any:
-    """The pipeline ``kind`` from ``--model`` (a run, checkpoint or pipeline folder), once the device and the
-    output path are known to be usable (a mistake there must not cost a model load and a sampling run)."""
-    from ..pipelines import load_pipeline
+    """The pipeline ``kind`` from ``--model`` (any format `text2video.load_pipeline` reads), once the device and
+    the output path are known to be usable (a mistake there must not cost a model load and a sampling run)."""
+    from .model_options import load_from_args
 
-    device = resolve_device(args.device)
+    resolve_device(getattr(args, "device", None))
     if getattr(args, "output_dir", None) is not None:
         writable_output(args.output_dir, "--output-dir")
-    return load_pipeline(args.model, kind, checkpoint=args.checkpoint, use_ema=not args.no_ema, device=device)
+    return load_from_args(args, kind)
 
 
 def report_paths(args: argparse.Namespace, paths: list[Path], prompts: list[str]) -> None:

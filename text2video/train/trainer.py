@@ -74,9 +74,11 @@ def make_adamw(params: list[nn.Parameter], **kwargs: Any) -> torch.optim.AdamW:
 
 def text_condition(prompts: Any, texts: list[str], device: torch.device | str = "cpu") -> Conditioning:
     """The text `Conditioning` of ``texts`` from a prompt cache (`text2video.text.cache.EmbeddingCache`); empty
-    captions are marked dropped."""
+    captions are marked dropped, unless the encoder has a null prompt of its own (max-length encoders: the empty
+    prompt is encoded like any other, as the pipelines it came from do)."""
     emb = prompts.encode(texts)
-    empty = torch.tensor([not t for t in texts], dtype=torch.bool)
+    own_null = hasattr(getattr(prompts, "encoder", prompts), "null_prompt")
+    empty = torch.tensor([not t and not own_null for t in texts], dtype=torch.bool)
     return Conditioning(text_tokens=emb.tokens.float(), text_mask=emb.mask.bool(), text_pooled=emb.pooled.float(), null_text=empty).to(
         device
     )
@@ -225,6 +227,8 @@ class Trainer:
         from ..text import load_text_encoder
 
         kwargs = {} if self.config.text.max_length is None else {"max_length": self.config.text.max_length}
+        if self.config.text.padding != "longest":
+            kwargs["padding"] = self.config.text.padding
         return load_text_encoder(self.config.text.encoder, **kwargs)
 
     def _build_prompt_cache(self) -> EmbeddingCache:
@@ -275,11 +279,13 @@ class Trainer:
 
     @staticmethod
     def _load_initial_weights(model: nn.Module, source: str) -> None:
-        """``train.init_from``: the weights of a ``save_pretrained`` folder (e.g. ``text2video convert``'s
-        output) or a ``.safetensors`` file, loaded strictly before the first step."""
+        """``train.init_from``: the weights of a ``save_pretrained`` folder, of a pipeline folder's ``model/``
+        (``text2video convert`` / ``export``) or a ``.safetensors`` file, loaded strictly before the first step."""
         from ..runs.checkpoint import load_weights
 
         path = Path(source).expanduser()
+        if path.is_dir() and (path / "pipeline.json").is_file():  # a pipeline folder (text2video convert / export)
+            path = path / "model"
         if path.is_dir():
             path = path / "diffusion_pytorch_model.safetensors"
         if not path.is_file():
@@ -390,9 +396,14 @@ class Trainer:
         gen = seeded_generator(t.seed, self.step, self.rank, micro, device=self.device)
         x0 = batch["video"].to(self.device, non_blocking=True)
         b = x0.shape[0]
-        cond = text_condition(self.prompts, list(batch["text"]), self.device)
+        texts = list(batch["text"])
         drop = torch.rand(b, generator=gen, device=self.device) < t.cond_drop
-        cond = cond.text_dropped(drop)
+        null_prompt = getattr(self.text_encoder, "null_prompt", None)
+        if null_prompt is not None:  # max-length encoders: a dropped caption is the empty prompt (the pipelines' recipe)
+            texts = [null_prompt if dropped else text for text, dropped in zip(texts, drop.tolist())]
+        cond = text_condition(self.prompts, texts, self.device)
+        if null_prompt is None:
+            cond = cond.text_dropped(drop)
         cond.fps = batch["fps"].to(self.device)
         if image_step and t.image_mode == "frames" and x0.shape[2] > 1:
             frame = torch.randint(0, x0.shape[2], (b,), generator=gen, device=self.device)

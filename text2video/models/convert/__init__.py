@@ -3,11 +3,12 @@ writes a ``save_pretrained`` folder to ``out`` and returns a report (inferred co
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import pickle
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 from safetensors import SafetensorError
 
@@ -33,15 +34,22 @@ def converter(source: str) -> Callable[..., dict[str, Any]]:
     return getattr(importlib.import_module(module_name), func)
 
 
-def convert(source: str, src: str | Path, out: str | Path, **options: Any) -> dict[str, Any]:
-    """Convert the checkpoint ``src`` written by ``source`` into a text2video model folder ``out``. A file
-    that is missing, unreadable, truncated or of another kind is a `ModelError` naming it."""
-    src = Path(src)
-    run = converter(source)
+@contextlib.contextmanager
+def reading_errors(src: str | Path, source: str) -> Iterator[None]:
+    """Turn the errors of reading a foreign file (missing, unreadable, truncated, of another kind) into one
+    `ModelError` naming it; the importers' own `Text2VideoError` messages pass through."""
     try:
-        return run(src, Path(out), **options)
+        yield
     except Text2VideoError:
         raise
     except (OSError, EOFError, UnicodeDecodeError, ValueError, KeyError, pickle.UnpicklingError, SafetensorError) as exc:
         reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
         raise ModelError(f"cannot read {src} as a {source} checkpoint ({type(exc).__name__}: {reason}); check the file and --from") from exc
+
+
+def convert(source: str, src: str | Path, out: str | Path, **options: Any) -> dict[str, Any]:
+    """Convert the checkpoint ``src`` written by ``source`` into a text2video model folder ``out`` (errors of
+    reading it: `reading_errors`)."""
+    run = converter(source)
+    with reading_errors(src, source):
+        return run(Path(src), Path(out), **options)
