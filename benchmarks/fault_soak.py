@@ -101,14 +101,27 @@ def _train_cli(run: Path, extra: list[str], kill_after: float | None = None) -> 
     start = time.perf_counter()
     proc = subprocess.Popen([*cmd, *extra], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     killed = False
+    first_checkpoint = None
     if kill_after is not None:
         try:
             proc.wait(timeout=kill_after)
         except subprocess.TimeoutExpired:
             proc.send_signal(signal.SIGKILL)
             killed = True
+    else:  # the uninterrupted run: when does its first checkpoint appear (the start-up before it is mostly imports)
+        while proc.poll() is None:
+            if first_checkpoint is None and any((run / "checkpoints").glob("step-*")):
+                first_checkpoint = time.perf_counter() - start
+            time.sleep(0.02)
     _, err = proc.communicate()
-    return {"seconds": time.perf_counter() - start, "code": proc.returncode, "killed": killed, "stderr": err[-2000:]}
+    seconds = time.perf_counter() - start
+    return {
+        "seconds": seconds,
+        "first_checkpoint": first_checkpoint or seconds,
+        "code": proc.returncode,
+        "killed": killed,
+        "stderr": err[-2000:],
+    }
 
 
 def soak_cli(trials: int, seed: int, work: Path) -> list[dict]:
@@ -124,7 +137,9 @@ def soak_cli(trials: int, seed: int, work: Path) -> list[dict]:
     results = []
     for i in range(trials):
         run = work / f"trial-{i:03d}"
-        delay = rng.uniform(0.0, reference["seconds"])
+        # a quarter of the kills anywhere (start-up included), the rest while it trains and checkpoints
+        low = 0.0 if rng.random() < 0.25 else 0.9 * reference["first_checkpoint"]
+        delay = rng.uniform(low, reference["seconds"])
         first = _train_cli(run, [], kill_after=delay)
         had = bool(list_checkpoints(run))
         second = _train_cli(run, ["--resume", "latest"] if had else ["--overwrite"])
