@@ -13,6 +13,8 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import math
+import os
 import re
 import sys
 from dataclasses import asdict, dataclass, field, fields
@@ -25,7 +27,8 @@ import torch
 from ..backends import cpu as cpu_backend
 from ..diffusion.conditioning import Conditioning
 from ..diffusion.objective import DiffusionObjective, ObjectiveConfig
-from ..errors import CheckpointError, ConfigError, ModelError
+from ..errors import CheckpointError, ConfigError, ModelError, NonFiniteError
+from ..io.text import read_text
 
 logger = logging.getLogger(__name__)
 
@@ -138,14 +141,51 @@ def as_prompt_list(prompt: str | Sequence[str] | None) -> list[str]:
         return [""]
     if isinstance(prompt, str):
         return [prompt]
+    if not isinstance(prompt, (list, tuple)):
+        raise ConfigError(f"prompt must be a string or a list of strings, got {type(prompt).__name__}")
     prompts = list(prompt)
-    if not prompts or not all(isinstance(p, str) for p in prompts):
-        raise ConfigError("prompt must be a string or a non-empty list of strings")
+    wrong = [type(p).__name__ for p in prompts if not isinstance(p, str)]
+    if not prompts or wrong:
+        raise ConfigError(f"prompt must be a string or a non-empty list of strings{f', got a list holding {wrong[0]}' if wrong else ''}")
     return prompts
+
+
+MAX_SEED = 2**63 - 1
+#: The working memory of sampling is at least this many times the sampled tensor (a denoiser's first
+#: level alone holds tens of channels per sampled value); a request above the device's memory even by this
+#: coarse lower bound is refused before anything is allocated.
+WORKING_MEMORY_FACTOR = 64
+
+
+def check_seed(seed: Any, count: int = 1) -> None:
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= MAX_SEED - count:
+        raise ConfigError(f"seed must be an integer from 0 to {MAX_SEED - count}, got {seed!r}")
+
+
+def device_memory(device: torch.device) -> Optional[int]:
+    """Total memory of ``device`` in bytes (None where unknown)."""
+    try:
+        if device.type == "cuda":
+            return int(torch.cuda.get_device_properties(device).total_memory)
+        if device.type == "cpu":
+            return int(os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
+    except (AttributeError, ValueError, OSError, RuntimeError):
+        return None
+    return None
+
+
+def _size(n: float) -> str:
+    for unit in ("B", "KB", "MB", "GB", "TB"):
+        if n < 1024 or unit == "TB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} TB"
 
 
 def make_generators(count: int, seed: Optional[int]) -> tuple[list[torch.Generator], list[int]]:
     """One CPU generator per video, seeded ``seed, seed + 1, ...`` (a random base seed when None)."""
+    if seed is not None:
+        check_seed(seed, count)
     base = int(torch.randint(0, 2**31 - 1, (1,)).item()) if seed is None else int(seed)
     seeds = [base + i for i in range(count)]
     return [torch.Generator().manual_seed(s) for s in seeds], seeds
@@ -231,9 +271,40 @@ class VideoPipeline:
 
     # ------------------------------------------------------------------------------ latent space
 
+    def frame_rate(self, fps: Optional[float]) -> float:
+        """``fps`` (the default when None), refused unless a positive finite number."""
+        if fps is None:
+            return float(self.defaults.fps)
+        if isinstance(fps, bool) or not isinstance(fps, (int, float)) or not math.isfinite(fps) or fps <= 0:
+            raise ConfigError(f"fps must be a positive number, got {fps!r}")
+        return float(fps)
+
     def sample_shape(self, pixel_shape: Sequence[int]) -> tuple[int, ...]:
         """The shape the sampler works at for output videos of ``pixel_shape`` (B, C, T, H, W)."""
         return tuple(pixel_shape) if self.vae is None else self.vae.latent_shape(pixel_shape)
+
+    def output_shape(
+        self, count: int, num_frames: Optional[int] = None, height: Optional[int] = None, width: Optional[int] = None
+    ) -> tuple[int, int, int, int, int]:
+        """The pixel shape (B, C, T, H, W) of ``count`` videos, the defaults filling what is None; sizes that
+        are not positive integers, or so large that sampling them cannot fit the device, are refused here,
+        before anything is allocated."""
+        d = self.defaults
+        given = {"num_frames": num_frames, "height": height, "width": width}
+        sizes = {k: getattr(d, k) if v is None else v for k, v in given.items()}
+        for name, value in [("number of videos", count), *sizes.items()]:
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ConfigError(f"{name} must be a positive integer, got {value!r}")
+        shape = (count, d.channels, sizes["num_frames"], sizes["height"], sizes["width"])
+        sampled = math.prod(self.sample_shape(shape))
+        need = 4 * max(sampled * WORKING_MEMORY_FACTOR, math.prod(shape) * 4)
+        total = device_memory(self.device)
+        if total is not None and need > total:
+            raise ConfigError(
+                f"{count} video(s) of {shape[2]} frames at {shape[3]}x{shape[4]} need at least {_size(need)} while sampling, "
+                f"more than the {_size(total)} of {self.device}; lower the size, the frames or the batch"
+            )
+        return shape
 
     def encode_frames(self, frames: torch.Tensor) -> torch.Tensor:
         """Pixel frames (B, C, k, H, W) in [-1, 1] -> what the model works on (latents: the posterior mean)."""
@@ -294,8 +365,15 @@ class VideoPipeline:
         settings: Optional[dict[str, Any]] = None,
         **extras: Any,
     ) -> VideoOutput:
+        videos = videos.detach().float()
+        if not bool(torch.isfinite(videos).all()):
+            bad = sorted({i for i in range(videos.shape[0]) if not bool(torch.isfinite(videos[i]).all())})
+            raise NonFiniteError(
+                f"{len(bad)} of {videos.shape[0]} sampled videos hold NaN or infinite values (videos {bad[:5]}); nothing is "
+                "written. The weights may be non-finite (check the run's checkpoints) or the sampling settings extreme"
+            )
         fps = float(self.defaults.fps if fps is None else fps)
-        out = VideoOutput(videos.detach().float().clamp(-1, 1).cpu(), prompts, fps, seeds, extras)
+        out = VideoOutput(videos.clamp(-1, 1).cpu(), prompts, fps, seeds, extras)
         out.settings = {"pipeline": self.pipeline_name, **_plain_settings(settings or {})}
         out.settings.update(num_frames=int(out.videos.shape[2]), height=int(out.videos.shape[3]), width=int(out.videos.shape[4]))
         return out
@@ -342,15 +420,17 @@ class VideoPipeline:
         vae: Any = None,
         device: torch.device | str | None = None,
         dtype: torch.dtype | None = None,
+        model_classes: Sequence[type] = (),
     ) -> VideoPipeline:
         """Load a folder written by `save_pretrained`. ``model`` / ``text_encoder`` / ``vae`` replace the
-        saved ones; ``dtype`` casts the model, the VAE and the text encoder."""
+        saved ones; ``dtype`` casts the model, the VAE and the text encoder. The model's class must be a
+        registered one (or a subclass), or one of the ``model_classes`` the caller trusts."""
         from .parts import load_text_encoder_ref
 
         path = Path(path)
         record = read_pipeline_record(path)
         if model is None:
-            model = _load_model(path / MODEL_FOLDER, record.get("model_class"))
+            model = _load_model(path / MODEL_FOLDER, record.get("model_class"), tuple(model_classes))
         ref = record.get("text_encoder")
         if text_encoder is None and ref is not None:
             text_encoder = load_text_encoder_ref(ref, path, device=device, dtype=dtype)
@@ -381,7 +461,7 @@ def read_pipeline_record(path: Path) -> dict[str, Any]:
     if not file.is_file():
         raise CheckpointError(f"{path} is not a pipeline folder: it has no {PIPELINE_FILE} (write one with save_pretrained)")
     try:
-        record = json.loads(file.read_text())
+        record = json.loads(read_text(file, "pipeline record"))
     except json.JSONDecodeError as exc:
         raise CheckpointError(f"{file} is not valid JSON: {exc}") from exc
     if record.get("format_version", 0) > FORMAT_VERSION:
@@ -389,10 +469,13 @@ def read_pipeline_record(path: Path) -> dict[str, Any]:
     return record
 
 
-def _load_model(folder: Path, model_class: Optional[str]) -> Any:
-    """Load through the model registry; a class it does not know must already be imported (no code is
-    imported on the say-so of a file)."""
-    from ..models.registry import load_model
+def _load_model(folder: Path, model_class: Optional[str], trusted: tuple[type, ...] = ()) -> Any:
+    """Load through the model registry. ``model_class`` (``module:qualname`` in ``pipeline.json``) may name
+    only a registered model class or a subclass of one (or of a ``trusted`` class the caller passes), from a
+    module already imported: no code is imported, and no other class's loader (such as transformers'
+    ``AutoModel`` with its ``auto_map``) is reached, on the say-so of a file."""
+    from ..models.registry import MODELS, load_model
+    from ..models.registry import model_class as registered_class
 
     try:
         return load_model(folder)
@@ -408,5 +491,11 @@ def _load_model(folder: Path, model_class: Optional[str]) -> Any:
             ) from exc
         target: Any = module
         for part in qualname.split("."):
-            target = getattr(target, part)
+            target = getattr(target, part, None)
+        allowed = tuple(registered_class(name) for name in MODELS) + trusted
+        if not (isinstance(target, type) and issubclass(target, allowed)):
+            raise ModelError(
+                f"{folder / PIPELINE_FILE} names model_class {model_class!r}, which is not a text2video model (registered: "
+                f"{', '.join(sorted(MODELS))}, or subclasses of them); it is not loaded"
+            ) from exc
         return target.from_pretrained(str(folder))

@@ -83,9 +83,10 @@ class ImageToVideoPipeline(VideoPipeline):
         dynamic_threshold: Optional[float] = None,
     ) -> VideoOutput:
         d = self.defaults
-        fps = d.fps if fps is None else float(fps)
-        num_frames = num_frames or d.num_frames
+        fps = self.frame_rate(fps)
         b = frames.shape[0]
+        count = b * num_videos_per_prompt
+        num_frames = self.output_shape(count, num_frames, frames.shape[3], frames.shape[4])[2]
         if frames.shape[1] != d.channels:
             raise ConfigError(f"the given frames have {frames.shape[1]} channels; the model generates {d.channels}")
         prompts = as_prompt_list(prompt)
@@ -96,7 +97,6 @@ class ImageToVideoPipeline(VideoPipeline):
         pixel_hw = (frames.shape[3], frames.shape[4])
         frames = self.encode_frames(frames).float().cpu()  # latent pipelines: the frames' latents
         image, mask = given_frames(frames, num_frames, positions)
-        count = b * num_videos_per_prompt
         cond = self._condition(prompts, num_videos_per_prompt, fps)
         cond = replace(cond, image=image.repeat_interleave(num_videos_per_prompt, 0).to(self.device),
                        frame_mask=mask.repeat_interleave(num_videos_per_prompt, 0).to(self.device))  # fmt: skip

@@ -53,7 +53,7 @@ class InterpolationPipeline(ImageToVideoPipeline):
             prompts = prompts * b
         if len(prompts) != b:
             raise ConfigError(f"got {len(prompts)} prompts for {b} video pairs; give one, or one per pair")
-        fps = self.defaults.fps if fps is None else float(fps)
+        fps = self.frame_rate(fps)
         cond = self._condition(prompts, 1, fps)
         negative = self._negative(self.defaults.negative_prompt, b)
         generators, seeds = make_generators(b, seed)
@@ -87,7 +87,7 @@ class InterpolationPipeline(ImageToVideoPipeline):
         first, last = as_frames_tensor(first_frame), as_frames_tensor(last_frame)
         if first.shape != last.shape or first.shape[2] != 1:
             raise ConfigError(f"first and last frame must be single frames of one shape; got {tuple(first.shape)} and {tuple(last.shape)}")
-        num_frames = num_frames or self.defaults.num_frames
+        num_frames = self.defaults.num_frames if num_frames is None else num_frames
         frames = torch.cat([first, last], dim=2)
         defaults = dict(steps=None, guidance_scale=None, negative_prompt=None, seed=None, sampler=None,
                         num_videos_per_prompt=1, progress=True)  # fmt: skip

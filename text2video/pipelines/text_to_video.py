@@ -52,19 +52,12 @@ class TextToVideoPipeline(VideoPipeline):
         ``fps``: the videos' frame rate, which models with an fps embedding are also conditioned on (default:
         the pipeline's). ``callback(done, total)`` follows the sampler's steps."""
         prompts = as_prompt_list(prompt)
-        if num_videos_per_prompt < 1:
-            raise ConfigError(f"num_videos_per_prompt must be >= 1, got {num_videos_per_prompt}")
+        if isinstance(num_videos_per_prompt, bool) or not isinstance(num_videos_per_prompt, int) or num_videos_per_prompt < 1:
+            raise ConfigError(f"num_videos_per_prompt must be >= 1, got {num_videos_per_prompt!r}")
         d = self.defaults
-        shape = self.sample_shape(
-            (
-                len(prompts) * num_videos_per_prompt,
-                d.channels,
-                num_frames or d.num_frames,
-                height or d.height,
-                width or d.width,
-            )
-        )  # fmt: skip  (latent pipelines: the VAE's latent shape)
-        fps = d.fps if fps is None else float(fps)
+        # latent pipelines sample at the VAE's latent shape
+        shape = self.sample_shape(self.output_shape(len(prompts) * num_videos_per_prompt, num_frames, height, width))
+        fps = self.frame_rate(fps)
         cond = self._condition(prompts, num_videos_per_prompt, fps)
         negative_prompt = negative_prompt if negative_prompt is not None else d.negative_prompt
         negative = self._negative(negative_prompt, shape[0])
