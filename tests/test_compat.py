@@ -69,10 +69,14 @@ def test_webvid10m_keeps_animatediffs_contract(tmp_path: Path) -> None:
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory) -> Path:
-    return train_tiny(tmp_path_factory.mktemp("compat") / "run", "data.val_split=2", "train.val_every=1", "train.steps=3")
+    """DiffusionPlayground's training: epochs (its ``num_epochs``) and the best model kept by a validation loss."""
+    return train_tiny(tmp_path_factory.mktemp("compat") / "run", "data.val_split=2", "train.val_every=1", "train.epochs=1")
 
 
 def test_video_generator_generates_and_interpolates_on_one_object(run: Path, tmp_path: Path) -> None:
+    from text2video.runs.checkpoint import read_state, resolve_checkpoint
+
+    assert read_state(resolve_checkpoint("latest", run))["step"] == 3  # one epoch: 6 of 8 clips (2 held out) in batches of 2
     generator = VideoGenerator(run, device="cpu")
     assert generator.pipeline.model is generator.interpolator.model  # one set of weights
     best = load_pipeline(run, checkpoint="best")  # DiffusionPlayground loads its best model
@@ -263,10 +267,14 @@ def test_every_familys_tiny_preset_animates_when_trained_with_frame_masks(preset
     assert torch.allclose(out.videos[0, :, 0], given, atol=1e-5)  # the given frame is kept
     if preset == "tiny-stdit":  # a model that takes cond_image got the frames and their mask as input channels
         assert pipe.model.config.in_channels == 7
-    if preset == "tiny-cpu":  # and through the command
+    if preset == "tiny-cpu":  # and through the commands, at the frame rate asked for (VideoCrafter's fps)
         assert main(["animate", str(tmp_path / "first.png"), "--prompt", "a red circle", "--model", str(run), "--steps", "2",
-                     "--output-dir", str(tmp_path / "animated")]) == 0  # fmt: skip
+                     "--fps", "5", "--format", "mp4", "--output-dir", str(tmp_path / "animated")]) == 0  # fmt: skip
         assert (tmp_path / "animated" / "000_a_red_circle.txt").read_text().strip() == "a red circle"
+        assert probe_video(next((tmp_path / "animated").glob("*.mp4"))).fps == pytest.approx(5.0)
+        assert main(["interpolate", "--first", str(tmp_path / "first.png"), "--last", str(tmp_path / "first.png"), "--model", str(run),
+                     "--steps", "2", "--fps", "3", "--format", "mp4", "--output-dir", str(tmp_path / "between")]) == 0  # fmt: skip
+        assert probe_video(next((tmp_path / "between").glob("*.mp4"))).fps == pytest.approx(3.0)
 
 
 # ------------------------------------------------------------------------------ the README

@@ -152,6 +152,10 @@ def test_an_unconditional_model_loads_no_encoder_and_needs_no_prompt(tmp_path: P
     )
     assert len(json.loads(capsys.readouterr().out)["videos"]) == 2
     assert main(["generate", "--model", str(tmp_path / "exported"), "--steps", "2", "--output-dir", str(tmp_path / "out2")]) == 0
+    from text2video.compat import VideoGenerator  # DiffusionPlayground's unconditional flow: no prompt anywhere
+
+    videos = VideoGenerator(run, device="cpu").generate(num_samples=2, num_frames=4, height=16, width=16, num_steps=2)
+    assert videos.videos.shape == (2, 3, 4, 16, 16) and videos.prompts == ["", ""]
     stdit = train_tiny(tmp_path / "stdit", "text.encoder=none", config="tiny-stdit",
                        base=["train.steps=1", "train.batch_size=2", "train.save_every=0", "data.options.n=4", "data.size=8",
                              "data.num_frames=2", "model.input_size=[2, 8, 8]", "model.hidden_size=16", "model.depth=1", "model.num_heads=2"])  # fmt: skip

@@ -446,7 +446,7 @@ def _check_size(key: str, size: Any) -> None:
     else:
         raise ConfigError(f"{key} = {size!r}: give one number (square frames) or [height, width]")
     if any(v < 1 for v in values):
-        raise ConfigError(f"{key} = {size!r} must be positive")
+        raise ConfigError(f"{key} = {size!r} must be at least 1")
 
 
 def _check_latent(config: Config) -> None:

@@ -154,18 +154,15 @@ def _bare_model_error(path: Path, config: dict[str, Any]) -> CheckpointError:
     )
 
 
+#: text2video-from-scratch's trainer checkpoint names: ``model-N.pt`` (N: the milestone)
+_SEED_CHECKPOINT = re.compile(r"^model-(\d+)\.pt$")
+
+
 def newest_pt_checkpoint(folder: Path) -> Optional[Path]:
-    """The newest ``*.pt`` trainer checkpoint in ``folder`` (text2video-from-scratch's ``saved_models/``: its
+    """The newest trainer checkpoint in ``folder`` (text2video-from-scratch's ``saved_models/``: its
     ``model-N.pt`` files, the highest N), or None when it holds none."""
-    files = [p for p in folder.glob("*.pt") if p.is_file()]
-    if not files:
-        return None
-
-    def order(p: Path) -> tuple[int, str]:
-        digits = re.findall(r"\d+", p.stem)
-        return (int(digits[-1]) if digits else -1, p.name)
-
-    return max(files, key=order)
+    found = [(int(m[1]), p) for p in folder.glob("model-*.pt") if (m := _SEED_CHECKPOINT.match(p.name)) and p.is_file()]
+    return max(found)[1] if found else None
 
 
 def detect_local(path: Path, spec: Optional[str] = None) -> ModelSource:
@@ -197,7 +194,7 @@ def detect_local(path: Path, spec: Optional[str] = None) -> ModelSource:
         return ModelSource("video-diffusion-pytorch", newest, spec)
     raise CheckpointError(
         f"{path} is not a model folder: it has no pipeline.json (a text2video pipeline), model_index.json (diffusers), "
-        "config.yaml + checkpoints/ (a training run) or *.pt checkpoints; pass one of those, or a Hub id like ali-vilab/text-to-video-ms-1.7b"
+        "config.yaml + checkpoints/ (a training run) or model-N.pt checkpoints (text2video-from-scratch's); pass one of those, or a Hub id like ali-vilab/text-to-video-ms-1.7b"
     )
 
 
