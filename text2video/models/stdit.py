@@ -290,7 +290,8 @@ class DiffuserSTDiTModelOutput(BaseOutput):
 
 class DiffuserSTDiT(Presets, ModelMixin, ConfigMixin):
     """A diffusers-style wrapper around `STDiT`: same constructor arguments, a ``forward`` with
-    ``encoder_hidden_states`` and an output object with ``.sample``."""
+    ``encoder_hidden_states`` and an output object with ``.sample``. ``cross_attention_dim`` (the diffusers
+    name of the text width, as the Open-Sora document calls it for this class) sets ``caption_channels``."""
 
     PRESETS = PRESETS
     _supports_gradient_checkpointing = True
@@ -310,8 +311,11 @@ class DiffuserSTDiT(Presets, ModelMixin, ConfigMixin):
         caption_channels: int = 4096,
         model_max_length: int = 120,
         class_dropout_prob: float = 0.1,
+        cross_attention_dim: Optional[int] = None,
     ) -> None:
         super().__init__()
+        if cross_attention_dim is not None:
+            caption_channels = cross_attention_dim
         self.model = STDiT(
             input_size=input_size,
             in_channels=in_channels,

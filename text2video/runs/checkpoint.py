@@ -6,6 +6,8 @@ Layout of a run folder::
     run/checkpoints/step-00001000/   model.safetensors, ema.safetensors, optimizer.pt, scheduler.pt,
                                      scaler.pt (fp16 only), rng.pt, .readers, state.json (written last)
     run/checkpoints/latest           a one-line file naming the newest complete checkpoint folder
+    run/checkpoints/best/            the checkpoint with the lowest validation loss (``data.val_split``);
+                                     ``latest`` and pruning leave it alone
 
 A checkpoint is written into a hidden temporary folder, every file is fsynced, and the folder is renamed
 into place; ``latest`` is then replaced atomically. A crash or kill at any moment leaves ``latest``
@@ -45,6 +47,7 @@ logger = logging.getLogger(__name__)
 
 CHECKPOINTS = "checkpoints"
 LATEST = "latest"
+BEST = "best"
 STATE_FILE = "state.json"
 READERS = ".readers"
 RUN_RECORD = "run.json"
@@ -263,8 +266,10 @@ def save_checkpoint(
     state: Optional[dict[str, Any]] = None,
     rng_state: Optional[dict[str, Any]] = None,
     keep: int = 3,
+    name: Optional[str] = None,
 ) -> Path:
     """Write checkpoint ``step`` atomically, point ``latest`` at it, keep the newest ``keep``; return it.
+    ``name`` (`BEST`) writes that folder instead, replacing the previous one: ``latest`` and pruning ignore it.
 
     ``model`` and ``ema_model`` are modules or full state dicts, ``optimizer`` an optimizer or its state dict
     (a sharded run gathers them first: `text2video.train.sharding`); the files are the same either way.
@@ -293,8 +298,8 @@ def save_checkpoint(
     record = {"step": step, **(state or {}), "finite": True}
     if run_id:
         record["run_id"] = run_id
-    final = root / f"step-{step:08d}"
-    tmp = root / f"{_TMP_PREFIX}{step:08d}-{os.getpid()}"
+    final = root / (name or f"step-{step:08d}")
+    tmp = root / f"{_TMP_PREFIX}{step:08d}{'-' + name if name else ''}-{os.getpid()}"
     if tmp.exists():
         shutil.rmtree(tmp)
     try:
@@ -315,7 +320,9 @@ def save_checkpoint(
             _fsync_file(child)
         _fsync_dir(tmp)
         if final.exists() and not _remove_checkpoint(final):
-            shutil.rmtree(tmp)  # a reader holds this very step's folder: it stays, with the same content
+            shutil.rmtree(tmp)  # a reader holds the folder: it stays (a step's has the same content; an older best is kept)
+            if name is not None:
+                logger.warning("%s is being read: it stays as it was, not replaced by step %d", final, step)
         else:
             os.rename(tmp, final)
         _fsync_dir(root)
@@ -327,6 +334,9 @@ def save_checkpoint(
             kept = f"the previous checkpoint {previous} is intact" if previous else "no earlier checkpoint exists"
             raise CheckpointError(f"cannot write checkpoint step {step} into {root}: {exc.strerror or exc}; {kept}") from exc
         raise
+    if name is not None:
+        logger.info("saved checkpoint %s (step %d)", final, step)
+        return final
     try:
         _write_latest(root, final.name)
     except OSError as exc:  # the new checkpoint is complete: `latest` falls back to the newest complete one
@@ -440,7 +450,7 @@ def _pointer_target(root: Path) -> Optional[Path]:
 
 
 def resolve_checkpoint(target: str | Path, run_dir: Optional[str | Path] = None) -> Path:
-    """A checkpoint folder from ``latest`` (needs ``run_dir``), a run folder, or a checkpoint folder.
+    """A checkpoint folder from ``latest`` or ``best`` (both need ``run_dir``), a run folder, or a checkpoint folder.
 
     ``latest`` falls back to the newest complete folder of the run if the pointer is missing or stale, and
     never names a checkpoint of another run.
@@ -449,6 +459,15 @@ def resolve_checkpoint(target: str | Path, run_dir: Optional[str | Path] = None)
         if run_dir is None:
             raise CheckpointError("--resume latest needs a run folder; pass --run-dir or a checkpoint path")
         return _latest(Path(run_dir))
+    if str(target) == BEST:
+        if run_dir is None:
+            raise CheckpointError("the best checkpoint needs a run folder; pass --run-dir or a checkpoint path")
+        best = checkpoints_dir(run_dir) / BEST
+        if not (best / STATE_FILE).is_file():
+            raise CheckpointError(
+                f"{run_dir} has no best checkpoint ({best}): it is kept by the validation loss; train with data.val_split > 0"
+            )
+        return best
     path = Path(target)
     if (path / STATE_FILE).is_file():
         return path
