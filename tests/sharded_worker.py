@@ -44,6 +44,7 @@ PARITY = [
     "train.save_every=2",
     "train.keep_checkpoints=3",
     "train.ema_decay=0.9",
+    "data.val_split=0.2",  # 3 validation clips: 2 batches on one process, 1 on the other
 ]
 FAMILIES = {
     "unet3d": ("tiny-cpu", ["data.size=16", "model.dim=8", "model.dim_mults=[1, 2]", "model.attn_heads=1", "model.attn_dim_head=8"]),
@@ -76,6 +77,8 @@ def main(out: Path) -> None:
         config = load_config("tiny-cpu", [*PARITY, f"train.sharding={'fsdp' if mode == 'fsdp' else 'none'}"])
         trainer = fresh_trainer(config, out / mode)
         result[mode] = {"losses": trainer.train().losses, "sharded": trainer.sharded}
+        video = trainer.generate(["a red circle moving left"], seed=0)  # the (sharded) EMA samples on every process
+        result[mode]["sample"] = video.tolist()
     half = list_checkpoints(out / "fsdp")[0]
     result["resumed"] = {"losses": fresh_trainer(config, out / "resumed").train(resume=half).losses}
     unsharded_half = list_checkpoints(out / "ddp")[0]  # the checkpoint format is one: DDP's resumes sharded

@@ -45,6 +45,14 @@ def test_fsdp_on_two_processes_trains_as_ddp_does(two_process_runs):
         assert ddp.keys() == fsdp.keys()
         for key in ddp:  # the same sums in another order: float rounding only
             torch.testing.assert_close(fsdp[key], ddp[key], rtol=1e-4, atol=1e-5)
+    # sampling with the sharded EMA weights gives DDP's video
+    sample = torch.tensor(result["fsdp"]["sample"])
+    assert sample.shape == (1, 3, 4, 16, 16) and bool(torch.isfinite(sample).all())
+    torch.testing.assert_close(sample, torch.tensor(result["ddp"]["sample"]), rtol=1e-3, atol=1e-4)
+    # validation with the sharded EMA (3 clips over 2 processes: one runs an uncounted forward) and its best checkpoint
+    ddp_best = json.loads((out / "ddp" / "checkpoints" / "best" / "state.json").read_text())
+    fsdp_best = json.loads((out / "fsdp" / "checkpoints" / "best" / "state.json").read_text())
+    assert fsdp_best["step"] == ddp_best["step"] and fsdp_best["val_loss"] == pytest.approx(ddp_best["val_loss"], rel=1e-5)
     ddp_opt, fsdp_opt = _optimizer(out / "ddp", 4), _optimizer(out / "fsdp", 4)
     assert ddp_opt["param_groups"] == fsdp_opt["param_groups"]  # PyTorch's numbering, not parameter names
     for i, state in ddp_opt["state"].items():
@@ -146,7 +154,7 @@ class _Fake:
         ("tiny-stdit", [], ["STDiTBlock"]),
         ("tiny-unet-stic", [], ["STLayer"]),
         ("tiny-segdit", [], ["DiTBlock"]),
-        ("tiny-latent", ["latent.vae=null", "latent.fit_steps=0", "model.in_channels=4", "model.out_channels=4", "model.sample_size=8"],
+        ("tiny-latent", ["latent.vae=null", "latent.fit_steps=0", "data.channels=4", "model.sample_size=8", "data.size=8"],
          ["ResnetBlock3D", "Transformer3DModel", "TemporalTransformer"]),
     ],
 )  # fmt: skip

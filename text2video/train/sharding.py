@@ -153,11 +153,22 @@ def wrap_blocks(accelerator: Any, model: nn.Module) -> list[str]:
     return names
 
 
+def route_through(root: nn.Module) -> None:
+    """Make ``root.model.forward_cond`` (the sampler's and the validation's call) go through ``root``, the
+    sharded `ConditionedDenoiser`, whose FSDP hooks gather the weights outside the blocks."""
+    root.model.forward_cond = root.__call__
+
+
 def shard_like(accelerator: Any, module: nn.Module) -> nn.Module:
-    """``module`` (the EMA copy of the model) sharded with the plugin the model was prepared with."""
+    """``module`` (the EMA copy of the model) sharded with the plugin the model was prepared with; returned
+    as it was (its parameters now shards), callable through ``forward_cond`` as the model is."""
     from accelerate.utils.fsdp_utils import fsdp2_prepare_model
 
-    return fsdp2_prepare_model(accelerator, module)
+    from ..models.adapter import ConditionedDenoiser
+
+    root = fsdp2_prepare_model(accelerator, ConditionedDenoiser(module))
+    route_through(root)
+    return root.model
 
 
 def _full_options(**extra: Any) -> Any:
@@ -221,6 +232,7 @@ __all__ = [
     "is_deepspeed",
     "wrap_blocks",
     "shard_like",
+    "route_through",
     "gather_for_checkpoint",
     "load_sharded",
 ]

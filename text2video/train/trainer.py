@@ -235,6 +235,7 @@ class Trainer:
         self.wrapped, self.optimizer = self.accelerator.prepare(ConditionedDenoiser(self.model), self.optimizer)
         if self.sharded:  # the EMA is sharded like the model: each process averages its own shard
             self.ema.shadow = sharding.shard_like(self.accelerator, self.ema.shadow)
+            sharding.route_through(self.wrapped)  # sampling with the live weights
         self.sample_fn = sample_fn
         self.step = 0
         self.consumed = 0
@@ -581,7 +582,7 @@ class Trainer:
         model = self.ema.shadow
         was_training = model.training
         model.eval()
-        wrapped = ConditionedDenoiser(model)
+        wrapped = model if self.sharded else ConditionedDenoiser(model)  # sharded: forward_cond goes through its FSDP root
         total = torch.zeros(2, device=self.device)
         timesteps = getattr(self.objective, "num_train_timesteps", None)
         try:
