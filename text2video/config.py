@@ -182,6 +182,13 @@ class TrainConfig:
     trainable: Literal["all", "motion_modules"] = "all"
     gradient_checkpointing: bool = False
     init_from: Optional[str] = None
+    # sharded data parallel (docs/scaling.md): none (DDP), fsdp (FSDP2 through Accelerate) or deepspeed (ZeRO)
+    sharding: Literal["none", "fsdp", "deepspeed"] = "none"
+    fsdp_reshard_after_forward: bool = True  # False: ZeRO-2 like (gathered weights kept from forward to backward)
+    fsdp_cpu_offload: bool = False  # sharded weights, gradients and optimizer state live in CPU memory
+    fsdp_wrap: Optional[list[str]] = None  # block classes sharded as units (default: the model's _no_split_modules)
+    zero_stage: Literal[1, 2] = 2  # DeepSpeed ZeRO stage (ZeRO-3, sharded parameters, is train.sharding=fsdp)
+    zero_offload: bool = False  # DeepSpeed: optimizer state in CPU memory
 
 
 @dataclass

@@ -66,6 +66,8 @@ class SegDiTTransformer2DModel(Presets, ModelMixin, ConfigMixin):
     """
 
     PRESETS = PRESETS
+    _supports_gradient_checkpointing = True
+    _no_split_modules = ["DiTBlock"]  # the unit FSDP shards and gathers (train.sharding)
 
     @register_to_config
     def __init__(
@@ -108,6 +110,7 @@ class SegDiTTransformer2DModel(Presets, ModelMixin, ConfigMixin):
             for _ in range(num_layers)
         )
         self.final_layer = FinalLayer(hidden, patch_size * patch_size * self.out_channels)
+        self.gradient_checkpointing = False  # enable_gradient_checkpointing(): each block recomputed in backward
         self._init_weights()
 
     def _init_weights(self) -> None:
@@ -194,7 +197,10 @@ class SegDiTTransformer2DModel(Presets, ModelMixin, ConfigMixin):
         pos = sincos_2d(h // p, w // p, tokens.shape[-1], base_size=(base, base), device=x.device)
         tokens = tokens + pos.to(tokens.dtype)
         for block in self.blocks:
-            tokens = block(tokens, c)
+            if self.gradient_checkpointing and torch.is_grad_enabled():
+                tokens = self._gradient_checkpointing_func(block, tokens, c)
+            else:
+                tokens = block(tokens, c)
         patches = self.final_layer(tokens, c)
         return _unpatchify(patches, h // p, w // p, p, self.out_channels)
 

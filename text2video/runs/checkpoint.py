@@ -33,12 +33,12 @@ import re
 import shutil
 import uuid
 from pathlib import Path
-from typing import Any, Iterator, Optional
+from typing import Any, Iterator, Mapping, Optional, Union
 
 import numpy as np
 import torch
 from safetensors import safe_open
-from safetensors.torch import load_model, save_model
+from safetensors.torch import load_file, load_model, save_file, save_model
 from torch import nn
 
 from ..errors import CheckpointError, DiskFullError, NonFiniteError
@@ -239,12 +239,27 @@ def _disk_full(root: Path, step: int, need: int, previous: Optional[Path]) -> Di
     )
 
 
+Weights = Union[nn.Module, Mapping[str, torch.Tensor]]
+
+
+def _weights_state(weights: Weights) -> dict[str, torch.Tensor]:
+    return dict(weights) if isinstance(weights, Mapping) else weights.state_dict()
+
+
+def _write_weights(weights: Weights, path: Path) -> None:
+    """A module (safetensors drops its tied duplicates) or a full state dict gathered from a sharded model."""
+    if isinstance(weights, Mapping):
+        save_file({k: v.detach().contiguous() for k, v in weights.items()}, str(path))
+    else:
+        save_model(weights, str(path))
+
+
 def save_checkpoint(
     run_dir: str | Path,
     step: int,
     *,
-    model: nn.Module,
-    ema_model: Optional[nn.Module] = None,
+    model: Weights,
+    ema_model: Optional[Weights] = None,
     optimizer: Any = None,
     scheduler: Any = None,
     scaler: Any = None,
@@ -256,15 +271,18 @@ def save_checkpoint(
     """Write checkpoint ``step`` atomically, point ``latest`` at it, keep the newest ``keep``; return it.
     ``name`` (`BEST`) writes that folder instead, replacing the previous one: ``latest`` and pruning ignore it.
 
+    ``model`` and ``ema_model`` are modules or full state dicts, ``optimizer`` an optimizer or its state dict
+    (a sharded run gathers them first: `text2video.train.sharding`); the files are the same either way.
+
     Raises `NonFiniteError` (nothing written) when the weights, the EMA or the optimizer state hold a NaN
     or an infinity, and `DiskFullError` (nothing left behind) when the disk cannot take it.
     """
     root = checkpoints_dir(run_dir)
     root.mkdir(parents=True, exist_ok=True)
     previous = newest_finite(run_dir)
-    model_state = model.state_dict()
-    ema_state = ema_model.state_dict() if ema_model is not None else {}
-    optim_state = optimizer.state_dict() if optimizer is not None else {}
+    model_state = _weights_state(model)
+    ema_state = _weights_state(ema_model) if ema_model is not None else {}
+    optim_state = (optimizer if isinstance(optimizer, Mapping) else optimizer.state_dict()) if optimizer is not None else {}
     bad = nonfinite_entries(model_state, "model.") + nonfinite_entries(ema_state, "ema.")
     bad += nonfinite_entries(optim_state.get("state", {}), "optimizer.") if optim_state else []
     if bad:
@@ -286,9 +304,9 @@ def save_checkpoint(
         shutil.rmtree(tmp)
     try:
         tmp.mkdir()
-        save_model(model, str(tmp / "model.safetensors"))
+        _write_weights(model, tmp / "model.safetensors")
         if ema_model is not None:
-            save_model(ema_model, str(tmp / "ema.safetensors"))
+            _write_weights(ema_model, tmp / "ema.safetensors")
         if optimizer is not None:
             torch.save(optim_state, tmp / "optimizer.pt")
         if scheduler is not None:
@@ -553,14 +571,7 @@ def _torch_load(path: Path) -> Any:
         raise CheckpointError(f"{path} is corrupt ({str(exc).splitlines()[0][:200]}){_fallback_hint(path.parent)}") from exc
 
 
-def load_weights(module: nn.Module, path: str | Path) -> None:
-    """Load a safetensors state dict into ``module`` (strict). A missing or corrupt file, and weights of
-    another model, are told apart; inside a run the message names the previous intact checkpoint."""
-    path = Path(path)
-
-    def hint() -> str:
-        return _fallback_hint(path.parent) if _STEP_DIR.match(path.parent.name) else ""
-
+def _check_weights_file(path: Path, hint: Any) -> None:
     if not path.is_file():
         raise CheckpointError(f"{path} is missing (deleted or never written){hint()}")
     try:
@@ -568,6 +579,34 @@ def load_weights(module: nn.Module, path: str | Path) -> None:
             handle.keys()
     except Exception as exc:  # noqa: BLE001 - a torn or foreign file
         raise CheckpointError(f"{path} is corrupt or not a safetensors file ({str(exc).splitlines()[0][:200]}){hint()}") from exc
+
+
+def _hint_for(path: Path) -> Any:
+    return lambda: _fallback_hint(path.parent) if _STEP_DIR.match(path.parent.name) else ""
+
+
+def read_weights(path: str | Path) -> dict[str, torch.Tensor]:
+    """The full state dict of a weights file (for a sharded model, which loads it through
+    `text2video.train.sharding`), with `load_weights`' messages for a missing or corrupt file."""
+    path = Path(path)
+    _check_weights_file(path, _hint_for(path))
+    try:
+        return load_file(str(path))
+    except FileNotFoundError as exc:
+        raise CheckpointError(f"{path} disappeared while being read{_hint_for(path)()}") from exc
+
+
+def read_optimizer_state(checkpoint: str | Path) -> dict[str, Any]:
+    """A checkpoint's ``optimizer.pt`` (PyTorch's format: parameters numbered in the optimizer's order)."""
+    return _torch_load(Path(checkpoint) / "optimizer.pt")
+
+
+def load_weights(module: nn.Module, path: str | Path) -> None:
+    """Load a safetensors state dict into ``module`` (strict). A missing or corrupt file, and weights of
+    another model, are told apart; inside a run the message names the previous intact checkpoint."""
+    path = Path(path)
+    hint = _hint_for(path)
+    _check_weights_file(path, hint)
     try:
         missing, unexpected = load_model(module, str(path), strict=False)
     except FileNotFoundError as exc:
@@ -586,17 +625,20 @@ def load_weights(module: nn.Module, path: str | Path) -> None:
 def load_checkpoint(
     checkpoint: str | Path,
     *,
-    model: nn.Module,
+    model: Optional[nn.Module] = None,
     ema_model: Optional[nn.Module] = None,
     optimizer: Any = None,
     scheduler: Any = None,
     scaler: Any = None,
     restore_rng: bool = True,
 ) -> dict[str, Any]:
-    """Restore everything a checkpoint holds into the given objects; return its ``state.json``."""
+    """Restore everything a checkpoint holds into the given objects; return its ``state.json``. A sharded
+    run passes no ``model`` / ``ema_model`` / ``optimizer`` here and loads those through `read_weights` and
+    `read_optimizer_state`."""
     path = Path(checkpoint)
     state = read_state(path)
-    load_weights(model, path / "model.safetensors")
+    if model is not None:
+        load_weights(model, path / "model.safetensors")
     if ema_model is not None:
         ema_file = path / "ema.safetensors"
         load_weights(ema_model, ema_file if ema_file.is_file() else path / "model.safetensors")

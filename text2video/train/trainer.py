@@ -46,10 +46,20 @@ from ..pipelines import TextToVideoPipeline
 from ..pipelines.base import device_memory
 from ..pipelines.from_run import pipeline_defaults
 from ..runs.build import build_configured_model
-from ..runs.checkpoint import BEST, clean_leftovers, load_checkpoint, open_checkpoint, save_checkpoint, start_run_record
+from ..runs.checkpoint import (
+    BEST,
+    clean_leftovers,
+    load_checkpoint,
+    open_checkpoint,
+    read_optimizer_state,
+    read_weights,
+    save_checkpoint,
+    start_run_record,
+)
 from ..runs.folder import RUN_CONFIG, clear_run, refuse_existing_run
 from ..runs.lock import RunLock
 from ..text.cache import EmbeddingCache
+from . import sharding
 from .data import BucketBatches, ShardedBatches, bucket_keys, collate, seeded_generator
 from .ema import EMA
 from .metrics import MetricsLog, memory_mb, plot_run_losses
@@ -149,10 +159,22 @@ class Trainer:
         t = config.train
         # several processes without a GPU (torchrun / accelerate launch on a CPU machine): gloo on the CPU
         distributed_cpu = not torch.cuda.is_available() and int(os.environ.get("WORLD_SIZE", "1")) > 1
-        self.accelerator = Accelerator(mixed_precision=t.mixed_precision, cpu=t.cpu or distributed_cpu)
+        on_cpu = t.cpu or not torch.cuda.is_available()
+        if t.sharding == "deepspeed" and on_cpu:
+            raise ConfigError(
+                "train.sharding = deepspeed needs CUDA GPUs (Accelerate runs DeepSpeed only there); on CPU use train.sharding=fsdp"
+            )
+        plugins = {} if on_cpu else sharding.accelerator_kwargs(t)
+        self.accelerator = Accelerator(mixed_precision=t.mixed_precision, cpu=t.cpu or distributed_cpu, **plugins)
         self.device = self.accelerator.device
         self.rank = self.accelerator.process_index
         self.world = self.accelerator.num_processes
+        cpu_fsdp = sharding.requested_fsdp_plugin(t) if on_cpu and self.world > 1 else None
+        if cpu_fsdp is not None:
+            sharding.use_fsdp_on_cpu(self.accelerator, cpu_fsdp)
+        self.sharded = sharding.is_fsdp(self.accelerator)
+        if t.sharding != "none" and self.world == 1:
+            logger.info("train.sharding = %s with one process: nothing to shard, training as usual", t.sharding)
         if t.batch_size % (t.grad_accum * self.world):
             raise ConfigError(
                 f"train.batch_size = {t.batch_size} (the global batch) must be divisible by "
@@ -207,7 +229,13 @@ class Trainer:
             [p for p in self.model.parameters() if p.requires_grad], lr=t.lr, betas=(t.betas[0], t.betas[1]), weight_decay=t.weight_decay
         )
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lr_lambda(config))
+        if self.sharded:
+            blocks = sharding.wrap_blocks(self.accelerator, self.model)
+            logger.info("FSDP over %d processes, sharding blocks %s", self.world, blocks)
         self.wrapped, self.optimizer = self.accelerator.prepare(ConditionedDenoiser(self.model), self.optimizer)
+        if self.sharded:  # the EMA is sharded like the model: each process averages its own shard
+            self.ema.shadow = sharding.shard_like(self.accelerator, self.ema.shadow)
+            sharding.route_through(self.wrapped)  # sampling with the live weights
         self.sample_fn = sample_fn
         self.step = 0
         self.consumed = 0
@@ -381,9 +409,12 @@ class Trainer:
         path = None
         error: Optional[Exception] = None
         self.accelerator.wait_for_everyone()
+        gathered = None
+        if self.sharded:  # every process takes part in gathering the full state
+            gathered = sharding.gather_for_checkpoint(self.unwrapped, self.ema.shadow, self.optimizer.optimizer)
         if self.accelerator.is_main_process:
             try:
-                path = self._save_checkpoint(name, extra)
+                path = self._save_checkpoint(name, extra, gathered)
             except Text2VideoError as exc:  # non-finite weights, disk full: every process stops alike
                 error = exc
         if self.world > 1:
@@ -396,13 +427,16 @@ class Trainer:
             raise error
         return path
 
-    def _save_checkpoint(self, name: Optional[str] = None, extra: Optional[dict[str, Any]] = None) -> Path:
+    def _save_checkpoint(
+        self, name: Optional[str] = None, extra: Optional[dict[str, Any]] = None, gathered: Optional[tuple[dict, dict, dict]] = None
+    ) -> Path:
+        model, ema, optimizer = gathered if gathered is not None else (self.unwrapped, self.ema.shadow, self.optimizer)
         path = save_checkpoint(
             self.run_dir,
             self.step,
-            model=self.unwrapped,
-            ema_model=self.ema.shadow,
-            optimizer=self.optimizer,
+            model=model,
+            ema_model=ema,
+            optimizer=optimizer,
             scheduler=self.scheduler,
             scaler=self.accelerator.scaler,
             state={**self._state(), **(extra or {})},
@@ -414,15 +448,30 @@ class Trainer:
 
     def resume(self, target: str | Path = "latest") -> Path:
         """Restore a checkpoint (``latest`` of this run, a run folder or a checkpoint folder)."""
+        if sharding.is_deepspeed(self.accelerator):
+            raise CheckpointError(
+                "resuming under DeepSpeed is not supported (its partitioned optimizer state is not in the checkpoint); "
+                "resume with train.sharding=fsdp or none"
+            )
         with open_checkpoint(target, self.run_dir) as path:
             state = load_checkpoint(
                 path,
-                model=self.unwrapped,
-                ema_model=self.ema.shadow,
-                optimizer=self.optimizer,
+                model=None if self.sharded else self.unwrapped,
+                ema_model=None if self.sharded else self.ema.shadow,
+                optimizer=None if self.sharded else self.optimizer,
                 scheduler=self.scheduler,
                 scaler=self.accelerator.scaler,
             )
+            if self.sharded:  # every process reads the full files and keeps its shard
+                ema_file = path / "ema.safetensors"
+                sharding.load_sharded(
+                    self.unwrapped,
+                    self.ema.shadow,
+                    self.optimizer.optimizer,
+                    read_weights(path / "model.safetensors"),
+                    read_weights(ema_file if ema_file.is_file() else path / "model.safetensors"),
+                    read_optimizer_state(path),
+                )
         if state.get("world_size", self.world) != self.world:
             logger.warning("resuming a %s-process run on %s processes: the data order changes", state["world_size"], self.world)
         self.step = int(state["step"])
@@ -520,7 +569,11 @@ class Trainer:
         for index, key in enumerate(keys if keys is not None else [None] * len(self.val_dataset)):
             groups.setdefault(key, []).append(index)
         batches = [items[i : i + self.micro_batch] for items in groups.values() for i in range(0, len(items), self.micro_batch)]
-        return batches[self.rank :: self.world]
+        mine = batches[self.rank :: self.world]
+        if self.sharded and batches:  # a sharded model's forward is collective: every process runs as many
+            rounds = -(-len(batches) // self.world)
+            mine += [[]] * (rounds - len(mine))  # empty: a forward of the first batch, not counted
+        return mine
 
     @torch.no_grad()
     def validate(self) -> float:
@@ -529,12 +582,13 @@ class Trainer:
         model = self.ema.shadow
         was_training = model.training
         model.eval()
-        wrapped = ConditionedDenoiser(model)
+        wrapped = model if self.sharded else ConditionedDenoiser(model)  # sharded: forward_cond goes through its FSDP root
         total = torch.zeros(2, device=self.device)
         timesteps = getattr(self.objective, "num_train_timesteps", None)
         try:
             for number, indices in enumerate(self._val_batches()):
-                batch = collate([self.val_dataset[i] for i in indices])
+                counted = bool(indices)
+                batch = collate([self.val_dataset[i] for i in (indices or [0])])
                 gen = seeded_generator(self.config.train.seed, 0x7A11, number, self.rank, device=self.device)
                 x0 = batch["video"].to(self.device)
                 if self.vae is not None:
@@ -546,7 +600,8 @@ class Trainer:
                     kwargs["t"] = torch.randint(0, int(timesteps), (x0.shape[0],), generator=gen, device=self.device)
                 with self.accelerator.autocast():
                     loss, _ = self.objective.loss(wrapped, x0, cond, generator=gen, **kwargs)
-                total += torch.stack([loss.detach().float() * x0.shape[0], torch.tensor(float(x0.shape[0]), device=self.device)])
+                if counted:
+                    total += torch.stack([loss.detach().float() * x0.shape[0], torch.tensor(float(x0.shape[0]), device=self.device)])
         finally:
             model.train(was_training)
         if self.world > 1:
