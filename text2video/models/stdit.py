@@ -148,9 +148,6 @@ class STDiT(Presets, ModelMixin, ConfigMixin):
         nn.init.zeros_(self.patch_embed.bias)
         nn.init.normal_(self.t_embedder.linear_1.weight, std=0.02)
         nn.init.normal_(self.t_embedder.linear_2.weight, std=0.02)
-        if self.caption_proj is not None:
-            nn.init.normal_(self.caption_proj.fc1.weight, std=0.02)
-            nn.init.normal_(self.caption_proj.fc2.weight, std=0.02)
         for block in self.blocks:
             if block.cross_attn is not None:
                 nn.init.zeros_(block.cross_attn.to_out.weight)

@@ -20,12 +20,14 @@ class RunArgs:
     """The constructor arguments of one model that a run fills in.
 
     text: takes the text encoder's token width (checked when set, except ``cond_dim``, a pooled width).
+    pooled: takes the width of the text encoder's pooled vector (filled in when unset, never checked).
     channels: one argument for input and output latent channels (Unet3D's ``channels``; ``out_dim`` checked).
     in_out: ``in_channels`` / ``out_channels`` (an explicit ``in_channels`` may add conditioning channels).
     size: ``sample_size`` (H, or [H, W]) or ``input_size`` (T, H, W) of latent frames.
     """
 
     text: Optional[str] = None
+    pooled: Optional[str] = None
     channels: bool = False
     in_out: bool = False
     size: Optional[str] = None
@@ -38,7 +40,7 @@ RUN_ARGS: dict[str, RunArgs] = {
     "stdit": RunArgs(text="caption_channels", in_out=True, size="input_size"),
     "diffuser_stdit": RunArgs(text="caption_channels", in_out=True, size="input_size"),
     "unet_stic": RunArgs(text="cross_attention_dim", in_out=True, size="sample_size"),
-    "segdit": RunArgs(in_out=True, size="sample_size"),
+    "segdit": RunArgs(pooled="text_embed_dim", in_out=True, size="sample_size"),
 }
 
 
@@ -123,6 +125,8 @@ def configured_model_kwargs(
     preset = kwargs.pop("preset", None)
     if text_dim is not None and args.text is not None:
         _fill_text(kwargs, args.text, text_dim, text_encoder)
+    if text_dim is not None and args.pooled is not None and kwargs.get(args.pooled) is None:
+        kwargs[args.pooled] = int(getattr(text_encoder, "pooled_dim", None) or text_dim)
     if vae is not None:
         _fill_latent(kwargs, args, config, vae)
     return cls, preset, kwargs
