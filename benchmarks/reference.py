@@ -254,7 +254,11 @@ def run_entry(entry: Entry, plan: Plan) -> dict[str, Any]:
         loss_curve=loss_curve(metrics),
         loss_png=str(run_dir / "loss.png"),
     )
-    record.update(evaluate_digits(run_dir, plan, log) if plan.digits else evaluate_shapes(run_dir, plan, log))
+    if plan.digits:
+        record.update(evaluate_digits(run_dir, plan, log))
+    else:
+        record.update(evaluate_shapes(run_dir, plan, log))
+        record["x0_probe"] = x0_probe(run_dir, plan.threads)
     record["load"] = [round(load_before, 2), round(os.getloadavg()[0], 2)]
     return record
 
@@ -315,6 +319,50 @@ def evaluate_digits(run_dir: Path, plan: Plan, log: Path) -> dict[str, Any]:
         "FID_per_frame_random_conv2d": dist.get("FID (per frame)", {}).get("value"),
         "fvd_protocol": dist.get("FVD", {}).get("protocol"),
     }
+
+
+PROBE_TIMESTEPS = (999, 950, 900, 700, 500, 100)
+
+
+def x0_probe(run_dir: Path, threads: int, clips: int = 48) -> dict[str, Any]:
+    """The one-step probe: ``clips`` clips of another seed, noised to t, their clean clip predicted once with the true
+    caption, with the colour changed and with no caption; mean squared x0 errors per t (in the model's space: latents
+    for a latent run), next to the error of predicting the mean clip (what a model that ignores its input reaches)."""
+    import torch
+
+    from text2video.config import load_config
+    from text2video.data import make_dataset
+    from text2video.diffusion.denoise import denoise
+    from text2video.pipelines import load_pipeline
+
+    torch.set_num_threads(threads)
+    pipe = load_pipeline(run_dir)
+    d = load_config(run_dir / "config.yaml").data
+    data = make_dataset(d.kind, num_frames=d.num_frames, size=d.size, split="all", **{**d.options, "seed": 123, "n": clips})
+    x0 = torch.stack([data[i]["video"] for i in range(clips)])
+    if pipe.vae is not None:
+        x0 = pipe.vae.encode(x0, posterior="mode")
+    captions = [data[i]["text"] for i in range(clips)]
+
+    def recolour(caption: str) -> str:
+        words = caption.split()
+        words[0], words[1] = "a", ("green" if words[1] != "green" else "red")
+        return " ".join(words)
+
+    true = pipe.encode_prompts(captions)
+    conds = {"true": true, "other_colour": pipe.encode_prompts([recolour(c) for c in captions]), "none": true.text_dropped()}
+    gen = torch.Generator().manual_seed(0)
+    objective = pipe.objective
+    out: dict[str, Any] = {"mean_clip": round(float((x0 - x0.mean(0, keepdim=True)).pow(2).mean()), 5)}
+    with torch.no_grad():
+        for t in PROBE_TIMESTEPS:
+            tt = torch.full((clips,), t)
+            x_t = objective.q_sample(x0, tt, torch.randn(x0.shape, generator=gen))
+            out[str(t)] = {
+                name: round(float((objective.predict_x0(x_t, tt, denoise(pipe.model, x_t, tt, cond)) - x0).pow(2).mean()), 5)
+                for name, cond in conds.items()
+            }
+    return out
 
 
 def real_vs_real(plan: Plan) -> dict[str, Any]:
