@@ -12,9 +12,11 @@ arguments of that denoiser (checked against its signature), ``diffusion`` the fi
 
 from __future__ import annotations
 
+import collections.abc
 import dataclasses
 import difflib
 import inspect
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -25,6 +27,7 @@ from typing import Any, Literal, Optional, Union
 import yaml
 
 from .errors import ConfigError
+from .io.text import read_text
 
 DEFAULT_PRESET = "tiny-cpu"
 
@@ -42,10 +45,17 @@ class DataConfig:
 
 @dataclass
 class TextConfig:
-    """The text encoder (``default`` is the offline MiniLM) and its embedding cache."""
+    """The text encoder (``default`` is the offline MiniLM) and its embedding cache.
+
+    ``padding``: ``longest`` (pad to the longest prompt, mask the padding: text2video's encoding) or
+    ``max_length`` (Stable Diffusion pipelines' encoding: every prompt padded to the tokenizer's length,
+    the padding attended to, the empty prompt as the unconditional input). Fine-tuning a pretrained
+    ModelScope / AnimateDiff model, or exporting a run to diffusers, needs ``max_length``.
+    """
 
     encoder: str = "default"
     max_length: Optional[int] = None
+    padding: Literal["longest", "max_length"] = "longest"
     cache: bool = True
     cache_dir: Optional[str] = None
 
@@ -212,10 +222,11 @@ def _coerce(key: str, value: Any, hint: Any) -> Any:
             hint_text = f" Did you mean {close[0]!r}?" if close else ""
             raise ConfigError(f"{key}: {value!r} is not allowed.{hint_text} Allowed values: {', '.join(map(str, args))}")
         return value
-    if origin is list:
+    if origin in (list, tuple, collections.abc.Sequence):
         if not isinstance(value, (list, tuple)):
             raise ConfigError(f"{key}: expected a list, got {value!r} (write it as [a, b] on the command line)")
-        return [_coerce(f"{key}[{i}]", v, args[0]) if args else v for i, v in enumerate(value)]
+        item = args[0] if args and (origin is not tuple or len(args) == 2 and args[1] is Ellipsis) else None
+        return [_coerce(f"{key}[{i}]", v, item) if item is not None else v for i, v in enumerate(value)]
     if origin is dict:
         if not isinstance(value, dict):
             raise ConfigError(f"{key}: expected a mapping, got {value!r}")
@@ -231,6 +242,8 @@ def _coerce(key: str, value: Any, hint: Any) -> Any:
     if hint is float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"{key}: expected a number, got {value!r}")
+        if not math.isfinite(value):
+            raise ConfigError(f"{key}: expected a finite number, got {value!r}")
         return float(value)
     if hint is str:
         if not isinstance(value, str):
@@ -272,9 +285,22 @@ def config_from_dict(data: dict[str, Any]) -> Config:
     for key in data:
         if key not in SECTIONS:
             raise _unknown("config section", str(key), list(SECTIONS))
+    _check_finite(data)
     config = Config(**{name: _build_section(name, data.get(name)) for name in SECTIONS})
     validate(config)
     return config
+
+
+def _check_finite(value: Any, key: str = "") -> None:
+    """Every number of a config is finite: a NaN or an infinity anywhere (``train.lr=.inf``) is refused."""
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ConfigError(f"{key} = {value} is not a finite number; give a finite value (or null where the key allows it)")
+    if isinstance(value, dict):
+        for k, v in value.items():
+            _check_finite(v, f"{key}.{k}" if key else str(k))
+    elif isinstance(value, (list, tuple)):
+        for i, v in enumerate(value):
+            _check_finite(v, f"{key}[{i}]")
 
 
 def _check_range(key: str, value: float, low: float, high: float) -> None:
@@ -293,6 +319,15 @@ def validate(config: Config) -> None:
             raise ConfigError(f"train.{key} = {getattr(t, key)} must not be negative")
     if t.lr <= 0:
         raise ConfigError(f"train.lr = {t.lr} must be positive")
+    if t.weight_decay < 0:
+        raise ConfigError(f"train.weight_decay = {t.weight_decay} must not be negative")
+    if t.max_grad_norm is not None and t.max_grad_norm <= 0:
+        raise ConfigError(f"train.max_grad_norm = {t.max_grad_norm} must be positive, or null for no clipping")
+    if t.max_minutes is not None and t.max_minutes <= 0:
+        raise ConfigError(f"train.max_minutes = {t.max_minutes} must be positive, or null for no time limit")
+    for i, beta in enumerate(t.betas):
+        if not 0.0 <= beta < 1.0:
+            raise ConfigError(f"train.betas[{i}] = {beta} must be in [0, 1), e.g. [0.9, 0.999]")
     _check_range("train.cond_drop", t.cond_drop, 0.0, 1.0)
     _check_range("train.image_share", t.image_share, 0.0, 1.0)
     _check_range("train.ema_decay", t.ema_decay, 0.0, 1.0)
@@ -307,8 +342,20 @@ def validate(config: Config) -> None:
     d = config.data
     if d.num_frames < 1 or d.size < 1:
         raise ConfigError(f"data.num_frames and data.size must be positive, got {d.num_frames} and {d.size}")
-    if config.sample.steps < 1:
-        raise ConfigError(f"sample.steps = {config.sample.steps} must be at least 1")
+    if d.num_workers < 0:
+        raise ConfigError(f"data.num_workers = {d.num_workers} must not be negative")
+    s = config.sample
+    if s.steps < 1:
+        raise ConfigError(f"sample.steps = {s.steps} must be at least 1")
+    for key in ("num_frames", "size"):
+        if getattr(s, key) is not None and getattr(s, key) < 1:
+            raise ConfigError(f"sample.{key} = {getattr(s, key)} must be at least 1, or null for the data's")
+    if s.fps <= 0:
+        raise ConfigError(f"sample.fps = {s.fps} must be positive")
+    if s.seed < 0:
+        raise ConfigError(f"sample.seed = {s.seed} must not be negative")
+    if config.text.max_length is not None and config.text.max_length < 1:
+        raise ConfigError(f"text.max_length = {config.text.max_length} must be at least 1, or null for the encoder's")
     _check_latent(config)
     _check_model(config.model)
     _check_training_options(config)
@@ -381,6 +428,27 @@ def _check_model(model: ModelConfig) -> None:
     for key in model.kwargs:
         if key not in allowed:
             raise _unknown(f"key of model {model.name!r}", f"model.{key}", [f"model.{a}" for a in allowed])
+    hints = _constructor_hints(cls)
+    for key, value in model.kwargs.items():
+        if key in hints and value is not None:
+            try:
+                _coerce(f"model.{key}", value, hints[key])
+            except ConfigError as exc:
+                raise ConfigError(f"{exc} ({cls.__name__} takes {key}: {_hint_text(hints[key])})") from None
+
+
+def _constructor_hints(cls: type) -> dict[str, Any]:
+    """The type hints of a model constructor's arguments ({} where they cannot be resolved)."""
+    try:
+        return typing.get_type_hints(inspect.unwrap(cls.__init__))
+    except Exception:  # noqa: BLE001 - an unresolvable annotation only turns the type check off
+        return {}
+
+
+def _hint_text(hint: Any) -> str:
+    if typing.get_origin(hint) is None and hasattr(hint, "__name__"):
+        return hint.__name__
+    return str(hint).replace("typing.", "").replace("collections.abc.", "")
 
 
 def _objective_fields() -> list[str]:
@@ -474,7 +542,7 @@ def _read_source(source: str | Path) -> dict[str, Any]:
     if path.suffix in (".yaml", ".yml") or path.exists():
         if not path.is_file():
             raise ConfigError(f"config file {path} does not exist; give a YAML file or one of the presets: {', '.join(preset_names())}")
-        text = path.read_text()
+        text = read_text(path, "config file")
     else:
         names = preset_names()
         if str(source) not in names:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from .args import positive_int
 from .generate import add_model_args, add_sampling_args, report_paths
 
 
@@ -18,7 +19,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("image", help="an image (PNG/JPEG) or a short clip whose frames are kept")
     p.add_argument("--prompt", default="", help="what should happen")
-    p.add_argument("--batch-size", "--batch_size", dest="batch_size", type=int, default=1, help="videos (default 1)")
+    p.add_argument("--batch-size", "--batch_size", dest="batch_size", type=positive_int, default=1, help="videos (default 1)")
     add_model_args(p)
     add_sampling_args(p, size=False)
     p.set_defaults(func=run)

@@ -1,4 +1,6 @@
-"""``text2video info``: versions, the device, and what is available."""
+"""``text2video info``: versions, the device, and what is available; with ``--model X``: what X is
+(format, family, parameters, text encoder, VAE, default size/frames/sampler) and the memory one sample
+needs at its default size in each dtype."""
 
 from __future__ import annotations
 
@@ -18,8 +20,16 @@ PROVIDERS: tuple[str, ...] = (
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("info", help="print versions, the device and what is available")
+    from .model_options import add_pretrained_args
+
+    p = sub.add_parser("info", help="print versions, the device and what is available, or what a model is (--model)")
     p.add_argument("--json", action="store_true", help="print JSON instead of text")
+    p.add_argument(
+        "--model",
+        default=None,
+        help="describe this model (any --model of generate: folder, .pt or Hub id) and estimate the memory of one sample",
+    )
+    add_pretrained_args(p)
     p.set_defaults(func=run)
 
 
@@ -66,8 +76,18 @@ def _print_text(facts: dict[str, Any], indent: str = "") -> None:
             print(f"{indent}{key}: {value}")
 
 
+def describe(args: argparse.Namespace) -> dict[str, Any]:
+    """`text2video.pipelines.pretrained.describe.describe_model` with the command line's options."""
+    from text2video.pipelines.pretrained.describe import describe_model
+
+    from .model_options import pretrained_options
+
+    options = {k: v for k, v in pretrained_options(args).items() if k in ("motion_adapter", "text_encoder", "clip_skip", "revision")}
+    return describe_model(args.model, **options)
+
+
 def run(args: argparse.Namespace) -> int:
-    facts = collect()
+    facts = describe(args) if args.model else collect()
     if args.json:
         print(json.dumps(facts, indent=2))
     else:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from .args import positive_int, unit_float
 from .generate import add_model_args, add_sampling_args, report_paths
 
 
@@ -19,8 +20,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--last", help="last frame (image)")
     p.add_argument("--video1", help="first clip")
     p.add_argument("--video2", help="second clip (same size and length as --video1)")
-    p.add_argument("--num-interp", type=int, default=8, help="with --video1/--video2: videos along the way (default 8)")
-    p.add_argument("--strength", type=float, default=0.7, help="with --video1/--video2: how far both are noised (default 0.7)")
+    p.add_argument("--num-interp", type=positive_int, default=8, help="with --video1/--video2: videos along the way (default 8)")
+    p.add_argument("--strength", type=unit_float, default=0.7, help="with --video1/--video2: how far both are noised (default 0.7)")
     p.add_argument("--prompt", default="", help="optional prompt")
     add_model_args(p)
     add_sampling_args(p, size=False)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 from pathlib import Path
 
 logger = logging.getLogger(__name__)
@@ -29,24 +30,37 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         metavar="latest|PATH",
         help="continue from the run folder's latest checkpoint, or from a checkpoint / run folder",
     )
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="start afresh in a run folder that holds an earlier run: its checkpoints, metrics and samples are deleted",
+    )
     p.add_argument("--no-progress", action="store_true", help="no progress bar (logs only)")
     p.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
-    p.set_defaults(func=run)
+    p.set_defaults(func=run, intermixed="overrides")
 
 
 def run(args: argparse.Namespace) -> int:
     from ..config import load_config
+    from ..errors import ConfigError
+    from ..runs.folder import refuse_existing_run
+    from ..runs.lock import RunLock
 
     config = load_config(args.config, args.overrides)
     if args.print_config:
         print(config.to_yaml(), end="")
         return 0
+    if args.resume is not None and args.overwrite:
+        raise ConfigError("--resume continues a run and --overwrite deletes it: give one of them")
+    run_dir = Path(args.run_dir) if args.run_dir else Path("runs") / Path(str(args.config)).stem
+    if os.environ.get("RANK", "0") == "0":  # (under accelerate launch the Trainer checks on every process)
+        # refused before anything is built: a folder another process trains into, or an earlier run
+        with RunLock(run_dir):
+            if args.resume is None and not args.overwrite:
+                refuse_existing_run(run_dir)
     from ..train.trainer import Trainer
 
-    run_dir = Path(args.run_dir) if args.run_dir else Path("runs") / Path(str(args.config)).stem
-    if args.resume is None and (run_dir / "checkpoints").is_dir() and any((run_dir / "checkpoints").iterdir()):
-        logger.warning("%s already holds checkpoints; pass --resume latest to continue it", run_dir)
-    trainer = Trainer(config, run_dir, progress=not args.no_progress)
+    trainer = Trainer(config, run_dir, progress=not args.no_progress, overwrite=args.overwrite)
     result = trainer.train(resume=args.resume)
     if trainer.accelerator.is_main_process:
         print(f"trained to step {result.step} ({result.stopped}); run folder: {run_dir}")

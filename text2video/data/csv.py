@@ -14,11 +14,13 @@ Video mode (default) yields 16-frame clips, stride 4, at 256x256; image mode one
 from __future__ import annotations
 
 import csv as _csv
+import io
 from pathlib import Path
 
 from text2video.data.files import VideoEntry, VideoFileDataset
 from text2video.data.transforms import ClipSampler, SpatialTransform
 from text2video.errors import DataError
+from text2video.io.text import read_text
 
 WEBVID_COLUMNS: tuple[str, ...] = ("videoid", "name", "page_dir")
 GENERIC_COLUMNS: tuple[str, ...] = ("path", "text")
@@ -31,10 +33,12 @@ def read_manifest(csv_path: str | Path, video_folder: str | Path | None = None) 
     if not csv_path.is_file():
         raise DataError(f"CSV manifest not found: {csv_path}; check the path")
     folder = Path(video_folder) if video_folder is not None else csv_path.parent
-    with csv_path.open(newline="", encoding="utf-8") as handle:
-        reader = _csv.DictReader(handle)
+    reader = _csv.DictReader(io.StringIO(read_text(csv_path, "CSV manifest"), newline=""))
+    try:
         columns = {c.strip() for c in (reader.fieldnames or [])}
         rows = list(reader)
+    except _csv.Error as exc:
+        raise DataError(f"{csv_path}, line {reader.line_num}: not a valid CSV row ({exc})") from None
     if set(WEBVID_COLUMNS) <= columns:
         return [_webvid_entry(row, folder) for row in rows]
     if set(GENERIC_COLUMNS) <= columns:

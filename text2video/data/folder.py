@@ -13,6 +13,7 @@ from typing import Sequence
 from text2video.data.files import VideoEntry, VideoFileDataset
 from text2video.data.transforms import ClipSampler, SpatialTransform
 from text2video.errors import DataError
+from text2video.io.text import read_lines
 from text2video.io.video import VIDEO_SUFFIXES
 
 
@@ -21,8 +22,7 @@ def read_captions(video: Path) -> tuple[str, ...]:
     text_file = video.with_suffix(".txt")
     if not text_file.is_file():
         return ()
-    lines = text_file.read_text(encoding="utf-8", errors="replace").splitlines()
-    return tuple(line.strip() for line in lines if line.strip())
+    return tuple(read_lines(text_file, "caption file"))
 
 
 def find_videos(root: str | Path, suffixes: Sequence[str] | None = None) -> list[Path]:

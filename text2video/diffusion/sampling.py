@@ -9,12 +9,18 @@ processed x0, which every diffusers scheduler accepts and which stays finite at 
 Schedulers keep their own state space: VP ``x_t`` for DDPM/DDIM/DPM-Solver/UniPC, ``x_t / a_t`` for the
 Euler family. ``scale_model_input`` maps it to the VP ``x_t`` the model was trained on; the loop uses the
 same factor to put re-noised given frames into the scheduler's space.
+
+A pretrained model brings its own scheduler config (``scheduler_config``, a diffusers config dict). The
+plan is then that scheduler as its authors configured it (timestep spacing, offsets, final alpha), and
+the scheduler receives the model's own prediction type: the raw guided prediction when x0 is neither
+clipped nor thresholded, so the chain is step for step the one the original pipeline walks.
 """
 
 from __future__ import annotations
 
 import inspect
 import logging
+import math
 from dataclasses import dataclass, replace
 from typing import Any, Callable, Optional, Sequence
 
@@ -25,7 +31,7 @@ from ..errors import ConfigError
 from .conditioning import Conditioning
 from .denoise import denoise
 from .objective import DiffusionObjective
-from .schedule import SAMPLERS, resolve_sampler
+from .schedule import SAMPLERS, resolve_sampler, scheduler_from_config
 
 logger = logging.getLogger(__name__)
 
@@ -69,10 +75,16 @@ def dynamic_threshold_x0(x0: torch.Tensor, percentile: float) -> torch.Tensor:
     return torch.maximum(torch.minimum(x0, s), -s) / s
 
 
+#: attribute a model carries while it is offloaded to the CPU between calls (see
+#: `text2video.pipelines.memory`): the device its forward runs on, where the sampling state lives.
+EXECUTION_DEVICE_ATTR = "t2v_execution_device"
+
+
 def _model_device_dtype(model: Any) -> tuple[torch.device, torch.dtype]:
     try:
         p = next(model.parameters())
-        return p.device, p.dtype if p.is_floating_point() else torch.float32
+        device = getattr(model, EXECUTION_DEVICE_ATTR, None) or p.device
+        return torch.device(device), p.dtype if p.is_floating_point() else torch.float32
     except (AttributeError, StopIteration, TypeError):
         return torch.device("cpu"), torch.float32
 
@@ -129,6 +141,7 @@ class SamplingPlan:
     scheduler: Any
     timesteps: torch.Tensor
     start_index: int
+    native: bool = False  # the model's own scheduler config: the scheduler takes the model's prediction type
 
     @property
     def start_timestep(self) -> int:
@@ -139,9 +152,16 @@ class SamplingPlan:
         return float(self.scheduler.scale_model_input(torch.ones(1), t))
 
 
-def plan_sampling(objective: DiffusionObjective, sampler: str = "ddim", steps: int = 50, strength: float = 1.0) -> SamplingPlan:
+def plan_sampling(
+    objective: DiffusionObjective,
+    sampler: str = "ddim",
+    steps: int = 50,
+    strength: float = 1.0,
+    scheduler_config: Optional[dict[str, Any]] = None,
+) -> SamplingPlan:
     """Build the scheduler of ``sampler`` for ``steps`` steps; with ``strength`` < 1 keep only the last
-    ``round(steps * strength)`` of them (a partial-noise start)."""
+    ``round(steps * strength)`` of them (a partial-noise start). ``scheduler_config`` (a pretrained
+    model's) builds the scheduler from that config instead of from the objective's trailing schedule."""
     key = resolve_sampler(sampler)
     total = objective.num_train_timesteps
     if not isinstance(steps, int) or steps < 1:
@@ -150,17 +170,30 @@ def plan_sampling(objective: DiffusionObjective, sampler: str = "ddim", steps: i
         raise ConfigError(f"{steps} sampling steps with sampler {key!r} is more than the {total} training timesteps; use steps <= {total}")
     if not 0.0 < strength <= 1.0:
         raise ConfigError(f"strength must be in (0, 1], got {strength!r}")
-    scheduler = objective.make_scheduler(key, prediction_type="v_prediction")
+    if scheduler_config is None:
+        scheduler = objective.make_scheduler(key, prediction_type="v_prediction")
+    else:
+        scheduler = scheduler_from_config(scheduler_config, key)
     scheduler.set_timesteps(steps)
     timesteps = scheduler.timesteps
     run = max(1, min(len(timesteps), round(len(timesteps) * strength)))
     start = len(timesteps) - run
     if start > 0 and hasattr(scheduler, "set_begin_index"):
         scheduler.set_begin_index(start)
-    return SamplingPlan(key, scheduler, timesteps[start:], start)
+    return SamplingPlan(key, scheduler, timesteps[start:], start, native=scheduler_config is not None)
 
 
 # ----------------------------------------------------------------------------------------- loop
+
+
+def check_guidance(guidance_scale: float, eta: float = 0.0) -> None:
+    """Refuse a guidance scale or DDIM eta that is not a finite number (a NaN gives a black video, an
+    infinity a saturated one), and a negative eta."""
+    for name, value in (("guidance_scale", guidance_scale), ("eta", eta)):
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            raise ConfigError(f"{name} must be a finite number, got {value!r}")
+    if eta < 0:
+        raise ConfigError(f"eta must be >= 0 (0: deterministic DDIM, 1: DDPM-like noise), got {eta!r}")
 
 
 @torch.no_grad()
@@ -183,6 +216,8 @@ def sample(
     progress: bool = False,
     device: Optional[torch.device | str] = None,
     dtype: Optional[torch.dtype] = None,
+    noise: Optional[torch.Tensor] = None,
+    scheduler_config: Optional[dict[str, Any]] = None,
     callback: Optional[StepCallback] = None,
 ) -> torch.Tensor:
     """Generate videos of ``shape`` (B, C, T, H, W) in [-1, 1] with ``model`` under ``cond``.
@@ -195,6 +230,9 @@ def sample(
     clip_x0 / dynamic_threshold: clamp the predicted x0 to [-1, 1], or text2video-from-scratch's percentile thresholding
         (which replaces clipping when set).
     init, strength: start from ``init`` (B, C, T, H, W) noised to the ``strength`` fraction of the schedule.
+    noise: the initial noise (diffusers' ``latents``), shape ``shape``, used instead of a draw from
+        ``generators``; it is scaled by the scheduler's ``init_noise_sigma`` as diffusers does.
+    scheduler_config: a pretrained model's diffusers scheduler config (see `plan_sampling`).
     callback: ``callback(done, total)`` after each step (progress bars; raising in it stops sampling).
     cond.image + cond.frame_mask: frames held fixed; they are re-noised to each step and put back into the
         state (and the model also sees them in ``cond.image``); the result has them exactly.
@@ -204,16 +242,21 @@ def sample(
     device = torch.device(device) if device is not None else model_device
     dtype = dtype or model_dtype
     cond = _broadcast_cond(cond if cond is not None else Conditioning(), b, "cond").to(device)
-    plan = plan_sampling(objective, sampler, steps, strength if init is not None else 1.0)
+    plan = plan_sampling(objective, sampler, steps, strength if init is not None else 1.0, scheduler_config)
+    if noise is not None:
+        if tuple(noise.shape) != tuple(shape):
+            raise ConfigError(f"latents (the initial noise) have shape {tuple(noise.shape)}; this call samples {tuple(shape)}")
+        noise = noise.to(device=device, dtype=dtype)
+    else:
+        noise = randn(shape, generators, device, dtype)
     if init is not None:
         if tuple(init.shape) != tuple(shape):
             raise ConfigError(f"init has shape {tuple(init.shape)}; expected {tuple(shape)}")
         t0 = torch.full((b,), plan.start_timestep, device=device, dtype=torch.long)
-        noise = randn(shape, generators, device, dtype)
         x_vp = objective.q_sample(init.to(device=device, dtype=dtype), t0, noise)
         x = x_vp / plan.input_scale(plan.timesteps[0])
     else:
-        x = randn(shape, generators, device, dtype) * float(plan.scheduler.init_noise_sigma)
+        x = noise * float(plan.scheduler.init_noise_sigma)
     return denoise_from(
         model, x, plan, cond,
         objective=objective, guidance_scale=guidance_scale, negative_cond=negative_cond, generators=generators,
@@ -240,6 +283,7 @@ def denoise_from(
 ) -> torch.Tensor:
     """Run ``plan`` from state ``x`` (in the scheduler's space at ``plan.timesteps[0]``) down to x0;
     ``callback(done, total)`` after each step."""
+    check_guidance(guidance_scale, eta)
     b = x.shape[0]
     device, dtype = x.device, x.dtype
     cond = _broadcast_cond(cond if cond is not None else Conditioning(), b, "cond").to(device)
@@ -279,12 +323,17 @@ def denoise_from(
             prediction = neg + guidance_scale * (pos - neg)
         else:
             prediction = denoise(model, x_in, tt, cond_in)
-        x0 = objective.predict_x0(x_in, tt, prediction.to(dtype))
+        prediction = prediction.to(dtype)
+        x0 = objective.predict_x0(x_in, tt, prediction)
         if dynamic_threshold is not None:
             x0 = dynamic_threshold_x0(x0, dynamic_threshold)
         elif clip_x0:
             x0 = x0.clamp(-1.0, 1.0)
-        if i == last and plan.sampler == "ddim":
+        if plan.native:  # the model's own scheduler: its own prediction type, its own last step
+            processed = dynamic_threshold is not None or clip_x0
+            output = _prediction_from_x0(objective, x_in, tt, x0) if processed else prediction
+            x = scheduler.step(output, t, x, **step_kwargs).prev_sample
+        elif i == last and plan.sampler == "ddim":
             # diffusers' DDIM steps to t - T // steps, which is 0 rather than the clean end when steps does
             # not divide T; its step to alpha_bar = 1 is exactly the predicted x0.
             x = x0
@@ -297,3 +346,14 @@ def denoise_from(
         image, mask = given
         x = torch.where(mask, image, x)
     return x
+
+
+def _prediction_from_x0(objective: DiffusionObjective, x_t: torch.Tensor, t: torch.Tensor, x0: torch.Tensor) -> torch.Tensor:
+    """The prediction of the objective's type that gives ``x0`` at ``x_t`` (after clipping x0)."""
+    kind = objective.prediction_type
+    if kind == "sample":
+        return x0
+    if kind == "v_prediction":
+        return objective.velocity_from_x0(x_t, t, x0)
+    a, s = objective.coefficients(t, x_t)
+    return (x_t - a * x0) / s

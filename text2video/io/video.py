@@ -224,7 +224,7 @@ def _frames_fps(path: Path) -> float:
     fps_file = path / FRAMES_FPS_FILE
     if path.is_dir() and fps_file.is_file():
         try:
-            fps = float(fps_file.read_text().strip())
+            fps = float(fps_file.read_bytes().decode("utf-8", errors="replace").strip())
         except ValueError as exc:
             raise VideoReadError(f"{fps_file}: not a number ({exc}); write the frame rate, e.g. 8") from exc
         if fps > 0:

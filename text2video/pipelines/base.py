@@ -3,6 +3,9 @@
 A pipeline with a ``vae`` (a `text2video.latent.VideoVAE`) is a latent pipeline: it samples latents of
 ``vae.latent_shape`` of the requested pixel shape and decodes them; given frames are encoded first.
 Its defaults (``height``, ``width``, ``channels``) stay those of the output pixels.
+
+A pipeline with a ``scheduler_config`` (a pretrained model's diffusers scheduler config) samples with
+that scheduler as the model's authors set it up (see `text2video.diffusion.sampling.plan_sampling`).
 """
 
 from __future__ import annotations
@@ -10,6 +13,8 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import math
+import os
 import re
 import sys
 from dataclasses import asdict, dataclass, field, fields
@@ -22,7 +27,8 @@ import torch
 from ..backends import cpu as cpu_backend
 from ..diffusion.conditioning import Conditioning
 from ..diffusion.objective import DiffusionObjective, ObjectiveConfig
-from ..errors import CheckpointError, ConfigError, ModelError
+from ..errors import CheckpointError, ConfigError, ModelError, NonFiniteError
+from ..io.text import read_text
 
 logger = logging.getLogger(__name__)
 
@@ -103,14 +109,51 @@ def as_prompt_list(prompt: str | Sequence[str] | None) -> list[str]:
         return [""]
     if isinstance(prompt, str):
         return [prompt]
+    if not isinstance(prompt, (list, tuple)):
+        raise ConfigError(f"prompt must be a string or a list of strings, got {type(prompt).__name__}")
     prompts = list(prompt)
-    if not prompts or not all(isinstance(p, str) for p in prompts):
-        raise ConfigError("prompt must be a string or a non-empty list of strings")
+    wrong = [type(p).__name__ for p in prompts if not isinstance(p, str)]
+    if not prompts or wrong:
+        raise ConfigError(f"prompt must be a string or a non-empty list of strings{f', got a list holding {wrong[0]}' if wrong else ''}")
     return prompts
+
+
+MAX_SEED = 2**63 - 1
+#: The working memory of sampling is at least this many times the sampled tensor (a denoiser's first
+#: level alone holds tens of channels per sampled value); a request above the device's memory even by this
+#: coarse lower bound is refused before anything is allocated.
+WORKING_MEMORY_FACTOR = 64
+
+
+def check_seed(seed: Any, count: int = 1) -> None:
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= MAX_SEED - count:
+        raise ConfigError(f"seed must be an integer from 0 to {MAX_SEED - count}, got {seed!r}")
+
+
+def device_memory(device: torch.device) -> Optional[int]:
+    """Total memory of ``device`` in bytes (None where unknown)."""
+    try:
+        if device.type == "cuda":
+            return int(torch.cuda.get_device_properties(device).total_memory)
+        if device.type == "cpu":
+            return int(os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
+    except (AttributeError, ValueError, OSError, RuntimeError):
+        return None
+    return None
+
+
+def _size(n: float) -> str:
+    for unit in ("B", "KB", "MB", "GB", "TB"):
+        if n < 1024 or unit == "TB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} TB"
 
 
 def make_generators(count: int, seed: Optional[int]) -> tuple[list[torch.Generator], list[int]]:
     """One CPU generator per video, seeded ``seed, seed + 1, ...`` (a random base seed when None)."""
+    if seed is not None:
+        check_seed(seed, count)
     base = int(torch.randint(0, 2**31 - 1, (1,)).item()) if seed is None else int(seed)
     seeds = [base + i for i in range(count)]
     return [torch.Generator().manual_seed(s) for s in seeds], seeds
@@ -129,11 +172,17 @@ class VideoPipeline:
         objective_config: ObjectiveConfig | Mapping[str, Any] | None = None,
         defaults: PipelineDefaults | Mapping[str, Any] | None = None,
         *,
-        text_encoder_ref: Optional[str] = None,
+        text_encoder_ref: Any = None,
         vae: Any = None,
+        scheduler_config: Optional[Mapping[str, Any]] = None,
+        embed_text_encoder: bool = False,
     ) -> None:
         self.model = model
         self.vae = vae
+        #: a pretrained model's diffusers scheduler config (None: our trailing schedule of the objective)
+        self.scheduler_config = dict(scheduler_config) if scheduler_config else None
+        #: save_pretrained copies the text encoder into the folder (a pretrained model's own encoder)
+        self.embed_text_encoder = embed_text_encoder
         self.text_encoder = text_encoder
         self.objective = DiffusionObjective(objective_config)
         self.defaults = defaults if isinstance(defaults, PipelineDefaults) else PipelineDefaults.from_dict(defaults)
@@ -149,16 +198,26 @@ class VideoPipeline:
 
     @property
     def device(self) -> torch.device:
+        """Where sampling runs (while the model is offloaded to the CPU: the device it runs on)."""
+        from ..diffusion.sampling import EXECUTION_DEVICE_ATTR
+
+        offloaded = getattr(self.model, EXECUTION_DEVICE_ATTR, None)
+        if offloaded is not None:
+            return torch.device(offloaded)
         try:
             return next(self.model.parameters()).device
         except (AttributeError, StopIteration, TypeError):
             return torch.device("cpu")
 
-    def to(self, device: torch.device | str) -> VideoPipeline:
-        if hasattr(self.model, "to"):
-            self.model.to(device)
+    def to(self, device: torch.device | str | None = None, dtype: torch.dtype | None = None) -> VideoPipeline:
+        """Move the model and the VAE to ``device`` and/or cast them to ``dtype`` (the text encoder keeps the
+        device and dtype it was loaded with; its output is moved to the model's device)."""
+        if isinstance(self.model, torch.nn.Module):  # (nn.Module's own .to: diffusers' warns on every dtype cast)
+            torch.nn.Module.to(self.model, device=device, dtype=dtype)
+        elif hasattr(self.model, "to"):
+            self.model.to(device=device, dtype=dtype)
         if self.vae is not None:
-            self.vae.to(device)
+            self.vae.to(device=device, dtype=dtype)
         return self
 
     def backend(self) -> contextlib.AbstractContextManager:
@@ -170,9 +229,40 @@ class VideoPipeline:
 
     # ------------------------------------------------------------------------------ latent space
 
+    def frame_rate(self, fps: Optional[float]) -> float:
+        """``fps`` (the default when None), refused unless a positive finite number."""
+        if fps is None:
+            return float(self.defaults.fps)
+        if isinstance(fps, bool) or not isinstance(fps, (int, float)) or not math.isfinite(fps) or fps <= 0:
+            raise ConfigError(f"fps must be a positive number, got {fps!r}")
+        return float(fps)
+
     def sample_shape(self, pixel_shape: Sequence[int]) -> tuple[int, ...]:
         """The shape the sampler works at for output videos of ``pixel_shape`` (B, C, T, H, W)."""
         return tuple(pixel_shape) if self.vae is None else self.vae.latent_shape(pixel_shape)
+
+    def output_shape(
+        self, count: int, num_frames: Optional[int] = None, height: Optional[int] = None, width: Optional[int] = None
+    ) -> tuple[int, int, int, int, int]:
+        """The pixel shape (B, C, T, H, W) of ``count`` videos, the defaults filling what is None; sizes that
+        are not positive integers, or so large that sampling them cannot fit the device, are refused here,
+        before anything is allocated."""
+        d = self.defaults
+        given = {"num_frames": num_frames, "height": height, "width": width}
+        sizes = {k: getattr(d, k) if v is None else v for k, v in given.items()}
+        for name, value in [("number of videos", count), *sizes.items()]:
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ConfigError(f"{name} must be a positive integer, got {value!r}")
+        shape = (count, d.channels, sizes["num_frames"], sizes["height"], sizes["width"])
+        sampled = math.prod(self.sample_shape(shape))
+        need = 4 * max(sampled * WORKING_MEMORY_FACTOR, math.prod(shape) * 4)
+        total = device_memory(self.device)
+        if total is not None and need > total:
+            raise ConfigError(
+                f"{count} video(s) of {shape[2]} frames at {shape[3]}x{shape[4]} need at least {_size(need)} while sampling, "
+                f"more than the {_size(total)} of {self.device}; lower the size, the frames or the batch"
+            )
+        return shape
 
     def encode_frames(self, frames: torch.Tensor) -> torch.Tensor:
         """Pixel frames (B, C, k, H, W) in [-1, 1] -> what the model works on (latents: the posterior mean)."""
@@ -221,13 +311,21 @@ class VideoPipeline:
             out["dynamic_threshold"] = given.get("dynamic_threshold")
         if self.text_encoder is None:
             out["guidance_scale"] = 1.0  # nothing to guide with
+        out["scheduler_config"] = self.scheduler_config
         return out
 
     def _finish(
         self, videos: torch.Tensor, prompts: list[str], seeds: list[int], fps: Optional[float] = None, **extras: Any
     ) -> VideoOutput:
+        videos = videos.detach().float()
+        if not bool(torch.isfinite(videos).all()):
+            bad = sorted({i for i in range(videos.shape[0]) if not bool(torch.isfinite(videos[i]).all())})
+            raise NonFiniteError(
+                f"{len(bad)} of {videos.shape[0]} sampled videos hold NaN or infinite values (videos {bad[:5]}); nothing is "
+                "written. The weights may be non-finite (check the run's checkpoints) or the sampling settings extreme"
+            )
         fps = float(self.defaults.fps if fps is None else fps)
-        return VideoOutput(videos.detach().float().clamp(-1, 1).cpu(), prompts, fps, seeds, extras)
+        return VideoOutput(videos.clamp(-1, 1).cpu(), prompts, fps, seeds, extras)
 
     # ---------------------------------------------------------------------------- save and load
 
@@ -241,16 +339,23 @@ class VideoPipeline:
         if self.vae is not None:
             self.vae.save_pretrained(path / VAE_FOLDER)
         cls = type(self.model)
+        text_encoder_ref = self.text_encoder_ref
+        if self.embed_text_encoder and text_encoder_ref is not None:
+            from .parts import embed_text_encoder
+
+            text_encoder_ref = embed_text_encoder(text_encoder_ref, path)
         record = {
             "format_version": FORMAT_VERSION,
             "pipeline": self.pipeline_name,
             "model_class": f"{cls.__module__}:{cls.__qualname__}",
             "objective": self.objective.config.to_dict(),
-            "text_encoder": self.text_encoder_ref,
+            "text_encoder": text_encoder_ref,
             "defaults": asdict(self.defaults),
         }
         if self.vae is not None:
             record["vae"] = VAE_FOLDER
+        if self.scheduler_config is not None:
+            record["scheduler"] = self.scheduler_config
         (path / PIPELINE_FILE).write_text(json.dumps(record, indent=2) + "\n")
         return path
 
@@ -263,17 +368,21 @@ class VideoPipeline:
         text_encoder: Any = None,
         vae: Any = None,
         device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+        model_classes: Sequence[type] = (),
     ) -> VideoPipeline:
-        """Load a folder written by `save_pretrained`. ``model`` / ``text_encoder`` / ``vae`` replace the saved ones."""
+        """Load a folder written by `save_pretrained`. ``model`` / ``text_encoder`` / ``vae`` replace the
+        saved ones; ``dtype`` casts the model, the VAE and the text encoder. The model's class must be a
+        registered one (or a subclass), or one of the ``model_classes`` the caller trusts."""
+        from .parts import load_text_encoder_ref
+
         path = Path(path)
         record = read_pipeline_record(path)
         if model is None:
-            model = _load_model(path / MODEL_FOLDER, record.get("model_class"))
+            model = _load_model(path / MODEL_FOLDER, record.get("model_class"), tuple(model_classes))
         ref = record.get("text_encoder")
         if text_encoder is None and ref is not None:
-            from ..text import load_text_encoder
-
-            text_encoder = load_text_encoder(ref, device=device)
+            text_encoder = load_text_encoder_ref(ref, path, device=device, dtype=dtype)
         vae_folder = record.get("vae")
         if vae is None and vae_folder:
             from ..latent import load_vae
@@ -282,9 +391,15 @@ class VideoPipeline:
             if not (folder / "config.json").is_file():
                 raise CheckpointError(f"{path} is a latent pipeline but its VAE folder {folder} is missing; copy the whole pipeline folder")
             vae = load_vae(folder)
-        pipe = cls(model, text_encoder, record.get("objective"), record.get("defaults"), text_encoder_ref=ref, vae=vae)
-        if device is not None:
-            pipe.to(device)
+        embedded = isinstance(ref, Mapping) and ref.get("path") == "."
+        pipe = cls(model, text_encoder, record.get("objective"), record.get("defaults"), text_encoder_ref=ref, vae=vae,
+                   scheduler_config=record.get("scheduler"), embed_text_encoder=embedded)  # fmt: skip
+        if embedded:  # keep pointing at this folder's copy, so a second save copies it again
+            from .parts import resolve_ref
+
+            pipe.text_encoder_ref = resolve_ref(ref, path)
+        if device is not None or dtype is not None:
+            pipe.to(device, dtype)
         if hasattr(model, "eval"):
             model.eval()
         return pipe
@@ -295,7 +410,7 @@ def read_pipeline_record(path: Path) -> dict[str, Any]:
     if not file.is_file():
         raise CheckpointError(f"{path} is not a pipeline folder: it has no {PIPELINE_FILE} (write one with save_pretrained)")
     try:
-        record = json.loads(file.read_text())
+        record = json.loads(read_text(file, "pipeline record"))
     except json.JSONDecodeError as exc:
         raise CheckpointError(f"{file} is not valid JSON: {exc}") from exc
     if record.get("format_version", 0) > FORMAT_VERSION:
@@ -303,10 +418,13 @@ def read_pipeline_record(path: Path) -> dict[str, Any]:
     return record
 
 
-def _load_model(folder: Path, model_class: Optional[str]) -> Any:
-    """Load through the model registry; a class it does not know must already be imported (no code is
-    imported on the say-so of a file)."""
-    from ..models.registry import load_model
+def _load_model(folder: Path, model_class: Optional[str], trusted: tuple[type, ...] = ()) -> Any:
+    """Load through the model registry. ``model_class`` (``module:qualname`` in ``pipeline.json``) may name
+    only a registered model class or a subclass of one (or of a ``trusted`` class the caller passes), from a
+    module already imported: no code is imported, and no other class's loader (such as transformers'
+    ``AutoModel`` with its ``auto_map``) is reached, on the say-so of a file."""
+    from ..models.registry import MODELS, load_model
+    from ..models.registry import model_class as registered_class
 
     try:
         return load_model(folder)
@@ -322,5 +440,11 @@ def _load_model(folder: Path, model_class: Optional[str]) -> Any:
             ) from exc
         target: Any = module
         for part in qualname.split("."):
-            target = getattr(target, part)
+            target = getattr(target, part, None)
+        allowed = tuple(registered_class(name) for name in MODELS) + trusted
+        if not (isinstance(target, type) and issubclass(target, allowed)):
+            raise ModelError(
+                f"{folder / PIPELINE_FILE} names model_class {model_class!r}, which is not a text2video model (registered: "
+                f"{', '.join(sorted(MODELS))}, or subclasses of them); it is not loaded"
+            ) from exc
         return target.from_pretrained(str(folder))

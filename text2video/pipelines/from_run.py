@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from ..config import Config, objective_config
-from ..runs.checkpoint import load_weights, resolve_checkpoint
+from ..runs.checkpoint import load_weights, open_checkpoint
 from ..runs.folder import is_run_dir, read_run_config, run_of_checkpoint
 
 __all__ = ["export_run", "is_run_dir", "pipeline_defaults", "pipeline_from_run", "read_run_config", "run_of_checkpoint"]
@@ -31,7 +31,8 @@ def pipeline_defaults(config: Config, vae: Any = None, channels: Optional[int] =
         "steps": s.steps,
         "sampler": s.sampler,
         "guidance_scale": s.guidance_scale,
-        "negative_prompt": s.negative_prompt,
+        # max-length (pipeline-style) encoders take the empty prompt as the unconditional input
+        "negative_prompt": s.negative_prompt if s.negative_prompt is not None or config.text.padding == "longest" else "",
     }
 
 
@@ -51,20 +52,24 @@ def pipeline_from_run(
     from . import PIPELINES
 
     config = read_run_config(run_dir)
-    path = resolve_checkpoint(checkpoint, run_dir)
     if text_encoder is None:
         kwargs = {} if config.text.max_length is None else {"max_length": config.text.max_length}
+        if config.text.padding != "longest":
+            kwargs["padding"] = config.text.padding
         text_encoder = load_text_encoder(config.text.encoder, **kwargs)
     vae = load_run_vae(config, run_dir, device, required_copy=True)
     model = build_configured_model(config, getattr(text_encoder, "dim", None), vae=vae, text_encoder=text_encoder)
-    weights = path / ("ema.safetensors" if use_ema else "model.safetensors")
-    if not weights.is_file():
-        weights = path / "model.safetensors"
-    load_weights(model, weights)
+    # a run still training may prune the checkpoint ``latest`` names: it cannot while it is open here
+    with open_checkpoint(checkpoint, run_dir) as path:
+        weights = path / ("ema.safetensors" if use_ema else "model.safetensors")
+        if not weights.is_file():
+            weights = path / "model.safetensors"
+        load_weights(model, weights)
     model.eval()
     cls = PIPELINES[kind]
+    ref = config.text.encoder if config.text.padding == "longest" else {"path": config.text.encoder, "padding": config.text.padding}
     pipe = cls(model, text_encoder, objective_config(config), pipeline_defaults(config, vae),
-               text_encoder_ref=config.text.encoder, vae=vae)  # fmt: skip
+               text_encoder_ref=ref, vae=vae)  # fmt: skip
     if device is not None:
         pipe.to(device)
     return pipe

@@ -6,13 +6,16 @@ guessing from signatures): a new model registers its names there.
 
 from __future__ import annotations
 
+import os
+import warnings
 from dataclasses import dataclass
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
+import torch
 from torch import nn
 
 from ..config import Config
-from ..errors import ConfigError, ModelError, TextEncoderError
+from ..errors import ConfigError, ModelError, Text2VideoError, TextEncoderError
 
 
 @dataclass(frozen=True)
@@ -138,9 +141,57 @@ def build_configured_model(config: Config, text_dim: Optional[int], vae: Any = N
     from ..models.registry import build_model
 
     cls, preset, kwargs = configured_model_kwargs(config, text_dim, vae, text_encoder)
+    name = config.model.name
     if preset is None:
-        return build_model(config.model.name, **kwargs)
+        return checked_build(lambda: build_model(name, **kwargs), name, kwargs)
+    return checked_build(lambda: cls.from_preset(preset, **kwargs), f"{name} (preset {preset!r})", kwargs)  # type: ignore[attr-defined]
+
+
+#: exceptions a model constructor raises on impossible settings (zero or negative sizes, heads that do not divide ...)
+_BUILD_ERRORS = (TypeError, ValueError, RuntimeError, AssertionError, ZeroDivisionError, IndexError, KeyError)
+
+
+def checked_build(make: Callable[[], nn.Module], name: str, kwargs: dict[str, Any]) -> nn.Module:
+    """``make()``, after a dry build on the meta device (no memory) has shown that the settings build a model
+    that fits this machine: impossible settings and absurd sizes are a one-line `ModelError` naming them."""
+    settings = ", ".join(f"model.{k}={v!r}" for k, v in sorted(kwargs.items()) if v is not None)
     try:
-        return cls.from_preset(preset, **kwargs)  # type: ignore[attr-defined]
-    except TypeError as exc:
-        raise ModelError(f"cannot build model {config.model.name!r} from preset {preset!r} with {sorted(kwargs)}: {exc}") from exc
+        with torch.device("meta"), warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # "initializing zero-element tensors is a no-op": reported below
+            probe = make()
+    except Text2VideoError:
+        raise
+    except Exception:  # noqa: BLE001 - a constructor that computes values cannot build on meta: the real build checks
+        probe = None
+    if probe is not None:
+        empty = [n for n, p in probe.named_parameters() if p.numel() == 0]
+        if empty:
+            raise ModelError(
+                f"model {name!r} with {settings} has layers without weights ({empty[0]}): a size is zero; check these model.* values"
+            )
+        count = sum(p.numel() for p in probe.parameters())
+        need = 4 * count  # float32 weights alone; training needs about four times this
+        total = _machine_memory()
+        if total is not None and need > total:
+            raise ModelError(
+                f"model {name!r} with {settings} has {count:.3g} parameters ({need / 2**30:.1f} GB of float32 weights), more "
+                f"than this machine's {total / 2**30:.1f} GB; use smaller model.* sizes"
+            )
+        del probe
+    try:
+        return make()
+    except Text2VideoError:
+        raise
+    except _BUILD_ERRORS as exc:
+        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+        raise ModelError(f"cannot build model {name!r} with {settings}: {reason}; check these model.* values") from exc
+
+
+def _machine_memory() -> Optional[int]:
+    try:
+        cpu = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return None
+    if torch.cuda.is_available():
+        return max(cpu, max(torch.cuda.get_device_properties(i).total_memory for i in range(torch.cuda.device_count())))
+    return int(cpu)

@@ -33,13 +33,15 @@ from torch import nn
 from ..backends import cpu as cpu_backend
 from ..config import Config, objective_config
 from ..diffusion.conditioning import Conditioning
-from ..errors import ConfigError, Text2VideoError
+from ..errors import CheckpointError, ConfigError, NonFiniteError, RunFolderError, Text2VideoError
 from ..models.adapter import ConditionedDenoiser
 from ..pipelines import TextToVideoPipeline
+from ..pipelines.base import device_memory
 from ..pipelines.from_run import pipeline_defaults
 from ..runs.build import build_configured_model
-from ..runs.checkpoint import load_checkpoint, resolve_checkpoint, save_checkpoint
-from ..runs.folder import RUN_CONFIG
+from ..runs.checkpoint import clean_leftovers, load_checkpoint, open_checkpoint, save_checkpoint, start_run_record
+from ..runs.folder import RUN_CONFIG, clear_run, refuse_existing_run
+from ..runs.lock import RunLock
 from ..text.cache import EmbeddingCache
 from .data import ShardedBatches, collate, seeded_generator
 from .ema import EMA
@@ -48,8 +50,8 @@ from .metrics import MetricsLog, memory_mb, plot_run_losses
 logger = logging.getLogger(__name__)
 
 
-class NonFiniteLossError(Text2VideoError):
-    """Too many optimizer steps in a row had a NaN or infinite loss."""
+class NonFiniteLossError(NonFiniteError):
+    """Too many optimizer steps in a row had a NaN or infinite loss or gradient norm."""
 
 
 @dataclass
@@ -72,9 +74,11 @@ def make_adamw(params: list[nn.Parameter], **kwargs: Any) -> torch.optim.AdamW:
 
 def text_condition(prompts: Any, texts: list[str], device: torch.device | str = "cpu") -> Conditioning:
     """The text `Conditioning` of ``texts`` from a prompt cache (`text2video.text.cache.EmbeddingCache`); empty
-    captions are marked dropped."""
+    captions are marked dropped, unless the encoder has a null prompt of its own (max-length encoders: the empty
+    prompt is encoded like any other, as the pipelines it came from do)."""
     emb = prompts.encode(texts)
-    empty = torch.tensor([not t for t in texts], dtype=torch.bool)
+    own_null = hasattr(getattr(prompts, "encoder", prompts), "null_prompt")
+    empty = torch.tensor([not t and not own_null for t in texts], dtype=torch.bool)
     return Conditioning(text_tokens=emb.tokens.float(), text_mask=emb.mask.bool(), text_pooled=emb.pooled.float(), null_text=empty).to(
         device
     )
@@ -107,6 +111,12 @@ class Trainer:
     sample_fn:    ``f(model, shape, cond, generator) -> (B,C,T,H,W)``; default: the sampling module with
                   ``config.sample`` settings. In latent space ``shape`` is the latent shape and the
                   result is decoded.
+    overwrite:    start afresh in a folder that holds an earlier run, removing its checkpoints, metrics and
+                  samples (`text2video.runs.folder.clear_run`); without it `train` refuses such a folder
+                  unless it resumes.
+
+    The run folder is locked (`text2video.runs.lock`) from construction until `train` returns or `close`
+    is called: a second process training into it is refused.
     """
 
     def __init__(
@@ -120,6 +130,7 @@ class Trainer:
         objective: Any = None,
         sample_fn: Optional[Callable[..., torch.Tensor]] = None,
         progress: bool = True,
+        overwrite: bool = False,
     ) -> None:
         from accelerate import Accelerator
 
@@ -138,7 +149,15 @@ class Trainer:
                 f"train.grad_accum x processes = {t.grad_accum} x {self.world}"
             )
         self.micro_batch = t.batch_size // (t.grad_accum * self.world)
+        self._check_batch_memory()
         self.progress = progress
+        self.lock = RunLock(self.run_dir)
+        self._lock_run_dir()
+        if overwrite and self.accelerator.is_main_process:
+            removed = clear_run(self.run_dir)
+            if removed:
+                logger.info("--overwrite: removed %s from %s", ", ".join(removed), self.run_dir)
+        self.accelerator.wait_for_everyone()
 
         self.text_encoder = text_encoder if text_encoder is not None else self._build_text_encoder()
         self.prompts = self._build_prompt_cache()
@@ -170,11 +189,46 @@ class Trainer:
         self.nonfinite_run = 0
         self._stop_signal: Optional[int] = None
 
+    # ----------------------------------------------------------------- the run folder
+    def _lock_run_dir(self) -> None:
+        """The main process takes the run folder's lock; every process fails alike when it cannot."""
+        error: Optional[Exception] = None
+        if self.accelerator.is_main_process:
+            try:
+                self.lock.acquire()
+            except RunFolderError as exc:
+                error = exc
+        if self.world > 1:
+            failed = self.accelerator.reduce(torch.tensor([float(error is not None)], device=self.device), "sum")
+            if error is None and float(failed.item()) > 0:
+                error = RunFolderError(f"the main process could not lock the run folder {self.run_dir}")
+        if error is not None:
+            raise error
+
+    def _check_batch_memory(self) -> None:
+        """Refuse clip sizes whose micro-batch alone (3 channels, float32) times a coarse factor for the
+        activations exceeds the device's memory: a typo such as ``data.size=100000`` fails here, not in the allocator."""
+        d = self.config.data
+        need = 16 * 4 * self.micro_batch * 3 * d.num_frames * d.size * d.size
+        total = device_memory(self.device)
+        if total is not None and need > total:
+            raise ConfigError(
+                f"a micro-batch of {self.micro_batch} clips of {d.num_frames} frames at {d.size}x{d.size} needs at least "
+                f"{need / 2**30:.1f} GB to train, more than the {total / 2**30:.1f} GB of {self.device}; lower data.size, "
+                "data.num_frames or train.batch_size"
+            )
+
+    def close(self) -> None:
+        """Let go of the run folder (`train` does it when it returns)."""
+        self.lock.release()
+
     # ----------------------------------------------------------------- building from the config
     def _build_text_encoder(self) -> Any:
         from ..text import load_text_encoder
 
         kwargs = {} if self.config.text.max_length is None else {"max_length": self.config.text.max_length}
+        if self.config.text.padding != "longest":
+            kwargs["padding"] = self.config.text.padding
         return load_text_encoder(self.config.text.encoder, **kwargs)
 
     def _build_prompt_cache(self) -> EmbeddingCache:
@@ -225,11 +279,13 @@ class Trainer:
 
     @staticmethod
     def _load_initial_weights(model: nn.Module, source: str) -> None:
-        """``train.init_from``: the weights of a ``save_pretrained`` folder (e.g. ``text2video convert``'s
-        output) or a ``.safetensors`` file, loaded strictly before the first step."""
+        """``train.init_from``: the weights of a ``save_pretrained`` folder, of a pipeline folder's ``model/``
+        (``text2video convert`` / ``export``) or a ``.safetensors`` file, loaded strictly before the first step."""
         from ..runs.checkpoint import load_weights
 
         path = Path(source).expanduser()
+        if path.is_dir() and (path / "pipeline.json").is_file():  # a pipeline folder (text2video convert / export)
+            path = path / "model"
         if path.is_dir():
             path = path / "diffusion_pytorch_model.safetensors"
         if not path.is_file():
@@ -281,34 +337,49 @@ class Trainer:
     def save(self) -> Optional[Path]:
         """Write a checkpoint of the current step (main process only); every process waits for it."""
         path = None
+        error: Optional[Exception] = None
         self.accelerator.wait_for_everyone()
         if self.accelerator.is_main_process:
-            path = save_checkpoint(
-                self.run_dir,
-                self.step,
-                model=self.unwrapped,
-                ema_model=self.ema.shadow,
-                optimizer=self.optimizer,
-                scheduler=self.scheduler,
-                scaler=self.accelerator.scaler,
-                state=self._state(),
-                keep=self.config.train.keep_checkpoints,
-            )
-            plot_run_losses(self.run_dir)
-        self.accelerator.wait_for_everyone()
+            try:
+                path = self._save_checkpoint()
+            except Text2VideoError as exc:  # non-finite weights, disk full: every process stops alike
+                error = exc
+        if self.world > 1:
+            failed = self.accelerator.reduce(torch.tensor([float(error is not None)], device=self.device), "sum")
+            if error is None and float(failed.item()) > 0:
+                error = CheckpointError(f"the main process could not save step {self.step} (see its error)")
+        else:
+            self.accelerator.wait_for_everyone()
+        if error is not None:
+            raise error
         return path
 
-    def resume(self, target: str | Path = "latest") -> Path:
-        """Restore a checkpoint (``latest`` of this run, a run folder or a checkpoint folder)."""
-        path = resolve_checkpoint(target, self.run_dir)
-        state = load_checkpoint(
-            path,
+    def _save_checkpoint(self) -> Path:
+        path = save_checkpoint(
+            self.run_dir,
+            self.step,
             model=self.unwrapped,
             ema_model=self.ema.shadow,
             optimizer=self.optimizer,
             scheduler=self.scheduler,
             scaler=self.accelerator.scaler,
+            state=self._state(),
+            keep=self.config.train.keep_checkpoints,
         )
+        plot_run_losses(self.run_dir)
+        return path
+
+    def resume(self, target: str | Path = "latest") -> Path:
+        """Restore a checkpoint (``latest`` of this run, a run folder or a checkpoint folder)."""
+        with open_checkpoint(target, self.run_dir) as path:
+            state = load_checkpoint(
+                path,
+                model=self.unwrapped,
+                ema_model=self.ema.shadow,
+                optimizer=self.optimizer,
+                scheduler=self.scheduler,
+                scaler=self.accelerator.scaler,
+            )
         if state.get("world_size", self.world) != self.world:
             logger.warning("resuming a %s-process run on %s processes: the data order changes", state["world_size"], self.world)
         self.step = int(state["step"])
@@ -325,9 +396,14 @@ class Trainer:
         gen = seeded_generator(t.seed, self.step, self.rank, micro, device=self.device)
         x0 = batch["video"].to(self.device, non_blocking=True)
         b = x0.shape[0]
-        cond = text_condition(self.prompts, list(batch["text"]), self.device)
+        texts = list(batch["text"])
         drop = torch.rand(b, generator=gen, device=self.device) < t.cond_drop
-        cond = cond.text_dropped(drop)
+        null_prompt = getattr(self.text_encoder, "null_prompt", None)
+        if null_prompt is not None:  # max-length encoders: a dropped caption is the empty prompt (the pipelines' recipe)
+            texts = [null_prompt if dropped else text for text, dropped in zip(texts, drop.tolist())]
+        cond = text_condition(self.prompts, texts, self.device)
+        if null_prompt is None:
+            cond = cond.text_dropped(drop)
         cond.fps = batch["fps"].to(self.device)
         if image_step and t.image_mode == "frames" and x0.shape[2] > 1:
             frame = torch.randint(0, x0.shape[2], (b,), generator=gen, device=self.device)
@@ -363,39 +439,58 @@ class Trainer:
         loss_mean = self.accelerator.reduce(torch.nan_to_num(local, nan=0.0, posinf=0.0, neginf=0.0).reshape(1), "mean")
         all_finite = bool(self.accelerator.reduce(finite, "sum").item() == self.world)
         grad_norm = float("nan")
+        applied = False
         if all_finite:
-            if t.max_grad_norm is not None:
-                grad_norm = float(self.accelerator.clip_grad_norm_(self.wrapped.parameters(), t.max_grad_norm))
-            else:
-                grads = [p.grad.detach().norm() for p in self.wrapped.parameters() if p.grad is not None]
-                grad_norm = float(torch.stack(grads).norm()) if grads else 0.0
-            self.optimizer.step()
+            # the norm of the all-reduced gradients (the same on every process); with no limit set it only
+            # measures (scaling by 1 leaves the gradients as they are)
+            max_norm = t.max_grad_norm if t.max_grad_norm is not None else math.inf
+            grad_norm = float(self.accelerator.clip_grad_norm_(self.wrapped.parameters(), max_norm))
+            applied = math.isfinite(grad_norm)
+            if applied or self.accelerator.scaler is not None:
+                self.optimizer.step()  # fp16: the grad scaler skips a non-finite step itself and lowers its scale
+        what = "gradient norm" if all_finite else "loss"
+        if applied:
             self.nonfinite_run = 0
         else:
             self.nonfinite_total += 1
             self.nonfinite_run += 1
-            logger.warning("step %d: non-finite loss, update skipped (%d in a row)", self.step, self.nonfinite_run)
+            logger.warning("step %d: non-finite %s, update skipped (%d in a row)", self.step, what, self.nonfinite_run)
         self.optimizer.zero_grad(set_to_none=True)
         self.scheduler.step()
         self.step += 1
-        if all_finite:
+        if applied:
             self.ema.step(self.unwrapped, self.step)
         if self.nonfinite_run >= t.max_nonfinite:
             raise NonFiniteLossError(
-                f"{self.nonfinite_run} steps in a row had a non-finite loss (last at step {self.step}); lower "
-                "train.lr, set train.max_grad_norm, or use train.mixed_precision=bf16 instead of fp16"
+                f"{self.nonfinite_run} steps in a row had a non-finite {what} (last at step {self.step}); nothing of them was "
+                "applied or saved. Lower train.lr, set train.max_grad_norm, or use train.mixed_precision=bf16 instead of fp16, "
+                "then --resume latest"
             )
-        return float(loss_mean.item()) if all_finite else float("nan"), grad_norm
+        return float(loss_mean.item()) if applied else float("nan"), grad_norm
 
     # ----------------------------------------------------------------- the loop
     def train(self, resume: Optional[str | Path] = None) -> TrainResult:
         """Run until ``train.steps`` (or a signal / ``train.max_minutes``); checkpoints on the way and at the end."""
+        try:
+            return self._train(resume)
+        finally:
+            self.close()
+
+    def _train(self, resume: Optional[str | Path]) -> TrainResult:
         t = self.config.train
         main = self.accelerator.is_main_process
+        if main:
+            self.lock.acquire()  # again, when an earlier train() call let it go
+        if main:
+            clean_leftovers(self.run_dir)
         if resume is not None:
             self.resume(resume)
+        elif self.step == 0:
+            refuse_existing_run(self.run_dir)  # every process reads the folder, so all refuse alike
+        self.accelerator.wait_for_everyone()
         if main:
             self.run_dir.mkdir(parents=True, exist_ok=True)
+            start_run_record(self.run_dir)
             self.config.save(self.run_dir / RUN_CONFIG)
         loader = torch.utils.data.DataLoader(
             self.dataset,
@@ -477,7 +572,10 @@ class Trainer:
                 raise KeyboardInterrupt
             self._stop_signal = signum
 
-        for sig in (signal.SIGINT, signal.SIGTERM):
+        # SIGHUP: the terminal went away (a closed SSH session); the run saves and stops as on Ctrl-C
+        for sig in (signal.SIGINT, signal.SIGTERM, getattr(signal, "SIGHUP", None)):
+            if sig is None:
+                continue
             try:
                 previous[sig] = signal.signal(sig, handler)
             except ValueError:  # not the main thread
@@ -509,6 +607,8 @@ class Trainer:
                 video = pipe(list(prompts), generators=gens, progress=False).videos.to(self.device)
         finally:
             model.train(was_training)
+        if not bool(torch.isfinite(video).all()):
+            raise NonFiniteError(f"step {self.step}: the samples hold NaN or infinite values (the weights or the sampling settings)")
         return video.clamp(-1, 1)
 
     def _pipeline_defaults(self) -> dict[str, Any]:
@@ -535,7 +635,11 @@ class Trainer:
         prompts = list(self.config.sample.prompts)
         if not prompts:
             return None
-        video = self.generate(prompts)
+        try:
+            video = self.generate(prompts)
+        except NonFiniteError as exc:  # a bad sample must not end the run: nothing is written, training goes on
+            logger.error("no sample grid at step %d: %s", self.step, exc)
+            return None
         if not self.accelerator.is_main_process:
             return None
         from ..io.grid import video_grid
