@@ -34,6 +34,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
+sys.path.insert(0, str(Path(__file__).parent))
+from x0_probe import x0_probe  # noqa: E402  (benchmarks/x0_probe.py, next to this script)
+
 RESULTS = Path(__file__).parent / "results"
 
 
@@ -50,6 +53,12 @@ class Entry:
 
 #: The latent variant of a pixel preset: the tiny VAE (fitted once, shared by all latent runs), a latent cache.
 LATENT = ("latent.vae=tiny", "latent.fit_steps=300", "latent.cache=true")
+
+#: The shapes every run trains on (the demo's: fast, small shapes whose caption fixes where they start), at
+#: 6x16x16 pixels for the pixel runs and 8x32x32 pixels (8x8 latents with the tiny VAE) for the latent runs.
+SHAPES_OPTIONS = "data.options={n: 4096, seed: 0, speed: [4.0, 5.0], shape_size: [0.25, 0.3]}"
+PIXEL_DATA = ("data.kind=shapes", "data.num_frames=6", "data.size=16", SHAPES_OPTIONS)
+LATENT_DATA = ("data.kind=shapes", "data.num_frames=8", "data.size=32", SHAPES_OPTIONS)
 
 ENTRIES: tuple[Entry, ...] = (
     Entry("unet3d-pixel", "unet3d", "pixel", "tiny-cpu"),
@@ -85,6 +94,14 @@ DIGITS_PROTOCOL = {
 
 def machine() -> dict[str, Any]:
     return {"cpu_count": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version(), "load": os.getloadavg()}
+
+
+def git_commit() -> Optional[str]:
+    try:
+        done = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=Path(__file__).parent)
+    except OSError:
+        return None
+    return done.stdout.strip() or None
 
 
 def cli(*args: str) -> list[str]:
@@ -210,15 +227,18 @@ class Plan:
     n: int
     digits: bool
     eval_steps: Optional[int] = None
+    extra: list[str] = field(default_factory=list)  # --set overrides, after each preset's own
     shared: dict[str, str] = field(default_factory=dict)  # the fitted VAE and the latent cache, once made
 
 
 def run_entry(entry: Entry, plan: Plan) -> dict[str, Any]:
     run_dir = plan.work / entry.name
     log = plan.work / f"{entry.name}.log"
-    overrides = [*entry.overrides, f"train.seed={plan.seed}", "train.save_every=0", "train.sample_every=0", "train.log_every=10"]
+    data = DIGITS_DATA if plan.digits else (LATENT_DATA if entry.space == "latent" else PIXEL_DATA)
+    overrides = [*data, *entry.overrides, f"train.seed={plan.seed}", "train.save_every=0", "train.sample_every=0", "train.log_every=10"]
     if plan.digits:
-        overrides += [*DIGITS_DATA, DIGITS_PROMPTS]
+        overrides.append(DIGITS_PROMPTS)
+    overrides += plan.extra
     if entry.space == "latent":
         if "vae" in plan.shared:  # reuse the VAE the first latent run fitted, and its latent cache
             overrides += [f"latent.vae={plan.shared['vae']}", "latent.fit_steps=0"]
@@ -321,50 +341,6 @@ def evaluate_digits(run_dir: Path, plan: Plan, log: Path) -> dict[str, Any]:
     }
 
 
-PROBE_TIMESTEPS = (999, 950, 900, 700, 500, 100)
-
-
-def x0_probe(run_dir: Path, threads: int, clips: int = 48) -> dict[str, Any]:
-    """The one-step probe: ``clips`` clips of another seed, noised to t, their clean clip predicted once with the true
-    caption, with the colour changed and with no caption; mean squared x0 errors per t (in the model's space: latents
-    for a latent run), next to the error of predicting the mean clip (what a model that ignores its input reaches)."""
-    import torch
-
-    from text2video.config import load_config
-    from text2video.data import make_dataset
-    from text2video.diffusion.denoise import denoise
-    from text2video.pipelines import load_pipeline
-
-    torch.set_num_threads(threads)
-    pipe = load_pipeline(run_dir)
-    d = load_config(run_dir / "config.yaml").data
-    data = make_dataset(d.kind, num_frames=d.num_frames, size=d.size, split="all", **{**d.options, "seed": 123, "n": clips})
-    x0 = torch.stack([data[i]["video"] for i in range(clips)])
-    if pipe.vae is not None:
-        x0 = pipe.vae.encode(x0, posterior="mode")
-    captions = [data[i]["text"] for i in range(clips)]
-
-    def recolour(caption: str) -> str:
-        words = caption.split()
-        words[0], words[1] = "a", ("green" if words[1] != "green" else "red")
-        return " ".join(words)
-
-    true = pipe.encode_prompts(captions)
-    conds = {"true": true, "other_colour": pipe.encode_prompts([recolour(c) for c in captions]), "none": true.text_dropped()}
-    gen = torch.Generator().manual_seed(0)
-    objective = pipe.objective
-    out: dict[str, Any] = {"mean_clip": round(float((x0 - x0.mean(0, keepdim=True)).pow(2).mean()), 5)}
-    with torch.no_grad():
-        for t in PROBE_TIMESTEPS:
-            tt = torch.full((clips,), t)
-            x_t = objective.q_sample(x0, tt, torch.randn(x0.shape, generator=gen))
-            out[str(t)] = {
-                name: round(float((objective.predict_x0(x_t, tt, denoise(pipe.model, x_t, tt, cond)) - x0).pow(2).mean()), 5)
-                for name, cond in conds.items()
-            }
-    return out
-
-
 def real_vs_real(plan: Plan) -> dict[str, Any]:
     """The floor of the digits protocol: two disjoint sets of real clips (seeds 1 and 2) against each other."""
     import numpy as np
@@ -443,6 +419,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument("--n", type=int, default=48, help="videos text2video eval generates per run, half held-out (default 48)")
     parser.add_argument("--eval-steps", type=int, default=None, help="sampling steps of the evaluation (default: the preset's)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--set", nargs="+", default=[], metavar="KEY=VALUE", help="config overrides for every run (a recipe to compare)")
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="torch threads (default: all cores)")
     parser.add_argument("--work", type=Path, default=None, help="folder of the runs (default: /tmp/text2video-reference-<budget>)")
     parser.add_argument("--out", type=Path, default=None, help="results JSON (default: benchmarks/results/reference-<budget>.json)")
@@ -461,13 +438,24 @@ def main(argv: Optional[list[str]] = None) -> int:
     if unknown:
         parser.error(f"unknown run(s) {unknown}; choose from {sorted(names)}")
     entries = [e for e in ENTRIES if not args.only or e.name in args.only]
-    plan = Plan(work=work, budget=budget, threads=args.threads, seed=args.seed, n=args.n, digits=args.digits, eval_steps=args.eval_steps)
+    plan = Plan(
+        work=work,
+        budget=budget,
+        threads=args.threads,
+        seed=args.seed,
+        n=args.n,
+        digits=args.digits,
+        eval_steps=args.eval_steps,
+        extra=list(args.set),
+    )
     result: dict[str, Any] = {
         "benchmark": "reference",
         "data": "moving digits" if args.digits else "shapes",
         "digits": args.digits,
         "budget": {"minutes": budget.minutes, "steps": budget.steps},
         "seed": args.seed,
+        "set": list(args.set),
+        "commit": git_commit(),
         "threads": args.threads,
         "machine": machine(),
         "command": shlex.join(["python", "benchmarks/reference.py", *(argv if argv is not None else sys.argv[1:])]),
