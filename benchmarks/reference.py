@@ -60,17 +60,32 @@ SHAPES_OPTIONS = "data.options={n: 4096, seed: 0, speed: [4.0, 5.0], shape_size:
 PIXEL_DATA = ("data.kind=shapes", "data.num_frames=6", "data.size=16", SHAPES_OPTIONS)
 LATENT_DATA = ("data.kind=shapes", "data.num_frames=8", "data.size=32", SHAPES_OPTIONS)
 
+#: A latent run takes its model's channels and sizes from the VAE (null: filled in by the run).
+FILLED = ("model.in_channels=null", "model.out_channels=null")
+
 ENTRIES: tuple[Entry, ...] = (
     Entry("unet3d-pixel", "unet3d", "pixel", "tiny-cpu"),
     Entry("unet3d-latent", "unet3d", "latent", "tiny-cpu", (*LATENT, "model.patch_size=1")),
-    Entry("unet3d_condition-pixel", "unet3d_condition", "pixel", "tiny-latent", ("latent.vae=null",)),
+    Entry(
+        "unet3d_condition-pixel",
+        "unet3d_condition",
+        "pixel",
+        "tiny-latent",
+        ("latent.vae=null", "latent.fit_steps=0", "latent.cache=false"),
+    ),
     Entry("unet3d_condition-latent", "unet3d_condition", "latent", "tiny-latent"),
-    Entry("stdit-pixel", "stdit", "pixel", "tiny-stdit"),
-    Entry("stdit-latent", "stdit", "latent", "tiny-stdit", (*LATENT, "model.patch_size=[1,2,2]")),
-    Entry("unet_stic-pixel", "unet_stic", "pixel", "tiny-unet-stic"),
-    Entry("unet_stic-latent", "unet_stic", "latent", "tiny-unet-stic", LATENT),
-    Entry("segdit-pixel", "segdit", "pixel", "tiny-segdit"),
-    Entry("segdit-latent", "segdit", "latent", "tiny-segdit", (*LATENT, "model.patch_size=2")),
+    Entry("stdit-pixel", "stdit", "pixel", "tiny-stdit", ("model.input_size=[6,16,16]",)),
+    Entry("stdit-latent", "stdit", "latent", "tiny-stdit", (*LATENT, *FILLED, "model.input_size=null", "model.patch_size=[1,2,2]")),
+    Entry("unet_stic-pixel", "unet_stic", "pixel", "tiny-unet-stic", ("model.sample_size=16", "model.num_frames=6")),
+    Entry("unet_stic-latent", "unet_stic", "latent", "tiny-unet-stic", (*LATENT, *FILLED, "model.sample_size=null", "model.num_frames=8")),
+    Entry("segdit-pixel", "segdit", "pixel", "tiny-segdit", ("model.sample_size=16",)),
+    Entry(
+        "segdit-latent",
+        "segdit",
+        "latent",
+        "tiny-segdit",
+        (*LATENT, "model.in_channels=null", "model.sample_size=null", "model.patch_size=2"),
+    ),
 )
 
 #: The moving-digits data of ``--digits`` (replaces each preset's data section) and the Fréchet protocol.
@@ -90,6 +105,12 @@ DIGITS_PROTOCOL = {
 
 
 # ------------------------------------------------------------------------------------------- helpers
+
+
+def entry_overrides(entry: Entry, digits: bool = False) -> list[str]:
+    """The shared data (shapes or digits) of the entry's space, then the entry's own overrides."""
+    data = DIGITS_DATA if digits else (LATENT_DATA if entry.space == "latent" else PIXEL_DATA)
+    return [*data, *entry.overrides]
 
 
 def machine() -> dict[str, Any]:
@@ -234,8 +255,13 @@ class Plan:
 def run_entry(entry: Entry, plan: Plan) -> dict[str, Any]:
     run_dir = plan.work / entry.name
     log = plan.work / f"{entry.name}.log"
-    data = DIGITS_DATA if plan.digits else (LATENT_DATA if entry.space == "latent" else PIXEL_DATA)
-    overrides = [*data, *entry.overrides, f"train.seed={plan.seed}", "train.save_every=0", "train.sample_every=0", "train.log_every=10"]
+    overrides = [
+        *entry_overrides(entry, plan.digits),
+        f"train.seed={plan.seed}",
+        "train.save_every=0",
+        "train.sample_every=0",
+        "train.log_every=10",
+    ]
     if plan.digits:
         overrides.append(DIGITS_PROMPTS)
     overrides += plan.extra

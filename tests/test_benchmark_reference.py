@@ -34,15 +34,17 @@ def test_every_run_is_a_config_that_builds_on_the_shared_data(bench):
     families = {e.family for e in bench.ENTRIES}
     assert families == {"unet3d", "unet3d_condition", "stdit", "unet_stic", "segdit"}
     assert {(e.family, e.space) for e in bench.ENTRIES} == {(f, s) for f in families for s in ("pixel", "latent")}
-    data = set()
+    data = {"pixel": set(), "latent": set()}
     for entry in bench.ENTRIES:
-        config = load_config(entry.preset, list(entry.overrides))
+        config = load_config(entry.preset, bench.entry_overrides(entry))
         assert (config.latent.vae is not None) == (entry.space == "latent"), entry.name
-        data.add((config.data.kind, config.data.num_frames, config.data.size, json.dumps(config.data.options, sort_keys=True)))
+        data[entry.space].add((config.data.kind, config.data.num_frames, config.data.size, json.dumps(config.data.options, sort_keys=True)))
         vae = VideoVAE.tiny() if config.latent.vae else None
         with torch.device("meta"):
             build_configured_model(config, 384, vae=vae)
-    assert len(data) == 1  # every family trains on the same clips
+    # every family trains on the same clips: 6x16x16 pixels, or 8x32x32 pixels (8x8 latents) with the same options
+    ((pixel,),), ((latent,),) = [data["pixel"]], [data["latent"]]
+    assert pixel[:3] == ("shapes", 6, 16) and latent[:3] == ("shapes", 8, 32) and pixel[3] == latent[3]
 
 
 def test_budget_scales_the_early_high_noise_phase_and_the_warmup(bench):
