@@ -449,6 +449,9 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="torch threads (default: all cores)")
     parser.add_argument("--work", type=Path, default=None, help="folder of the runs (default: /tmp/text2video-reference-<budget>)")
     parser.add_argument("--out", type=Path, default=None, help="results JSON (default: benchmarks/results/reference-<budget>.json)")
+    parser.add_argument(
+        "--vae", type=Path, default=None, help="a fitted VAE folder for the latent runs (default: the first latent run fits one)"
+    )
     parser.add_argument("--table", type=Path, default=None, help="print the markdown table of a results JSON and exit")
     args = parser.parse_args(argv)
     if args.table is not None:
@@ -474,6 +477,8 @@ def main(argv: Optional[list[str]] = None) -> int:
         eval_steps=args.eval_steps,
         extra=list(args.set),
     )
+    if args.vae is not None:
+        plan.shared["vae"] = str(args.vae)
     result: dict[str, Any] = {
         "benchmark": "reference",
         "data": "moving digits" if args.digits else "shapes",
