@@ -18,6 +18,7 @@ from .errors import Text2VideoError
 COMMANDS: tuple[str, ...] = (
     "info",
     "data",
+    "config",
     "train",
     "generate",
     "interpolate",

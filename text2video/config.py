@@ -16,6 +16,7 @@ import collections.abc
 import dataclasses
 import difflib
 import inspect
+import logging
 import math
 import types
 import typing
@@ -29,18 +30,45 @@ import yaml
 from .errors import ConfigError
 from .io.text import read_text
 
+logger = logging.getLogger(__name__)
+
 DEFAULT_PRESET = "tiny-cpu"
+
+
+def size_hw(size: Union[int, list[int], tuple[int, ...]]) -> tuple[int, int]:
+    """A ``size`` setting (an int: square frames, or ``[height, width]``) as ``(height, width)``."""
+    if isinstance(size, int):
+        return size, size
+    return int(size[0]), int(size[1])
+
+
+#: A preset's former name -> its name now (docs/compat.md); loading the old name logs a note.
+PRESET_ALIASES: dict[str, str] = {"seed-001": "text2video-from-scratch"}
 
 
 @dataclass
 class DataConfig:
-    """Where the training videos come from. ``options`` go to ``make_dataset(kind, **options)``."""
+    """Where the training videos come from. ``options`` go to ``make_dataset(kind, **options)``.
+
+    ``size``: an int (square frames) or ``[height, width]``. ``channels``: 3 (RGB), 1 (grayscale) or 4
+    (RGBA). ``buckets``: train on videos of mixed shapes without cropping them all to one size (see
+    `text2video.data.buckets`): ``{aspect_ratios: [...], frames: [...], multiple: 8}``. ``val_split``: a share
+    (below 1) or a number of items held out for the validation loss (``train.val_every``).
+    """
 
     kind: str = "shapes"
     num_frames: int = 8
-    size: int = 32
+    size: Union[int, list[int]] = 32
+    channels: int = 3
     options: dict[str, Any] = field(default_factory=dict)
     num_workers: int = 0
+    buckets: Optional[dict[str, Any]] = None
+    val_split: float = 0.0
+
+    @property
+    def hw(self) -> tuple[int, int]:
+        """The frame size as ``(height, width)``."""
+        return size_hw(self.size)
 
 
 @dataclass
@@ -51,6 +79,9 @@ class TextConfig:
     ``max_length`` (Stable Diffusion pipelines' encoding: every prompt padded to the tokenizer's length,
     the padding attended to, the empty prompt as the unconditional input). Fine-tuning a pretrained
     ModelScope / AnimateDiff model, or exporting a run to diffusers, needs ``max_length``.
+
+    ``encoder: none`` makes the run unconditional: no encoder is loaded, the model is built without text
+    (where it can be) and ``generate`` needs no prompt.
     """
 
     encoder: str = "default"
@@ -58,6 +89,16 @@ class TextConfig:
     padding: Literal["longest", "max_length"] = "longest"
     cache: bool = True
     cache_dir: Optional[str] = None
+
+    @property
+    def unconditional(self) -> bool:
+        """``encoder: none``: no text at all."""
+        return is_no_encoder(self.encoder)
+
+
+def is_no_encoder(spec: Any) -> bool:
+    """Whether a text encoder setting means "no text" (``none``, ``null`` or empty)."""
+    return spec is None or (isinstance(spec, str) and spec.strip().lower() in ("", "none", "null"))
 
 
 @dataclass
@@ -102,9 +143,16 @@ class DiffusionConfig:
 
 @dataclass
 class TrainConfig:
-    """Optimisation, schedule, EMA, guidance training, logging and checkpoint settings."""
+    """Optimisation, schedule, EMA, guidance training, logging and checkpoint settings.
+
+    ``epochs``, when set, replaces ``steps``: the run trains that many passes over its training items (the
+    trainer works out the steps from the dataset and the batch size). ``val_every``: with a validation split
+    (``data.val_split``), the validation loss is computed every so many steps (0: at every checkpoint) and the
+    checkpoint with the lowest one is kept as ``checkpoints/best``.
+    """
 
     steps: int = 1000
+    epochs: Optional[int] = None
     batch_size: int = 8
     grad_accum: int = 1
     lr: float = 1e-4
@@ -126,6 +174,7 @@ class TrainConfig:
     log_every: int = 10
     sample_every: int = 0
     save_every: int = 500
+    val_every: int = 0
     keep_checkpoints: int = 3
     max_nonfinite: int = 20
     max_minutes: Optional[float] = None
@@ -133,11 +182,23 @@ class TrainConfig:
     trainable: Literal["all", "motion_modules"] = "all"
     gradient_checkpointing: bool = False
     init_from: Optional[str] = None
+    # sharded data parallel (docs/scaling.md): none (DDP), fsdp (FSDP2 through Accelerate) or deepspeed (ZeRO)
+    sharding: Literal["none", "fsdp", "deepspeed"] = "none"
+    fsdp_reshard_after_forward: bool = True  # False: ZeRO-2 like (gathered weights kept from forward to backward)
+    fsdp_cpu_offload: bool = False  # sharded weights, gradients and optimizer state live in CPU memory
+    fsdp_wrap: Optional[list[str]] = None  # block classes sharded as units (default: the model's _no_split_modules)
+    zero_stage: Literal[1, 2] = 2  # DeepSpeed ZeRO stage (ZeRO-3, sharded parameters, is train.sharding=fsdp)
+    zero_offload: bool = False  # DeepSpeed: optimizer state in CPU memory
 
 
 @dataclass
 class SampleConfig:
-    """Fixed prompts sampled with the EMA weights during training, and sampling defaults."""
+    """Fixed prompts sampled with the EMA weights during training, and sampling defaults.
+
+    ``size``: an int or ``[height, width]`` (default: ``data.size``). ``dynamic_threshold``: a percentile in
+    (0, 1] for text2video-from-scratch's (Imagen's) dynamic thresholding of the predicted clean video, or null
+    for plain clipping.
+    """
 
     prompts: list[str] = field(default_factory=lambda: ["a red circle moving right", "a blue square moving up"])
     negative_prompt: Optional[str] = None
@@ -145,9 +206,14 @@ class SampleConfig:
     steps: int = 25
     guidance_scale: float = 4.0
     num_frames: Optional[int] = None
-    size: Optional[int] = None
+    size: Optional[Union[int, list[int]]] = None
     seed: int = 0
     fps: float = 8.0
+    dynamic_threshold: Optional[float] = None
+
+    def hw(self, data: DataConfig) -> tuple[int, int]:
+        """The sampled frame size ``(height, width)``: ``size``, else the data's."""
+        return size_hw(self.size) if self.size is not None else data.hw
 
 
 @dataclass
@@ -339,21 +405,37 @@ def validate(config: Config) -> None:
             f"train.batch_size = {t.batch_size} is not divisible by train.grad_accum = {t.grad_accum}; "
             "the batch size is the global batch, split over accumulation steps and processes"
         )
+    if t.epochs is not None and t.epochs < 1:
+        raise ConfigError(f"train.epochs = {t.epochs} must be at least 1 (or null to train for train.steps)")
+    if t.val_every < 0:
+        raise ConfigError(f"train.val_every = {t.val_every} must not be negative (0: at every checkpoint)")
     d = config.data
-    if d.num_frames < 1 or d.size < 1:
-        raise ConfigError(f"data.num_frames and data.size must be positive, got {d.num_frames} and {d.size}")
+    _check_size("data.size", d.size)
+    if d.num_frames < 1:
+        raise ConfigError(f"data.num_frames must be positive, got {d.num_frames}")
     if d.num_workers < 0:
         raise ConfigError(f"data.num_workers = {d.num_workers} must not be negative")
+    if d.channels not in (1, 3, 4):
+        raise ConfigError(f"data.channels = {d.channels}: choose 1 (grayscale), 3 (RGB) or 4 (RGBA)")
+    if d.val_split < 0 or (d.val_split >= 1 and d.val_split != int(d.val_split)):
+        raise ConfigError(f"data.val_split = {d.val_split}: give a share below 1 (0.1 holds out a tenth) or a whole number of items (64)")
+    if d.buckets is not None:
+        from .data.buckets import Buckets
+
+        Buckets.from_config(d.buckets, d.hw)  # its own checks, named after the keys
     s = config.sample
     if s.steps < 1:
         raise ConfigError(f"sample.steps = {s.steps} must be at least 1")
-    for key in ("num_frames", "size"):
-        if getattr(s, key) is not None and getattr(s, key) < 1:
-            raise ConfigError(f"sample.{key} = {getattr(s, key)} must be at least 1, or null for the data's")
+    if s.num_frames is not None and s.num_frames < 1:
+        raise ConfigError(f"sample.num_frames = {s.num_frames} must be at least 1, or null for the data's")
+    if s.size is not None:
+        _check_size("sample.size", s.size)
     if s.fps <= 0:
         raise ConfigError(f"sample.fps = {s.fps} must be positive")
     if s.seed < 0:
         raise ConfigError(f"sample.seed = {s.seed} must not be negative")
+    if s.dynamic_threshold is not None and not 0.0 < s.dynamic_threshold <= 1.0:
+        raise ConfigError(f"sample.dynamic_threshold = {s.dynamic_threshold} must be a percentile in (0, 1], e.g. 0.9, or null")
     if config.text.max_length is not None and config.text.max_length < 1:
         raise ConfigError(f"text.max_length = {config.text.max_length} must be at least 1, or null for the encoder's")
     _check_latent(config)
@@ -361,6 +443,17 @@ def validate(config: Config) -> None:
     _check_training_options(config)
     _check_diffusion(config.diffusion)
     _check_sampler(config.sample.sampler)
+
+
+def _check_size(key: str, size: Any) -> None:
+    if isinstance(size, int):
+        values = [size]
+    elif isinstance(size, list) and len(size) == 2:
+        values = size
+    else:
+        raise ConfigError(f"{key} = {size!r}: give one number (square frames) or [height, width]")
+    if any(v < 1 for v in values):
+        raise ConfigError(f"{key} = {size!r} must be at least 1")
 
 
 def _check_latent(config: Config) -> None:
@@ -532,7 +625,7 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
 
 
 def preset_names() -> list[str]:
-    """Names of the presets shipped with the package."""
+    """Names of the presets shipped with the package (not the old names in `PRESET_ALIASES`)."""
     root = resources.files("text2video") / "configs"
     return sorted(p.name[:-5] for p in root.iterdir() if p.name.endswith(".yaml"))
 
@@ -545,6 +638,10 @@ def _read_source(source: str | Path) -> dict[str, Any]:
         text = read_text(path, "config file")
     else:
         names = preset_names()
+        if str(source) in PRESET_ALIASES:
+            new = PRESET_ALIASES[str(source)]
+            logger.warning("preset %r is now called %r (docs/compat.md); loading %r", str(source), new, new)
+            source = new
         if str(source) not in names:
             raise _unknown("preset", str(source), names)
         text = (resources.files("text2video") / "configs" / f"{source}.yaml").read_text()

@@ -23,6 +23,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--out", type=Path, required=True, help="output folder")
     s.add_argument("--frames", type=positive_int, default=8, help="frames per video (default 8)")
     s.add_argument("--size", type=positive_int, default=32, help="frame size in pixels (default 32)")
+    s.add_argument("--height", type=positive_int, default=None, help="frame height (default --size)")
+    s.add_argument("--width", type=positive_int, default=None, help="frame width (default --size)")
+    s.add_argument(
+        "--channels", type=int, choices=(1, 3, 4), default=3, help="3 RGB (default), 1 grayscale, 4 RGBA (transparent background)"
+    )
     s.add_argument("--seed", type=seed_int, default=0)
     s.add_argument("--fps", type=positive_float, default=8.0)
     s.add_argument("--format", choices=("gif", "mp4"), default="gif")
@@ -72,11 +77,14 @@ def run_synth(args: argparse.Namespace) -> int:
 
     if args.n < 1:
         raise DataError(f"--n must be at least 1, got {args.n}")
+    hw = (args.height or args.size, args.width or args.size)
+    if args.channels == 4 and args.format == "mp4":
+        raise DataError("--channels 4 (RGBA) needs --format gif: MP4 has no alpha channel")
     if args.kind == "shapes":
         try:
             holdout = tuple(args.holdout) if args.holdout else DEFAULT_HOLDOUT
             dataset: Any = ShapesDataset(
-                args.n, args.frames, args.size, args.seed, holdout, args.split, background=args.background, fps=args.fps
+                args.n, args.frames, hw, args.seed, holdout, args.split, background=args.background, fps=args.fps, channels=args.channels
             )
         except ValueError as exc:  # a bad holdout rule
             raise DataError(str(exc)) from exc
@@ -85,7 +93,7 @@ def run_synth(args: argparse.Namespace) -> int:
             counts = tuple(int(c) for c in args.digits.split(","))
         except ValueError as exc:
             raise DataError(f"--digits {args.digits!r}: expected 1, 2 or 1,2") from exc
-        dataset = DigitsDataset(args.n, args.frames, args.size, args.seed, num_digits=counts, fps=args.fps)
+        dataset = DigitsDataset(args.n, args.frames, hw, args.seed, num_digits=counts, fps=args.fps, channels=args.channels)
     out: Path = writable_folder(args.out)
     width = max(5, len(str(args.n - 1)))
     with (out / "factors.jsonl").open("w", encoding="utf-8") as factors_file:
@@ -101,7 +109,7 @@ def run_synth(args: argparse.Namespace) -> int:
                 "centres": sample.centres.round(3).tolist(),
             }
             factors_file.write(json.dumps(record) + "\n")
-    print(f"wrote {args.n} {args.kind} videos ({args.frames} frames, {args.size}x{args.size}, {args.fps:g} fps) with captions to {out}")
+    print(f"wrote {args.n} {args.kind} videos ({args.frames} frames, {hw[0]}x{hw[1]}, {args.fps:g} fps) with captions to {out}")
     return 0
 
 

@@ -39,7 +39,7 @@ QUICK_OVERRIDES = [
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "demo",
-        help="train a tiny model on synthetic shapes and judge its videos (offline, CPU, ~15 minutes)",
+        help="train a tiny model on synthetic shapes and judge its videos (offline, CPU, about 10 minutes on 2 cores)",
         description=(
             "Offline end-to-end demo: synthetic captioned shapes (some colour/shape pairs held out), the tiny-cpu "
             "preset with the bundled MiniLM text encoder, videos for seen and held-out prompts, the loss curve, and "

@@ -22,10 +22,12 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
         dest="model",
         required=True,
         help="a run or checkpoint folder, a pipeline folder (text2video export / convert), a diffusers "
-        "TextToVideoSDPipeline / AnimateDiffPipeline / Stable Diffusion folder, a video-diffusion-pytorch .pt, "
-        "or a Hugging Face Hub id of one of these (see docs/pretrained.md)",
+        "TextToVideoSDPipeline / AnimateDiffPipeline / Stable Diffusion folder, a video-diffusion-pytorch .pt (or a folder "
+        "of them, text2video-from-scratch's saved_models/: the latest), or a Hugging Face Hub id of one of these (see docs/pretrained.md)",
     )
-    p.add_argument("--checkpoint", default="latest", help="with a run folder: latest (default) or a checkpoint folder")
+    p.add_argument(
+        "--checkpoint", default="latest", help="with a run folder: latest (default), best (lowest validation loss) or a checkpoint folder"
+    )
     p.add_argument("--no-ema", action="store_true", help="with a run folder: use the live weights, not the EMA weights")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1, mps (default: the best available)")
     add_pretrained_args(p)
@@ -52,6 +54,14 @@ def add_sampling_args(p: argparse.ArgumentParser, *, size: bool = True) -> None:
     p.add_argument("--eta", type=non_negative_float, default=None, help="DDIM's noise: 0 deterministic (default), 1 DDPM-like")
     p.add_argument("--negative-prompt", default=None, help="what the videos should not show")
     p.add_argument(
+        "--dynamic-threshold",
+        type=float,
+        default=None,
+        metavar="P",
+        help="dynamic thresholding of the predicted clean video at percentile P in (0, 1], e.g. 0.9 "
+        "(text2video-from-scratch's use_dynamic_thres; default: the model's sample.dynamic_threshold, else plain clipping)",
+    )
+    p.add_argument(
         "--fps",
         type=positive_float,
         default=None,
@@ -71,7 +81,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "text2video-from-scratch's flags --text, --model_path, --output_dir, --batch_size and --cond_scale are accepted.",
         epilog='example: text2video generate "a red circle moving left" --model runs/tiny-cpu --steps 25 --guidance-scale 3',
     )
-    p.add_argument("prompts", nargs="*", help="one or more prompts")
+    p.add_argument("prompts", nargs="*", help="one or more prompts (none for an unconditional model)")
     p.add_argument("--text", action="append", default=[], help="a prompt (text2video-from-scratch's flag; may repeat)")
     p.add_argument("--prompt-file", default=None, help="a text file with one prompt per line")
     p.add_argument(
@@ -88,7 +98,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run, intermixed="prompts")
 
 
-def collect_prompts(args: argparse.Namespace) -> list[str]:
+NO_PROMPT = 'no prompt given: pass prompts as arguments, with --text "...", or --prompt-file FILE'
+
+
+def collect_prompts(args: argparse.Namespace, required: bool = True) -> list[str]:
+    """The prompts of the arguments, ``--text`` and ``--prompt-file``; none is an error when ``required``."""
     from ..errors import ConfigError
 
     prompts = list(args.prompts) + list(args.text)
@@ -99,8 +113,8 @@ def collect_prompts(args: argparse.Namespace) -> list[str]:
         if not path.is_file():
             raise ConfigError(f"prompt file {path} does not exist")
         prompts += read_lines(path, "prompt file")
-    if not prompts:
-        raise ConfigError('no prompt given: pass prompts as arguments, with --text "...", or --prompt-file FILE')
+    if not prompts and required:
+        raise ConfigError(NO_PROMPT)
     return prompts
 
 
@@ -124,14 +138,22 @@ def report_paths(args: argparse.Namespace, paths: list[Path], prompts: list[str]
 
 
 def run(args: argparse.Namespace) -> int:
-    prompts = collect_prompts(args)
+    prompts = collect_prompts(args, required=False)
     pipe = load_for_cli(args)
+    if pipe.text_encoder is None:  # an unconditional model: --batch-size videos, no prompt
+        if prompts:
+            logger.warning("%s is an unconditional model (no text encoder); the prompts are ignored", args.model)
+        prompts = [""]
+    elif not prompts:
+        from ..errors import ConfigError
+
+        raise ConfigError(NO_PROMPT)
     height = args.height or args.size
     width = args.width or args.size
     out = pipe(
         prompts, num_frames=args.frames, height=height, width=width, steps=args.steps, guidance_scale=args.guidance_scale,
         negative_prompt=args.negative_prompt, seed=args.seed, sampler=args.sampler, num_videos_per_prompt=args.batch_size,
-        eta=args.eta, fps=args.fps,
+        eta=args.eta, fps=args.fps, dynamic_threshold=args.dynamic_threshold,
     )  # fmt: skip
     paths = out.save(args.output_dir, fmt=args.format)
     report_paths(args, paths, out.prompts)

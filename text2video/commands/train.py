@@ -15,9 +15,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "train",
         help="train a model from a config (preset or YAML) with dotted overrides",
         description=(
-            "Train a text-to-video model. CONFIG is a preset name (tiny-cpu, text2video-from-scratch, moving-digits, gpu-64, ...) "
-            "or a YAML file; any key can be overridden as section.key=value (values are YAML). Run on several "
-            "GPUs or processes with `accelerate launch -m text2video.cli train ...`."
+            "Train a text-to-video model. CONFIG is a preset name (tiny-cpu, text2video-from-scratch, moving-digits, gpu-64, ...; "
+            "`text2video config presets` lists them) or a YAML file, also text2video-from-scratch's configs/default.yaml "
+            "(migrated on the fly; the new key names are printed); any key can be overridden as section.key=value "
+            "(values are YAML). Run on several GPUs or processes with `accelerate launch -m text2video.cli train ...`."
         ),
         epilog="example: text2video train --config tiny-cpu train.steps=500 model.dim=32 --run-dir runs/tiny",
     )
@@ -41,18 +42,26 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..config import load_config
+    import sys
+
+    from ..compat import load_any_config
     from ..errors import ConfigError
     from ..runs.folder import refuse_existing_run
     from ..runs.lock import RunLock
 
-    config = load_config(args.config, args.overrides)
+    config, migration = load_any_config(args.config, args.overrides)
+    if migration is not None:  # text2video-from-scratch's layout: say what each key is called here
+        print(f"{args.config} is a text2video-from-scratch config; read as text2video's (write it out with "
+              f"`text2video config migrate {args.config} --out NEW.yaml`):", file=sys.stderr)  # fmt: skip
+        for line in migration.notes:
+            print(f"  {line}", file=sys.stderr)
     if args.print_config:
         print(config.to_yaml(), end="")
         return 0
     if args.resume is not None and args.overwrite:
         raise ConfigError("--resume continues a run and --overwrite deletes it: give one of them")
-    run_dir = Path(args.run_dir) if args.run_dir else Path("runs") / Path(str(args.config)).stem
+    default_dir = migration.run_dir if migration is not None and migration.run_dir else Path("runs") / Path(str(args.config)).stem
+    run_dir = Path(args.run_dir) if args.run_dir else Path(default_dir)
     if os.environ.get("RANK", "0") == "0":  # (under accelerate launch the Trainer checks on every process)
         # refused before anything is built: a folder another process trains into, or an earlier run
         with RunLock(run_dir):

@@ -17,6 +17,7 @@ import csv as _csv
 import io
 from pathlib import Path
 
+from text2video.data.buckets import Buckets
 from text2video.data.files import VideoEntry, VideoFileDataset
 from text2video.data.transforms import ClipSampler, SpatialTransform
 from text2video.errors import DataError
@@ -83,7 +84,7 @@ class CsvVideoDataset(VideoFileDataset):
         video_folder: where the videos are (default: the CSV's folder).
         mode: ``"video"`` (clips of ``num_frames``) or ``"image"`` (one frame, T = 1).
         num_frames, stride, size: clip length, step between frames, output size (AnimateDiff: 16, 4, 256).
-        random_clip, crop, hflip, pad, scan, caption: as in `FolderVideoDataset`.
+        random_clip, crop, hflip, pad, scan, caption, channels, buckets: as in `FolderVideoDataset`.
     """
 
     def __init__(
@@ -101,6 +102,8 @@ class CsvVideoDataset(VideoFileDataset):
         pad: str = "repeat",
         scan: bool = True,
         caption: str = "random",
+        channels: int = 3,
+        buckets: Buckets | None = None,
     ) -> None:
         if mode not in MODES:
             raise DataError(f"unknown CSV dataset mode {mode!r}; choose from: {', '.join(MODES)}")
@@ -116,4 +119,6 @@ class CsvVideoDataset(VideoFileDataset):
             image_mode=mode == "image",
             scan=scan,
             caption=caption,
+            channels=channels,
+            buckets=buckets,
         )

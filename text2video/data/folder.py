@@ -10,6 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Sequence
 
+from text2video.data.buckets import Buckets
 from text2video.data.files import VideoEntry, VideoFileDataset
 from text2video.data.transforms import ClipSampler, SpatialTransform
 from text2video.errors import DataError
@@ -50,6 +51,8 @@ class FolderVideoDataset(VideoFileDataset):
         image_mode: one frame per item (T = 1).
         scan: probe every file now (see `text2video.data.files`).
         suffixes: limit the formats, e.g. ``["gif"]``.
+        channels: 3 (RGB), 1 (grayscale) or 4 (RGBA).
+        buckets: read videos of mixed shapes at their bucket's shape (`text2video.data.buckets`).
     """
 
     def __init__(
@@ -67,6 +70,8 @@ class FolderVideoDataset(VideoFileDataset):
         scan: bool = True,
         caption: str = "random",
         suffixes: Sequence[str] | None = None,
+        channels: int = 3,
+        buckets: Buckets | None = None,
     ) -> None:
         self.root = Path(root)
         if not self.root.is_dir():
@@ -84,4 +89,6 @@ class FolderVideoDataset(VideoFileDataset):
             image_mode=image_mode,
             scan=scan,
             caption=caption,
+            channels=channels,
+            buckets=buckets,
         )

@@ -105,6 +105,8 @@ class STDiT(Presets, ModelMixin, ConfigMixin):
     """Spatio-temporal DiT over ``(B, C, T, H, W)`` video latents (see the module docstring)."""
 
     PRESETS = PRESETS
+    _supports_gradient_checkpointing = True
+    _no_split_modules = ["STDiTBlock"]  # the unit FSDP shards and gathers (train.sharding)
 
     @register_to_config
     def __init__(
@@ -148,6 +150,7 @@ class STDiT(Presets, ModelMixin, ConfigMixin):
             STDiTBlock(hidden_size, num_heads, mlp_ratio, cross_attention=bool(caption_channels)) for _ in range(depth)
         )
         self.final_layer = FinalLayer(hidden_size, self.patch[0] * self.patch[1] * self.patch[2] * self.out_channels)
+        self.gradient_checkpointing = False  # enable_gradient_checkpointing(): each block recomputed in backward
         self._init_weights()
 
     def _init_weights(self) -> None:
@@ -257,7 +260,10 @@ class STDiT(Presets, ModelMixin, ConfigMixin):
         if pooled is not None:
             c = c + pooled.to(c.dtype)
         for block in self.blocks:
-            tokens = block(tokens, c, context, context_mask)
+            if self.gradient_checkpointing and torch.is_grad_enabled():
+                tokens = self._gradient_checkpointing_func(block, tokens, c, context, context_mask)
+            else:
+                tokens = block(tokens, c, context, context_mask)
         patches = self.final_layer(tokens, c)  # (B, T', S, pt*ph*pw*C)
         out = patches.reshape(b, gt, gh, gw, pt, ph, pw, self.out_channels)
         return out.permute(0, 7, 1, 4, 2, 5, 3, 6).reshape(b, self.out_channels, frames, h, w)
@@ -298,9 +304,12 @@ class DiffuserSTDiTModelOutput(BaseOutput):
 
 class DiffuserSTDiT(Presets, ModelMixin, ConfigMixin):
     """A diffusers-style wrapper around `STDiT`: same constructor arguments, a ``forward`` with
-    ``encoder_hidden_states`` and an output object with ``.sample``."""
+    ``encoder_hidden_states`` and an output object with ``.sample``. ``cross_attention_dim`` (the diffusers
+    name of the text width, as the Open-Sora document calls it for this class) sets ``caption_channels``."""
 
     PRESETS = PRESETS
+    _supports_gradient_checkpointing = True
+    _no_split_modules = ["STDiTBlock"]
 
     @register_to_config
     def __init__(
@@ -317,8 +326,11 @@ class DiffuserSTDiT(Presets, ModelMixin, ConfigMixin):
         model_max_length: int = 120,
         class_dropout_prob: float = 0.1,
         pooled_text: bool = False,
+        cross_attention_dim: Optional[int] = None,
     ) -> None:
         super().__init__()
+        if cross_attention_dim is not None:
+            caption_channels = cross_attention_dim
         self.model = STDiT(
             input_size=input_size,
             in_channels=in_channels,

@@ -67,16 +67,23 @@ class PipelineDefaults:
 
 @dataclass
 class VideoOutput:
-    """Generated videos ``(B, C, T, H, W)`` in [-1, 1] on the CPU, with their prompts, fps and seeds."""
+    """Generated videos ``(B, C, T, H, W)`` in [-1, 1] on the CPU, with their prompts, fps and seeds, and the
+    ``settings`` they were sampled with (steps, sampler, guidance, size, ...)."""
 
     videos: torch.Tensor
     prompts: list[str]
     fps: float = 8.0
     seeds: Optional[list[int]] = None
     extras: dict[str, Any] = field(default_factory=dict)
+    settings: dict[str, Any] = field(default_factory=dict)
 
     def __len__(self) -> int:
         return self.videos.shape[0]
+
+    @property
+    def shape(self) -> torch.Size:
+        """The videos' shape ``(B, C, T, H, W)``."""
+        return self.videos.shape
 
     def frames(self, index: int = 0) -> np.ndarray:
         """Video ``index`` as uint8 ``(T, H, W, C)``."""
@@ -84,9 +91,21 @@ class VideoOutput:
 
         return tensor_to_frames(self.videos[index])
 
+    def video_settings(self, index: int) -> dict[str, Any]:
+        """What made video ``index``: its prompt, seed, fps, the sampling settings and its extras (e.g. its weight)."""
+        record: dict[str, Any] = {"prompt": self.prompts[index] if index < len(self.prompts) else ""}
+        if self.seeds is not None and len(self.seeds) == len(self):
+            record["seed"] = self.seeds[index]
+        record["fps"] = self.fps
+        record.update(self.settings)
+        for key, values in self.extras.items():
+            record[key] = values[index] if isinstance(values, (list, tuple)) and len(values) == len(self) else values
+        return record
+
     def save(self, dir_or_path: str | Path, fmt: str = "gif") -> list[Path]:
-        """Write every video. A path with a suffix (``out.mp4``) takes a single video; otherwise the
-        videos go into that folder as ``000_<prompt>.<fmt>``. Returns the written paths."""
+        """Write every video with its prompt (a same-stem ``.txt``, what ``text2video eval --videos`` reads) and
+        its settings (a same-stem ``.json``). A path with a suffix (``out.mp4``) takes a single video; otherwise
+        the videos go into that folder as ``000_<prompt>.<fmt>``. Returns the written video paths."""
         from ..io.video import write_video
 
         target = Path(dir_or_path)
@@ -94,14 +113,27 @@ class VideoOutput:
         if target.suffix:
             if len(self) != 1:
                 raise ConfigError(f"{target} names one file but there are {len(self)} videos; give a folder instead")
-            return [write_video(self.frames(0), target, fps=self.fps)]
-        target.mkdir(parents=True, exist_ok=True)
+            files = [(0, target)]
+        else:
+            target.mkdir(parents=True, exist_ok=True)
+            files = []
+            for i in range(len(self)):
+                prompt = self.prompts[i] if i < len(self.prompts) else ""
+                slug = re.sub(r"[^a-z0-9]+", "_", prompt.lower()).strip("_")[:48] or "video"
+                files.append((i, target / f"{i:03d}_{slug}.{fmt}"))
         paths = []
-        for i in range(len(self)):
-            prompt = self.prompts[i] if i < len(self.prompts) else ""
-            slug = re.sub(r"[^a-z0-9]+", "_", prompt.lower()).strip("_")[:48] or "video"
-            paths.append(write_video(self.frames(i), target / f"{i:03d}_{slug}.{fmt}", fps=self.fps))
+        for i, path in files:
+            paths.append(write_video(self.frames(i), path, fps=self.fps))
+            record = self.video_settings(i)
+            path.with_suffix(".txt").write_text(record["prompt"] + "\n", encoding="utf-8")
+            path.with_suffix(".json").write_text(json.dumps({**record, "video": path.name}, indent=2) + "\n", encoding="utf-8")
         return paths
+
+
+def _plain_settings(options: Mapping[str, Any]) -> dict[str, Any]:
+    """The JSON-able sampling settings of a call (the scheduler config is left out: it is the model's)."""
+    keep = ("steps", "sampler", "guidance_scale", "eta", "clip_x0", "dynamic_threshold", "negative_prompt", "strength", "given_frames")
+    return {k: options[k] for k in keep if k in options and isinstance(options[k], (int, float, str, bool, list, type(None)))}
 
 
 def as_prompt_list(prompt: str | Sequence[str] | None) -> list[str]:
@@ -227,6 +259,16 @@ class VideoPipeline:
             return contextlib.nullcontext()
         return cpu_backend.sampling(self.model)
 
+    def as_pipeline(self, cls: type[VideoPipeline]) -> VideoPipeline:
+        """The same model, text encoder, VAE and defaults behind another pipeline class (no copy of the weights)."""
+        if type(self) is cls:
+            return self
+        pipe = cls(self.model, self.text_encoder, self.objective_config, self.defaults, text_encoder_ref=self.text_encoder_ref,
+                   vae=self.vae, scheduler_config=self.scheduler_config, embed_text_encoder=self.embed_text_encoder)  # fmt: skip
+        if hasattr(self, "source"):
+            pipe.source = self.source
+        return pipe
+
     # ------------------------------------------------------------------------------ latent space
 
     def frame_rate(self, fps: Optional[float]) -> float:
@@ -315,7 +357,13 @@ class VideoPipeline:
         return out
 
     def _finish(
-        self, videos: torch.Tensor, prompts: list[str], seeds: list[int], fps: Optional[float] = None, **extras: Any
+        self,
+        videos: torch.Tensor,
+        prompts: list[str],
+        seeds: Optional[list[int]],
+        fps: Optional[float] = None,
+        settings: Optional[dict[str, Any]] = None,
+        **extras: Any,
     ) -> VideoOutput:
         videos = videos.detach().float()
         if not bool(torch.isfinite(videos).all()):
@@ -325,7 +373,10 @@ class VideoPipeline:
                 "written. The weights may be non-finite (check the run's checkpoints) or the sampling settings extreme"
             )
         fps = float(self.defaults.fps if fps is None else fps)
-        return VideoOutput(videos.clamp(-1, 1).cpu(), prompts, fps, seeds, extras)
+        out = VideoOutput(videos.clamp(-1, 1).cpu(), prompts, fps, seeds, extras)
+        out.settings = {"pipeline": self.pipeline_name, **_plain_settings(settings or {})}
+        out.settings.update(num_frames=int(out.videos.shape[2]), height=int(out.videos.shape[3]), width=int(out.videos.shape[4]))
+        return out
 
     # ---------------------------------------------------------------------------- save and load
 

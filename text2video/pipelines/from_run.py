@@ -21,16 +21,18 @@ def pipeline_defaults(config: Config, vae: Any = None, channels: Optional[int] =
     if vae is not None:
         channels = int(vae.in_channels)
     elif channels is None:
-        channels = int(config.model.kwargs.get("channels", 3) or 3)
+        channels = d.channels
+    height, width = s.hw(d)
     return {
         "num_frames": s.num_frames or d.num_frames,
-        "height": s.size or d.size,
-        "width": s.size or d.size,
+        "height": height,
+        "width": width,
         "channels": channels,
         "fps": s.fps,
         "steps": s.steps,
         "sampler": s.sampler,
         "guidance_scale": s.guidance_scale,
+        "dynamic_threshold": s.dynamic_threshold,
         # max-length (pipeline-style) encoders take the empty prompt as the unconditional input
         "negative_prompt": s.negative_prompt if s.negative_prompt is not None or config.text.padding == "longest" else "",
     }
@@ -52,7 +54,9 @@ def pipeline_from_run(
     from . import PIPELINES
 
     config = read_run_config(run_dir)
-    if text_encoder is None:
+    if config.text.unconditional:
+        text_encoder = None
+    elif text_encoder is None:
         kwargs = {} if config.text.max_length is None else {"max_length": config.text.max_length}
         if config.text.padding != "longest":
             kwargs["padding"] = config.text.padding
@@ -68,6 +72,8 @@ def pipeline_from_run(
     model.eval()
     cls = PIPELINES[kind]
     ref = config.text.encoder if config.text.padding == "longest" else {"path": config.text.encoder, "padding": config.text.padding}
+    if text_encoder is None:
+        ref = None
     pipe = cls(model, text_encoder, objective_config(config), pipeline_defaults(config, vae),
                text_encoder_ref=ref, vae=vae)  # fmt: skip
     if device is not None:

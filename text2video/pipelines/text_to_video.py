@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Optional, Sequence
+from typing import Any, Optional, Sequence
 
 import torch
 
@@ -59,7 +59,8 @@ class TextToVideoPipeline(VideoPipeline):
         shape = self.sample_shape(self.output_shape(len(prompts) * num_videos_per_prompt, num_frames, height, width))
         fps = self.frame_rate(fps)
         cond = self._condition(prompts, num_videos_per_prompt, fps)
-        negative = self._negative(negative_prompt if negative_prompt is not None else d.negative_prompt, shape[0])
+        negative_prompt = negative_prompt if negative_prompt is not None else d.negative_prompt
+        negative = self._negative(negative_prompt, shape[0])
         if generators is None:
             generators, seeds = make_generators(shape[0], seed)
         else:
@@ -70,7 +71,8 @@ class TextToVideoPipeline(VideoPipeline):
             videos = sample(self.model, shape, cond, objective=self.objective, negative_cond=negative,
                             generators=generators, progress=progress, noise=latents, callback=callback, **options)  # fmt: skip
         videos = self.decode(videos)
-        return self._finish(videos, [p for p in prompts for _ in range(num_videos_per_prompt)], seeds, fps)
+        settings = {**options, "negative_prompt": negative_prompt if self.text_encoder is not None else None}
+        return self._finish(videos, [p for p in prompts for _ in range(num_videos_per_prompt)], seeds, fps, settings)
 
     def generate(
         self,
@@ -80,9 +82,10 @@ class TextToVideoPipeline(VideoPipeline):
         width: Optional[int] = None,
         num_steps: Optional[int] = None,
         prompt: str = "",
-        **kwargs,
-    ) -> torch.Tensor:
-        """DiffusionPlayground's ``VideoGenerator.generate``: ``num_samples`` videos ``(N, C, T, H, W)`` in [-1, 1]."""
-        out = self(prompt, num_frames=num_frames, height=height, width=width, steps=num_steps,
-                   num_videos_per_prompt=num_samples, **kwargs)  # fmt: skip
-        return out.videos
+        **kwargs: Any,
+    ) -> VideoOutput:
+        """DiffusionPlayground's ``VideoGenerator.generate``: ``num_samples`` videos of ``prompt`` (none needed by
+        an unconditional model); ``.videos`` is ``(N, C, T, H, W)`` in [-1, 1], ``.save("out/", fmt="mp4")``
+        writes them as MP4."""
+        return self(prompt, num_frames=num_frames, height=height, width=width, steps=num_steps,
+                    num_videos_per_prompt=num_samples, **kwargs)  # fmt: skip

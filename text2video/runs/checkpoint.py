@@ -6,6 +6,8 @@ Layout of a run folder::
     run/checkpoints/step-00001000/   model.safetensors, ema.safetensors, optimizer.pt, scheduler.pt,
                                      scaler.pt (fp16 only), rng.pt, .readers, state.json (written last)
     run/checkpoints/latest           a one-line file naming the newest complete checkpoint folder
+    run/checkpoints/best/            the checkpoint with the lowest validation loss (``data.val_split``);
+                                     ``latest`` and pruning leave it alone
 
 A checkpoint is written into a hidden temporary folder, every file is fsynced, and the folder is renamed
 into place; ``latest`` is then replaced atomically. A crash or kill at any moment leaves ``latest``
@@ -31,12 +33,12 @@ import re
 import shutil
 import uuid
 from pathlib import Path
-from typing import Any, Iterator, Optional
+from typing import Any, Iterator, Mapping, Optional, Union
 
 import numpy as np
 import torch
 from safetensors import safe_open
-from safetensors.torch import load_model, save_model
+from safetensors.torch import load_file, load_model, save_file, save_model
 from torch import nn
 
 from ..errors import CheckpointError, DiskFullError, NonFiniteError
@@ -45,6 +47,7 @@ logger = logging.getLogger(__name__)
 
 CHECKPOINTS = "checkpoints"
 LATEST = "latest"
+BEST = "best"
 STATE_FILE = "state.json"
 READERS = ".readers"
 RUN_RECORD = "run.json"
@@ -236,20 +239,40 @@ def _disk_full(root: Path, step: int, need: int, previous: Optional[Path]) -> Di
     )
 
 
+Weights = Union[nn.Module, Mapping[str, torch.Tensor]]
+
+
+def _weights_state(weights: Weights) -> dict[str, torch.Tensor]:
+    return dict(weights) if isinstance(weights, Mapping) else weights.state_dict()
+
+
+def _write_weights(weights: Weights, path: Path) -> None:
+    """A module (safetensors drops its tied duplicates) or a full state dict gathered from a sharded model."""
+    if isinstance(weights, Mapping):
+        save_file({k: v.detach().contiguous() for k, v in weights.items()}, str(path))
+    else:
+        save_model(weights, str(path))
+
+
 def save_checkpoint(
     run_dir: str | Path,
     step: int,
     *,
-    model: nn.Module,
-    ema_model: Optional[nn.Module] = None,
+    model: Weights,
+    ema_model: Optional[Weights] = None,
     optimizer: Any = None,
     scheduler: Any = None,
     scaler: Any = None,
     state: Optional[dict[str, Any]] = None,
     rng_state: Optional[dict[str, Any]] = None,
     keep: int = 3,
+    name: Optional[str] = None,
 ) -> Path:
     """Write checkpoint ``step`` atomically, point ``latest`` at it, keep the newest ``keep``; return it.
+    ``name`` (`BEST`) writes that folder instead, replacing the previous one: ``latest`` and pruning ignore it.
+
+    ``model`` and ``ema_model`` are modules or full state dicts, ``optimizer`` an optimizer or its state dict
+    (a sharded run gathers them first: `text2video.train.sharding`); the files are the same either way.
 
     Raises `NonFiniteError` (nothing written) when the weights, the EMA or the optimizer state hold a NaN
     or an infinity, and `DiskFullError` (nothing left behind) when the disk cannot take it.
@@ -257,9 +280,9 @@ def save_checkpoint(
     root = checkpoints_dir(run_dir)
     root.mkdir(parents=True, exist_ok=True)
     previous = newest_finite(run_dir)
-    model_state = model.state_dict()
-    ema_state = ema_model.state_dict() if ema_model is not None else {}
-    optim_state = optimizer.state_dict() if optimizer is not None else {}
+    model_state = _weights_state(model)
+    ema_state = _weights_state(ema_model) if ema_model is not None else {}
+    optim_state = (optimizer if isinstance(optimizer, Mapping) else optimizer.state_dict()) if optimizer is not None else {}
     bad = nonfinite_entries(model_state, "model.") + nonfinite_entries(ema_state, "ema.")
     bad += nonfinite_entries(optim_state.get("state", {}), "optimizer.") if optim_state else []
     if bad:
@@ -275,15 +298,15 @@ def save_checkpoint(
     record = {"step": step, **(state or {}), "finite": True}
     if run_id:
         record["run_id"] = run_id
-    final = root / f"step-{step:08d}"
-    tmp = root / f"{_TMP_PREFIX}{step:08d}-{os.getpid()}"
+    final = root / (name or f"step-{step:08d}")
+    tmp = root / f"{_TMP_PREFIX}{step:08d}{'-' + name if name else ''}-{os.getpid()}"
     if tmp.exists():
         shutil.rmtree(tmp)
     try:
         tmp.mkdir()
-        save_model(model, str(tmp / "model.safetensors"))
+        _write_weights(model, tmp / "model.safetensors")
         if ema_model is not None:
-            save_model(ema_model, str(tmp / "ema.safetensors"))
+            _write_weights(ema_model, tmp / "ema.safetensors")
         if optimizer is not None:
             torch.save(optim_state, tmp / "optimizer.pt")
         if scheduler is not None:
@@ -297,7 +320,9 @@ def save_checkpoint(
             _fsync_file(child)
         _fsync_dir(tmp)
         if final.exists() and not _remove_checkpoint(final):
-            shutil.rmtree(tmp)  # a reader holds this very step's folder: it stays, with the same content
+            shutil.rmtree(tmp)  # a reader holds the folder: it stays (a step's has the same content; an older best is kept)
+            if name is not None:
+                logger.warning("%s is being read: it stays as it was, not replaced by step %d", final, step)
         else:
             os.rename(tmp, final)
         _fsync_dir(root)
@@ -309,6 +334,9 @@ def save_checkpoint(
             kept = f"the previous checkpoint {previous} is intact" if previous else "no earlier checkpoint exists"
             raise CheckpointError(f"cannot write checkpoint step {step} into {root}: {exc.strerror or exc}; {kept}") from exc
         raise
+    if name is not None:
+        logger.info("saved checkpoint %s (step %d)", final, step)
+        return final
     try:
         _write_latest(root, final.name)
     except OSError as exc:  # the new checkpoint is complete: `latest` falls back to the newest complete one
@@ -422,7 +450,7 @@ def _pointer_target(root: Path) -> Optional[Path]:
 
 
 def resolve_checkpoint(target: str | Path, run_dir: Optional[str | Path] = None) -> Path:
-    """A checkpoint folder from ``latest`` (needs ``run_dir``), a run folder, or a checkpoint folder.
+    """A checkpoint folder from ``latest`` or ``best`` (both need ``run_dir``), a run folder, or a checkpoint folder.
 
     ``latest`` falls back to the newest complete folder of the run if the pointer is missing or stale, and
     never names a checkpoint of another run.
@@ -431,6 +459,15 @@ def resolve_checkpoint(target: str | Path, run_dir: Optional[str | Path] = None)
         if run_dir is None:
             raise CheckpointError("--resume latest needs a run folder; pass --run-dir or a checkpoint path")
         return _latest(Path(run_dir))
+    if str(target) == BEST:
+        if run_dir is None:
+            raise CheckpointError("the best checkpoint needs a run folder; pass --run-dir or a checkpoint path")
+        best = checkpoints_dir(run_dir) / BEST
+        if not (best / STATE_FILE).is_file():
+            raise CheckpointError(
+                f"{run_dir} has no best checkpoint ({best}): it is kept by the validation loss; train with data.val_split > 0"
+            )
+        return best
     path = Path(target)
     if (path / STATE_FILE).is_file():
         return path
@@ -534,14 +571,7 @@ def _torch_load(path: Path) -> Any:
         raise CheckpointError(f"{path} is corrupt ({str(exc).splitlines()[0][:200]}){_fallback_hint(path.parent)}") from exc
 
 
-def load_weights(module: nn.Module, path: str | Path) -> None:
-    """Load a safetensors state dict into ``module`` (strict). A missing or corrupt file, and weights of
-    another model, are told apart; inside a run the message names the previous intact checkpoint."""
-    path = Path(path)
-
-    def hint() -> str:
-        return _fallback_hint(path.parent) if _STEP_DIR.match(path.parent.name) else ""
-
+def _check_weights_file(path: Path, hint: Any) -> None:
     if not path.is_file():
         raise CheckpointError(f"{path} is missing (deleted or never written){hint()}")
     try:
@@ -549,6 +579,34 @@ def load_weights(module: nn.Module, path: str | Path) -> None:
             handle.keys()
     except Exception as exc:  # noqa: BLE001 - a torn or foreign file
         raise CheckpointError(f"{path} is corrupt or not a safetensors file ({str(exc).splitlines()[0][:200]}){hint()}") from exc
+
+
+def _hint_for(path: Path) -> Any:
+    return lambda: _fallback_hint(path.parent) if _STEP_DIR.match(path.parent.name) else ""
+
+
+def read_weights(path: str | Path) -> dict[str, torch.Tensor]:
+    """The full state dict of a weights file (for a sharded model, which loads it through
+    `text2video.train.sharding`), with `load_weights`' messages for a missing or corrupt file."""
+    path = Path(path)
+    _check_weights_file(path, _hint_for(path))
+    try:
+        return load_file(str(path))
+    except FileNotFoundError as exc:
+        raise CheckpointError(f"{path} disappeared while being read{_hint_for(path)()}") from exc
+
+
+def read_optimizer_state(checkpoint: str | Path) -> dict[str, Any]:
+    """A checkpoint's ``optimizer.pt`` (PyTorch's format: parameters numbered in the optimizer's order)."""
+    return _torch_load(Path(checkpoint) / "optimizer.pt")
+
+
+def load_weights(module: nn.Module, path: str | Path) -> None:
+    """Load a safetensors state dict into ``module`` (strict). A missing or corrupt file, and weights of
+    another model, are told apart; inside a run the message names the previous intact checkpoint."""
+    path = Path(path)
+    hint = _hint_for(path)
+    _check_weights_file(path, hint)
     try:
         missing, unexpected = load_model(module, str(path), strict=False)
     except FileNotFoundError as exc:
@@ -567,17 +625,20 @@ def load_weights(module: nn.Module, path: str | Path) -> None:
 def load_checkpoint(
     checkpoint: str | Path,
     *,
-    model: nn.Module,
+    model: Optional[nn.Module] = None,
     ema_model: Optional[nn.Module] = None,
     optimizer: Any = None,
     scheduler: Any = None,
     scaler: Any = None,
     restore_rng: bool = True,
 ) -> dict[str, Any]:
-    """Restore everything a checkpoint holds into the given objects; return its ``state.json``."""
+    """Restore everything a checkpoint holds into the given objects; return its ``state.json``. A sharded
+    run passes no ``model`` / ``ema_model`` / ``optimizer`` here and loads those through `read_weights` and
+    `read_optimizer_state`."""
     path = Path(checkpoint)
     state = read_state(path)
-    load_weights(model, path / "model.safetensors")
+    if model is not None:
+        load_weights(model, path / "model.safetensors")
     if ema_model is not None:
         ema_file = path / "ema.safetensors"
         load_weights(ema_model, ema_file if ema_file.is_file() else path / "model.safetensors")

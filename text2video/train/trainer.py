@@ -12,11 +12,18 @@ With ``latent.vae`` set the run works in a VAE's latent space: the frozen VAE (`
 encodes each batch, or the whole dataset once into a `LatentDataset` cache (``latent.cache``); the model's
 channels and sizes are filled from the VAE; samples are drawn at the latent shape without x0 clipping and
 decoded. Without a VAE nothing of this runs.
+
+``train.epochs`` sets the steps from the dataset (passes over the training items); ``data.val_split`` holds
+items out for a validation loss (fixed noise and timesteps, so values compare across the run), logged as
+``val_loss`` every ``train.val_every`` steps, the checkpoint with the lowest one kept as ``checkpoints/best``.
+``data.buckets`` draws every batch from one bucket of a mixed-shape dataset. With ``text.encoder: none`` the
+run is unconditional: no text encoder is loaded.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import inspect
 import logging
 import math
@@ -39,11 +46,21 @@ from ..pipelines import TextToVideoPipeline
 from ..pipelines.base import device_memory
 from ..pipelines.from_run import pipeline_defaults
 from ..runs.build import build_configured_model
-from ..runs.checkpoint import clean_leftovers, load_checkpoint, open_checkpoint, save_checkpoint, start_run_record
+from ..runs.checkpoint import (
+    BEST,
+    clean_leftovers,
+    load_checkpoint,
+    open_checkpoint,
+    read_optimizer_state,
+    read_weights,
+    save_checkpoint,
+    start_run_record,
+)
 from ..runs.folder import RUN_CONFIG, clear_run, refuse_existing_run
 from ..runs.lock import RunLock
 from ..text.cache import EmbeddingCache
-from .data import ShardedBatches, collate, seeded_generator
+from . import sharding
+from .data import BucketBatches, ShardedBatches, bucket_keys, collate, seeded_generator
 from .ema import EMA
 from .metrics import MetricsLog, memory_mb, plot_run_losses
 
@@ -75,7 +92,10 @@ def make_adamw(params: list[nn.Parameter], **kwargs: Any) -> torch.optim.AdamW:
 def text_condition(prompts: Any, texts: list[str], device: torch.device | str = "cpu") -> Conditioning:
     """The text `Conditioning` of ``texts`` from a prompt cache (`text2video.text.cache.EmbeddingCache`); empty
     captions are marked dropped, unless the encoder has a null prompt of its own (max-length encoders: the empty
-    prompt is encoded like any other, as the pipelines it came from do)."""
+    prompt is encoded like any other, as the pipelines it came from do). Without a cache (an unconditional run):
+    an empty condition."""
+    if prompts is None:
+        return Conditioning()
     emb = prompts.encode(texts)
     own_null = hasattr(getattr(prompts, "encoder", prompts), "null_prompt")
     empty = torch.tensor([not t and not own_null for t in texts], dtype=torch.bool)
@@ -139,10 +159,22 @@ class Trainer:
         t = config.train
         # several processes without a GPU (torchrun / accelerate launch on a CPU machine): gloo on the CPU
         distributed_cpu = not torch.cuda.is_available() and int(os.environ.get("WORLD_SIZE", "1")) > 1
-        self.accelerator = Accelerator(mixed_precision=t.mixed_precision, cpu=t.cpu or distributed_cpu)
+        on_cpu = t.cpu or not torch.cuda.is_available()
+        if t.sharding == "deepspeed" and on_cpu:
+            raise ConfigError(
+                "train.sharding = deepspeed needs CUDA GPUs (Accelerate runs DeepSpeed only there); on CPU use train.sharding=fsdp"
+            )
+        plugins = {} if on_cpu else sharding.accelerator_kwargs(t)
+        self.accelerator = Accelerator(mixed_precision=t.mixed_precision, cpu=t.cpu or distributed_cpu, **plugins)
         self.device = self.accelerator.device
         self.rank = self.accelerator.process_index
         self.world = self.accelerator.num_processes
+        cpu_fsdp = sharding.requested_fsdp_plugin(t) if on_cpu and self.world > 1 else None
+        if cpu_fsdp is not None:
+            sharding.use_fsdp_on_cpu(self.accelerator, cpu_fsdp)
+        self.sharded = sharding.is_fsdp(self.accelerator)
+        if t.sharding != "none" and self.world == 1:
+            logger.info("train.sharding = %s with one process: nothing to shard, training as usual", t.sharding)
         if t.batch_size % (t.grad_accum * self.world):
             raise ConfigError(
                 f"train.batch_size = {t.batch_size} (the global batch) must be divisible by "
@@ -160,10 +192,26 @@ class Trainer:
         self.accelerator.wait_for_everyone()
 
         self.text_encoder = text_encoder if text_encoder is not None else self._build_text_encoder()
-        self.prompts = self._build_prompt_cache()
+        self.prompts = self._build_prompt_cache() if self.text_encoder is not None else None
         self.objective = objective if objective is not None else self._build_objective()
-        self._loss_takes_step = "step" in inspect.signature(self.objective.loss).parameters
+        loss_params = inspect.signature(self.objective.loss).parameters
+        self._loss_takes_step = "step" in loss_params
+        self._loss_takes_t = "t" in loss_params
         self.dataset = dataset if dataset is not None else self._build_dataset()
+        self.val_dataset = None
+        if config.data.val_split > 0:
+            from ..data.split import split_validation
+
+            self.dataset, self.val_dataset = split_validation(self.dataset, config.data.val_split, t.seed)
+            logger.info("validation split: %d items held out, %d to train on", len(self.val_dataset), len(self.dataset))
+        if t.epochs is not None:
+            steps = math.ceil(self._batches(0).per_epoch * t.epochs / t.grad_accum)
+            logger.info(
+                "train.epochs = %d: %d steps of %d items (%d batches per epoch)", t.epochs, steps, t.batch_size, self._batches(0).per_epoch
+            )
+            self.config = config = dataclasses.replace(config, train=dataclasses.replace(t, steps=steps))
+            t = config.train
+        self.best_val: Optional[float] = None
         self.vae = self._build_vae()
         self.latent_cached = False
         if self.vae is not None and config.latent.cache:
@@ -181,7 +229,13 @@ class Trainer:
             [p for p in self.model.parameters() if p.requires_grad], lr=t.lr, betas=(t.betas[0], t.betas[1]), weight_decay=t.weight_decay
         )
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lr_lambda(config))
+        if self.sharded:
+            blocks = sharding.wrap_blocks(self.accelerator, self.model)
+            logger.info("FSDP over %d processes, sharding blocks %s", self.world, blocks)
         self.wrapped, self.optimizer = self.accelerator.prepare(ConditionedDenoiser(self.model), self.optimizer)
+        if self.sharded:  # the EMA is sharded like the model: each process averages its own shard
+            self.ema.shadow = sharding.shard_like(self.accelerator, self.ema.shadow)
+            sharding.route_through(self.wrapped)  # sampling with the live weights
         self.sample_fn = sample_fn
         self.step = 0
         self.consumed = 0
@@ -206,14 +260,15 @@ class Trainer:
             raise error
 
     def _check_batch_memory(self) -> None:
-        """Refuse clip sizes whose micro-batch alone (3 channels, float32) times a coarse factor for the
+        """Refuse clip sizes whose micro-batch alone (float32) times a coarse factor for the
         activations exceeds the device's memory: a typo such as ``data.size=100000`` fails here, not in the allocator."""
         d = self.config.data
-        need = 16 * 4 * self.micro_batch * 3 * d.num_frames * d.size * d.size
+        height, width = d.hw
+        need = 16 * 4 * self.micro_batch * d.channels * d.num_frames * height * width
         total = device_memory(self.device)
         if total is not None and need > total:
             raise ConfigError(
-                f"a micro-batch of {self.micro_batch} clips of {d.num_frames} frames at {d.size}x{d.size} needs at least "
+                f"a micro-batch of {self.micro_batch} clips of {d.num_frames} frames at {height}x{width} needs at least "
                 f"{need / 2**30:.1f} GB to train, more than the {total / 2**30:.1f} GB of {self.device}; lower data.size, "
                 "data.num_frames or train.batch_size"
             )
@@ -224,8 +279,12 @@ class Trainer:
 
     # ----------------------------------------------------------------- building from the config
     def _build_text_encoder(self) -> Any:
+        """The config's text encoder; None for an unconditional run (``text.encoder: none``)."""
         from ..text import load_text_encoder
 
+        if self.config.text.unconditional:
+            logger.info("text.encoder = none: an unconditional model, no text encoder loaded")
+            return None
         kwargs = {} if self.config.text.max_length is None else {"max_length": self.config.text.max_length}
         if self.config.text.padding != "longest":
             kwargs["padding"] = self.config.text.padding
@@ -247,7 +306,12 @@ class Trainer:
         from ..data import make_dataset
 
         d = self.config.data
-        return make_dataset(d.kind, num_frames=d.num_frames, size=d.size, **d.options)
+        options = {"num_frames": d.num_frames, "size": d.size, "channels": d.channels, **d.options}
+        if d.buckets is not None:
+            from ..data.buckets import Buckets
+
+            options["buckets"] = Buckets.from_config(d.buckets, d.hw, d.num_frames)
+        return make_dataset(d.kind, **options)
 
     def _build_model(self) -> nn.Module:
         return build_configured_model(self.config, getattr(self.text_encoder, "dim", None), vae=self.vae, text_encoder=self.text_encoder)
@@ -329,19 +393,28 @@ class Trainer:
             "nonfinite_run": self.nonfinite_run,
             "ema": self.ema.state_dict(),
             "world_size": self.world,
+            "best_val_loss": self.best_val,
         }
 
     def _batches(self, consumed: int) -> ShardedBatches:
+        """The run's resumable batch order: one bucket per batch for a bucketed dataset."""
+        keys = bucket_keys(self.dataset)
+        if keys is not None:
+            return BucketBatches(keys, self.micro_batch * self.world, self.rank, self.world, self.config.train.seed, consumed)
         return ShardedBatches(len(self.dataset), self.micro_batch * self.world, self.rank, self.world, self.config.train.seed, consumed)
 
-    def save(self) -> Optional[Path]:
-        """Write a checkpoint of the current step (main process only); every process waits for it."""
+    def save(self, name: Optional[str] = None, **extra: Any) -> Optional[Path]:
+        """Write a checkpoint of the current step (main process only); every process waits for it. ``name``
+        (`BEST`) writes that named folder; ``extra`` goes into its ``state.json``."""
         path = None
         error: Optional[Exception] = None
         self.accelerator.wait_for_everyone()
+        gathered = None
+        if self.sharded:  # every process takes part in gathering the full state
+            gathered = sharding.gather_for_checkpoint(self.unwrapped, self.ema.shadow, self.optimizer.optimizer)
         if self.accelerator.is_main_process:
             try:
-                path = self._save_checkpoint()
+                path = self._save_checkpoint(name, extra, gathered)
             except Text2VideoError as exc:  # non-finite weights, disk full: every process stops alike
                 error = exc
         if self.world > 1:
@@ -354,38 +427,58 @@ class Trainer:
             raise error
         return path
 
-    def _save_checkpoint(self) -> Path:
+    def _save_checkpoint(
+        self, name: Optional[str] = None, extra: Optional[dict[str, Any]] = None, gathered: Optional[tuple[dict, dict, dict]] = None
+    ) -> Path:
+        model, ema, optimizer = gathered if gathered is not None else (self.unwrapped, self.ema.shadow, self.optimizer)
         path = save_checkpoint(
             self.run_dir,
             self.step,
-            model=self.unwrapped,
-            ema_model=self.ema.shadow,
-            optimizer=self.optimizer,
+            model=model,
+            ema_model=ema,
+            optimizer=optimizer,
             scheduler=self.scheduler,
             scaler=self.accelerator.scaler,
-            state=self._state(),
+            state={**self._state(), **(extra or {})},
             keep=self.config.train.keep_checkpoints,
+            name=name,
         )
         plot_run_losses(self.run_dir)
         return path
 
     def resume(self, target: str | Path = "latest") -> Path:
         """Restore a checkpoint (``latest`` of this run, a run folder or a checkpoint folder)."""
+        if sharding.is_deepspeed(self.accelerator):
+            raise CheckpointError(
+                "resuming under DeepSpeed is not supported (its partitioned optimizer state is not in the checkpoint); "
+                "resume with train.sharding=fsdp or none"
+            )
         with open_checkpoint(target, self.run_dir) as path:
             state = load_checkpoint(
                 path,
-                model=self.unwrapped,
-                ema_model=self.ema.shadow,
-                optimizer=self.optimizer,
+                model=None if self.sharded else self.unwrapped,
+                ema_model=None if self.sharded else self.ema.shadow,
+                optimizer=None if self.sharded else self.optimizer,
                 scheduler=self.scheduler,
                 scaler=self.accelerator.scaler,
             )
+            if self.sharded:  # every process reads the full files and keeps its shard
+                ema_file = path / "ema.safetensors"
+                sharding.load_sharded(
+                    self.unwrapped,
+                    self.ema.shadow,
+                    self.optimizer.optimizer,
+                    read_weights(path / "model.safetensors"),
+                    read_weights(ema_file if ema_file.is_file() else path / "model.safetensors"),
+                    read_optimizer_state(path),
+                )
         if state.get("world_size", self.world) != self.world:
             logger.warning("resuming a %s-process run on %s processes: the data order changes", state["world_size"], self.world)
         self.step = int(state["step"])
         self.consumed = int(state["consumed_batches"])
         self.nonfinite_total = int(state.get("nonfinite_total", 0))
         self.nonfinite_run = int(state.get("nonfinite_run", 0))
+        self.best_val = state.get("best_val_loss")
         self.ema.load_state_dict(state["ema"])
         logger.info("resumed from %s at step %d (epoch %d, item %d)", path, self.step, state["epoch"], state["index_in_epoch"])
         return path
@@ -468,6 +561,71 @@ class Trainer:
             )
         return float(loss_mean.item()) if applied else float("nan"), grad_norm
 
+    # ----------------------------------------------------------------- validation
+    def _val_batches(self) -> list[list[int]]:
+        """The validation items in batches of ``micro_batch`` (one bucket per batch), this process's share."""
+        keys = bucket_keys(self.val_dataset)
+        groups: dict[Any, list[int]] = {}
+        for index, key in enumerate(keys if keys is not None else [None] * len(self.val_dataset)):
+            groups.setdefault(key, []).append(index)
+        batches = [items[i : i + self.micro_batch] for items in groups.values() for i in range(0, len(items), self.micro_batch)]
+        mine = batches[self.rank :: self.world]
+        if self.sharded and batches:  # a sharded model's forward is collective: every process runs as many
+            rounds = -(-len(batches) // self.world)
+            mine += [[]] * (rounds - len(mine))  # empty: a forward of the first batch, not counted
+        return mine
+
+    @torch.no_grad()
+    def validate(self) -> float:
+        """Mean loss of the EMA weights on the validation split. Every batch has its own fixed generator (noise,
+        frame masks and, for a diffusion objective, uniform timesteps), so values compare across the run."""
+        model = self.ema.shadow
+        was_training = model.training
+        model.eval()
+        wrapped = model if self.sharded else ConditionedDenoiser(model)  # sharded: forward_cond goes through its FSDP root
+        total = torch.zeros(2, device=self.device)
+        timesteps = getattr(self.objective, "num_train_timesteps", None)
+        try:
+            for number, indices in enumerate(self._val_batches()):
+                counted = bool(indices)
+                batch = collate([self.val_dataset[i] for i in (indices or [0])])
+                gen = seeded_generator(self.config.train.seed, 0x7A11, number, self.rank, device=self.device)
+                x0 = batch["video"].to(self.device)
+                if self.vae is not None:
+                    x0 = self.vae.encode(x0, posterior="mode")
+                cond = text_condition(self.prompts, list(batch["text"]), self.device)
+                cond.fps = batch["fps"].to(self.device)
+                kwargs: dict[str, Any] = {}
+                if self._loss_takes_t and timesteps:
+                    kwargs["t"] = torch.randint(0, int(timesteps), (x0.shape[0],), generator=gen, device=self.device)
+                with self.accelerator.autocast():
+                    loss, _ = self.objective.loss(wrapped, x0, cond, generator=gen, **kwargs)
+                if counted:
+                    total += torch.stack([loss.detach().float() * x0.shape[0], torch.tensor(float(x0.shape[0]), device=self.device)])
+        finally:
+            model.train(was_training)
+        if self.world > 1:
+            total = self.accelerator.reduce(total, "sum")
+        return float(total[0] / total[1].clamp(min=1.0))
+
+    def _validation_due(self) -> bool:
+        t = self.config.train
+        if self.val_dataset is None:
+            return False
+        every = t.val_every or t.save_every or t.steps
+        return self.step % every == 0 or self.step == t.steps
+
+    def _validate_and_keep_best(self) -> float:
+        """The validation loss now; a new lowest one writes ``checkpoints/best`` (every process takes part)."""
+        value = self.validate()
+        if math.isfinite(value) and (self.best_val is None or value < self.best_val):
+            self.best_val = value
+            self.save(name=BEST, val_loss=value)
+            logger.info("step %d: validation loss %.5f, the best so far: checkpoints/%s", self.step, value, BEST)
+        else:
+            logger.info("step %d: validation loss %.5f (best %.5f)", self.step, value, self.best_val)
+        return value
+
     # ----------------------------------------------------------------- the loop
     def train(self, resume: Optional[str | Path] = None) -> TrainResult:
         """Run until ``train.steps`` (or a signal / ``train.max_minutes``); checkpoints on the way and at the end."""
@@ -523,6 +681,8 @@ class Trainer:
                     rate = (self.step - last_log_step) / max(now - last_log, 1e-9)
                     last_log, last_log_step = now, self.step
                     row.update(steps_per_s=rate, samples_per_s=rate * t.batch_size, memory_mb=memory_mb(self.device))
+                if self._validation_due():
+                    row["val_loss"] = self._validate_and_keep_best()
                 if log is not None:
                     log.write(row)
                 if bar is not None:
@@ -620,9 +780,9 @@ class Trainer:
         """``sample_fn(model, shape, cond, generators)`` (tests, custom samplers); latents are decoded."""
         s = self.config.sample
         frames = s.num_frames or self.config.data.num_frames
-        size = s.size or self.config.data.size
+        height, width = s.hw(self.config.data)
         channels = self._pipeline_defaults()["channels"]
-        shape = (len(prompts), channels, frames, size, size)
+        shape = (len(prompts), channels, frames, height, width)
         if self.vae is not None:
             shape = self.vae.latent_shape(shape)
         cond = text_condition(self.prompts, list(prompts), self.device)
@@ -631,10 +791,13 @@ class Trainer:
         return self.vae.decode(video) if self.vae is not None else video
 
     def sample_grid(self) -> Optional[Path]:
-        """Sample the config's fixed prompts (every process takes part) and save a captioned GIF grid."""
+        """Sample the config's fixed prompts (every process takes part) and save a captioned GIF grid. An
+        unconditional run draws as many videos as there are prompts."""
         prompts = list(self.config.sample.prompts)
         if not prompts:
             return None
+        if self.prompts is None:
+            prompts = [f"sample {i}" for i in range(len(prompts))]
         try:
             video = self.generate(prompts)
         except NonFiniteError as exc:  # a bad sample must not end the run: nothing is written, training goes on
