@@ -37,6 +37,7 @@ class RunArgs:
         (``diffusion.frame_mask_prob`` > 0) whose ``in_channels`` equals the video's channels C gets 2C + 1.
     text_off: the value of ``text`` in an unconditional run (``text.encoder: none``), or `KEEP`.
     text_alias: another name of ``text`` the model accepts (checked instead when the config sets it).
+    text_only: boolean options that need the text branch, switched off in an unconditional run that removes it.
     """
 
     text: Optional[str] = None
@@ -47,15 +48,22 @@ class RunArgs:
     image_channels: bool = False
     text_off: Any = KEEP
     text_alias: Optional[str] = None
+    text_only: tuple[str, ...] = ()
 
 
 #: registered model name -> its run arguments
 RUN_ARGS: dict[str, RunArgs] = {
     "unet3d": RunArgs(text="cond_dim", channels=True, text_off=None),
     "unet3d_condition": RunArgs(text="cross_attention_dim", in_out=True, size="sample_size"),
-    "stdit": RunArgs(text="caption_channels", in_out=True, size="input_size", image_channels=True, text_off=0),
+    "stdit": RunArgs(text="caption_channels", in_out=True, size="input_size", image_channels=True, text_off=0, text_only=("pooled_text",)),
     "diffuser_stdit": RunArgs(
-        text="caption_channels", in_out=True, size="input_size", image_channels=True, text_off=0, text_alias="cross_attention_dim"
+        text="caption_channels",
+        in_out=True,
+        size="input_size",
+        image_channels=True,
+        text_off=0,
+        text_alias="cross_attention_dim",
+        text_only=("pooled_text",),
     ),
     "unet_stic": RunArgs(text="cross_attention_dim", in_out=True, size="sample_size", image_channels=True),
     "segdit": RunArgs(pooled="text_embed_dim", in_out=True, size="sample_size"),
@@ -162,6 +170,10 @@ def configured_model_kwargs(
     text_key = args.text_alias if args.text_alias and kwargs.get(args.text_alias) is not None else args.text
     if config.text.unconditional and text_key is not None and args.text_off is not KEEP:
         kwargs[text_key] = args.text_off  # no text branch at all
+        for option in args.text_only:
+            if kwargs.get(option):
+                logger.info("model.%s is off in an unconditional run (it needs the text branch)", option)
+                kwargs[option] = False
     elif text_dim is not None and text_key is not None:
         _fill_text(kwargs, text_key, text_dim, text_encoder)
     if not config.text.unconditional and text_dim is not None and args.pooled is not None and kwargs.get(args.pooled) is None:
