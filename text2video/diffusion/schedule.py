@@ -77,6 +77,56 @@ SAMPLERS: MappingProxyType[str, tuple[str, MappingProxyType[str, Any]]] = Mappin
         "unipc": ("UniPCMultistepScheduler", MappingProxyType({"solver_order": 2})),
     }
 )
+#: The same sampler names on a rectified-flow model (``objective: flow``): diffusers' flow-matching Euler and
+#: the flow variants of UniPC and DPM-Solver++ (``use_flow_sigmas``; the loop hands them a velocity). On a
+#: straight path the deterministic DDIM update is exactly the Euler step, and DDPM's / Euler ancestral's
+#: re-noising is flow-matching Euler's ``stochastic_sampling``.
+FLOW_SAMPLERS: MappingProxyType[str, tuple[str, MappingProxyType[str, Any]]] = MappingProxyType(
+    {
+        "ddpm": (
+            "DPMSolverMultistepScheduler",
+            MappingProxyType(
+                {
+                    "use_flow_sigmas": True,
+                    "prediction_type": "flow_prediction",
+                    "algorithm_type": "sde-dpmsolver++",
+                    "solver_order": 1,
+                    "final_sigmas_type": "zero",
+                }
+            ),
+        ),
+        "ddim": ("FlowMatchEulerDiscreteScheduler", MappingProxyType({})),
+        "dpmpp_2m": (
+            "DPMSolverMultistepScheduler",
+            MappingProxyType(
+                {
+                    "use_flow_sigmas": True,
+                    "prediction_type": "flow_prediction",
+                    "algorithm_type": "dpmsolver++",
+                    "solver_order": 2,
+                    "final_sigmas_type": "zero",
+                }
+            ),
+        ),
+        "euler": ("FlowMatchEulerDiscreteScheduler", MappingProxyType({})),
+        "euler_ancestral": (
+            "DPMSolverMultistepScheduler",
+            MappingProxyType(
+                {
+                    "use_flow_sigmas": True,
+                    "prediction_type": "flow_prediction",
+                    "algorithm_type": "sde-dpmsolver++",
+                    "solver_order": 1,
+                    "final_sigmas_type": "zero",
+                }
+            ),
+        ),
+        "unipc": (
+            "UniPCMultistepScheduler",
+            MappingProxyType({"use_flow_sigmas": True, "prediction_type": "flow_prediction", "solver_order": 2}),
+        ),
+    }
+)
 #: other spellings accepted for a sampler name.
 SAMPLER_ALIASES: MappingProxyType[str, str] = MappingProxyType(
     {

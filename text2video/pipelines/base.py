@@ -21,7 +21,8 @@ import torch
 
 from ..backends import cpu as cpu_backend
 from ..diffusion.conditioning import Conditioning
-from ..diffusion.objective import DiffusionObjective, ObjectiveConfig
+from ..diffusion.objective import ObjectiveConfig
+from ..diffusion.objectives import make_objective
 from ..errors import CheckpointError, ConfigError, ModelError
 
 logger = logging.getLogger(__name__)
@@ -135,7 +136,7 @@ class VideoPipeline:
         self.model = model
         self.vae = vae
         self.text_encoder = text_encoder
-        self.objective = DiffusionObjective(objective_config)
+        self.objective = make_objective(objective_config)
         self.defaults = defaults if isinstance(defaults, PipelineDefaults) else PipelineDefaults.from_dict(defaults)
         if text_encoder_ref is None and text_encoder is not None:
             text_encoder_ref = "default"

@@ -185,9 +185,9 @@ class Trainer:
         return EmbeddingCache(root, self.text_encoder)
 
     def _build_objective(self) -> Any:
-        from ..diffusion.objective import DiffusionObjective
+        from ..diffusion.objectives import make_objective
 
-        return DiffusionObjective(objective_config(self.config))
+        return make_objective(objective_config(self.config))
 
     def _build_dataset(self) -> Any:
         from ..data import make_dataset
