@@ -43,6 +43,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--size", type=int, default=None, help="frame size (default: the pipeline's / the videos')")
     p.add_argument("--steps", type=int, default=None, help="sampling steps (default: the pipeline's)")
     p.add_argument("--guidance-scale", type=float, default=None, help="classifier-free guidance scale")
+    p.add_argument("--sampler", default=None, help="ddpm, ddim, dpmpp_2m, euler, euler_ancestral, unipc (default: the pipeline's)")
     p.add_argument("--seed", type=int, default=0, help="seed of prompts, samples and reference videos (default 0)")
     p.add_argument("--batch-size", type=int, default=8, help="videos per generation batch (default 8)")
     p.add_argument(
@@ -109,7 +110,8 @@ def _generate(args: argparse.Namespace, prompts: list[str], device: str, out_dir
     options = {
         k: v
         for k, v in dict(
-            num_frames=args.frames, height=args.size, width=args.size, steps=args.steps, guidance_scale=args.guidance_scale
+            num_frames=args.frames, height=args.size, width=args.size, steps=args.steps, guidance_scale=args.guidance_scale,
+            sampler=args.sampler,
         ).items()
         if v is not None
     }
@@ -233,7 +235,7 @@ def run(args: argparse.Namespace) -> int:
             "seed": args.seed,
             "frames": sorted({int(v.shape[1]) for v in videos}),
             "size": sorted({f"{v.shape[-2]}x{v.shape[-1]}" for v in videos}),
-            **({"steps": args.steps, "guidance_scale": args.guidance_scale, "fps": fps} if args.model else {}),
+            **({"steps": args.steps, "sampler": args.sampler, "guidance_scale": args.guidance_scale, "fps": fps} if args.model else {}),
         },
         "items": [v.to_dict() for v in verdicts],
     }
