@@ -92,7 +92,13 @@ class DiffusionConfig:
 
 @dataclass
 class TrainConfig:
-    """Optimisation, schedule, EMA, guidance training, logging and checkpoint settings."""
+    """Optimisation, schedule, EMA, guidance training, logging and checkpoint settings.
+
+    ``init_from`` starts from the weights of another model: a run, checkpoint or pipeline folder (anything
+    `text2video.pipelines.load_pipeline` reads), a ``save_pretrained`` model folder or a ``.safetensors``
+    file. ``lora`` (rank, alpha, dropout, targets; see `text2video.models.lora.LoraSettings`) trains a LoRA
+    adapter on that frozen model instead of the model itself; checkpoints then hold the adapter only.
+    """
 
     steps: int = 1000
     batch_size: int = 8
@@ -123,6 +129,7 @@ class TrainConfig:
     trainable: Literal["all", "motion_modules"] = "all"
     gradient_checkpointing: bool = False
     init_from: Optional[str] = None
+    lora: Optional[dict[str, Any]] = None
 
 
 @dataclass
@@ -345,6 +352,17 @@ def _check_training_options(config: Config) -> None:
     from .models.registry import model_class
 
     t = config.train
+    if t.lora is not None:
+        from .models.lora import LoraSettings
+
+        LoraSettings.from_dict(t.lora)
+        if not t.init_from:
+            raise ConfigError(
+                "train.lora fine-tunes an existing model: set train.init_from to a run, checkpoint or pipeline folder "
+                "(or a save_pretrained model folder)"
+            )
+        if t.trainable != "all":
+            raise ConfigError("train.lora decides what trains: use train.lora.targets=motion instead of train.trainable=motion_modules")
     if t.trainable == "all" and not t.gradient_checkpointing:
         return
     try:

@@ -110,7 +110,11 @@ def _generate(args: argparse.Namespace, prompts: list[str], device: str, out_dir
     options = {
         k: v
         for k, v in dict(
-            num_frames=args.frames, height=args.size, width=args.size, steps=args.steps, guidance_scale=args.guidance_scale,
+            num_frames=args.frames,
+            height=args.size,
+            width=args.size,
+            steps=args.steps,
+            guidance_scale=args.guidance_scale,
             sampler=args.sampler,
         ).items()
         if v is not None

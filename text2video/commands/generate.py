@@ -22,6 +22,14 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--checkpoint", default="latest", help="with a run folder: latest (default) or a checkpoint folder")
     p.add_argument("--no-ema", action="store_true", help="with a run folder: use the live weights, not the EMA weights")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1, mps (default: the best available)")
+    p.add_argument(
+        "--lora",
+        action="append",
+        default=[],
+        metavar="PATH[:SCALE]",
+        help="a LoRA adapter (a .safetensors file, its folder, or a LoRA run folder) at SCALE (default 1); may repeat. "
+        "The adapters are merged into the weights before sampling",
+    )
 
 
 def add_sampling_args(p: argparse.ArgumentParser, *, size: bool = True) -> None:
@@ -85,9 +93,15 @@ def load_for_cli(args: argparse.Namespace, kind: str = "TextToVideoPipeline") ->
     import torch
 
     from ..pipelines import load_pipeline
+    from ..pipelines.lora import parse_lora_spec
 
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    return load_pipeline(args.model, kind, checkpoint=args.checkpoint, use_ema=not args.no_ema, device=device)
+    pipe = load_pipeline(args.model, kind, checkpoint=args.checkpoint, use_ema=not args.no_ema, device=device)
+    for spec in getattr(args, "lora", None) or []:
+        path, scale = parse_lora_spec(spec)
+        pipe.load_lora(path, scale)
+    pipe.fuse_lora()  # one merged model samples as fast as the base
+    return pipe
 
 
 def report_paths(args: argparse.Namespace, paths: list[Path], prompts: list[str]) -> None:

@@ -48,6 +48,15 @@ def diffusers_key(key: str) -> str | None:
     return key
 
 
+def to_diffusers_key(key: str) -> str:
+    """The diffusers ``UNetMotionModel`` name of one of our parameter or module names (the inverse of
+    `diffusers_key` for the names both have; motion modules keep the name ``motion_modules``)."""
+    key = f".{key}."
+    for old, new in _RENAMES[:5]:
+        key = key.replace(new, old)
+    return key[1:-1]
+
+
 def original_animatediff_key(key: str) -> str:
     """Diffusers ``MotionAdapter`` name of a key in the original AnimateDiff checkpoint layout."""
     for old, new in (

@@ -1,6 +1,7 @@
 """From a run folder to a pipeline: the model of a checkpoint (EMA weights by default) with the run's
 text encoder, VAE (latent runs), objective and sampling defaults; `export_run` writes it as a pipeline
-folder (with ``vae/`` for a latent run)."""
+folder (with ``vae/`` for a latent run). A LoRA run's model is its base (``train.init_from``) with the
+checkpoint's adapter merged into the weights."""
 
 from __future__ import annotations
 
@@ -57,10 +58,13 @@ def pipeline_from_run(
         text_encoder = load_text_encoder(config.text.encoder, **kwargs)
     vae = load_run_vae(config, run_dir, device, required_copy=True)
     model = build_configured_model(config, getattr(text_encoder, "dim", None), vae=vae, text_encoder=text_encoder)
-    weights = path / ("ema.safetensors" if use_ema else "model.safetensors")
-    if not weights.is_file():
-        weights = path / "model.safetensors"
-    load_weights(model, weights)
+    if config.train.lora is not None:
+        _load_lora_run(model, config, path, use_ema)
+    else:
+        weights = path / ("ema.safetensors" if use_ema else "model.safetensors")
+        if not weights.is_file():
+            weights = path / "model.safetensors"
+        load_weights(model, weights)
     model.eval()
     cls = PIPELINES[kind]
     pipe = cls(model, text_encoder, objective_config(config), pipeline_defaults(config, vae),
@@ -68,6 +72,20 @@ def pipeline_from_run(
     if device is not None:
         pipe.to(device)
     return pipe
+
+
+def _load_lora_run(model: Any, config: Config, checkpoint: Path, use_ema: bool) -> None:
+    """The base of a LoRA run (``train.init_from``) with the checkpoint's adapter merged in."""
+    from ..models.lora import LoraSettings, add_lora, load_lora_weights, merge_lora
+    from ..runs.checkpoint import EMA_LORA_WEIGHTS, LORA_WEIGHTS
+    from .initial import load_initial_weights
+
+    load_initial_weights(model, config.train.init_from)
+    add_lora(model, LoraSettings.from_dict(config.train.lora))
+    weights = checkpoint / (EMA_LORA_WEIGHTS if use_ema else LORA_WEIGHTS)
+    load_lora_weights(model, weights if weights.is_file() else checkpoint / LORA_WEIGHTS)
+    merge_lora(model)
+    model.requires_grad_(False)
 
 
 def export_run(run_dir: str | Path, out: str | Path, checkpoint: str | Path = "latest", *, use_ema: bool = True) -> Path:

@@ -4,6 +4,10 @@ Layout of a run folder::
 
     run/checkpoints/step-00001000/   model.safetensors, ema.safetensors, optimizer.pt, scheduler.pt,
                                      scaler.pt (fp16 only), rng.pt, state.json (written last)
+
+A LoRA run (``train.lora``) writes its adapter instead of the model: ``lora.safetensors`` and
+``ema_lora.safetensors`` (`text2video.models.lora`'s file, a few MB, loadable by diffusers too); its
+frozen base is ``train.init_from``, and the optimizer state is the adapter's alone.
     run/checkpoints/latest           a one-line file naming the newest complete checkpoint folder
 
 A checkpoint is written into a hidden temporary folder, every file is fsynced, and the folder is renamed
@@ -34,6 +38,8 @@ logger = logging.getLogger(__name__)
 CHECKPOINTS = "checkpoints"
 LATEST = "latest"
 STATE_FILE = "state.json"
+LORA_WEIGHTS = "lora.safetensors"
+EMA_LORA_WEIGHTS = "ema_lora.safetensors"
 _STEP_DIR = re.compile(r"^step-(\d+)$")
 
 
@@ -120,6 +126,7 @@ def save_checkpoint(
     state: Optional[dict[str, Any]] = None,
     rng_state: Optional[dict[str, Any]] = None,
     keep: int = 3,
+    lora: bool = False,
 ) -> Path:
     """Write checkpoint ``step`` atomically, point ``latest`` at it, keep the newest ``keep``; return it."""
     root = checkpoints_dir(run_dir)
@@ -130,9 +137,16 @@ def save_checkpoint(
         shutil.rmtree(tmp)
     tmp.mkdir()
     try:
-        save_model(model, str(tmp / "model.safetensors"))
-        if ema_model is not None:
-            save_model(ema_model, str(tmp / "ema.safetensors"))
+        if lora:
+            from ..models.lora import save_lora
+
+            save_lora(model, tmp / LORA_WEIGHTS)
+            if ema_model is not None:
+                save_lora(ema_model, tmp / EMA_LORA_WEIGHTS)
+        else:
+            save_model(model, str(tmp / "model.safetensors"))
+            if ema_model is not None:
+                save_model(ema_model, str(tmp / "ema.safetensors"))
         if optimizer is not None:
             torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
         if scheduler is not None:
@@ -242,10 +256,18 @@ def load_checkpoint(
     """Restore everything a checkpoint holds into the given objects; return its ``state.json``."""
     path = Path(checkpoint)
     state = read_state(path)
-    load_weights(model, path / "model.safetensors")
-    if ema_model is not None:
-        ema_file = path / "ema.safetensors"
-        load_weights(ema_model, ema_file if ema_file.is_file() else path / "model.safetensors")
+    if (path / LORA_WEIGHTS).is_file():  # a LoRA run: the adapters on the (already loaded) base
+        from ..models.lora import load_lora_weights
+
+        load_lora_weights(model, path / LORA_WEIGHTS)
+        if ema_model is not None:
+            ema_file = path / EMA_LORA_WEIGHTS
+            load_lora_weights(ema_model, ema_file if ema_file.is_file() else path / LORA_WEIGHTS)
+    else:
+        load_weights(model, path / "model.safetensors")
+        if ema_model is not None:
+            ema_file = path / "ema.safetensors"
+            load_weights(ema_model, ema_file if ema_file.is_file() else path / "model.safetensors")
     if optimizer is not None:
         optimizer.load_state_dict(_torch_load(path / "optimizer.pt"))
     if scheduler is not None:

@@ -153,6 +153,7 @@ class Trainer:
         self.model = model if model is not None else self._build_model()
         if t.init_from:
             self._load_initial_weights(self.model, t.init_from)
+        self.lora = self._add_lora(self.model)
         self._apply_training_options(self.model)
         if self.device.type == "cpu":
             cpu_backend.install(self.model)  # the EMA copy below inherits the fast layers
@@ -223,22 +224,28 @@ class Trainer:
         self.latent_cached = True
         return cached
 
-    @staticmethod
-    def _load_initial_weights(model: nn.Module, source: str) -> None:
-        """``train.init_from``: the weights of a ``save_pretrained`` folder (e.g. ``text2video convert``'s
-        output) or a ``.safetensors`` file, loaded strictly before the first step."""
-        from ..runs.checkpoint import load_weights
+    def _load_initial_weights(self, model: nn.Module, source: str) -> None:
+        """``train.init_from``: the weights of a run, checkpoint or pipeline folder (through `load_pipeline`),
+        a ``save_pretrained`` folder or a ``.safetensors`` file, loaded strictly before the first step. The
+        saved config names it by its absolute path (a LoRA run needs it again to sample)."""
+        from ..pipelines.initial import load_initial_weights
 
-        path = Path(source).expanduser()
-        if path.is_dir():
-            path = path / "diffusion_pytorch_model.safetensors"
-        if not path.is_file():
-            raise ConfigError(
-                f"train.init_from = {source!r}: no such weights file ({path}); give a folder written by "
-                "save_pretrained / text2video convert, or a .safetensors file"
-            )
-        load_weights(model, path)
-        logger.info("initial weights loaded from %s", path)
+        found = load_initial_weights(model, source)
+        self.config.train.init_from = str(found.source)
+        ours = getattr(getattr(self.objective, "config", None), "objective", None)
+        if found.objective is not None and ours is not None and found.objective != ours:
+            logger.warning("train.init_from was trained with objective=%s; this run trains with objective=%s", found.objective, ours)
+
+    def _add_lora(self, model: nn.Module) -> Optional[dict[str, Any]]:
+        """``train.lora``: freeze the model and add the adapter that trains instead; its size, or None."""
+        if self.config.train.lora is None:
+            return None
+        from ..models.lora import LoraSettings, add_lora, describe
+
+        add_lora(model, LoraSettings.from_dict(self.config.train.lora))
+        info = describe(model)
+        logger.info("LoRA: %d trainable parameters (%.2f MB in float32)", info["parameters"], info["bytes"] / 2**20)
+        return info
 
     def _apply_training_options(self, model: nn.Module) -> None:
         """``train.trainable`` (AnimateDiff's motion-module-only training) and ``train.gradient_checkpointing``."""
@@ -293,6 +300,7 @@ class Trainer:
                 scaler=self.accelerator.scaler,
                 state=self._state(),
                 keep=self.config.train.keep_checkpoints,
+                lora=self.lora is not None,
             )
             plot_run_losses(self.run_dir)
         self.accelerator.wait_for_everyone()
