@@ -47,6 +47,12 @@ def run(args: argparse.Namespace) -> int:
     if args.resume is None and (run_dir / "checkpoints").is_dir() and any((run_dir / "checkpoints").iterdir()):
         logger.warning("%s already holds checkpoints; pass --resume latest to continue it", run_dir)
     trainer = Trainer(config, run_dir, progress=not args.no_progress)
+    if trainer.lora is not None and trainer.accelerator.is_main_process:
+        total = sum(p.numel() for p in trainer.unwrapped.parameters())
+        print(
+            f"LoRA: {trainer.lora['parameters']:,} trainable parameters of {total:,} "
+            f"({trainer.lora['parameters'] / total:.2%}); adapter {trainer.lora['bytes'] / 2**20:.2f} MB per checkpoint file"
+        )
     result = trainer.train(resume=args.resume)
     if trainer.accelerator.is_main_process:
         print(f"trained to step {result.step} ({result.stopped}); run folder: {run_dir}")
