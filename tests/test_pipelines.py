@@ -204,3 +204,51 @@ def test_interpolate_goes_from_one_video_to_the_other() -> None:
     assert means[-1] - means[0] > 0.2  # the toy shifts both by its text bias; the spread comes from the videos
     with pytest.raises(ConfigError, match="one shape"):
         pipe.interpolate(video1, video2[:, :2], progress=False)
+
+
+class FpsRecorder(ToyVideoDenoiser):
+    """The toy denoiser, remembering the fps of every condition it is called with."""
+
+    def forward_cond(self, x_t: torch.Tensor, t: torch.Tensor, cond: Conditioning) -> torch.Tensor:
+        self.fps_seen = getattr(self, "fps_seen", []) + [cond.fps.tolist()]
+        return super().forward_cond(x_t, t, cond)
+
+
+@pytest.mark.parametrize("mode", ["text", "image", "infill", "interpolate"])
+def test_fps_reaches_the_model_and_the_output_and_callback_counts_steps(mode: str) -> None:
+    torch.manual_seed(0)
+    pipe = InterpolationPipeline(FpsRecorder(), FakeEncoder(), ObjectiveConfig(), DEFAULTS)
+    calls: list[tuple[int, int]] = []
+    common = dict(steps=4, seed=0, fps=12.0, callback=lambda done, total: calls.append((done, total)), progress=False)
+    frame = torch.rand(3, 8, 8) * 2 - 1
+    if mode == "text":
+        out = TextToVideoPipeline.__call__(pipe, "a circle", **common)
+    elif mode == "image":
+        out = pipe(frame, "a circle", **common)
+    elif mode == "infill":
+        out = pipe.infill(frame, frame, prompt="a circle", **common)
+    else:
+        common["num_steps"] = common.pop("steps")
+        out = pipe.interpolate(torch.zeros(3, 4, 8, 8), torch.ones(3, 4, 8, 8) * 0.5, num_interp_frames=2, strength=1.0, **common)
+    assert out.fps == 12.0
+    assert all(row == [12.0] * len(row) for row in pipe.model.fps_seen)
+    videos = 2 if mode == "interpolate" else 1
+    assert calls == [(i, 4 * videos) for i in range(1, 4 * videos + 1)]  # one call per step, all videos counted
+    assert TextToVideoPipeline.__call__(pipe, "a circle", steps=2, seed=0, progress=False).fps == DEFAULTS.fps
+
+
+def test_a_callback_that_raises_stops_sampling() -> None:
+    pipe = _pipe()
+    calls = []
+
+    class Stop(Exception):
+        pass
+
+    def stop_at_two(done: int, total: int) -> None:
+        calls.append(done)
+        if done == 2:
+            raise Stop
+
+    with pytest.raises(Stop):
+        pipe("a circle", steps=6, seed=0, progress=False, callback=stop_at_two)
+    assert calls == [1, 2]

@@ -140,6 +140,8 @@ def test_demo_quick_writes_videos_report_and_scores(tmp_path, capsys):
     assert len(list((out / "samples" / "seen").glob("*.gif"))) == 2
     assert len(list((out / "samples" / "held_out").glob("*.txt"))) == 1
     assert (out / "report.md").read_text().startswith("# text2video demo")
+    assert report["serve"] == f"text2video serve --model {out / 'run'}"  # the command that serves the demo's model
+    assert report["serve"] in (out / "report.md").read_text()
     assert {"seen", "held_out"} <= set(report["adherence"])
     assert report["adherence"]["seen"]["n"] == 2 and report["adherence"]["held_out"]["n"] == 1
 

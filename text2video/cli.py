@@ -26,6 +26,7 @@ COMMANDS: tuple[str, ...] = (
     "export",
     "eval",
     "demo",
+    "serve",
 )
 
 

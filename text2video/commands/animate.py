@@ -33,6 +33,7 @@ def run(args: argparse.Namespace) -> int:
     out = pipe(
         frames, args.prompt, num_frames=args.frames, steps=args.steps, guidance_scale=args.guidance_scale,
         negative_prompt=args.negative_prompt, seed=args.seed, sampler=args.sampler, num_videos_per_prompt=args.batch_size,
+        fps=args.fps,
     )  # fmt: skip
     paths = out.save(args.output_dir, fmt=args.format)
     report_paths(args, paths, out.prompts)

@@ -121,6 +121,7 @@ def run(args: argparse.Namespace) -> int:
                 )
         for key, value in report["files"].items():
             print(f"  {key:14s} {value}")
+        print(f"generate in a web page: {report['serve']}")
     return 0
 
 
@@ -214,6 +215,7 @@ def run_demo(
             "run folder": str(run_dir),
         },
         "verdicts": verdict_rows,
+        "serve": f"text2video serve --model {run_dir}",
     }
     (out / "report.json").write_text(json.dumps(report, indent=2) + "\n")
     (out / "report.md").write_text(_markdown(report))
@@ -250,6 +252,7 @@ def _markdown(report: dict[str, Any]) -> str:
             )
     lines += ["", "## Files", ""]
     lines += [f"- {key}: `{value}`" for key, value in report["files"].items()]
+    lines += ["", f"Generate more videos with this model in a web page: `{report['serve']}`"]
     lines += [
         "",
         "## Verdicts",

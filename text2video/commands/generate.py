@@ -49,6 +49,12 @@ def add_sampling_args(p: argparse.ArgumentParser, *, size: bool = True) -> None:
         help="classifier-free guidance scale; 1 turns it off (default: the model's)",
     )
     p.add_argument("--negative-prompt", default=None, help="what the videos should not show")
+    p.add_argument(
+        "--fps",
+        type=float,
+        default=None,
+        help="frames per second of the videos, also the fps a model with an fps embedding is conditioned on (default: the model's)",
+    )
     p.add_argument("--seed", type=int, default=0, help="seed of the first video; video i uses seed + i (default 0)")
     p.add_argument("--format", choices=("gif", "mp4", "webm"), default="gif", help="file format (default gif)")
     p.add_argument("--output-dir", "--output_dir", "-o", dest="output_dir", default="results", help="output folder (default ./results)")
@@ -120,6 +126,7 @@ def run(args: argparse.Namespace) -> int:
     out = pipe(
         prompts, num_frames=args.frames, height=height, width=width, steps=args.steps, guidance_scale=args.guidance_scale,
         negative_prompt=args.negative_prompt, seed=args.seed, sampler=args.sampler, num_videos_per_prompt=args.batch_size,
+        fps=args.fps,
     )  # fmt: skip
     paths = out.save(args.output_dir, fmt=args.format)
     report_paths(args, paths, out.prompts)

@@ -37,12 +37,14 @@ def run(args: argparse.Namespace) -> int:
         first, _ = read_video(args.first)
         last, _ = read_video(args.last)
         out = pipe.infill(first[:1], last[:1], num_frames=args.frames, prompt=args.prompt, steps=args.steps,
-                          guidance_scale=args.guidance_scale, seed=args.seed, sampler=args.sampler)  # fmt: skip
+                          guidance_scale=args.guidance_scale, negative_prompt=args.negative_prompt, seed=args.seed, sampler=args.sampler,
+                          fps=args.fps)  # fmt: skip
     elif args.video1 and args.video2:
         v1 = frames_to_tensor(read_video(args.video1)[0])
         v2 = frames_to_tensor(read_video(args.video2)[0])
         out = pipe.interpolate(v1, v2, num_steps=args.steps, num_interp_frames=args.num_interp, prompt=args.prompt or None,
-                               strength=args.strength, sampler=args.sampler, guidance_scale=args.guidance_scale, seed=args.seed)  # fmt: skip
+                               strength=args.strength, sampler=args.sampler, guidance_scale=args.guidance_scale, seed=args.seed,
+                               fps=args.fps)  # fmt: skip
     else:
         raise ConfigError("give --first and --last (two images), or --video1 and --video2 (two clips)")
     paths = out.save(args.output_dir, fmt=args.format)

@@ -9,7 +9,7 @@ import torch
 from ..errors import ConfigError
 from .conditioning import Conditioning
 from .objective import DiffusionObjective
-from .sampling import denoise_from, plan_sampling, randn
+from .sampling import StepCallback, denoise_from, plan_sampling, randn
 
 
 def slerp(a: torch.Tensor, b: torch.Tensor, weight: float, eps: float = 1e-7) -> torch.Tensor:
@@ -47,13 +47,15 @@ def interpolate_videos(
     shared_noise: bool = True,
     clip_x0: bool = True,
     progress: bool = False,
+    callback: Optional[StepCallback] = None,
 ) -> torch.Tensor:
     """Videos between ``video1`` and ``video2`` (both (B, C, T, H, W)): returns (B, num_interp, C, T, H, W).
 
     Both are noised to the step at ``strength`` of the schedule (1.0: pure noise, as text2video-from-scratch's default),
     their noisy states are interpolated spherically at ``num_interp`` weights from 0 to 1, and each is
     denoised with ``sampler`` over the remaining ``round(steps * strength)`` steps. ``shared_noise`` noises
-    both with the same draw, which keeps the in-betweens close to the straight path.
+    both with the same draw, which keeps the in-betweens close to the straight path. ``callback(done, total)``
+    counts the steps of all ``num_interp`` videos.
     """
     if video1.shape != video2.shape or video1.ndim != 5:
         raise ConfigError(f"interpolate needs two videos of one shape (B, C, T, H, W); got {tuple(video1.shape)} and {tuple(video2.shape)}")
@@ -68,9 +70,13 @@ def interpolate_videos(
     x1 = objective.q_sample(video1, t0, noise1)
     x2 = objective.q_sample(video2.to(device=device, dtype=dtype), t0, noise2)
     outputs = []
-    for weight in torch.linspace(0.0, 1.0, num_interp).tolist():
+    per_video = len(plan.timesteps)
+    for k, weight in enumerate(torch.linspace(0.0, 1.0, num_interp).tolist()):
         plan_i = plan_sampling(objective, sampler, steps, strength, video1.shape)  # fresh scheduler state per video
         start = slerp(x1, x2, weight) / plan_i.input_scale(plan_i.timesteps[0])
+        step_done = None
+        if callback is not None:
+            step_done = lambda done, _total, k=k: callback(k * per_video + done, num_interp * per_video)  # noqa: E731
         outputs.append(
             denoise_from(
                 model,
@@ -83,6 +89,7 @@ def interpolate_videos(
                 generators=generators,
                 clip_x0=clip_x0,
                 progress=progress,
+                callback=step_done,
             )  # fmt: skip
         )
     return torch.stack(outputs, dim=1)

@@ -18,7 +18,7 @@ from __future__ import annotations
 import inspect
 import logging
 from dataclasses import dataclass, replace
-from typing import Any, Optional, Sequence
+from typing import Any, Callable, Optional, Sequence
 
 import torch
 from tqdm.auto import tqdm
@@ -31,7 +31,11 @@ from .schedule import SAMPLERS, resolve_sampler
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["SAMPLERS", "SamplingPlan", "plan_sampling", "sample", "denoise_from", "dynamic_threshold_x0", "randn"]
+__all__ = ["SAMPLERS", "SamplingPlan", "StepCallback", "plan_sampling", "sample", "denoise_from", "dynamic_threshold_x0", "randn"]
+
+#: Called after each sampler step with (steps done, steps in all); an exception it raises stops sampling
+#: (a web page's cancel button raises one).
+StepCallback = Callable[[int, int], None]
 
 
 # ------------------------------------------------------------------------------------- helpers
@@ -200,6 +204,7 @@ def sample(
     progress: bool = False,
     device: Optional[torch.device | str] = None,
     dtype: Optional[torch.dtype] = None,
+    callback: Optional[StepCallback] = None,
 ) -> torch.Tensor:
     """Generate videos of ``shape`` (B, C, T, H, W) in [-1, 1] with ``model`` under ``cond``.
 
@@ -211,6 +216,7 @@ def sample(
     clip_x0 / dynamic_threshold: clamp the predicted x0 to [-1, 1], or text2video-from-scratch's percentile thresholding
         (which replaces clipping when set).
     init, strength: start from ``init`` (B, C, T, H, W) noised to the ``strength`` fraction of the schedule.
+    callback: ``callback(done, total)`` after each step (progress bars; raising in it stops sampling).
     cond.image + cond.frame_mask: frames held fixed; they are re-noised to each step and put back into the
         state (and the model also sees them in ``cond.image``); the result has them exactly.
     """
@@ -232,7 +238,7 @@ def sample(
     return denoise_from(
         model, x, plan, cond,
         objective=objective, guidance_scale=guidance_scale, negative_cond=negative_cond, generators=generators,
-        eta=eta, clip_x0=clip_x0, dynamic_threshold=dynamic_threshold, progress=progress,
+        eta=eta, clip_x0=clip_x0, dynamic_threshold=dynamic_threshold, progress=progress, callback=callback,
     )  # fmt: skip
 
 
@@ -251,8 +257,10 @@ def denoise_from(
     clip_x0: bool = True,
     dynamic_threshold: Optional[float] = None,
     progress: bool = False,
+    callback: Optional[StepCallback] = None,
 ) -> torch.Tensor:
-    """Run ``plan`` from state ``x`` (in the scheduler's space at ``plan.timesteps[0]``) down to x0."""
+    """Run ``plan`` from state ``x`` (in the scheduler's space at ``plan.timesteps[0]``) down to x0;
+    ``callback(done, total)`` after each step."""
     b = x.shape[0]
     device, dtype = x.device, x.dtype
     cond = _broadcast_cond(cond if cond is not None else Conditioning(), b, "cond").to(device)
@@ -300,9 +308,11 @@ def denoise_from(
             # diffusers' DDIM steps to t - T // steps, which is 0 rather than the clean end when steps does
             # not divide T; its step to alpha_bar = 1 is exactly the predicted x0.
             x = x0
-            break
-        output = objective.scheduler_output(x_in, tt, x0)
-        x = scheduler.step(output, t, x, **step_kwargs).prev_sample.to(dtype)
+        else:
+            output = objective.scheduler_output(x_in, tt, x0)
+            x = scheduler.step(output, t, x, **step_kwargs).prev_sample.to(dtype)
+        if callback is not None:
+            callback(i + 1, last + 1)
     if given is not None:
         image, mask = given
         x = torch.where(mask, image, x)

@@ -274,8 +274,11 @@ class VideoPipeline:
             out["guidance_scale"] = 1.0  # nothing to guide with
         return out
 
-    def _finish(self, videos: torch.Tensor, prompts: list[str], seeds: list[int], **extras: Any) -> VideoOutput:
-        return VideoOutput(videos.detach().float().clamp(-1, 1).cpu(), prompts, float(self.defaults.fps), seeds, extras)
+    def _finish(
+        self, videos: torch.Tensor, prompts: list[str], seeds: list[int], fps: Optional[float] = None, **extras: Any
+    ) -> VideoOutput:
+        fps = float(self.defaults.fps if fps is None else fps)
+        return VideoOutput(videos.detach().float().clamp(-1, 1).cpu(), prompts, fps, seeds, extras)
 
     # ---------------------------------------------------------------------------- save and load
 

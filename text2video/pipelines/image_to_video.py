@@ -8,7 +8,7 @@ from typing import Any, Optional, Sequence
 import numpy as np
 import torch
 
-from ..diffusion.sampling import sample
+from ..diffusion.sampling import StepCallback, sample
 from ..errors import ConfigError
 from .base import VideoOutput, VideoPipeline, as_prompt_list, make_generators
 
@@ -77,8 +77,11 @@ class ImageToVideoPipeline(VideoPipeline):
         sampler: Optional[str],
         num_videos_per_prompt: int,
         progress: bool,
+        fps: Optional[float] = None,
+        callback: Optional[StepCallback] = None,
     ) -> VideoOutput:
         d = self.defaults
+        fps = d.fps if fps is None else float(fps)
         num_frames = num_frames or d.num_frames
         b = frames.shape[0]
         if frames.shape[1] != d.channels:
@@ -92,7 +95,7 @@ class ImageToVideoPipeline(VideoPipeline):
         frames = self.encode_frames(frames).float().cpu()  # latent pipelines: the frames' latents
         image, mask = given_frames(frames, num_frames, positions)
         count = b * num_videos_per_prompt
-        cond = self._condition(prompts, num_videos_per_prompt, d.fps)
+        cond = self._condition(prompts, num_videos_per_prompt, fps)
         cond = replace(cond, image=image.repeat_interleave(num_videos_per_prompt, 0).to(self.device),
                        frame_mask=mask.repeat_interleave(num_videos_per_prompt, 0).to(self.device))  # fmt: skip
         negative = self._negative(negative_prompt if negative_prompt is not None else d.negative_prompt, count)
@@ -101,9 +104,9 @@ class ImageToVideoPipeline(VideoPipeline):
         shape = self.sample_shape((count, d.channels, num_frames, *pixel_hw))
         with self.backend():
             videos = sample(self.model, shape, cond, objective=self.objective, negative_cond=negative,
-                            generators=generators, progress=progress, **options)  # fmt: skip
+                            generators=generators, progress=progress, callback=callback, **options)  # fmt: skip
         videos = self.decode(videos)
-        return self._finish(videos, [p for p in prompts for _ in range(num_videos_per_prompt)], seeds)
+        return self._finish(videos, [p for p in prompts for _ in range(num_videos_per_prompt)], seeds, fps)
 
     def __call__(
         self,
@@ -118,13 +121,16 @@ class ImageToVideoPipeline(VideoPipeline):
         sampler: Optional[str] = None,
         num_videos_per_prompt: int = 1,
         progress: bool = True,
+        fps: Optional[float] = None,
+        callback: Optional[StepCallback] = None,
     ) -> VideoOutput:
-        """Videos whose first frame(s) are ``image``: one image animates it, k frames continue the clip."""
+        """Videos whose first frame(s) are ``image``: one image animates it, k frames continue the clip.
+        ``fps`` and ``callback`` as in `TextToVideoPipeline.__call__`."""
         frames = as_frames_tensor(image)
         return self._generate_with(
             frames, list(range(frames.shape[2])), prompt, num_frames=num_frames, steps=steps,
             guidance_scale=guidance_scale, negative_prompt=negative_prompt, seed=seed, sampler=sampler,
-            num_videos_per_prompt=num_videos_per_prompt, progress=progress,
+            num_videos_per_prompt=num_videos_per_prompt, progress=progress, fps=fps, callback=callback,
         )  # fmt: skip
 
     def predict(

@@ -7,6 +7,7 @@ from typing import Any, Optional, Sequence
 import torch
 
 from ..diffusion.interpolation import interpolate_videos
+from ..diffusion.sampling import StepCallback
 from ..errors import ConfigError
 from .base import VideoOutput, as_prompt_list, make_generators
 from .image_to_video import ImageToVideoPipeline, as_frames_tensor
@@ -32,11 +33,14 @@ class InterpolationPipeline(ImageToVideoPipeline):
         guidance_scale: Optional[float] = None,
         seed: Optional[int] = None,
         progress: bool = True,
+        fps: Optional[float] = None,
+        callback: Optional[StepCallback] = None,
     ) -> VideoOutput:
         """``num_interp_frames`` videos going from ``video1`` to ``video2`` (both (B, C, T, H, W) or
         (C, T, H, W) in [-1, 1]). Output videos are ``(B * num_interp_frames, C, T, H, W)``, pair-major:
         for one pair, video k sits at weight k / (num_interp_frames - 1). ``strength`` is how far both are
-        noised before the spherical interpolation (1.0: pure noise)."""
+        noised before the spherical interpolation (1.0: pure noise). ``fps`` and ``callback`` as in
+        `TextToVideoPipeline.__call__` (the callback counts the steps of every video)."""
         v1, v2 = (torch.as_tensor(v).float() for v in (video1, video2))
         if v1.ndim == 4:
             v1, v2 = v1[None], v2[None]
@@ -48,7 +52,8 @@ class InterpolationPipeline(ImageToVideoPipeline):
             prompts = prompts * b
         if len(prompts) != b:
             raise ConfigError(f"got {len(prompts)} prompts for {b} video pairs; give one, or one per pair")
-        cond = self._condition(prompts, 1, self.defaults.fps)
+        fps = self.defaults.fps if fps is None else float(fps)
+        cond = self._condition(prompts, 1, fps)
         generators, seeds = make_generators(b, seed)
         options = self._sampling_kwargs(steps=num_steps, sampler=sampler, guidance_scale=guidance_scale)
         v1, v2 = self.encode_frames(v1), self.encode_frames(v2)  # latent pipelines: interpolate the latents
@@ -57,10 +62,11 @@ class InterpolationPipeline(ImageToVideoPipeline):
                 self.model, v1.to(self.device), v2.to(self.device), cond, objective=self.objective,
                 num_interp=num_interp_frames, steps=options["steps"], strength=strength, sampler=options["sampler"],
                 guidance_scale=options["guidance_scale"], generators=generators, clip_x0=options["clip_x0"], progress=progress,
+                callback=callback,
             )  # fmt: skip
         flat = self.decode(videos.flatten(0, 1))
         weights = torch.linspace(0.0, 1.0, num_interp_frames).tolist()
-        return self._finish(flat, [p for p in prompts for _ in weights], seeds, weights=weights)
+        return self._finish(flat, [p for p in prompts for _ in weights], seeds, fps, weights=weights)
 
     def infill(
         self,
@@ -70,7 +76,8 @@ class InterpolationPipeline(ImageToVideoPipeline):
         prompt: str | Sequence[str] | None = None,
         **kwargs: Any,
     ) -> VideoOutput:
-        """A ``num_frames`` video that starts at ``first_frame`` and ends at ``last_frame`` (kept exactly)."""
+        """A ``num_frames`` video that starts at ``first_frame`` and ends at ``last_frame`` (kept exactly);
+        keyword arguments as in `ImageToVideoPipeline.__call__`."""
         first, last = as_frames_tensor(first_frame), as_frames_tensor(last_frame)
         if first.shape != last.shape or first.shape[2] != 1:
             raise ConfigError(f"first and last frame must be single frames of one shape; got {tuple(first.shape)} and {tuple(last.shape)}")

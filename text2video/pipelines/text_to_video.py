@@ -6,7 +6,7 @@ from typing import Optional, Sequence
 
 import torch
 
-from ..diffusion.sampling import sample
+from ..diffusion.sampling import StepCallback, sample
 from ..errors import ConfigError
 from .base import PipelineDefaults, VideoOutput, VideoPipeline, as_prompt_list, make_generators
 
@@ -40,10 +40,13 @@ class TextToVideoPipeline(VideoPipeline):
         dynamic_threshold: Optional[float] = None,
         progress: bool = True,
         generators: Optional[Sequence[torch.Generator]] = None,
+        fps: Optional[float] = None,
+        callback: Optional[StepCallback] = None,
     ) -> VideoOutput:
         """Videos for ``prompt`` (a string or a list): ``num_videos_per_prompt`` each, video ``i`` seeded
         ``seed + i`` so any one of them can be reproduced alone; or drawn from ``generators`` (one per video)
-        when given."""
+        when given. ``fps``: the videos' frame rate, which models with an fps embedding are also conditioned on
+        (default: the pipeline's). ``callback(done, total)`` follows the sampler's steps."""
         prompts = as_prompt_list(prompt)
         if num_videos_per_prompt < 1:
             raise ConfigError(f"num_videos_per_prompt must be >= 1, got {num_videos_per_prompt}")
@@ -57,7 +60,8 @@ class TextToVideoPipeline(VideoPipeline):
                 width or d.width,
             )
         )  # fmt: skip  (latent pipelines: the VAE's latent shape)
-        cond = self._condition(prompts, num_videos_per_prompt, d.fps)
+        fps = d.fps if fps is None else float(fps)
+        cond = self._condition(prompts, num_videos_per_prompt, fps)
         negative = self._negative(negative_prompt if negative_prompt is not None else d.negative_prompt, shape[0])
         if generators is None:
             generators, seeds = make_generators(shape[0], seed)
@@ -68,9 +72,9 @@ class TextToVideoPipeline(VideoPipeline):
         )
         with self.backend():
             videos = sample(self.model, shape, cond, objective=self.objective, negative_cond=negative,
-                            generators=generators, progress=progress, **options)  # fmt: skip
+                            generators=generators, progress=progress, callback=callback, **options)  # fmt: skip
         videos = self.decode(videos)
-        return self._finish(videos, [p for p in prompts for _ in range(num_videos_per_prompt)], seeds)
+        return self._finish(videos, [p for p in prompts for _ in range(num_videos_per_prompt)], seeds, fps)
 
     def generate(
         self,

@@ -1,0 +1,183 @@
+"""The models a server offers: names for the picker, folders, pipelines loaded on first use, and a summary.
+
+Every folder goes through `text2video.load_pipeline`, so whatever it can load (pipeline folders, training
+run folders, and the formats later versions add) can be served. A model is loaded once, on the device
+given, and shared by every tab; image-to-video and interpolation use the same weights.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any, Optional, Sequence
+
+from ..errors import CheckpointError, ConfigError
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["ModelCatalog", "find_model_folders", "describe_pipeline", "looks_like_model_folder"]
+
+#: Files that mark a folder `load_pipeline` can read: a pipeline folder, a diffusers pipeline folder.
+_MARKERS = ("pipeline.json", "model_index.json")
+
+
+def looks_like_model_folder(path: Path) -> bool:
+    """A pipeline folder, a diffusers pipeline folder, or a training run folder."""
+    from ..runs.folder import is_run_dir
+
+    return any((path / marker).is_file() for marker in _MARKERS) or is_run_dir(path)
+
+
+def find_model_folders(models_dir: str | Path) -> list[Path]:
+    """The model folders directly inside ``models_dir``, sorted by name."""
+    root = Path(models_dir)
+    if not root.is_dir():
+        raise CheckpointError(f"models folder {root} does not exist; give a folder that holds pipeline or run folders")
+    if looks_like_model_folder(root):
+        raise ConfigError(f"{root} is itself a model folder; serve it with --model {root}")
+    found = sorted(p for p in root.iterdir() if p.is_dir() and looks_like_model_folder(p))
+    if not found:
+        raise CheckpointError(
+            f"no model folder in {root}: put pipeline folders (text2video export) or run folders (text2video train) in it"
+        )
+    return found
+
+
+def _unique_names(paths: Sequence[Path]) -> list[str]:
+    """Folder names, with the parent folder added where two are alike."""
+    plain = [p.name or str(p) for p in paths]
+    names = [f"{p.parent.name}/{name}" if plain.count(name) > 1 else name for p, name in zip(paths, plain)]
+    seen: dict[str, int] = {}
+    for i, name in enumerate(names):  # still alike: number them
+        seen[name] = seen.get(name, 0) + 1
+        if seen[name] > 1:
+            names[i] = f"{name} ({seen[name]})"
+    return names
+
+
+def _parameter_count(module: Any) -> Optional[int]:
+    try:
+        return sum(p.numel() for p in module.parameters())
+    except (AttributeError, TypeError):
+        return None
+
+
+def describe_pipeline(pipe: Any, path: Optional[Path] = None) -> dict[str, Any]:
+    """What a person choosing a model wants to know: its kind, size, text encoder, space and defaults."""
+    from .limits import limits_for
+
+    model = pipe.model
+    cls = type(model)
+    encoder = pipe.text_encoder
+    vae = getattr(pipe, "vae", None)
+    limits = limits_for(pipe)
+    facts: dict[str, Any] = {
+        "path": str(path) if path is not None else None,
+        "pipeline": type(pipe).__name__,
+        "model": cls.__name__,
+        "parameters": _parameter_count(model),
+        "text_encoder": None
+        if encoder is None
+        else {
+            "name": getattr(pipe, "text_encoder_ref", None) or getattr(encoder, "id", None),
+            "dim": getattr(encoder, "dim", None),
+        },
+        "space": "pixels" if vae is None else f"latents (VAE, {getattr(vae, 'downsample_factor', '?')}x smaller)",
+        "device": str(pipe.device),
+        "takes_fps": limits.takes_fps,
+        "size_multiple": int(limits.height.step),
+        "defaults": asdict(pipe.defaults),
+        "objective": getattr(getattr(pipe, "objective_config", None), "objective", None),
+        "lora": dict(getattr(pipe, "lora_scales", {}) or {}),
+    }
+    if vae is not None:
+        facts["vae_parameters"] = _parameter_count(vae)
+    return facts
+
+
+class ModelCatalog:
+    """Named model folders; `pipeline` loads one on first use (thread-safe) and keeps it."""
+
+    def __init__(self, paths: Sequence[str | Path], *, device: Optional[str] = None, loras: Sequence[tuple[str, float]] = ()) -> None:
+        paths = [Path(p) for p in paths]
+        if not paths:
+            raise ConfigError("no model to serve: give --model FOLDER (repeatable) or --models-dir DIR")
+        for path in paths:
+            if not path.exists():
+                raise CheckpointError(f"model folder {path} does not exist")
+            if path.is_file():
+                raise CheckpointError(
+                    f"{path} is a file; --model takes a pipeline folder (text2video export), a run folder or one of its checkpoint folders"
+                )
+        self.names = _unique_names(paths)
+        self.paths = dict(zip(self.names, paths))
+        self.device = device
+        self.loras = list(loras)  # (path, scale) of the LoRA adapters merged into every served model
+        self._pipelines: dict[tuple[str, str], Any] = {}
+        self._lock = threading.Lock()
+
+    @classmethod
+    def from_args(
+        cls, models: Sequence[str] = (), models_dir: Optional[str] = None, device: Optional[str] = None, loras: Sequence[str] = ()
+    ) -> ModelCatalog:
+        """``--model`` folders first, then the model folders found in ``--models-dir``; ``--lora PATH[:SCALE]``."""
+        from ..pipelines.lora import parse_lora_spec
+
+        paths = [Path(m) for m in models]
+        if models_dir:
+            paths += [p for p in find_model_folders(models_dir) if p not in paths]
+        return cls(paths, device=device, loras=[parse_lora_spec(spec) for spec in loras])
+
+    @property
+    def default(self) -> str:
+        return self.names[0]
+
+    def resolve_device(self) -> str:
+        import torch
+
+        return self.device or ("cuda" if torch.cuda.is_available() else "cpu")
+
+    def check_name(self, name: Optional[str]) -> str:
+        """``name``, or the first model when empty; a `ConfigError` naming the choices when unknown."""
+        name = name or self.default
+        if name not in self.paths:
+            raise ConfigError(f"no model named {name!r} is served; choose one of: {', '.join(self.names)}")
+        return name
+
+    def pipeline(self, name: Optional[str] = None, kind: str = "TextToVideoPipeline") -> Any:
+        """The loaded pipeline of model ``name``; ``kind="InterpolationPipeline"`` gives the one for given
+        frames (first frame, first and last, two videos), sharing the weights."""
+        name = self.check_name(name)
+        key = (name, kind)
+        with self._lock:
+            if key not in self._pipelines:
+                self._pipelines[key] = self._load(name, kind)
+            return self._pipelines[key]
+
+    def _load(self, name: str, kind: str) -> Any:
+        from ..pipelines import PIPELINES, load_pipeline
+
+        base_key = (name, "TextToVideoPipeline")
+        base = self._pipelines.get(base_key)
+        if base is None:
+            logger.info("loading model %s from %s", name, self.paths[name])
+            base = load_pipeline(self.paths[name], device=self.resolve_device())
+            for path, scale in self.loras:
+                base.load_lora(path, scale)
+            base.fuse_lora()
+            self._pipelines[base_key] = base
+        if kind == "TextToVideoPipeline" or type(base).__name__ == kind:
+            return base
+        cls = PIPELINES.get(kind)
+        if cls is None:
+            raise ConfigError(f"unknown pipeline {kind!r}; choose one of: {', '.join(PIPELINES)}")
+        if type(base) in PIPELINES.values():  # one of ours: the same weights behind another interface
+            return cls(base.model, base.text_encoder, base.objective_config, base.defaults,
+                       text_encoder_ref=base.text_encoder_ref, vae=base.vae)  # fmt: skip
+        return load_pipeline(self.paths[name], kind, device=self.resolve_device())
+
+    def describe(self, name: Optional[str] = None) -> dict[str, Any]:
+        name = self.check_name(name)
+        return {"name": name, **describe_pipeline(self.pipeline(name), self.paths[name])}
