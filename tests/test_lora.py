@@ -295,3 +295,13 @@ def test_cli_generate_with_lora_and_bad_adapters(runs, tmp_path, capsys) -> None
     pipe.load_lora(runs["lora"])
     with pytest.raises(ConfigError, match="fuse_lora"):
         pipe.save_pretrained(tmp_path / "pipe")
+
+
+def test_serve_merges_the_adapters_into_the_served_model(runs) -> None:
+    from text2video.serve.catalog import ModelCatalog
+
+    catalog = ModelCatalog.from_args([str(runs["base"])], device="cpu", loras=[f"{runs['lora']}:0.5"])
+    pipe = catalog.pipeline()
+    assert pipe.lora_scales == {"lora0": 0.5} and pipe._unmerged is not None
+    assert catalog.describe()["lora"] == {"lora0": 0.5}
+    assert catalog.pipeline(kind="InterpolationPipeline").model is pipe.model
