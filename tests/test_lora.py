@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 from safetensors import safe_open
+from test_train_cli import TINY  # the tiny tiny-cpu overrides
 
 from text2video.cli import main
 from text2video.config import load_config
@@ -33,21 +34,6 @@ from text2video.models.unet3d_condition import UNet3DConditionModel
 from text2video.pipelines import load_pipeline
 from text2video.pipelines.lora import parse_lora_spec
 from text2video.runs.build import build_configured_model
-
-TINY = [
-    "train.batch_size=4",
-    "train.log_every=1",
-    "train.warmup_steps=1",
-    "data.options.n=16",
-    "data.size=16",
-    "data.num_frames=4",
-    "model.dim=8",
-    "model.dim_mults=[1, 2]",
-    "model.attn_heads=1",
-    "model.attn_dim_head=8",
-    "sample.steps=2",
-    "sample.prompts=[a red circle moving left]",
-]
 
 
 def _unet3d(seed: int = 0):
