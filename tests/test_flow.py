@@ -240,3 +240,47 @@ def test_a_pipeline_saves_its_objective_and_samples_with_it(tmp_path) -> None:
     torch.testing.assert_close(loaded("a red circle", steps=4, seed=1, progress=False).videos, before)
     diffusion = TextToVideoPipeline(model, FakeEncoder(), {}, {"num_frames": 3, "height": 8, "width": 8})
     assert not torch.allclose(diffusion("a red circle", steps=4, seed=1, progress=False).videos, before)
+
+
+def test_flow_and_a_pretrained_models_own_scheduler(tmp_path) -> None:
+    """A pretrained diffusion model's scheduler config is a diffusion chain: the diffusion objective samples with
+    it, a flow-trained model refuses it (plan, pipeline, export to diffusers), and ``noise=`` (diffusers'
+    ``latents``) starts a flow chain as a draw from the generators does."""
+    from text2video.errors import ModelError
+    from text2video.pipelines.initial import InitialWeights, base_differences, base_scheduler_config
+    from text2video.pipelines.to_diffusers import export_diffusers
+
+    ddim = {"_class_name": "DDIMScheduler", "beta_schedule": "scaled_linear", "beta_start": 0.00085, "beta_end": 0.012,
+            "steps_offset": 1, "set_alpha_to_one": False, "prediction_type": "epsilon", "num_train_timesteps": 1000}  # fmt: skip
+    settings = {k: ddim[k] for k in ("beta_schedule", "beta_start", "beta_end", "prediction_type")}
+    native = plan_sampling(DiffusionObjective(settings), "ddim", 10, scheduler_config=ddim)
+    assert native.native and not native.exact_last and int(native.timesteps[0]) == 901  # leading spacing, offset 1
+    with pytest.raises(ConfigError, match="rectified flow.*DDIMScheduler"):
+        plan_sampling(FlowObjective(FLOW), "euler", 10, scheduler_config=ddim)
+    model, defaults = ToyVideoDenoiser(channels=3, text_dim=8), {"num_frames": 3, "height": 8, "width": 8}
+    with pytest.raises(ConfigError, match="rectified flow"):
+        TextToVideoPipeline(model, FakeEncoder(), {"objective": "flow"}, defaults, scheduler_config=ddim)
+    with pytest.raises(ModelError, match="rectified flow.*--format text2video"):
+        export_diffusers(TextToVideoPipeline(model, FakeEncoder(), {"objective": "flow"}, defaults), tmp_path / "out")
+
+    drawn = sample(GaussianVelocity(), SHAPE, objective=FlowObjective(FLOW), sampler="euler", steps=4, generators=_gens(4))
+    given = sample(GaussianVelocity(), SHAPE, objective=FlowObjective(FLOW), sampler="euler", steps=4, noise=_noise(SHAPE))
+    torch.testing.assert_close(given, drawn)
+
+    # a fine-tune of that model: what it changes, and whether the model's own scheduler still applies
+    base = InitialWeights({}, "base", {**settings, "objective": "diffusion", "num_train_timesteps": 1000}, ddim, True)
+    same = ObjectiveConfig(**settings)
+    assert base_differences(base, same, "max_length") == [] and base_scheduler_config(base, same) == ddim
+    linear = ObjectiveConfig(beta_schedule="linear", prediction_type="epsilon")
+    assert base_differences(base, linear, "longest") == [
+        "diffusion.beta_schedule: the base was trained with 'scaled_linear', this run trains with 'linear'",
+        "diffusion.beta_start: the base was trained with 0.00085, this run trains with 0.0001",
+        "diffusion.beta_end: the base was trained with 0.012, this run trains with 0.02",
+        "text.padding: the base encodes prompts with max_length, this run with longest",
+    ]
+    assert base_scheduler_config(base, linear) is None
+    assert base_differences(base, FLOW, "max_length") == [
+        "diffusion.objective: the base was trained with diffusion, this run trains with flow"
+    ]
+    assert base_scheduler_config(base, FLOW) is None
+    assert base_differences(InitialWeights({}, "weights.safetensors"), FLOW, "longest") == []

@@ -4,12 +4,11 @@ UNet3DConditionModel), each checked against diffusers' own model on the same wei
 
 from __future__ import annotations
 
-import re
-
 import pytest
 import torch
 from diffusers import MotionAdapter, UNet2DConditionModel, UNetMotionModel
 from diffusers import UNet3DConditionModel as DiffusersUNet3D
+from pretrained_toys import to_original_layout as _to_original_layout
 from safetensors.torch import save_file
 
 from text2video.cli import main
@@ -81,21 +80,6 @@ def reference(unet2d, adapter) -> UNetMotionModel:
 def _run_reference(model, x, t, text):
     """diffusers' UNetMotionModel expects the text repeated per frame (its pipeline does that)."""
     return model(x, t, text.repeat_interleave(x.shape[2], dim=0)).sample
-
-
-def _to_original_layout(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Diffusers MotionAdapter names -> original AnimateDiff names (written independently of ours)."""
-    names = {"attn1": "attention_blocks.0", "attn2": "attention_blocks.1", "norm1": "norms.0", "norm2": "norms.1", "norm3": "ff_norm"}
-    out = {}
-    for key, value in state.items():
-        key = re.sub(r"(motion_modules\.\d+)\.", r"\1.temporal_transformer.", key)
-        key = re.sub(r"(transformer_blocks\.\d+)\.(attn1|attn2|norm1|norm2|norm3)\.", lambda m: f"{m.group(1)}.{names[m.group(2)]}.", key)
-        if key.endswith("pos_embed.pe"):
-            for i in (0, 1):
-                out[key.replace("pos_embed.pe", f"attention_blocks.{i}.pos_encoder.pe")] = value
-            continue
-        out[key] = value
-    return out
 
 
 def test_inflation_with_motion_adapter_matches_diffusers(unet2d, adapter, reference):

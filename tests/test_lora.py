@@ -8,6 +8,7 @@ import hashlib
 import json
 
 import numpy as np
+import pretrained_toys as toys
 import pytest
 import torch
 from safetensors import safe_open
@@ -32,8 +33,11 @@ from text2video.models.lora import (
 )
 from text2video.models.unet3d_condition import UNet3DConditionModel
 from text2video.pipelines import load_pipeline
-from text2video.pipelines.lora import parse_lora_spec
+from text2video.pipelines.lora import lora_file, parse_lora_spec
 from text2video.runs.build import build_configured_model
+
+# these tiny models run fastest on one thread on the busy 2-core machine (pretrained_toys.one_thread)
+_single_thread = pytest.fixture(scope="module", autouse=True)(toys.one_thread)
 
 
 def _unet3d(seed: int = 0):
@@ -286,8 +290,75 @@ def test_cli_generate_with_lora_and_bad_adapters(runs, tmp_path, capsys) -> None
 def test_serve_merges_the_adapters_into_the_served_model(runs) -> None:
     from text2video.serve.catalog import ModelCatalog
 
-    catalog = ModelCatalog.from_args([str(runs["base"])], device="cpu", loras=[f"{runs['lora']}:0.5"])
+    catalog = ModelCatalog.from_args([str(runs["base"])], device="cpu", options={"dtype": "bfloat16"}, loras=[f"{runs['lora']}:0.5"])
     pipe = catalog.pipeline()
     assert pipe.lora_scales == {"lora0": 0.5} and pipe._unmerged is not None
+    assert next(pipe.model.parameters()).dtype == torch.bfloat16  # merged in float32, then cast
+    assert catalog.option_flags() == ["--dtype", "bfloat16", "--lora", f"{runs['lora'].resolve()}:0.5"]  # the page's command
     assert catalog.describe()["lora"] == {"lora0": 0.5}
     assert catalog.pipeline(kind="InterpolationPipeline").model is pipe.model
+
+
+# ---------------------------------------------------------------------- a pretrained diffusers base
+
+
+def test_a_lora_on_a_diffusers_text_to_video_folder(tmp_path, capsys) -> None:
+    """A ModelScope-style diffusers folder as the LoRA base: `info --train-config` describes it, a LoRA trains on it
+    through the one loader, and the LoRA run samples with the base's own scheduler, as does the base with --lora
+    and the memory options; the base folder is never written."""
+    import yaml
+
+    folder = toys.save_text_to_video(tmp_path / "ms")
+    before = _digest(folder)
+    config = tmp_path / "ms.yaml"
+    assert main(["info", "--model", str(folder), "--train-config", str(config), "--json"]) == 0
+    written = yaml.safe_load(config.read_text())
+    assert written["train"]["init_from"] == str(folder.resolve()) and written["text"]["padding"] == "max_length"
+    assert written["model"]["name"] == "unet3d_condition" and written["diffusion"]["beta_schedule"] == "scaled_linear"
+
+    clips = tmp_path / "clips"
+    clips.mkdir()
+    for i in range(2):
+        write_video(np.full((2, 16, 16, 3), 255, dtype=np.uint8), clips / f"{i}.gif", fps=8)
+        (clips / f"{i}.txt").write_text("a red circle\n")
+    run = tmp_path / "lora"
+    overrides = ["data.kind=folder", f"data.options={{root: {clips}}}", "data.num_frames=2", "train.steps=2", "train.batch_size=2",
+                 "train.lora.rank=2", "train.lr=0.05", "train.warmup_steps=0", "train.save_every=0", "train.log_every=1",
+                 "sample.prompts=[]", "text.cache=false"]  # fmt: skip
+    assert main(["train", "--config", str(config), *overrides, "--run-dir", str(run), "--no-progress"]) == 0
+    assert _digest(folder) == before
+
+    base = load_pipeline(folder)
+    tuned = load_pipeline(run)  # the base through the one loader, the adapter merged, the base's own DDIM
+    assert tuned.scheduler_config == base.scheduler_config and tuned.scheduler_config["_class_name"] == "DDIMScheduler"
+    call = dict(num_frames=2, steps=2, seed=0, progress=False)
+    base_video, tuned_video = base("a red circle", **call).videos, tuned("a red circle", **call).videos
+    assert (tuned_video - base_video).abs().max() > 1e-3
+    # the base with --lora (merged before the memory options apply) gives the LoRA run's videos
+    with_lora = load_pipeline(folder, lora=[f"{run}:1"], vae_frames=1)
+    assert with_lora.lora_scales == {"lora0": 1.0} and with_lora.vae.micro_batch == 1
+    torch.testing.assert_close(with_lora("a red circle", **call).videos, tuned_video, atol=1e-4, rtol=1e-4)
+    _same_in_diffusers_through_peft(folder, lora_file(run), with_lora.model)
+    capsys.readouterr()
+    assert main(["generate", "a red circle", "--model", str(folder), "--lora", str(run), "--dtype", "bfloat16", "--frames", "2",
+                 "--steps", "1", "-o", str(tmp_path / "out"), "--json"]) == 0  # fmt: skip
+    assert len(json.loads(capsys.readouterr().out)["videos"]) == 1
+
+
+def _same_in_diffusers_through_peft(folder, adapter, ours) -> None:
+    """The adapter file, put into diffusers' own UNet3DConditionModel of ``folder`` with PEFT (diffusers' class has
+    no load_lora_adapter), gives the output of ``ours`` (our model with the adapter merged)."""
+    from diffusers import UNet3DConditionModel as DiffusersUNet3D
+    from peft import LoraConfig, inject_adapter_in_model, set_peft_model_state_dict
+
+    with safe_open(str(adapter), framework="pt") as handle:
+        state = {k.removeprefix("unet."): handle.get_tensor(k) for k in handle.keys()}
+        meta = {k.removeprefix("unet."): v for k, v in json.loads(handle.metadata()["lora_adapter_metadata"]).items()}
+    reference = DiffusersUNet3D.from_pretrained(str(folder / "unet")).eval()
+    config = LoraConfig(r=meta["r"], lora_alpha=meta["lora_alpha"], target_modules=meta["target_modules"])
+    inject_adapter_in_model(config, reference)
+    assert not set_peft_model_state_dict(reference, state).unexpected_keys
+    g = torch.Generator().manual_seed(2)
+    x, t, text = torch.randn(1, 4, 2, 8, 8, generator=g), torch.tensor([500]), torch.randn(1, 12, 16, generator=g)
+    with torch.no_grad():
+        torch.testing.assert_close(ours(x, t, text).sample, reference(x, t, encoder_hidden_states=text).sample, atol=1e-4, rtol=1e-4)

@@ -125,11 +125,12 @@ def test_generate_from_run_and_from_exported_pipeline(trained_run, tmp_path, cap
     assert (again == frames).all()
 
 
-def test_generate_refuses_a_pickle_checkpoint(tmp_path, capsys):
+def test_generate_reads_a_pt_file_weights_only(tmp_path, capsys):
+    # a .pt file is read as a video-diffusion-pytorch checkpoint, never unpickled: a bad one is a clear error
     pt = tmp_path / "model-10.pt"
     pt.write_bytes(b"x")
     assert main(["generate", "x", "--model", str(pt)]) == 2
-    assert "pickles" in capsys.readouterr().err
+    assert "weights-only" in capsys.readouterr().err
 
 
 def test_demo_quick_writes_videos_report_and_scores(tmp_path, capsys):
@@ -194,8 +195,11 @@ def test_one_loader_for_a_run_a_checkpoint_and_a_pipeline_folder(trained_run, tm
         t2v.load_pipeline(pipe_dir, use_ema=False)
     with pytest.raises(CheckpointError, match="does not exist"):
         t2v.load_pipeline(tmp_path / "nothing")
-    (tmp_path / "model.pt").write_bytes(b"x")
-    with pytest.raises(CheckpointError, match="is a file"):
+    (tmp_path / "model.txt").write_bytes(b"x")
+    with pytest.raises(CheckpointError, match="is a .txt file"):
+        t2v.load_pipeline(tmp_path / "model.txt")
+    (tmp_path / "model.pt").write_bytes(b"x")  # a .pt is read (weights only) as a video-diffusion-pytorch checkpoint
+    with pytest.raises(CheckpointError, match="weights-only"):
         t2v.load_pipeline(tmp_path / "model.pt")
 
 

@@ -34,24 +34,31 @@ def save_tiny_bert(folder: Path, *, max_positions: int = 16, seed: int = 0) -> t
     return model, tokenizer
 
 
-def save_tiny_clip(folder: Path, *, projection: bool) -> tuple[Any, Any]:
-    """A 1-layer CLIP text model (hidden 16, projection 8 when asked); returns (model, tokenizer)."""
-    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer
+def clip_tokenizer(words: list[str], **kwargs: Any) -> Any:
+    """A CLIP BPE tokenizer over letters in which each of ``words`` merges, letter by letter, into one token."""
+    from transformers import CLIPTokenizer
 
     vocab = {"<|startoftext|>": 0, "<|endoftext|>": 1}
-    for piece in [w + "</w>" for w in WORDS] + list(LETTERS) + [c + "</w>" for c in LETTERS]:
+    for piece in [w + "</w>" for w in words] + list(LETTERS) + [c + "</w>" for c in LETTERS]:
         vocab.setdefault(piece, len(vocab))
     merges = []
-    for word in WORDS:  # merge each known word letter by letter into one token
+    for word in words:
         pieces = list(word[:-1]) + [word[-1] + "</w>"]
         while len(pieces) > 1:
             merges.append((pieces[0], pieces[1]))
             pieces = [pieces[0] + pieces[1]] + pieces[2:]
             vocab.setdefault(pieces[0], len(vocab))
-    tokenizer = CLIPTokenizer(vocab=vocab, merges=list(dict.fromkeys(merges)))
+    return CLIPTokenizer(vocab=vocab, merges=list(dict.fromkeys(merges)), **kwargs)
+
+
+def save_tiny_clip(folder: Path, *, projection: bool) -> tuple[Any, Any]:
+    """A 1-layer CLIP text model (hidden 16, projection 8 when asked); returns (model, tokenizer)."""
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
+
+    tokenizer = clip_tokenizer(WORDS)
     torch.manual_seed(1)
     config = CLIPTextConfig(
-        vocab_size=len(vocab),
+        vocab_size=len(tokenizer.get_vocab()),
         hidden_size=16,
         intermediate_size=32,
         num_hidden_layers=1,

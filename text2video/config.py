@@ -42,10 +42,17 @@ class DataConfig:
 
 @dataclass
 class TextConfig:
-    """The text encoder (``default`` is the offline MiniLM) and its embedding cache."""
+    """The text encoder (``default`` is the offline MiniLM) and its embedding cache.
+
+    ``padding``: ``longest`` (pad to the longest prompt, mask the padding: text2video's encoding) or
+    ``max_length`` (Stable Diffusion pipelines' encoding: every prompt padded to the tokenizer's length,
+    the padding attended to, the empty prompt as the unconditional input). Fine-tuning a pretrained
+    ModelScope / AnimateDiff model, or exporting a run to diffusers, needs ``max_length``.
+    """
 
     encoder: str = "default"
     max_length: Optional[int] = None
+    padding: Literal["longest", "max_length"] = "longest"
     cache: bool = True
     cache_dir: Optional[str] = None
 

@@ -30,7 +30,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--videos", type=Path, help="folder of GIF/MP4 videos with same-stem .txt captions")
     src.add_argument(
-        "--model", type=Path, help="pipeline folder to generate from (pipeline.json + model/, as saved by save_pretrained or export)"
+        "--model",
+        type=Path,
+        help="model to generate from: a pipeline, run or checkpoint folder, a diffusers "
+        "pipeline folder, a video-diffusion-pytorch .pt or a Hub id (as `generate --model`)",
     )
     p.add_argument("--data", default="shapes", help="real videos for FVD/FID: 'shapes' (rendered) or a folder (default shapes)")
     p.add_argument(
@@ -59,6 +62,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--device", default=None, help="device for generation and features (default: cuda if available)")
     p.add_argument("--out", type=Path, default=None, help="report folder (default: eval-report next to --videos / in --model)")
     p.add_argument("--json", action="store_true", help="print the JSON summary instead of the table")
+    from .model_options import add_lora_args, add_pretrained_args
+
+    add_lora_args(p)
+    add_pretrained_args(p)
     p.set_defaults(func=run)
 
 
@@ -102,7 +109,9 @@ def _generate(args: argparse.Namespace, prompts: list[str], device: str, out_dir
     from text2video.io.video import write_video
     from text2video.pipelines import load_pipeline
 
-    pipe = load_pipeline(args.model, device=device)
+    from .model_options import lora_specs, pretrained_options
+
+    pipe = load_pipeline(str(args.model), device=device, lora=lora_specs(args), **pretrained_options(args))
     samples_dir = out_dir / "samples"
     samples_dir.mkdir(parents=True, exist_ok=True)
     videos: list[torch.Tensor] = []
@@ -216,7 +225,7 @@ def run(args: argparse.Namespace) -> int:
         fps = None
         source = {"videos": str(args.videos)}
     else:
-        out_dir = args.out or args.model / "eval-report"
+        out_dir = args.out or (args.model / "eval-report" if args.model.is_dir() else Path("eval-report") / args.model.stem)
         captions = shapes_prompts(args.n or 32, args.seed, holdout)
         videos, fps = _generate(args, captions, device, out_dir)
         paths = [out_dir / "samples" / f"{i:04d}.gif" for i in range(len(videos))]

@@ -12,24 +12,22 @@ logger = logging.getLogger(__name__)
 
 
 def add_model_args(p: argparse.ArgumentParser) -> None:
+    from .model_options import add_lora_args, add_pretrained_args
+
     p.add_argument(
         "--model",
         "--model_path",
         dest="model",
         required=True,
-        help="a run folder (uses its latest checkpoint, EMA weights), one of its checkpoint folders, or a pipeline folder (text2video export)",
+        help="a run or checkpoint folder, a pipeline folder (text2video export / convert), a diffusers "
+        "TextToVideoSDPipeline / AnimateDiffPipeline / Stable Diffusion folder, a video-diffusion-pytorch .pt, "
+        "or a Hugging Face Hub id of one of these (see docs/pretrained.md)",
     )
     p.add_argument("--checkpoint", default="latest", help="with a run folder: latest (default) or a checkpoint folder")
     p.add_argument("--no-ema", action="store_true", help="with a run folder: use the live weights, not the EMA weights")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1, mps (default: the best available)")
-    p.add_argument(
-        "--lora",
-        action="append",
-        default=[],
-        metavar="PATH[:SCALE]",
-        help="a LoRA adapter (a .safetensors file, its folder, or a LoRA run folder) at SCALE (default 1); may repeat. "
-        "The adapters are merged into the weights before sampling",
-    )
+    add_lora_args(p)
+    add_pretrained_args(p)
 
 
 def add_sampling_args(p: argparse.ArgumentParser, *, size: bool = True) -> None:
@@ -95,19 +93,10 @@ def collect_prompts(args: argparse.Namespace) -> list[str]:
 
 
 def load_for_cli(args: argparse.Namespace, kind: str = "TextToVideoPipeline") -> Any:
-    """The pipeline ``kind`` from ``--model`` (a run, checkpoint or pipeline folder)."""
-    import torch
+    """The pipeline ``kind`` from ``--model`` (any format `text2video.load_pipeline` reads)."""
+    from .model_options import load_from_args
 
-    from ..pipelines import load_pipeline
-    from ..pipelines.lora import parse_lora_spec
-
-    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    pipe = load_pipeline(args.model, kind, checkpoint=args.checkpoint, use_ema=not args.no_ema, device=device)
-    for spec in getattr(args, "lora", None) or []:
-        path, scale = parse_lora_spec(spec)
-        pipe.load_lora(path, scale)
-    pipe.fuse_lora()  # one merged model samples as fast as the base
-    return pipe
+    return load_from_args(args, kind)
 
 
 def report_paths(args: argparse.Namespace, paths: list[Path], prompts: list[str]) -> None:

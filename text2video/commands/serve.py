@@ -22,7 +22,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "--model",
         action="append",
         default=[],
-        help="a pipeline folder (text2video export), a run folder (text2video train) or one of its checkpoint folders; repeat to serve several",
+        help="a pipeline folder (text2video export / convert), a run folder (text2video train) or one of its checkpoint folders, "
+        "a diffusers pipeline folder, a video-diffusion-pytorch .pt or a Hub id (see docs/pretrained.md); repeat to serve several",
     )
     p.add_argument("--models-dir", default=None, help="serve every pipeline or run folder found directly inside this folder")
     p.add_argument(
@@ -31,14 +32,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--port", type=int, default=7860, help="port (default 7860)")
     p.add_argument("--output-dir", "-o", default="outputs/serve", help="where every result is written (default outputs/serve)")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1, mps (default: the best available)")
-    p.add_argument(
-        "--lora",
-        action="append",
-        default=[],
-        metavar="PATH[:SCALE]",
-        help="a LoRA adapter merged into the served model(s) at SCALE (default 1); may repeat",
-    )
     p.add_argument("--share", action="store_true", help="also make a public gradio.live link (off unless asked)")
+    from .model_options import add_lora_args, add_pretrained_args
+
+    add_lora_args(p, "every served model")
+    add_pretrained_args(p)  # the loading and memory options, applied to every served model
     p.set_defaults(func=run)
 
 
@@ -47,8 +45,11 @@ def run(args: argparse.Namespace) -> int:
     logging.getLogger("httpx").setLevel(logging.WARNING)  # Gradio's own start-up requests
     from ..serve import ModelCatalog, Studio
     from ..serve.app import build_app, launch
+    from .model_options import lora_specs, pretrained_options
 
-    catalog = ModelCatalog.from_args(args.model, args.models_dir, device=args.device, loras=args.lora)
+    catalog = ModelCatalog.from_args(
+        args.model, args.models_dir, device=args.device, options=pretrained_options(args), loras=lora_specs(args)
+    )
     studio = Studio(catalog, args.output_dir)
     print(f"loading {catalog.default} ...", flush=True)
     demo = build_app(studio)

@@ -24,7 +24,7 @@ from ..errors import ConfigError
 from .objective import DiffusionObjective, ObjectiveConfig, _draw, build_scheduler
 from .schedule import FLOW_SAMPLERS
 
-__all__ = ["FlowObjective", "shift_times"]
+__all__ = ["FlowObjective", "refuse_scheduler_config", "shift_times"]
 
 #: smallest time used in loss weights that divide by t (``sigma_sqrt``), so a draw of t = 0 stays finite.
 MIN_WEIGHT_TIME = 1e-2
@@ -35,6 +35,16 @@ def shift_times(t: torch.Tensor, shift: float) -> torch.Tensor:
     if shift == 1.0:
         return t
     return shift * t / (1.0 + (shift - 1.0) * t)
+
+
+def refuse_scheduler_config(scheduler_config: Mapping[str, Any]) -> str:
+    """Why a flow-trained model does not sample with a pretrained model's scheduler config (one line)."""
+    name = scheduler_config.get("_class_name") or "a diffusers scheduler"
+    return (
+        f"the model was trained with rectified flow (diffusion.objective=flow) and samples with the flow samplers, but it "
+        f"was given a pretrained diffusion model's scheduler config ({name}); drop the scheduler config (scheduler_config=None) "
+        "to sample with the flow samplers, or train with diffusion.objective=diffusion to keep the base model's scheduler"
+    )
 
 
 class FlowObjective(DiffusionObjective):
@@ -172,6 +182,11 @@ class FlowObjective(DiffusionObjective):
 
     def sampling_scheduler(self, name: str, shape: Optional[tuple[int, ...]] = None) -> Any:
         return self.make_scheduler(name, shape)
+
+    def check_scheduler_config(self, scheduler_config: Mapping[str, Any]) -> None:
+        """Refused: a pretrained model's scheduler config describes a diffusion chain, and a model trained with
+        rectified flow samples only with the flow schedulers of `FLOW_SAMPLERS` (its own time shift)."""
+        raise ConfigError(refuse_scheduler_config(scheduler_config))
 
     def plan_timesteps(self, scheduler: Any, start: int) -> torch.Tensor:
         """The model timesteps of the steps from ``start`` on: the scheduler's times (``sigmas``) on the

@@ -47,6 +47,7 @@ def interpolate_videos(
     shared_noise: bool = True,
     clip_x0: bool = True,
     progress: bool = False,
+    scheduler_config: Optional[dict[str, Any]] = None,
     callback: Optional[StepCallback] = None,
 ) -> torch.Tensor:
     """Videos between ``video1`` and ``video2`` (both (B, C, T, H, W)): returns (B, num_interp, C, T, H, W).
@@ -55,7 +56,8 @@ def interpolate_videos(
     their noisy states are interpolated spherically at ``num_interp`` weights from 0 to 1, and each is
     denoised with ``sampler`` over the remaining ``round(steps * strength)`` steps. ``shared_noise`` noises
     both with the same draw, which keeps the in-betweens close to the straight path. ``callback(done, total)``
-    counts the steps of all ``num_interp`` videos.
+    counts the steps of all ``num_interp`` videos. ``scheduler_config``: a pretrained model's scheduler config
+    (see `plan_sampling`).
     """
     if video1.shape != video2.shape or video1.ndim != 5:
         raise ConfigError(f"interpolate needs two videos of one shape (B, C, T, H, W); got {tuple(video1.shape)} and {tuple(video2.shape)}")
@@ -63,7 +65,7 @@ def interpolate_videos(
         raise ConfigError(f"num_interp must be at least 2 (the two ends), got {num_interp}")
     b = video1.shape[0]
     device, dtype = video1.device, video1.dtype
-    plan = plan_sampling(objective, sampler, steps, strength, video1.shape)
+    plan = plan_sampling(objective, sampler, steps, strength, shape=video1.shape, scheduler_config=scheduler_config)
     t0 = objective.timestep_batch(plan.start_timestep, b, device)
     noise1 = randn(video1.shape, generators, device, dtype)
     noise2 = noise1 if shared_noise else randn(video1.shape, generators, device, dtype)
@@ -72,7 +74,8 @@ def interpolate_videos(
     outputs = []
     per_video = len(plan.timesteps)
     for k, weight in enumerate(torch.linspace(0.0, 1.0, num_interp).tolist()):
-        plan_i = plan_sampling(objective, sampler, steps, strength, video1.shape)  # fresh scheduler state per video
+        # a fresh scheduler state per video
+        plan_i = plan_sampling(objective, sampler, steps, strength, shape=video1.shape, scheduler_config=scheduler_config)
         start = slerp(x1, x2, weight) / plan_i.input_scale(plan_i.timesteps[0])
         step_done = None
         if callback is not None:

@@ -22,7 +22,15 @@ import torch.nn.functional as F
 from ..errors import ConfigError
 from .conditioning import Conditioning
 from .denoise import denoise
-from .schedule import BETA_SCHEDULE_ALIASES, BETA_SCHEDULES, SAMPLERS, make_betas, rescale_to_zero_terminal_snr, resolve_sampler
+from .schedule import (
+    BETA_SCHEDULE_ALIASES,
+    BETA_SCHEDULES,
+    SAMPLERS,
+    make_betas,
+    rescale_to_zero_terminal_snr,
+    resolve_sampler,
+    scheduler_from_config,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -452,6 +460,16 @@ class DiffusionObjective:
         """The scheduler the sampling loop drives for sampler ``name``: it is always handed a v-prediction
         (computed from the loop's processed x0), whatever the model predicts. ``shape`` is unused here."""
         return self.make_scheduler(name, prediction_type="v_prediction")
+
+    def check_scheduler_config(self, scheduler_config: Mapping[str, Any]) -> None:
+        """Whether a model trained with this objective samples with a pretrained model's own diffusers
+        ``scheduler_config`` (the diffusion objective does; `ConfigError` otherwise)."""
+
+    def native_scheduler(self, scheduler_config: Mapping[str, Any], name: str) -> Any:
+        """The scheduler of sampler ``name`` on a pretrained model's own diffusers ``scheduler_config``
+        (`text2video.diffusion.schedule.scheduler_from_config`): it steps with the model's prediction type."""
+        self.check_scheduler_config(scheduler_config)
+        return scheduler_from_config(dict(scheduler_config), name)
 
     def plan_timesteps(self, scheduler: Any, start: int) -> torch.Tensor:
         """The timesteps the model sees at the steps from ``start`` on (the scheduler's, as whole numbers)."""

@@ -11,6 +11,14 @@ the velocity for rectified flow (`text2video.diffusion.flow`), whose schedulers 
 Schedulers keep their own state space: VP ``x_t`` for DDPM/DDIM/DPM-Solver/UniPC, ``x_t / a_t`` for the
 Euler family, the path's ``x_t`` for the flow schedulers. ``scale_model_input`` maps it to the ``x_t`` the
 model was trained on; the loop uses the same factor to put re-noised given frames into the scheduler's space.
+
+A pretrained model brings its own scheduler config (``scheduler_config``, a diffusers config dict). The
+plan is then that scheduler as its authors configured it (timestep spacing, offsets, final alpha), and
+the scheduler receives the model's own prediction type: the raw guided prediction when x0 is neither
+clipped nor thresholded, so the chain is step for step the one the original pipeline walks. Such configs
+describe diffusion (DDPM-family) schedulers: a model trained with rectified flow samples with the flow
+schedulers of its objective, and a scheduler config given with it is refused
+(`DiffusionObjective.native_scheduler`).
 """
 
 from __future__ import annotations
@@ -71,10 +79,16 @@ def dynamic_threshold_x0(x0: torch.Tensor, percentile: float) -> torch.Tensor:
     return torch.maximum(torch.minimum(x0, s), -s) / s
 
 
+#: attribute a model carries while it is offloaded to the CPU between calls (see
+#: `text2video.pipelines.memory`): the device its forward runs on, where the sampling state lives.
+EXECUTION_DEVICE_ATTR = "t2v_execution_device"
+
+
 def _model_device_dtype(model: Any) -> tuple[torch.device, torch.dtype]:
     try:
         p = next(model.parameters())
-        return p.device, p.dtype if p.is_floating_point() else torch.float32
+        device = getattr(model, EXECUTION_DEVICE_ATTR, None) or p.device
+        return torch.device(device), p.dtype if p.is_floating_point() else torch.float32
     except (AttributeError, StopIteration, TypeError):
         return torch.device("cpu"), torch.float32
 
@@ -135,6 +149,7 @@ class SamplingPlan:
     start_index: int
     model_timesteps: Optional[torch.Tensor] = None
     exact_last: bool = False
+    native: bool = False  # the model's own scheduler config: the scheduler takes the model's prediction type
 
     def __post_init__(self) -> None:
         if self.model_timesteps is None:
@@ -156,11 +171,15 @@ def plan_sampling(
     sampler: str = "ddim",
     steps: int = 50,
     strength: float = 1.0,
+    *,
     shape: Optional[Sequence[int]] = None,
+    scheduler_config: Optional[dict[str, Any]] = None,
 ) -> SamplingPlan:
     """Build the scheduler of ``sampler`` for ``steps`` steps; with ``strength`` < 1 keep only the last
     ``round(steps * strength)`` of them (a partial-noise start). ``shape`` (B, C, T, H, W) is the sampled
-    shape, for a rectified-flow objective whose time shift depends on the size."""
+    shape, for a rectified-flow objective whose time shift depends on the size. ``scheduler_config`` (a
+    pretrained model's) builds the scheduler from that config instead of from the objective's own schedule
+    (the diffusion objective only: `DiffusionObjective.native_scheduler`)."""
     key = resolve_sampler(sampler)
     total = objective.num_train_timesteps
     if not isinstance(steps, int) or steps < 1:
@@ -169,16 +188,21 @@ def plan_sampling(
         raise ConfigError(f"{steps} sampling steps with sampler {key!r} is more than the {total} training timesteps; use steps <= {total}")
     if not 0.0 < strength <= 1.0:
         raise ConfigError(f"strength must be in (0, 1], got {strength!r}")
-    scheduler = objective.sampling_scheduler(key, tuple(shape) if shape is not None else None)
+    if scheduler_config is None:
+        scheduler = objective.sampling_scheduler(key, tuple(shape) if shape is not None else None)
+    else:
+        scheduler = objective.native_scheduler(scheduler_config, key)
     scheduler.set_timesteps(steps)
     timesteps = scheduler.timesteps
     run = max(1, min(len(timesteps), round(len(timesteps) * strength)))
     start = len(timesteps) - run
     if start > 0 and hasattr(scheduler, "set_begin_index"):
         scheduler.set_begin_index(start)
+    native = scheduler_config is not None
     return SamplingPlan(
-        key, scheduler, timesteps[start:], start, objective.plan_timesteps(scheduler, start), objective.exact_last_step(key)
-    )
+        key, scheduler, timesteps[start:], start, objective.plan_timesteps(scheduler, start),
+        exact_last=not native and objective.exact_last_step(key), native=native,
+    )  # fmt: skip
 
 
 # ----------------------------------------------------------------------------------------- loop
@@ -204,6 +228,8 @@ def sample(
     progress: bool = False,
     device: Optional[torch.device | str] = None,
     dtype: Optional[torch.dtype] = None,
+    noise: Optional[torch.Tensor] = None,
+    scheduler_config: Optional[dict[str, Any]] = None,
     callback: Optional[StepCallback] = None,
 ) -> torch.Tensor:
     """Generate videos of ``shape`` (B, C, T, H, W) in [-1, 1] with ``model`` under ``cond``.
@@ -216,6 +242,9 @@ def sample(
     clip_x0 / dynamic_threshold: clamp the predicted x0 to [-1, 1], or text2video-from-scratch's percentile thresholding
         (which replaces clipping when set).
     init, strength: start from ``init`` (B, C, T, H, W) noised to the ``strength`` fraction of the schedule.
+    noise: the initial noise (diffusers' ``latents``), shape ``shape``, used instead of a draw from
+        ``generators``; it is scaled by the scheduler's ``init_noise_sigma`` as diffusers does.
+    scheduler_config: a pretrained model's diffusers scheduler config (see `plan_sampling`).
     callback: ``callback(done, total)`` after each step (progress bars; raising in it stops sampling).
     cond.image + cond.frame_mask: frames held fixed; they are re-noised to each step and put back into the
         state (and the model also sees them in ``cond.image``); the result has them exactly.
@@ -225,16 +254,21 @@ def sample(
     device = torch.device(device) if device is not None else model_device
     dtype = dtype or model_dtype
     cond = _broadcast_cond(cond if cond is not None else Conditioning(), b, "cond").to(device)
-    plan = plan_sampling(objective, sampler, steps, strength if init is not None else 1.0, shape)
+    plan = plan_sampling(objective, sampler, steps, strength if init is not None else 1.0, shape=shape, scheduler_config=scheduler_config)
+    if noise is not None:
+        if tuple(noise.shape) != tuple(shape):
+            raise ConfigError(f"latents (the initial noise) have shape {tuple(noise.shape)}; this call samples {tuple(shape)}")
+        noise = noise.to(device=device, dtype=dtype)
+    else:
+        noise = randn(shape, generators, device, dtype)
     if init is not None:
         if tuple(init.shape) != tuple(shape):
             raise ConfigError(f"init has shape {tuple(init.shape)}; expected {tuple(shape)}")
         t0 = objective.timestep_batch(plan.start_timestep, b, device)
-        noise = randn(shape, generators, device, dtype)
         x_vp = objective.q_sample(init.to(device=device, dtype=dtype), t0, noise)
         x = x_vp / plan.input_scale(plan.timesteps[0])
     else:
-        x = randn(shape, generators, device, dtype) * float(getattr(plan.scheduler, "init_noise_sigma", 1.0))
+        x = noise * float(getattr(plan.scheduler, "init_noise_sigma", 1.0))
     return denoise_from(
         model, x, plan, cond,
         objective=objective, guidance_scale=guidance_scale, negative_cond=negative_cond, generators=generators,
@@ -299,12 +333,17 @@ def denoise_from(
             prediction = neg + guidance_scale * (pos - neg)
         else:
             prediction = denoise(model, x_in, tt, cond_in)
-        x0 = objective.predict_x0(x_in, tt, prediction.to(dtype))
+        prediction = prediction.to(dtype)
+        x0 = objective.predict_x0(x_in, tt, prediction)
         if dynamic_threshold is not None:
             x0 = dynamic_threshold_x0(x0, dynamic_threshold)
         elif clip_x0:
             x0 = x0.clamp(-1.0, 1.0)
-        if i == last and plan.exact_last:
+        if plan.native:  # the model's own scheduler: its own prediction type, its own last step
+            processed = dynamic_threshold is not None or clip_x0
+            output = _prediction_from_x0(objective, x_in, tt, x0) if processed else prediction
+            x = scheduler.step(output, t, x, **step_kwargs).prev_sample.to(dtype)
+        elif i == last and plan.exact_last:
             # diffusers' DDIM steps to t - T // steps, which is 0 rather than the clean end when steps does
             # not divide T; its step to alpha_bar = 1 is exactly the predicted x0.
             x = x0
@@ -317,3 +356,14 @@ def denoise_from(
         image, mask = given
         x = torch.where(mask, image, x)
     return x
+
+
+def _prediction_from_x0(objective: DiffusionObjective, x_t: torch.Tensor, t: torch.Tensor, x0: torch.Tensor) -> torch.Tensor:
+    """The prediction of the objective's type that gives ``x0`` at ``x_t`` (after clipping x0)."""
+    kind = objective.prediction_type
+    if kind == "sample":
+        return x0
+    if kind == "v_prediction":
+        return objective.velocity_from_x0(x_t, t, x0)
+    a, s = objective.coefficients(t, x_t)
+    return (x_t - a * x0) / s

@@ -113,3 +113,59 @@ def resolve_sampler(name: str) -> str:
     if key not in SAMPLERS:
         raise ConfigError(f"unknown sampler {name!r}; choose one of: {', '.join(SAMPLERS)}")
     return key
+
+
+# ------------------------------------------------------------------------- pretrained schedulers
+
+#: settings a sampler brings when its scheduler is built from another scheduler's config (a pretrained
+#: model's): the solver itself, never the schedule (spacing, offsets, clipping stay the model's).
+_SOLVER_SETTINGS: MappingProxyType[str, MappingProxyType[str, Any]] = MappingProxyType(
+    {
+        "ddpm": MappingProxyType({"variance_type": "fixed_small"}),
+        "dpmpp_2m": MappingProxyType({"algorithm_type": "dpmsolver++", "solver_order": 2}),
+        "unipc": MappingProxyType({"solver_order": 2}),
+    }
+)
+
+
+def sampler_for_scheduler(class_name: str | None) -> str | None:
+    """Our sampler name of a diffusers scheduler class name (None when we have no sampler of that class)."""
+    for key, (name, _) in SAMPLERS.items():
+        if name == class_name:
+            return key
+    return None
+
+
+def scheduler_from_config(config: dict[str, Any], sampler: str) -> Any:
+    """The diffusers scheduler of ``sampler`` on a pretrained model's scheduler ``config`` (a dict with
+    ``_class_name``). The model's own class is rebuilt from its config unchanged; another sampler takes
+    the schedule from the config and only its solver settings from us."""
+    import diffusers
+
+    key = resolve_sampler(sampler)
+    class_name = SAMPLERS[key][0]
+    cls = getattr(diffusers, class_name)
+    if config.get("_class_name") == class_name:
+        return cls.from_config(dict(config))
+    return cls.from_config(dict(config), **_SOLVER_SETTINGS.get(key, {}))
+
+
+def objective_settings_from_scheduler(config: dict[str, Any]) -> dict[str, Any]:
+    """`ObjectiveConfig` fields (schedule and prediction type) of a diffusers scheduler config; a
+    `ConfigError` names what text2video's objective cannot express."""
+    if config.get("trained_betas") is not None:
+        raise ConfigError(
+            "the scheduler config lists trained_betas; text2video's objective supports linear, scaled_linear and cosine schedules"
+        )
+    schedule = config.get("beta_schedule", "linear")
+    schedule = BETA_SCHEDULE_ALIASES.get(schedule, schedule)
+    if schedule not in BETA_SCHEDULES:
+        raise ConfigError(f"the scheduler config's beta_schedule {schedule!r} is not supported; use one of: {', '.join(BETA_SCHEDULES)}")
+    return {
+        "num_train_timesteps": int(config.get("num_train_timesteps", 1000)),
+        "beta_schedule": schedule,
+        "beta_start": float(config.get("beta_start", 0.0001)),
+        "beta_end": float(config.get("beta_end", 0.02)),
+        "prediction_type": str(config.get("prediction_type", "epsilon")),
+        "rescale_zero_terminal_snr": bool(config.get("rescale_betas_zero_snr", False)),
+    }

@@ -147,8 +147,16 @@ def _key_maps(model: nn.Module) -> tuple[Callable[[str], str], Callable[[str], O
     if type(model).__name__ == "UNet3DConditionModel":
         from .unet3d_condition_keys import diffusers_key, to_diffusers_key
 
-        return to_diffusers_key, diffusers_key
+        # ModelScope's layout (diffusers' UNet3DConditionModel: temporal convolutions, temp_attentions), else
+        # AnimateDiff's (UNetMotionModel: motion_modules)
+        modelscope = bool(getattr(getattr(model, "config", None), "temporal_conv", False))
+        return (lambda key: to_diffusers_key(key, modelscope)), diffusers_key
     return (lambda key: key), (lambda key: key)
+
+
+def _module_to_ours(to_ours: Callable[[str], Optional[str]], module: str) -> str:
+    """Our name of a module named in an adapter's ``target_modules`` (the key maps work on parameter names)."""
+    return str(to_ours(f"{module}.weight"))[: -len(".weight")]
 
 
 # ------------------------------------------------------------------------------- add and inspect
@@ -330,7 +338,7 @@ def load_lora(model: nn.Module, path: str | Path, name: str = "default") -> None
         )
     _, to_ours = _key_maps(model)
     state = {to_ours(k): v for k, v in tensors.items()}
-    modules = sorted({to_ours(m) for m in config["target_modules"]})
+    modules = sorted({_module_to_ours(to_ours, m) for m in config["target_modules"]})
     have = dict(model.named_modules())
     absent = [m for m in modules if m not in have]
     if absent:

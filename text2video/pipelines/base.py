@@ -3,6 +3,11 @@
 A pipeline with a ``vae`` (a `text2video.latent.VideoVAE`) is a latent pipeline: it samples latents of
 ``vae.latent_shape`` of the requested pixel shape and decodes them; given frames are encoded first.
 Its defaults (``height``, ``width``, ``channels``) stay those of the output pixels.
+
+A pipeline with a ``scheduler_config`` (a pretrained model's diffusers scheduler config) samples with
+that scheduler as the model's authors set it up (see `text2video.diffusion.sampling.plan_sampling`). Such
+configs describe diffusion schedulers, so a pipeline whose objective is rectified flow refuses one: it
+samples with the flow samplers (`text2video.diffusion.schedule.FLOW_SAMPLERS`) whatever its origin.
 """
 
 from __future__ import annotations
@@ -130,13 +135,21 @@ class VideoPipeline:
         objective_config: ObjectiveConfig | Mapping[str, Any] | None = None,
         defaults: PipelineDefaults | Mapping[str, Any] | None = None,
         *,
-        text_encoder_ref: Optional[str] = None,
+        text_encoder_ref: Any = None,
         vae: Any = None,
+        scheduler_config: Optional[Mapping[str, Any]] = None,
+        embed_text_encoder: bool = False,
     ) -> None:
         self.model = model
         self.vae = vae
+        #: a pretrained model's diffusers scheduler config (None: our trailing schedule of the objective)
+        self.scheduler_config = dict(scheduler_config) if scheduler_config else None
+        #: save_pretrained copies the text encoder into the folder (a pretrained model's own encoder)
+        self.embed_text_encoder = embed_text_encoder
         self.text_encoder = text_encoder
         self.objective = make_objective(objective_config)
+        if self.scheduler_config is not None:  # a flow-trained model refuses a diffusion model's scheduler
+            self.objective.check_scheduler_config(self.scheduler_config)
         self.defaults = defaults if isinstance(defaults, PipelineDefaults) else PipelineDefaults.from_dict(defaults)
         if text_encoder_ref is None and text_encoder is not None:
             text_encoder_ref = "default"
@@ -200,16 +213,26 @@ class VideoPipeline:
 
     @property
     def device(self) -> torch.device:
+        """Where sampling runs (while the model is offloaded to the CPU: the device it runs on)."""
+        from ..diffusion.sampling import EXECUTION_DEVICE_ATTR
+
+        offloaded = getattr(self.model, EXECUTION_DEVICE_ATTR, None)
+        if offloaded is not None:
+            return torch.device(offloaded)
         try:
             return next(self.model.parameters()).device
         except (AttributeError, StopIteration, TypeError):
             return torch.device("cpu")
 
-    def to(self, device: torch.device | str) -> VideoPipeline:
-        if hasattr(self.model, "to"):
-            self.model.to(device)
+    def to(self, device: torch.device | str | None = None, dtype: torch.dtype | None = None) -> VideoPipeline:
+        """Move the model and the VAE to ``device`` and/or cast them to ``dtype`` (the text encoder keeps the
+        device and dtype it was loaded with; its output is moved to the model's device)."""
+        if isinstance(self.model, torch.nn.Module):  # (nn.Module's own .to: diffusers' warns on every dtype cast)
+            torch.nn.Module.to(self.model, device=device, dtype=dtype)
+        elif hasattr(self.model, "to"):
+            self.model.to(device=device, dtype=dtype)
         if self.vae is not None:
-            self.vae.to(device)
+            self.vae.to(device=device, dtype=dtype)
         return self
 
     def backend(self) -> contextlib.AbstractContextManager:
@@ -272,6 +295,7 @@ class VideoPipeline:
             out["dynamic_threshold"] = given.get("dynamic_threshold")
         if self.text_encoder is None:
             out["guidance_scale"] = 1.0  # nothing to guide with
+        out["scheduler_config"] = self.scheduler_config
         return out
 
     def _finish(
@@ -294,16 +318,23 @@ class VideoPipeline:
         if self.vae is not None:
             self.vae.save_pretrained(path / VAE_FOLDER)
         cls = type(self.model)
+        text_encoder_ref = self.text_encoder_ref
+        if self.embed_text_encoder and text_encoder_ref is not None:
+            from .parts import embed_text_encoder
+
+            text_encoder_ref = embed_text_encoder(text_encoder_ref, path)
         record = {
             "format_version": FORMAT_VERSION,
             "pipeline": self.pipeline_name,
             "model_class": f"{cls.__module__}:{cls.__qualname__}",
             "objective": self.objective.config.to_dict(),
-            "text_encoder": self.text_encoder_ref,
+            "text_encoder": text_encoder_ref,
             "defaults": asdict(self.defaults),
         }
         if self.vae is not None:
             record["vae"] = VAE_FOLDER
+        if self.scheduler_config is not None:
+            record["scheduler"] = self.scheduler_config
         (path / PIPELINE_FILE).write_text(json.dumps(record, indent=2) + "\n")
         return path
 
@@ -316,17 +347,19 @@ class VideoPipeline:
         text_encoder: Any = None,
         vae: Any = None,
         device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
     ) -> VideoPipeline:
-        """Load a folder written by `save_pretrained`. ``model`` / ``text_encoder`` / ``vae`` replace the saved ones."""
+        """Load a folder written by `save_pretrained`. ``model`` / ``text_encoder`` / ``vae`` replace the
+        saved ones; ``dtype`` casts the model, the VAE and the text encoder."""
+        from .parts import load_text_encoder_ref
+
         path = Path(path)
         record = read_pipeline_record(path)
         if model is None:
             model = _load_model(path / MODEL_FOLDER, record.get("model_class"))
         ref = record.get("text_encoder")
         if text_encoder is None and ref is not None:
-            from ..text import load_text_encoder
-
-            text_encoder = load_text_encoder(ref, device=device)
+            text_encoder = load_text_encoder_ref(ref, path, device=device, dtype=dtype)
         vae_folder = record.get("vae")
         if vae is None and vae_folder:
             from ..latent import load_vae
@@ -335,9 +368,15 @@ class VideoPipeline:
             if not (folder / "config.json").is_file():
                 raise CheckpointError(f"{path} is a latent pipeline but its VAE folder {folder} is missing; copy the whole pipeline folder")
             vae = load_vae(folder)
-        pipe = cls(model, text_encoder, record.get("objective"), record.get("defaults"), text_encoder_ref=ref, vae=vae)
-        if device is not None:
-            pipe.to(device)
+        embedded = isinstance(ref, Mapping) and ref.get("path") == "."
+        pipe = cls(model, text_encoder, record.get("objective"), record.get("defaults"), text_encoder_ref=ref, vae=vae,
+                   scheduler_config=record.get("scheduler"), embed_text_encoder=embedded)  # fmt: skip
+        if embedded:  # keep pointing at this folder's copy, so a second save copies it again
+            from .parts import resolve_ref
+
+            pipe.text_encoder_ref = resolve_ref(ref, path)
+        if device is not None or dtype is not None:
+            pipe.to(device, dtype)
         if hasattr(model, "eval"):
             model.eval()
         return pipe

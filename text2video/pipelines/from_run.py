@@ -1,7 +1,8 @@
 """From a run folder to a pipeline: the model of a checkpoint (EMA weights by default) with the run's
 text encoder, VAE (latent runs), objective and sampling defaults; `export_run` writes it as a pipeline
 folder (with ``vae/`` for a latent run). A LoRA run's model is its base (``train.init_from``) with the
-checkpoint's adapter merged into the weights."""
+checkpoint's adapter merged into the weights; a pretrained diffusers base's own scheduler comes along when
+the run trained with the diffusion objective on its schedule (`text2video.pipelines.initial.base_scheduler_config`)."""
 
 from __future__ import annotations
 
@@ -32,7 +33,8 @@ def pipeline_defaults(config: Config, vae: Any = None, channels: Optional[int] =
         "steps": s.steps,
         "sampler": s.sampler,
         "guidance_scale": s.guidance_scale,
-        "negative_prompt": s.negative_prompt,
+        # max-length (pipeline-style) encoders take the empty prompt as the unconditional input
+        "negative_prompt": s.negative_prompt if s.negative_prompt is not None or config.text.padding == "longest" else "",
     }
 
 
@@ -55,11 +57,14 @@ def pipeline_from_run(
     path = resolve_checkpoint(checkpoint, run_dir)
     if text_encoder is None:
         kwargs = {} if config.text.max_length is None else {"max_length": config.text.max_length}
+        if config.text.padding != "longest":
+            kwargs["padding"] = config.text.padding
         text_encoder = load_text_encoder(config.text.encoder, **kwargs)
     vae = load_run_vae(config, run_dir, device, required_copy=True)
     model = build_configured_model(config, getattr(text_encoder, "dim", None), vae=vae, text_encoder=text_encoder)
+    scheduler_config = None
     if config.train.lora is not None:
-        _load_lora_run(model, config, path, use_ema)
+        scheduler_config = _load_lora_run(model, config, path, use_ema, text_encoder)
     else:
         weights = path / ("ema.safetensors" if use_ema else "model.safetensors")
         if not weights.is_file():
@@ -67,25 +72,28 @@ def pipeline_from_run(
         load_weights(model, weights)
     model.eval()
     cls = PIPELINES[kind]
+    ref = config.text.encoder if config.text.padding == "longest" else {"path": config.text.encoder, "padding": config.text.padding}
     pipe = cls(model, text_encoder, objective_config(config), pipeline_defaults(config, vae),
-               text_encoder_ref=config.text.encoder, vae=vae)  # fmt: skip
+               text_encoder_ref=ref, vae=vae, scheduler_config=scheduler_config)  # fmt: skip
     if device is not None:
         pipe.to(device)
     return pipe
 
 
-def _load_lora_run(model: Any, config: Config, checkpoint: Path, use_ema: bool) -> None:
-    """The base of a LoRA run (``train.init_from``) with the checkpoint's adapter merged in."""
+def _load_lora_run(model: Any, config: Config, checkpoint: Path, use_ema: bool, text_encoder: Any) -> Optional[dict[str, Any]]:
+    """The base of a LoRA run (``train.init_from``) with the checkpoint's adapter merged in; returns the base's
+    own scheduler config (a pretrained diffusers base's) where the run trained on the chain it describes."""
     from ..models.lora import LoraSettings, add_lora, load_lora_weights, merge_lora
     from ..runs.checkpoint import EMA_LORA_WEIGHTS, LORA_WEIGHTS
-    from .initial import load_initial_weights
+    from .initial import base_scheduler_config, load_initial_weights
 
-    load_initial_weights(model, config.train.init_from)
+    found = load_initial_weights(model, config.train.init_from, text_encoder)
     add_lora(model, LoraSettings.from_dict(config.train.lora))
     weights = checkpoint / (EMA_LORA_WEIGHTS if use_ema else LORA_WEIGHTS)
     load_lora_weights(model, weights if weights.is_file() else checkpoint / LORA_WEIGHTS)
     merge_lora(model)
     model.requires_grad_(False)
+    return base_scheduler_config(found, objective_config(config))
 
 
 def export_run(run_dir: str | Path, out: str | Path, checkpoint: str | Path = "latest", *, use_ema: bool = True) -> Path:

@@ -77,6 +77,7 @@ class ImageToVideoPipeline(VideoPipeline):
         sampler: Optional[str],
         num_videos_per_prompt: int,
         progress: bool,
+        latents: Optional[torch.Tensor] = None,
         fps: Optional[float] = None,
         callback: Optional[StepCallback] = None,
     ) -> VideoOutput:
@@ -104,7 +105,7 @@ class ImageToVideoPipeline(VideoPipeline):
         shape = self.sample_shape((count, d.channels, num_frames, *pixel_hw))
         with self.backend():
             videos = sample(self.model, shape, cond, objective=self.objective, negative_cond=negative,
-                            generators=generators, progress=progress, callback=callback, **options)  # fmt: skip
+                            generators=generators, progress=progress, noise=latents, callback=callback, **options)  # fmt: skip
         videos = self.decode(videos)
         return self._finish(videos, [p for p in prompts for _ in range(num_videos_per_prompt)], seeds, fps)
 
@@ -121,16 +122,18 @@ class ImageToVideoPipeline(VideoPipeline):
         sampler: Optional[str] = None,
         num_videos_per_prompt: int = 1,
         progress: bool = True,
+        latents: Optional[torch.Tensor] = None,
         fps: Optional[float] = None,
         callback: Optional[StepCallback] = None,
     ) -> VideoOutput:
         """Videos whose first frame(s) are ``image``: one image animates it, k frames continue the clip.
-        ``fps`` and ``callback`` as in `TextToVideoPipeline.__call__`."""
+        ``latents``: the initial noise of the sampled shape, as in diffusers; ``fps`` and ``callback`` as in
+        `TextToVideoPipeline.__call__`."""
         frames = as_frames_tensor(image)
         return self._generate_with(
             frames, list(range(frames.shape[2])), prompt, num_frames=num_frames, steps=steps,
             guidance_scale=guidance_scale, negative_prompt=negative_prompt, seed=seed, sampler=sampler,
-            num_videos_per_prompt=num_videos_per_prompt, progress=progress, fps=fps, callback=callback,
+            num_videos_per_prompt=num_videos_per_prompt, progress=progress, latents=latents, fps=fps, callback=callback,
         )  # fmt: skip
 
     def predict(

@@ -54,6 +54,7 @@ class InterpolationPipeline(ImageToVideoPipeline):
             raise ConfigError(f"got {len(prompts)} prompts for {b} video pairs; give one, or one per pair")
         fps = self.defaults.fps if fps is None else float(fps)
         cond = self._condition(prompts, 1, fps)
+        negative = self._negative(self.defaults.negative_prompt, b)
         generators, seeds = make_generators(b, seed)
         options = self._sampling_kwargs(steps=num_steps, sampler=sampler, guidance_scale=guidance_scale)
         v1, v2 = self.encode_frames(v1), self.encode_frames(v2)  # latent pipelines: interpolate the latents
@@ -62,7 +63,7 @@ class InterpolationPipeline(ImageToVideoPipeline):
                 self.model, v1.to(self.device), v2.to(self.device), cond, objective=self.objective,
                 num_interp=num_interp_frames, steps=options["steps"], strength=strength, sampler=options["sampler"],
                 guidance_scale=options["guidance_scale"], generators=generators, clip_x0=options["clip_x0"], progress=progress,
-                callback=callback,
+                negative_cond=negative, scheduler_config=options["scheduler_config"], callback=callback,
             )  # fmt: skip
         flat = self.decode(videos.flatten(0, 1))
         weights = torch.linspace(0.0, 1.0, num_interp_frames).tolist()

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any, Sequence
 
 from ..errors import CheckpointError, ConfigError
 from ..models.lora import LORA_FILE
 from ..runs.checkpoint import EMA_LORA_WEIGHTS, LORA_WEIGHTS, resolve_checkpoint
 from ..runs.folder import is_run_dir, run_of_checkpoint
 
-__all__ = ["lora_file", "parse_lora_spec"]
+__all__ = ["apply_loras", "lora_file", "parse_lora_spec"]
 
 
 def lora_file(path: str | Path, use_ema: bool = True) -> Path:
@@ -43,3 +44,12 @@ def parse_lora_spec(spec: str) -> tuple[str, float]:
         except ValueError:
             pass
     return spec, 1.0
+
+
+def apply_loras(pipe: Any, loras: Sequence[str | Path | tuple[str | Path, float]]) -> None:
+    """Load adapters into ``pipe`` (each ``PATH[:SCALE]`` or ``(path, scale)``) and merge them into the weights
+    (`VideoPipeline.fuse_lora`: sampling at the base model's speed; `unload_lora` still gives the base back)."""
+    for spec in loras:
+        path, scale = (spec[0], float(spec[1])) if isinstance(spec, tuple) else parse_lora_spec(str(spec))
+        pipe.load_lora(path, scale)
+    pipe.fuse_lora()

@@ -40,13 +40,17 @@ class TextToVideoPipeline(VideoPipeline):
         dynamic_threshold: Optional[float] = None,
         progress: bool = True,
         generators: Optional[Sequence[torch.Generator]] = None,
+        latents: Optional[torch.Tensor] = None,
+        clip_x0: Optional[bool] = None,
         fps: Optional[float] = None,
         callback: Optional[StepCallback] = None,
     ) -> VideoOutput:
         """Videos for ``prompt`` (a string or a list): ``num_videos_per_prompt`` each, video ``i`` seeded
         ``seed + i`` so any one of them can be reproduced alone; or drawn from ``generators`` (one per video)
-        when given. ``fps``: the videos' frame rate, which models with an fps embedding are also conditioned on
-        (default: the pipeline's). ``callback(done, total)`` follows the sampler's steps."""
+        when given. ``latents`` is the initial noise, as in diffusers (the sampled shape, latent for a latent
+        pipeline; it replaces the seeded draw); ``clip_x0`` overrides clipping the predicted clean video to [-1, 1].
+        ``fps``: the videos' frame rate, which models with an fps embedding are also conditioned on (default:
+        the pipeline's). ``callback(done, total)`` follows the sampler's steps."""
         prompts = as_prompt_list(prompt)
         if num_videos_per_prompt < 1:
             raise ConfigError(f"num_videos_per_prompt must be >= 1, got {num_videos_per_prompt}")
@@ -67,12 +71,11 @@ class TextToVideoPipeline(VideoPipeline):
             generators, seeds = make_generators(shape[0], seed)
         else:
             generators, seeds = list(generators), None
-        options = self._sampling_kwargs(
-            steps=steps, sampler=sampler, guidance_scale=guidance_scale, eta=eta, dynamic_threshold=dynamic_threshold
-        )
+        options = self._sampling_kwargs(steps=steps, sampler=sampler, guidance_scale=guidance_scale, eta=eta,
+                                        dynamic_threshold=dynamic_threshold, clip_x0=clip_x0)  # fmt: skip
         with self.backend():
             videos = sample(self.model, shape, cond, objective=self.objective, negative_cond=negative,
-                            generators=generators, progress=progress, callback=callback, **options)  # fmt: skip
+                            generators=generators, progress=progress, noise=latents, callback=callback, **options)  # fmt: skip
         videos = self.decode(videos)
         return self._finish(videos, [p for p in prompts for _ in range(num_videos_per_prompt)], seeds, fps)
 

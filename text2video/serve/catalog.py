@@ -1,8 +1,10 @@
 """The models a server offers: names for the picker, folders, pipelines loaded on first use, and a summary.
 
-Every folder goes through `text2video.load_pipeline`, so whatever it can load (pipeline folders, training
-run folders, and the formats later versions add) can be served. A model is loaded once, on the device
-given, and shared by every tab; image-to-video and interpolation use the same weights.
+Every model goes through `text2video.load_pipeline`, so whatever it can load (pipeline, run and checkpoint
+folders, diffusers pipeline folders, a video-diffusion-pytorch ``.pt``, Hub ids) can be served, with the
+loading options given (``dtype``, ``offload``, ``motion_adapter``, ...; the same for every model). A model is
+loaded once, on the device given, and shared by every tab; image-to-video and interpolation use the same
+weights.
 """
 
 from __future__ import annotations
@@ -100,27 +102,42 @@ def describe_pipeline(pipe: Any, path: Optional[Path] = None) -> dict[str, Any]:
 class ModelCatalog:
     """Named model folders; `pipeline` loads one on first use (thread-safe) and keeps it."""
 
-    def __init__(self, paths: Sequence[str | Path], *, device: Optional[str] = None, loras: Sequence[tuple[str, float]] = ()) -> None:
+    def __init__(
+        self,
+        paths: Sequence[str | Path],
+        *,
+        device: Optional[str] = None,
+        options: Optional[dict[str, Any]] = None,
+        loras: Sequence[tuple[str, float]] = (),
+    ) -> None:
+        from ..pipelines.pretrained.detect import detect_local
+        from ..pipelines.pretrained.hub import looks_like_hub_id
+
         paths = [Path(p) for p in paths]
         if not paths:
             raise ConfigError("no model to serve: give --model FOLDER (repeatable) or --models-dir DIR")
         for path in paths:
-            if not path.exists():
-                raise CheckpointError(f"model folder {path} does not exist")
-            if path.is_file():
-                raise CheckpointError(
-                    f"{path} is a file; --model takes a pipeline folder (text2video export), a run folder or one of its checkpoint folders"
-                )
+            if path.exists():
+                detect_local(path)  # a folder or file load_pipeline cannot read: its one-line error now, not on first use
+            elif not looks_like_hub_id(str(path)):
+                raise CheckpointError(f"model folder {path} does not exist; give a local folder or file, or a Hugging Face Hub id")
         self.names = _unique_names(paths)
         self.paths = dict(zip(self.names, paths))
         self.device = device
+        #: keyword arguments of `load_pipeline` for every model (dtype, offload, motion_adapter, ...)
+        self.options = {k: v for k, v in (options or {}).items() if v is not None}
         self.loras = list(loras)  # (path, scale) of the LoRA adapters merged into every served model
         self._pipelines: dict[tuple[str, str], Any] = {}
         self._lock = threading.Lock()
 
     @classmethod
     def from_args(
-        cls, models: Sequence[str] = (), models_dir: Optional[str] = None, device: Optional[str] = None, loras: Sequence[str] = ()
+        cls,
+        models: Sequence[str] = (),
+        models_dir: Optional[str] = None,
+        device: Optional[str] = None,
+        options: Optional[dict[str, Any]] = None,
+        loras: Sequence[str] = (),
     ) -> ModelCatalog:
         """``--model`` folders first, then the model folders found in ``--models-dir``; ``--lora PATH[:SCALE]``."""
         from ..pipelines.lora import parse_lora_spec
@@ -128,7 +145,26 @@ class ModelCatalog:
         paths = [Path(m) for m in models]
         if models_dir:
             paths += [p for p in find_model_folders(models_dir) if p not in paths]
-        return cls(paths, device=device, loras=[parse_lora_spec(spec) for spec in loras])
+        return cls(paths, device=device, options=options, loras=[parse_lora_spec(spec) for spec in loras])
+
+    def spec(self, name: str) -> str:
+        """Model ``name`` as the command line takes it: its absolute path, or its Hub id."""
+        path = self.paths[name]
+        return str(path.resolve()) if path.exists() else str(path)
+
+    def option_flags(self) -> list[str]:
+        """The loading options as the command line's flags (``dtype="float16"`` -> ``--dtype float16``), then
+        the adapters (``--lora PATH:SCALE``)."""
+        flags: list[str] = []
+        for key, value in self.options.items():
+            if value is False or (key == "offload" and value == "off"):
+                continue
+            flags.append("--" + key.replace("_", "-"))
+            if value is not True:
+                flags.append(str(value))
+        for path, scale in self.loras:
+            flags += ["--lora", f"{Path(path).expanduser().resolve()}:{scale:g}"]
+        return flags
 
     @property
     def default(self) -> str:
@@ -163,10 +199,7 @@ class ModelCatalog:
         base = self._pipelines.get(base_key)
         if base is None:
             logger.info("loading model %s from %s", name, self.paths[name])
-            base = load_pipeline(self.paths[name], device=self.resolve_device())
-            for path, scale in self.loras:
-                base.load_lora(path, scale)
-            base.fuse_lora()
+            base = load_pipeline(self.paths[name], device=self.resolve_device(), lora=self.loras, **self.options)
             self._pipelines[base_key] = base
         if kind == "TextToVideoPipeline" or type(base).__name__ == kind:
             return base
@@ -174,9 +207,9 @@ class ModelCatalog:
         if cls is None:
             raise ConfigError(f"unknown pipeline {kind!r}; choose one of: {', '.join(PIPELINES)}")
         if type(base) in PIPELINES.values():  # one of ours: the same weights behind another interface
-            return cls(base.model, base.text_encoder, base.objective_config, base.defaults,
-                       text_encoder_ref=base.text_encoder_ref, vae=base.vae)  # fmt: skip
-        return load_pipeline(self.paths[name], kind, device=self.resolve_device())
+            return cls(base.model, base.text_encoder, base.objective_config, base.defaults, text_encoder_ref=base.text_encoder_ref,
+                       vae=base.vae, scheduler_config=base.scheduler_config, embed_text_encoder=base.embed_text_encoder)  # fmt: skip
+        return load_pipeline(self.paths[name], kind, device=self.resolve_device(), **self.options)
 
     def describe(self, name: Optional[str] = None) -> dict[str, Any]:
         name = self.check_name(name)

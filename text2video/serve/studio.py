@@ -158,7 +158,7 @@ def command_for(settings: dict[str, Any], inputs: dict[str, str]) -> str:
                 "--num-interp", str(settings["num_videos"]), "--strength", f"{settings['strength']:g}"]  # fmt: skip
         if settings["prompt"]:
             args += ["--prompt", settings["prompt"]]
-    args += ["--model", settings["model_path"]]
+    args += ["--model", settings["model_path"], *settings.get("model_options", [])]
     if settings.get("device_given"):
         args += ["--device", settings["device"]]
     args += ["--sampler", settings["sampler"], "--steps", str(settings["steps"]),
@@ -355,7 +355,8 @@ class Studio:
             "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             "mode": request.mode,
             "model": request.model,
-            "model_path": str(self.catalog.paths[request.model].resolve()),
+            "model_path": self.catalog.spec(request.model),
+            "model_options": self.catalog.option_flags(),
             "device": pipe_facts["device"],
             "device_given": self.catalog.device is not None,
             "takes_fps": pipe_facts["takes_fps"],

@@ -11,9 +11,9 @@ from .encoders import (
     default_text_encoder_path,
     describe_text_encoder,
     info,
-    load_text_encoder,
     masked_mean,
 )
+from .loader import load_text_encoder
 
 __all__ = [
     "BertTextEncoder",

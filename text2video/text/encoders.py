@@ -404,12 +404,7 @@ class HFTextEncoder(TextEncoder):
         """Run the model: (token states (B, L, D), pooled (B, D'))."""
 
     def encode(self, prompts: Sequence[str]) -> TextEmbeddings:
-        if isinstance(prompts, str):
-            prompts = [prompts]
-        prompts = list(prompts)
-        bad = [type(p).__name__ for p in prompts if not isinstance(p, str)]
-        if bad:
-            raise TextEncoderError(f"prompts must be strings, got {', '.join(sorted(set(bad)))}; use '' for no text")
+        prompts = prompt_list(prompts)
         device, dtype = self.device, self.dtype
         if not prompts:
             return TextEmbeddings(
@@ -429,6 +424,15 @@ class HFTextEncoder(TextEncoder):
                 tokens = tokens * mask.unsqueeze(-1).to(tokens.dtype)
                 chunks.append(TextEmbeddings(tokens=tokens, mask=mask, pooled=pooled))
         return TextEmbeddings.cat(chunks)
+
+
+def prompt_list(prompts: str | Sequence[str]) -> list[str]:
+    """``prompts`` as a list of strings (one string is one prompt); a `TextEncoderError` for anything else."""
+    prompts = [prompts] if isinstance(prompts, str) else list(prompts)
+    bad = [type(p).__name__ for p in prompts if not isinstance(p, str)]
+    if bad:
+        raise TextEncoderError(f"prompts must be strings, got {', '.join(sorted(set(bad)))}; use '' for no text")
+    return prompts
 
 
 def masked_mean(states: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -502,7 +506,8 @@ class T5TextEncoder(HFTextEncoder):
         return states, masked_mean(states, mask)
 
 
-_ENCODER_CLASSES: dict[str, type[HFTextEncoder]] = {"bert": BertTextEncoder, "clip": ClipTextEncoder, "t5": T5TextEncoder}
+#: backend (config.json ``model_type`` family) -> encoder class (`text2video.text.loader.load_text_encoder` picks one).
+ENCODER_CLASSES: dict[str, type[HFTextEncoder]] = {"bert": BertTextEncoder, "clip": ClipTextEncoder, "t5": T5TextEncoder}
 
 
 # --------------------------------------------------------------------------------------------
@@ -527,45 +532,19 @@ def default_text_encoder_path() -> Path:
     return folder
 
 
-def _is_default(spec: str | Path | None) -> bool:
+def is_default_spec(spec: str | Path | None) -> bool:
+    """Whether an encoder ``spec`` names the bundled default (``None``, ``"default"`` or ``""``)."""
     return spec is None or (isinstance(spec, str) and spec.strip().lower() in ("default", ""))
 
 
-def _dtype_of(dtype: torch.dtype | str | None) -> Optional[torch.dtype]:
+def as_dtype(dtype: torch.dtype | str | None) -> Optional[torch.dtype]:
+    """``dtype`` as a ``torch.dtype`` (a name such as ``"float16"`` is looked up); None stays None."""
     if dtype is None or isinstance(dtype, torch.dtype):
         return dtype
     value = getattr(torch, str(dtype).replace("torch.", ""), None)
     if not isinstance(value, torch.dtype):
         raise TextEncoderError(f"unknown dtype {dtype!r}; use float32, float16 or bfloat16")
     return value
-
-
-@functools.lru_cache(maxsize=4)
-def _cached_default(pooling: Optional[str], device: Optional[str], dtype: Optional[torch.dtype]) -> TextEncoder:
-    return BertTextEncoder(default_text_encoder_path(), pooling=pooling, device=device, dtype=dtype)
-
-
-def load_text_encoder(
-    spec: str | Path | None = "default",
-    *,
-    pooling: Optional[str] = None,
-    device: torch.device | str | None = None,
-    dtype: torch.dtype | str | None = None,
-    max_length: Optional[int] = None,
-) -> TextEncoder:
-    """Load a frozen encoder from a local folder; the backend comes from its config.json ``model_type``.
-
-    ``spec`` is ``"default"`` (the bundled MiniLM, loaded once per process per pooling/device/dtype and
-    shared: do not move it with ``.to``, ask for the device here) or a folder path. ``device`` defaults to
-    the CPU; ``max_length`` overrides the token limit.
-    ``pooling``: BERT ``"mean"`` (default) or ``"cls"``; CLIP ``"eot"``; T5 ``"mean"``.
-    """
-    dtype = _dtype_of(dtype)
-    if _is_default(spec) and max_length is None:
-        return _cached_default(pooling, str(torch.device(device or "cpu")), dtype)
-    folder = resolve_folder(default_text_encoder_path() if _is_default(spec) else spec)
-    cls = _ENCODER_CLASSES[folder.backend]
-    return cls(folder, pooling=pooling, device=device, dtype=dtype, max_length=max_length)
 
 
 def check_context_dim(encoder: TextEncoder, expected: int, what: str) -> None:
@@ -579,7 +558,7 @@ def check_context_dim(encoder: TextEncoder, expected: int, what: str) -> None:
 
 def describe_text_encoder(spec: str | Path | None = "default") -> dict[str, Any]:
     """Facts about an encoder folder read from its files only (no weights are loaded)."""
-    folder = resolve_folder(default_text_encoder_path() if _is_default(spec) else spec)
+    folder = resolve_folder(default_text_encoder_path() if is_default_spec(spec) else spec)
     config = folder.config
     return {
         "path": str(folder.model_dir),

@@ -72,9 +72,11 @@ def make_adamw(params: list[nn.Parameter], **kwargs: Any) -> torch.optim.AdamW:
 
 def text_condition(prompts: Any, texts: list[str], device: torch.device | str = "cpu") -> Conditioning:
     """The text `Conditioning` of ``texts`` from a prompt cache (`text2video.text.cache.EmbeddingCache`); empty
-    captions are marked dropped."""
+    captions are marked dropped, unless the encoder has a null prompt of its own (max-length encoders: the empty
+    prompt is encoded like any other, as the pipelines it came from do)."""
     emb = prompts.encode(texts)
-    empty = torch.tensor([not t for t in texts], dtype=torch.bool)
+    own_null = hasattr(getattr(prompts, "encoder", prompts), "null_prompt")
+    empty = torch.tensor([not t and not own_null for t in texts], dtype=torch.bool)
     return Conditioning(text_tokens=emb.tokens.float(), text_mask=emb.mask.bool(), text_pooled=emb.pooled.float(), null_text=empty).to(
         device
     )
@@ -176,6 +178,8 @@ class Trainer:
         from ..text import load_text_encoder
 
         kwargs = {} if self.config.text.max_length is None else {"max_length": self.config.text.max_length}
+        if self.config.text.padding != "longest":
+            kwargs["padding"] = self.config.text.padding
         return load_text_encoder(self.config.text.encoder, **kwargs)
 
     def _build_prompt_cache(self) -> EmbeddingCache:
@@ -225,16 +229,19 @@ class Trainer:
         return cached
 
     def _load_initial_weights(self, model: nn.Module, source: str) -> None:
-        """``train.init_from``: the weights of a run, checkpoint or pipeline folder (through `load_pipeline`),
-        a ``save_pretrained`` folder or a ``.safetensors`` file, loaded strictly before the first step. The
-        saved config names it by its absolute path (a LoRA run needs it again to sample)."""
-        from ..pipelines.initial import load_initial_weights
+        """``train.init_from``: the weights of any model `load_pipeline` reads (run, checkpoint and pipeline
+        folders, diffusers folders, Hub ids), a video-diffusion-pytorch ``.pt``, a ``save_pretrained`` folder or a
+        ``.safetensors`` file, loaded strictly before the first step. The saved config names it by its absolute
+        path (a LoRA run needs it again to sample). Where the run trains otherwise than the base was trained
+        (objective, schedule, prompt padding), each difference is logged as a warning."""
+        from ..pipelines.initial import base_differences, load_initial_weights
 
-        found = load_initial_weights(model, source)
-        self.config.train.init_from = str(found.source)
-        ours = getattr(getattr(self.objective, "config", None), "objective", None)
-        if found.objective is not None and ours is not None and found.objective != ours:
-            logger.warning("train.init_from was trained with objective=%s; this run trains with objective=%s", found.objective, ours)
+        found = load_initial_weights(model, source, self.text_encoder)
+        self.config.train.init_from = found.source
+        ours = getattr(self.objective, "config", None)
+        if ours is not None:
+            for line in base_differences(found, ours, self.config.text.padding):
+                logger.warning("train.init_from %s: %s", found.source, line)
 
     def _add_lora(self, model: nn.Module) -> Optional[dict[str, Any]]:
         """``train.lora``: freeze the model and add the adapter that trains instead; its size, or None."""
@@ -333,9 +340,14 @@ class Trainer:
         gen = seeded_generator(t.seed, self.step, self.rank, micro, device=self.device)
         x0 = batch["video"].to(self.device, non_blocking=True)
         b = x0.shape[0]
-        cond = text_condition(self.prompts, list(batch["text"]), self.device)
+        texts = list(batch["text"])
         drop = torch.rand(b, generator=gen, device=self.device) < t.cond_drop
-        cond = cond.text_dropped(drop)
+        null_prompt = getattr(self.text_encoder, "null_prompt", None)
+        if null_prompt is not None:  # max-length encoders: a dropped caption is the empty prompt (the pipelines' recipe)
+            texts = [null_prompt if dropped else text for text, dropped in zip(texts, drop.tolist())]
+        cond = text_condition(self.prompts, texts, self.device)
+        if null_prompt is None:
+            cond = cond.text_dropped(drop)
         cond.fps = batch["fps"].to(self.device)
         if image_step and t.image_mode == "frames" and x0.shape[2] > 1:
             frame = torch.randint(0, x0.shape[2], (b,), generator=gen, device=self.device)
