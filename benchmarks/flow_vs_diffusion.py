@@ -129,7 +129,9 @@ def main() -> int:
     parser.add_argument(
         "--parallel", action="store_true", help="train the two objectives, and judge each setting's two runs, at the same time"
     )
-    parser.add_argument("--reuse", "--skip-train", dest="skip_train", action="store_true", help="judge the runs already trained into --out (no training)")
+    parser.add_argument(
+        "--reuse", "--skip-train", dest="skip_train", action="store_true", help="judge the runs already trained into --out (no training)"
+    )
     args = parser.parse_args()
 
     from text2video.commands.demo import choose_threads

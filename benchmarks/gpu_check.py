@@ -331,7 +331,7 @@ def family_config(run: Run, family: Family) -> Any:
     ]  # fmt: skip
     if family.latent_size is not None:  # random latents stand in for the VAE's
         size = 8 if run.dry else family.latent_size
-        overrides += [f"data.size={size}", "model.in_channels=4", "model.out_channels=4", f"model.sample_size={size}"]
+        overrides += [f"data.size={size}", "data.channels=4", f"model.sample_size={size}"]
     if run.dry:
         overrides += [f"data.num_frames={min(base.data.num_frames, 4)}"]
         if family.name == "stdit":

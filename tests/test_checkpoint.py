@@ -1,4 +1,6 @@
+import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -8,15 +10,18 @@ import pytest
 import torch
 from trainer_toys import ToyObjective, make_trainer, toy_config
 
-from text2video.errors import CheckpointError
+from text2video.errors import CheckpointError, RunFolderError, RunLockedError
 from text2video.runs.checkpoint import (
     capture_rng_state,
+    clean_leftovers,
     list_checkpoints,
     load_checkpoint,
+    read_state,
     resolve_checkpoint,
     restore_rng_state,
     save_checkpoint,
 )
+from text2video.runs.lock import RunLock
 from text2video.train.metrics import read_metrics
 
 
@@ -148,3 +153,83 @@ def test_a_kill_during_a_checkpoint_write_leaves_the_previous_one_loadable(tmp_p
     # the next successful save removes the torn folder
     save_checkpoint(run, 3, model=fresh)
     assert not any(p.name.startswith(".tmp") for p in (run / "checkpoints").iterdir())
+
+
+# ------------------------------------------------------------------------------- run folders and leftovers
+
+
+def test_crash_leftovers_are_cleaned_at_the_next_start_and_latest_names_only_this_runs_checkpoints(tmp_path):
+    run = tmp_path / "run"
+    first = make_trainer(run, toy_config(steps=4, save_every=2))
+    first.train()
+    root = run / "checkpoints"
+    run_id = json.loads((run / "run.json").read_text())["run_id"]
+    assert read_state(root / "step-00000004")["run_id"] == run_id
+    # what killed processes leave: a torn write, a temporary latest, a half-deleted checkpoint (old and new style)
+    (root / ".tmp-step-00000006-999999").mkdir()
+    (root / ".tmp-step-00000006-999999" / "model.safetensors").write_bytes(b"torn")
+    (root / ".latest.tmp-999999").write_text("step-00000006\n")
+    (root / ".del-step-00000002-999999").mkdir()
+    (root / "step-00000003").mkdir()
+    (root / "step-00000003" / "optimizer.pt").write_bytes(b"half deleted")
+    # a checkpoint of another run (its id differs) with a higher step, and a latest pointing outside the folder
+    foreign = root / "step-00000009"
+    shutil.copytree(root / "step-00000004", foreign)
+    (foreign / "state.json").write_text(json.dumps({**read_state(foreign), "run_id": "someone-else", "step": 9}))
+    (root / "latest").write_text("../../elsewhere/step-00000001\n")
+    assert resolve_checkpoint("latest", run).name == "step-00000004"  # neither the foreign one nor the outside path
+    assert [p.name for p in list_checkpoints(run)] == ["step-00000002", "step-00000004"]
+
+    removed = clean_leftovers(run)
+    assert {".tmp-step-00000006-999999", ".latest.tmp-999999", ".del-step-00000002-999999", "step-00000003"} <= set(removed)
+    assert sorted(p.name for p in root.iterdir()) == ["latest", "step-00000002", "step-00000004", "step-00000009"]
+    assert (root / "latest").read_text().strip() == "step-00000004"
+    # the trainer cleans up by itself when it starts again
+    (root / ".tmp-step-00000008-999999").mkdir()
+    make_trainer(run, toy_config(steps=6, save_every=2)).train(resume="latest")
+    assert not any(p.name.startswith(".") for p in root.iterdir())
+    assert resolve_checkpoint("latest", run).name == "step-00000006"
+
+
+def test_training_afresh_into_an_existing_run_is_refused_naming_resume_and_overwrite(tmp_path):
+    run = tmp_path / "run"
+    make_trainer(run, toy_config(steps=4, save_every=2)).train()
+    config_before = (run / "config.yaml").read_text()
+    metrics_before = (run / "metrics.csv").read_text()
+    with pytest.raises(RunFolderError, match=r"already holds a run \(2 checkpoints, newest step-00000004.*--resume latest.*--overwrite"):
+        make_trainer(run, toy_config(steps=2, lr=1e-3)).train()
+    assert (run / "config.yaml").read_text() == config_before and (run / "metrics.csv").read_text() == metrics_before
+    old_id = json.loads((run / "run.json").read_text())["run_id"]
+    (run / "my-notes.txt").write_text("mine")
+    result = make_trainer(run, toy_config(steps=2, lr=1e-3, save_every=2), overwrite=True).train()
+    assert result.step == 2 and [p.name for p in list_checkpoints(run)] == ["step-00000002"]
+    assert json.loads((run / "run.json").read_text())["run_id"] != old_id
+    assert len(read_metrics(run / "metrics.csv")) == 2 and (run / "my-notes.txt").read_text() == "mine"
+    # a run that died before its first checkpoint: only --overwrite (there is nothing to resume)
+    (run / "checkpoints" / "step-00000002" / "state.json").unlink()
+    shutil.rmtree(run / "checkpoints")
+    with pytest.raises(RunFolderError, match="saved no checkpoint.*--overwrite"):
+        make_trainer(run, toy_config(steps=2)).train()
+
+
+def test_one_process_per_run_folder_and_a_dead_holder_does_not_block(tmp_path):
+    run = tmp_path / "run"
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time; from text2video.runs.lock import RunLock; lock = RunLock(sys.argv[1]).acquire(); "
+         "print('locked', flush=True); time.sleep(600)", str(run)],
+        stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        with pytest.raises(RunLockedError, match=rf"in use by another training process \(PID {holder.pid} on "):
+            RunLock(run).acquire()
+    finally:
+        holder.kill()
+        holder.wait()
+        holder.stdout.close()
+    assert json.loads((run / ".lock").read_text())["pid"] == holder.pid  # the stale record is still there...
+    with RunLock(run) as lock:  # ...but a killed holder's lock is gone with it
+        assert lock.held and json.loads((run / ".lock").read_text())["pid"] == os.getpid()
+        with RunLock(run):  # re-entrant within one process
+            pass
+        assert lock.held

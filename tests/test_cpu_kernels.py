@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import hashlib
 import logging
+import os
+import shutil
+import stat
 
 import pytest
 import torch
@@ -56,7 +60,62 @@ def test_builds_once_into_the_cache_and_reuses_it(fresh_load):
     cpu_kernels.load.cache_clear()
     assert cpu_kernels.load() is not None
     assert built[0].stat().st_mtime_ns == stamp  # loaded, not rebuilt
-    assert list(fresh_load.iterdir()) == built  # no temporary files left
+    # no temporary files left: the library and the hash recorded when it was built, in a private folder
+    assert sorted(fresh_load.iterdir()) == [built[0], cpu_kernels.hash_path(built[0])]
+    assert cpu_kernels.hash_path(built[0]).read_text().strip() == hashlib.sha256(built[0].read_bytes()).hexdigest()
+    assert stat.S_IMODE(fresh_load.stat().st_mode) == 0o700
+
+
+@pytest.fixture
+def library_copy(tmp_path):
+    """A copy of the built kernel library with its recorded hash, in a private folder of this test."""
+    require_kernels()
+    source = cpu_kernels.library_path(cpu_kernels._compiler())
+    folder = tmp_path / "cache"
+    folder.mkdir(mode=0o700)
+    copy = folder / source.name
+    shutil.copyfile(source, copy)
+    os.chmod(copy, 0o700)
+    cpu_kernels.record_hash(copy)
+    return copy
+
+
+def test_a_checked_library_loads_and_a_changed_one_is_refused(library_copy):
+    assert cpu_kernels._bind(cpu_kernels.load_verified(library_copy)).t2v_abi_version() == cpu_kernels.ABI_VERSION
+    data = bytearray(library_copy.read_bytes())
+    data[len(data) // 2] ^= 0xFF  # one planted byte
+    library_copy.write_bytes(bytes(data))
+    with pytest.raises(cpu_kernels.UnsafeLibraryError, match="does not match the hash"):
+        cpu_kernels.open_verified(library_copy)
+    cpu_kernels.hash_path(library_copy).unlink()
+    with pytest.raises(cpu_kernels.UnsafeLibraryError, match="no recorded hash"):
+        cpu_kernels.open_verified(library_copy)
+
+
+def test_a_library_or_folder_others_can_write_or_own_is_refused(library_copy, monkeypatch, caplog):
+    os.chmod(library_copy, 0o720)  # group-writable
+    with pytest.raises(cpu_kernels.UnsafeLibraryError, match="writable by its group"):
+        cpu_kernels.open_verified(library_copy)
+    os.chmod(library_copy, 0o700)
+    shared = library_copy.parent.parent / "shared"
+    shared.mkdir()
+    os.chmod(shared, 0o777)  # a folder anyone may write, as a shared TEXT2VIDEO_KERNEL_CACHE would be
+    with pytest.raises(cpu_kernels.UnsafeLibraryError, match="writable by others"):
+        cpu_kernels.secure_folder(shared)
+    monkeypatch.setenv(cpu_kernels.ENV_CACHE, str(shared))
+    cpu_kernels.load.cache_clear()
+    try:
+        with caplog.at_level(logging.WARNING, logger=cpu_kernels.__name__):
+            assert cpu_kernels.load() is None  # refused: the PyTorch path runs instead
+    finally:
+        cpu_kernels.load.cache_clear()
+    assert "refused" in caplog.text and not list(shared.iterdir())  # nothing built or loaded there
+    real_uid = os.getuid()
+    monkeypatch.setattr(cpu_kernels.os, "getuid", lambda: real_uid + 1)  # as if another user owned the files
+    with pytest.raises(cpu_kernels.UnsafeLibraryError, match="belongs to user"):
+        cpu_kernels.open_verified(library_copy)
+    with pytest.raises(cpu_kernels.UnsafeLibraryError, match="belongs to user"):
+        cpu_kernels.secure_folder(library_copy.parent)
 
 
 def test_switched_off_by_environment(fresh_load, monkeypatch):

@@ -55,7 +55,7 @@ class ImplicitDeviceFactories(TorchFunctionMode):
         ("tiny-segdit", []),
         (
             "tiny-latent",
-            ["latent.vae=null", "latent.fit_steps=0", "model.in_channels=4", "model.out_channels=4", "model.sample_size=8", "data.size=8"],
+            ["latent.vae=null", "latent.fit_steps=0", "data.channels=4", "model.sample_size=8", "data.size=8"],
         ),
     ],
 )

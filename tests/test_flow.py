@@ -235,7 +235,7 @@ def test_a_pipeline_saves_its_objective_and_samples_with_it(tmp_path) -> None:
     assert isinstance(flow.objective, FlowObjective)
     before = flow("a red circle", steps=4, seed=1, progress=False).videos
     flow.save_pretrained(tmp_path / "flow")
-    loaded = load_pipeline(tmp_path / "flow", text_encoder=FakeEncoder())
+    loaded = load_pipeline(tmp_path / "flow", text_encoder=FakeEncoder(), model_classes=[ToyVideoDenoiser])  # trusted toy class
     assert isinstance(loaded.objective, FlowObjective) and loaded.objective.config.flow_shift == 2.0
     torch.testing.assert_close(loaded("a red circle", steps=4, seed=1, progress=False).videos, before)
     diffusion = TextToVideoPipeline(model, FakeEncoder(), {}, {"num_frames": 3, "height": 8, "width": 8})

@@ -14,7 +14,7 @@ from torch import nn
 
 from text2video.diffusion.conditioning import Conditioning
 from text2video.diffusion.objective import ObjectiveConfig
-from text2video.errors import CheckpointError, ConfigError
+from text2video.errors import CheckpointError, ConfigError, ModelError
 from text2video.pipelines import (
     ImageToVideoPipeline,
     InterpolationPipeline,
@@ -128,7 +128,10 @@ def test_save_and_load_round_trip(tmp_path, monkeypatch) -> None:
     assert record["defaults"]["num_frames"] == 4 and record["defaults"]["fps"] == 6.0
     assert (tmp_path / "pipe" / "model" / "config.json").is_file()
 
-    loaded = TextToVideoPipeline.from_pretrained(tmp_path / "pipe", text_encoder=FakeEncoder())
+    with pytest.raises(ModelError, match="not a text2video model"):  # a class the registry does not know
+        TextToVideoPipeline.from_pretrained(tmp_path / "pipe", text_encoder=FakeEncoder())
+    trusted = {"model_classes": [ToyVideoDenoiser]}
+    loaded = TextToVideoPipeline.from_pretrained(tmp_path / "pipe", text_encoder=FakeEncoder(), **trusted)
     assert loaded.objective_config == pipe.objective_config and loaded.defaults == pipe.defaults
     assert loaded.model.scale.item() == 0.25
     torch.testing.assert_close(pipe("a circle", seed=0, progress=False).videos, loaded("a circle", seed=0, progress=False).videos)
@@ -143,9 +146,9 @@ def test_save_and_load_round_trip(tmp_path, monkeypatch) -> None:
     import text2video.text
 
     monkeypatch.setattr(text2video.text, "load_text_encoder", fake_loader)
-    via_loader = load_pipeline(tmp_path / "pipe")
+    via_loader = load_pipeline(tmp_path / "pipe", **trusted)
     assert isinstance(via_loader, TextToVideoPipeline) and calls == ["default"]
-    other_kind = load_pipeline(tmp_path / "pipe", kind="InterpolationPipeline", text_encoder=FakeEncoder())
+    other_kind = load_pipeline(tmp_path / "pipe", kind="InterpolationPipeline", text_encoder=FakeEncoder(), **trusted)
     assert isinstance(other_kind, InterpolationPipeline)
 
 
@@ -204,6 +207,66 @@ def test_interpolate_goes_from_one_video_to_the_other() -> None:
     assert means[-1] - means[0] > 0.2  # the toy shifts both by its text bias; the spread comes from the videos
     with pytest.raises(ConfigError, match="one shape"):
         pipe.interpolate(video1, video2[:, :2], progress=False)
+
+
+# ------------------------------------------------------------------------------ bad requests, bad files
+
+
+def test_bad_sizes_prompts_seeds_and_guidance_are_refused_before_sampling() -> None:
+    pipe = _pipe()
+    calls = []
+    real = pipe.model.forward_cond
+    pipe.model.forward_cond = lambda *a: calls.append(1) or real(*a)
+    cases = [
+        (dict(num_frames=0), "num_frames must be a positive integer"),
+        (dict(height=-8), "height must be a positive integer"),
+        (dict(width=8.5), "width must be a positive integer"),
+        (dict(height=100_000, width=100_000), r"need at least .* more than the .* of cpu"),  # refused before allocating
+        (dict(num_videos_per_prompt=0), "num_videos_per_prompt"),
+        (dict(seed=-1), "seed must be an integer from 0"),
+        (dict(guidance_scale=float("nan")), "guidance_scale must be a finite number"),
+        (dict(guidance_scale=float("inf")), "guidance_scale must be a finite number"),
+        (dict(eta=float("nan")), "eta must be a finite number"),
+        (dict(eta=-0.5), "eta must be >= 0"),
+    ]
+    for kwargs, message in cases:
+        with pytest.raises(ConfigError, match=message):
+            pipe("a red circle", progress=False, **kwargs)
+    for prompt, message in ((123, "got int"), ([1, 2], "holding int"), ([], "non-empty")):
+        with pytest.raises(ConfigError, match=message):
+            pipe(prompt, progress=False)
+    assert calls == []  # the model never ran
+
+
+def test_a_non_finite_sample_is_an_error_never_a_video(tmp_path) -> None:
+    from text2video.errors import NonFiniteError
+
+    pipe = _pipe()
+    with torch.no_grad():
+        pipe.model.scale.fill_(float("nan"))
+    with pytest.raises(NonFiniteError, match="2 of 2 sampled videos hold NaN"):
+        pipe(["a", "b"], progress=False).save(tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+
+
+def test_pipeline_json_may_not_name_a_class_outside_the_registry(tmp_path) -> None:
+    """A folder naming transformers' AutoModel (whose auto_map would offer to run the folder's code) is refused."""
+    import transformers  # noqa: F401 - imported, as it is whenever a text encoder is loaded
+
+    folder = tmp_path / "evil"
+    (folder / "model").mkdir(parents=True)
+    (folder / "model" / "config.json").write_text(
+        json.dumps({"auto_map": {"AutoModel": "evil.EvilModel"}, "model_type": "evil", "_class_name": "EvilModel"})
+    )
+    (folder / "model" / "evil.py").write_text("raise SystemExit('this code must never run')\n")
+    record = {"format_version": 1, "pipeline": "TextToVideoPipeline", "model_class": "transformers:AutoModel", "text_encoder": None}
+    (folder / "pipeline.json").write_text(json.dumps(record))
+    with pytest.raises(ModelError, match="transformers:AutoModel.*not a text2video model"):
+        load_pipeline(folder)
+    record["model_class"] = "os:system"
+    (folder / "pipeline.json").write_text(json.dumps(record))
+    with pytest.raises(ModelError, match="not a text2video model"):
+        load_pipeline(folder)
 
 
 class FpsRecorder(ToyVideoDenoiser):

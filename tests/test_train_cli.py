@@ -8,25 +8,11 @@ import sys
 
 import pytest
 import torch
+from faults import TINY as SMALL
 
 from text2video.cli import main
 
-TINY = [
-    "train.steps=3",
-    "train.batch_size=4",
-    "train.log_every=1",
-    "train.save_every=0",
-    "train.warmup_steps=1",
-    "data.options.n=16",
-    "data.size=16",
-    "data.num_frames=4",
-    "model.dim=8",
-    "model.dim_mults=[1, 2]",
-    "model.attn_heads=1",
-    "model.attn_dim_head=8",
-    "sample.steps=2",
-    "sample.prompts=[a red circle moving left]",
-]
+TINY = ["train.steps=3", "train.save_every=0", *SMALL]
 
 
 @pytest.fixture(scope="module")
@@ -145,6 +131,9 @@ def test_demo_quick_writes_videos_report_and_scores(tmp_path, capsys):
     assert report["serve"] in (out / "report.md").read_text()
     assert {"seen", "held_out"} <= set(report["adherence"])
     assert report["adherence"]["seen"]["n"] == 2 and report["adherence"]["held_out"]["n"] == 1
+    # running it again into the same folder is refused (its run would be overwritten) unless asked
+    assert main(["demo", "--quick", "--out", str(out)]) == 2
+    assert "--overwrite" in capsys.readouterr().err
 
 
 @pytest.mark.slow
@@ -215,3 +204,29 @@ def test_demo_prompts_are_distinct_and_split_by_the_holdout():
     factors = [parse_caption(p) for p in seen]
     assert len({f.colour for f in factors}) == 8 and len({f.shape for f in factors}) == 3
     assert len({f.direction for f in factors}) == 4
+
+
+def test_training_again_into_a_run_is_refused_unless_resumed_or_overwritten(trained_run, tmp_path, capsys):
+    from text2video.runs.checkpoint import list_checkpoints
+
+    run = tmp_path / "again"
+    shutil.copytree(trained_run, run)
+    before = {p.name: p.read_bytes() for p in (run / "config.yaml", run / "metrics.csv")}
+    args = ["train", "--config", "tiny-cpu", *TINY, "--run-dir", str(run), "--no-progress"]
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "--resume latest" in err and "--overwrite" in err and "already holds a run" in err
+    assert {p.name: p.read_bytes() for p in (run / "config.yaml", run / "metrics.csv")} == before  # nothing touched
+    assert main([*args[:-1], "train.steps=2", "--no-progress", "--overwrite"]) == 0
+    assert [p.name for p in list_checkpoints(run)] == ["step-00000002"]
+    assert (run / "metrics.csv").read_text().count("\n") == 3  # header + the new run's 2 steps
+
+
+def test_generate_refuses_sizes_that_cannot_fit_before_allocating(trained_run, tmp_path, capsys):
+    base = ["generate", "a red circle", "--model", str(trained_run), "--steps", "1", "-o", str(tmp_path / "out")]
+    assert main([*base, "--size", "100000"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "need at least" in err and "lower the size, the frames or the batch" in err and "Traceback" not in err
+    assert main([*base, "--size", "15"]) == 2
+    assert "divisible by 2" in capsys.readouterr().err
+    assert not any((tmp_path / "out").iterdir())

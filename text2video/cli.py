@@ -18,6 +18,7 @@ from .errors import Text2VideoError
 COMMANDS: tuple[str, ...] = (
     "info",
     "data",
+    "config",
     "train",
     "generate",
     "interpolate",
@@ -43,9 +44,25 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def parse_args(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> argparse.Namespace:
+    """Parse the command line; a command that sets ``intermixed`` (the name of its positional list) takes
+    those positionals anywhere between its options (``train --config x a=1 --run-dir r b=2``)."""
+    args, extras = parser.parse_known_args(argv)
+    target = getattr(args, "intermixed", None)
+    unknown = []
+    for item in extras:
+        if target and not item.startswith("-") and (target != "overrides" or "=" in item):
+            getattr(args, target).append(item)
+        else:
+            unknown.append(item)
+    if unknown:
+        parser.error(f"unrecognized arguments: {' '.join(unknown)}")
+    return args
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parse_args(parser, argv)
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(levelname)s %(name)s: %(message)s",
@@ -58,6 +75,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Text2VideoError as exc:
         print(f"text2video {args.command}: error: {exc}", file=sys.stderr)
         return 2
+    except OSError as exc:  # a file the command could not read or write: the system's reason, with the path
+        if args.verbose:
+            raise
+        where = f" ({exc.filename})" if exc.filename else ""
+        print(f"text2video {args.command}: error: {exc.strerror or exc}{where}; run with -v for details", file=sys.stderr)
+        return 1
+    except MemoryError:
+        print(f"text2video {args.command}: error: out of memory; use a smaller size, fewer frames or a smaller batch", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print(f"text2video {args.command}: interrupted", file=sys.stderr)
         return 130

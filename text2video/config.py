@@ -12,9 +12,12 @@ arguments of that denoiser (checked against its signature), ``diffusion`` the fi
 
 from __future__ import annotations
 
+import collections.abc
 import dataclasses
 import difflib
 import inspect
+import logging
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -25,19 +28,47 @@ from typing import Any, Literal, Optional, Union
 import yaml
 
 from .errors import ConfigError
+from .io.text import read_text
+
+logger = logging.getLogger(__name__)
 
 DEFAULT_PRESET = "tiny-cpu"
 
 
+def size_hw(size: Union[int, list[int], tuple[int, ...]]) -> tuple[int, int]:
+    """A ``size`` setting (an int: square frames, or ``[height, width]``) as ``(height, width)``."""
+    if isinstance(size, int):
+        return size, size
+    return int(size[0]), int(size[1])
+
+
+#: A preset's former name -> its name now (docs/compat.md); loading the old name logs a note.
+PRESET_ALIASES: dict[str, str] = {"seed-001": "text2video-from-scratch"}
+
+
 @dataclass
 class DataConfig:
-    """Where the training videos come from. ``options`` go to ``make_dataset(kind, **options)``."""
+    """Where the training videos come from. ``options`` go to ``make_dataset(kind, **options)``.
+
+    ``size``: an int (square frames) or ``[height, width]``. ``channels``: 3 (RGB), 1 (grayscale) or 4
+    (RGBA). ``buckets``: train on videos of mixed shapes without cropping them all to one size (see
+    `text2video.data.buckets`): ``{aspect_ratios: [...], frames: [...], multiple: 8}``. ``val_split``: a share
+    (below 1) or a number of items held out for the validation loss (``train.val_every``).
+    """
 
     kind: str = "shapes"
     num_frames: int = 8
-    size: int = 32
+    size: Union[int, list[int]] = 32
+    channels: int = 3
     options: dict[str, Any] = field(default_factory=dict)
     num_workers: int = 0
+    buckets: Optional[dict[str, Any]] = None
+    val_split: float = 0.0
+
+    @property
+    def hw(self) -> tuple[int, int]:
+        """The frame size as ``(height, width)``."""
+        return size_hw(self.size)
 
 
 @dataclass
@@ -48,6 +79,9 @@ class TextConfig:
     ``max_length`` (Stable Diffusion pipelines' encoding: every prompt padded to the tokenizer's length,
     the padding attended to, the empty prompt as the unconditional input). Fine-tuning a pretrained
     ModelScope / AnimateDiff model, or exporting a run to diffusers, needs ``max_length``.
+
+    ``encoder: none`` makes the run unconditional: no encoder is loaded, the model is built without text
+    (where it can be) and ``generate`` needs no prompt.
     """
 
     encoder: str = "default"
@@ -55,6 +89,16 @@ class TextConfig:
     padding: Literal["longest", "max_length"] = "longest"
     cache: bool = True
     cache_dir: Optional[str] = None
+
+    @property
+    def unconditional(self) -> bool:
+        """``encoder: none``: no text at all."""
+        return is_no_encoder(self.encoder)
+
+
+def is_no_encoder(spec: Any) -> bool:
+    """Whether a text encoder setting means "no text" (``none``, ``null`` or empty)."""
+    return spec is None or (isinstance(spec, str) and spec.strip().lower() in ("", "none", "null"))
 
 
 @dataclass
@@ -105,9 +149,14 @@ class TrainConfig:
     `text2video.pipelines.load_pipeline` reads), a ``save_pretrained`` model folder or a ``.safetensors``
     file. ``lora`` (rank, alpha, dropout, targets; see `text2video.models.lora.LoraSettings`) trains a LoRA
     adapter on that frozen model instead of the model itself; checkpoints then hold the adapter only.
+    ``epochs``, when set, replaces ``steps``: the run trains that many passes over its training items (the
+    trainer works out the steps from the dataset and the batch size). ``val_every``: with a validation split
+    (``data.val_split``), the validation loss is computed every so many steps (0: at every checkpoint) and the
+    checkpoint with the lowest one is kept as ``checkpoints/best``.
     """
 
     steps: int = 1000
+    epochs: Optional[int] = None
     batch_size: int = 8
     grad_accum: int = 1
     lr: float = 1e-4
@@ -129,6 +178,7 @@ class TrainConfig:
     log_every: int = 10
     sample_every: int = 0
     save_every: int = 500
+    val_every: int = 0
     keep_checkpoints: int = 3
     max_nonfinite: int = 20
     max_minutes: Optional[float] = None
@@ -137,11 +187,23 @@ class TrainConfig:
     gradient_checkpointing: bool = False
     init_from: Optional[str] = None
     lora: Optional[dict[str, Any]] = None
+    # sharded data parallel (docs/scaling.md): none (DDP), fsdp (FSDP2 through Accelerate) or deepspeed (ZeRO)
+    sharding: Literal["none", "fsdp", "deepspeed"] = "none"
+    fsdp_reshard_after_forward: bool = True  # False: ZeRO-2 like (gathered weights kept from forward to backward)
+    fsdp_cpu_offload: bool = False  # sharded weights, gradients and optimizer state live in CPU memory
+    fsdp_wrap: Optional[list[str]] = None  # block classes sharded as units (default: the model's _no_split_modules)
+    zero_stage: Literal[1, 2] = 2  # DeepSpeed ZeRO stage (ZeRO-3, sharded parameters, is train.sharding=fsdp)
+    zero_offload: bool = False  # DeepSpeed: optimizer state in CPU memory
 
 
 @dataclass
 class SampleConfig:
-    """Fixed prompts sampled with the EMA weights during training, and sampling defaults."""
+    """Fixed prompts sampled with the EMA weights during training, and sampling defaults.
+
+    ``size``: an int or ``[height, width]`` (default: ``data.size``). ``dynamic_threshold``: a percentile in
+    (0, 1] for text2video-from-scratch's (Imagen's) dynamic thresholding of the predicted clean video, or null
+    for plain clipping.
+    """
 
     prompts: list[str] = field(default_factory=lambda: ["a red circle moving right", "a blue square moving up"])
     negative_prompt: Optional[str] = None
@@ -149,9 +211,14 @@ class SampleConfig:
     steps: int = 25
     guidance_scale: float = 4.0
     num_frames: Optional[int] = None
-    size: Optional[int] = None
+    size: Optional[Union[int, list[int]]] = None
     seed: int = 0
     fps: float = 8.0
+    dynamic_threshold: Optional[float] = None
+
+    def hw(self, data: DataConfig) -> tuple[int, int]:
+        """The sampled frame size ``(height, width)``: ``size``, else the data's."""
+        return size_hw(self.size) if self.size is not None else data.hw
 
 
 @dataclass
@@ -226,10 +293,11 @@ def _coerce(key: str, value: Any, hint: Any) -> Any:
             hint_text = f" Did you mean {close[0]!r}?" if close else ""
             raise ConfigError(f"{key}: {value!r} is not allowed.{hint_text} Allowed values: {', '.join(map(str, args))}")
         return value
-    if origin is list:
+    if origin in (list, tuple, collections.abc.Sequence):
         if not isinstance(value, (list, tuple)):
             raise ConfigError(f"{key}: expected a list, got {value!r} (write it as [a, b] on the command line)")
-        return [_coerce(f"{key}[{i}]", v, args[0]) if args else v for i, v in enumerate(value)]
+        item = args[0] if args and (origin is not tuple or len(args) == 2 and args[1] is Ellipsis) else None
+        return [_coerce(f"{key}[{i}]", v, item) if item is not None else v for i, v in enumerate(value)]
     if origin is dict:
         if not isinstance(value, dict):
             raise ConfigError(f"{key}: expected a mapping, got {value!r}")
@@ -245,6 +313,8 @@ def _coerce(key: str, value: Any, hint: Any) -> Any:
     if hint is float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"{key}: expected a number, got {value!r}")
+        if not math.isfinite(value):
+            raise ConfigError(f"{key}: expected a finite number, got {value!r}")
         return float(value)
     if hint is str:
         if not isinstance(value, str):
@@ -286,9 +356,22 @@ def config_from_dict(data: dict[str, Any]) -> Config:
     for key in data:
         if key not in SECTIONS:
             raise _unknown("config section", str(key), list(SECTIONS))
+    _check_finite(data)
     config = Config(**{name: _build_section(name, data.get(name)) for name in SECTIONS})
     validate(config)
     return config
+
+
+def _check_finite(value: Any, key: str = "") -> None:
+    """Every number of a config is finite: a NaN or an infinity anywhere (``train.lr=.inf``) is refused."""
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ConfigError(f"{key} = {value} is not a finite number; give a finite value (or null where the key allows it)")
+    if isinstance(value, dict):
+        for k, v in value.items():
+            _check_finite(v, f"{key}.{k}" if key else str(k))
+    elif isinstance(value, (list, tuple)):
+        for i, v in enumerate(value):
+            _check_finite(v, f"{key}[{i}]")
 
 
 def _check_range(key: str, value: float, low: float, high: float) -> None:
@@ -307,6 +390,15 @@ def validate(config: Config) -> None:
             raise ConfigError(f"train.{key} = {getattr(t, key)} must not be negative")
     if t.lr <= 0:
         raise ConfigError(f"train.lr = {t.lr} must be positive")
+    if t.weight_decay < 0:
+        raise ConfigError(f"train.weight_decay = {t.weight_decay} must not be negative")
+    if t.max_grad_norm is not None and t.max_grad_norm <= 0:
+        raise ConfigError(f"train.max_grad_norm = {t.max_grad_norm} must be positive, or null for no clipping")
+    if t.max_minutes is not None and t.max_minutes <= 0:
+        raise ConfigError(f"train.max_minutes = {t.max_minutes} must be positive, or null for no time limit")
+    for i, beta in enumerate(t.betas):
+        if not 0.0 <= beta < 1.0:
+            raise ConfigError(f"train.betas[{i}] = {beta} must be in [0, 1), e.g. [0.9, 0.999]")
     _check_range("train.cond_drop", t.cond_drop, 0.0, 1.0)
     _check_range("train.image_share", t.image_share, 0.0, 1.0)
     _check_range("train.ema_decay", t.ema_decay, 0.0, 1.0)
@@ -318,16 +410,55 @@ def validate(config: Config) -> None:
             f"train.batch_size = {t.batch_size} is not divisible by train.grad_accum = {t.grad_accum}; "
             "the batch size is the global batch, split over accumulation steps and processes"
         )
+    if t.epochs is not None and t.epochs < 1:
+        raise ConfigError(f"train.epochs = {t.epochs} must be at least 1 (or null to train for train.steps)")
+    if t.val_every < 0:
+        raise ConfigError(f"train.val_every = {t.val_every} must not be negative (0: at every checkpoint)")
     d = config.data
-    if d.num_frames < 1 or d.size < 1:
-        raise ConfigError(f"data.num_frames and data.size must be positive, got {d.num_frames} and {d.size}")
-    if config.sample.steps < 1:
-        raise ConfigError(f"sample.steps = {config.sample.steps} must be at least 1")
+    _check_size("data.size", d.size)
+    if d.num_frames < 1:
+        raise ConfigError(f"data.num_frames must be positive, got {d.num_frames}")
+    if d.num_workers < 0:
+        raise ConfigError(f"data.num_workers = {d.num_workers} must not be negative")
+    if d.channels not in (1, 3, 4):
+        raise ConfigError(f"data.channels = {d.channels}: choose 1 (grayscale), 3 (RGB) or 4 (RGBA)")
+    if d.val_split < 0 or (d.val_split >= 1 and d.val_split != int(d.val_split)):
+        raise ConfigError(f"data.val_split = {d.val_split}: give a share below 1 (0.1 holds out a tenth) or a whole number of items (64)")
+    if d.buckets is not None:
+        from .data.buckets import Buckets
+
+        Buckets.from_config(d.buckets, d.hw)  # its own checks, named after the keys
+    s = config.sample
+    if s.steps < 1:
+        raise ConfigError(f"sample.steps = {s.steps} must be at least 1")
+    if s.num_frames is not None and s.num_frames < 1:
+        raise ConfigError(f"sample.num_frames = {s.num_frames} must be at least 1, or null for the data's")
+    if s.size is not None:
+        _check_size("sample.size", s.size)
+    if s.fps <= 0:
+        raise ConfigError(f"sample.fps = {s.fps} must be positive")
+    if s.seed < 0:
+        raise ConfigError(f"sample.seed = {s.seed} must not be negative")
+    if s.dynamic_threshold is not None and not 0.0 < s.dynamic_threshold <= 1.0:
+        raise ConfigError(f"sample.dynamic_threshold = {s.dynamic_threshold} must be a percentile in (0, 1], e.g. 0.9, or null")
+    if config.text.max_length is not None and config.text.max_length < 1:
+        raise ConfigError(f"text.max_length = {config.text.max_length} must be at least 1, or null for the encoder's")
     _check_latent(config)
     _check_model(config.model)
     _check_training_options(config)
     _check_diffusion(config.diffusion)
     _check_sampler(config.sample.sampler)
+
+
+def _check_size(key: str, size: Any) -> None:
+    if isinstance(size, int):
+        values = [size]
+    elif isinstance(size, list) and len(size) == 2:
+        values = size
+    else:
+        raise ConfigError(f"{key} = {size!r}: give one number (square frames) or [height, width]")
+    if any(v < 1 for v in values):
+        raise ConfigError(f"{key} = {size!r} must be at least 1")
 
 
 def _check_latent(config: Config) -> None:
@@ -406,6 +537,27 @@ def _check_model(model: ModelConfig) -> None:
     for key in model.kwargs:
         if key not in allowed:
             raise _unknown(f"key of model {model.name!r}", f"model.{key}", [f"model.{a}" for a in allowed])
+    hints = _constructor_hints(cls)
+    for key, value in model.kwargs.items():
+        if key in hints and value is not None:
+            try:
+                _coerce(f"model.{key}", value, hints[key])
+            except ConfigError as exc:
+                raise ConfigError(f"{exc} ({cls.__name__} takes {key}: {_hint_text(hints[key])})") from None
+
+
+def _constructor_hints(cls: type) -> dict[str, Any]:
+    """The type hints of a model constructor's arguments ({} where they cannot be resolved)."""
+    try:
+        return typing.get_type_hints(inspect.unwrap(cls.__init__))
+    except Exception:  # noqa: BLE001 - an unresolvable annotation only turns the type check off
+        return {}
+
+
+def _hint_text(hint: Any) -> str:
+    if typing.get_origin(hint) is None and hasattr(hint, "__name__"):
+        return hint.__name__
+    return str(hint).replace("typing.", "").replace("collections.abc.", "")
 
 
 def _objective_fields() -> list[str]:
@@ -489,7 +641,7 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
 
 
 def preset_names() -> list[str]:
-    """Names of the presets shipped with the package."""
+    """Names of the presets shipped with the package (not the old names in `PRESET_ALIASES`)."""
     root = resources.files("text2video") / "configs"
     return sorted(p.name[:-5] for p in root.iterdir() if p.name.endswith(".yaml"))
 
@@ -499,9 +651,13 @@ def _read_source(source: str | Path) -> dict[str, Any]:
     if path.suffix in (".yaml", ".yml") or path.exists():
         if not path.is_file():
             raise ConfigError(f"config file {path} does not exist; give a YAML file or one of the presets: {', '.join(preset_names())}")
-        text = path.read_text()
+        text = read_text(path, "config file")
     else:
         names = preset_names()
+        if str(source) in PRESET_ALIASES:
+            new = PRESET_ALIASES[str(source)]
+            logger.warning("preset %r is now called %r (docs/compat.md); loading %r", str(source), new, new)
+            source = new
         if str(source) not in names:
             raise _unknown("preset", str(source), names)
         text = (resources.files("text2video") / "configs" / f"{source}.yaml").read_text()

@@ -29,3 +29,19 @@ class CheckpointError(Text2VideoError):
 
 class TextEncoderError(Text2VideoError):
     """A text encoder that cannot be found or loaded, or does not fit the model."""
+
+
+class RunFolderError(CheckpointError):
+    """A run folder that cannot be trained into as asked: it already holds a run, or it is not writable."""
+
+
+class RunLockedError(RunFolderError):
+    """A run folder another training process is using (its lock names the process)."""
+
+
+class DiskFullError(CheckpointError):
+    """No space left to write a checkpoint; the previous one is intact."""
+
+
+class NonFiniteError(Text2VideoError):
+    """A NaN or infinite number where only finite ones may go: weights about to be saved, a sampled video."""

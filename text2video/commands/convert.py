@@ -5,8 +5,12 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+from pathlib import Path
 
 logger = logging.getLogger(__name__)
+
+#: what names a checkpoint file (anything else may be a folder or a Hub id)
+CHECKPOINT_SUFFIXES = (".pt", ".pth", ".ckpt", ".bin", ".safetensors")
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -44,10 +48,17 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from text2video.models.convert import reading_errors
     from text2video.pipelines.pretrained.convert import convert_model
 
-    report = convert_model(args.source, args.input, args.out, motion_adapter=args.motion_adapter,
-                           text_encoder=args.text_encoder, use_ema=args.use_ema)  # fmt: skip
+    from .args import readable_file, writable_folder
+
+    if Path(args.input).suffix.lower() in CHECKPOINT_SUFFIXES or Path(args.input).is_file():  # a file (else a folder or Hub id)
+        readable_file(args.input, "checkpoint")
+    writable_folder(args.out, "--out")
+    with reading_errors(args.input, args.source):
+        report = convert_model(args.source, args.input, args.out, motion_adapter=args.motion_adapter,
+                               text_encoder=args.text_encoder, use_ema=args.use_ema)  # fmt: skip
     if args.json:
         print(json.dumps(report, indent=2, default=str))
     else:

@@ -9,6 +9,8 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+from .args import non_negative_float, non_negative_int, positive_float, positive_int, seed_int, writable_folder, writable_output
+
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("data", help="make, convert and inspect datasets")
@@ -17,12 +19,17 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
     s = actions.add_parser("synth", help="write a synthetic captioned set (GIF + .txt) to a folder")
     s.add_argument("--kind", choices=("shapes", "digits"), default="shapes")
-    s.add_argument("--n", type=int, default=64, help="number of videos (default 64)")
+    s.add_argument("--n", type=positive_int, default=64, help="number of videos (default 64)")
     s.add_argument("--out", type=Path, required=True, help="output folder")
-    s.add_argument("--frames", type=int, default=8, help="frames per video (default 8)")
-    s.add_argument("--size", type=int, default=32, help="frame size in pixels (default 32)")
-    s.add_argument("--seed", type=int, default=0)
-    s.add_argument("--fps", type=float, default=8.0)
+    s.add_argument("--frames", type=positive_int, default=8, help="frames per video (default 8)")
+    s.add_argument("--size", type=positive_int, default=32, help="frame size in pixels (default 32)")
+    s.add_argument("--height", type=positive_int, default=None, help="frame height (default --size)")
+    s.add_argument("--width", type=positive_int, default=None, help="frame width (default --size)")
+    s.add_argument(
+        "--channels", type=int, choices=(1, 3, 4), default=3, help="3 RGB (default), 1 grayscale, 4 RGBA (transparent background)"
+    )
+    s.add_argument("--seed", type=seed_int, default=0)
+    s.add_argument("--fps", type=positive_float, default=8.0)
     s.add_argument("--format", choices=("gif", "mp4"), default="gif")
     s.add_argument("--split", choices=("seen", "held_out", "all"), default="seen", help="shapes: which combinations")
     s.add_argument(
@@ -36,21 +43,25 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     m.add_argument("--videos", type=Path, required=True, help="folder of video*.mp4")
     m.add_argument("--annotations", type=Path, required=True, help="train_val_videodatainfo.json or alike")
     m.add_argument("--out", type=Path, required=True)
-    m.add_argument("--size", type=int, default=64)
-    m.add_argument("--frames", type=int, default=16, help="keep at most this many frames (0: all)")
-    m.add_argument("--fps", type=float, default=8.0, help="resample to about this rate (0: keep)")
+    m.add_argument("--size", type=positive_int, default=64)
+    m.add_argument("--frames", type=non_negative_int, default=16, help="keep at most this many frames (0: all)")
+    m.add_argument("--fps", type=non_negative_float, default=8.0, help="resample to about this rate (0: keep)")
     m.add_argument("--captions", choices=("first", "all"), default="first")
     m.add_argument("--split", choices=("train", "validate", "test"), default=None)
-    m.add_argument("--limit", type=int, default=None, help="convert at most this many videos")
+    m.add_argument("--limit", type=positive_int, default=None, help="convert at most this many videos")
     m.add_argument("--format", choices=("gif", "mp4"), default="gif")
     m.set_defaults(func=run_msrvtt)
 
-    i = actions.add_parser("inspect", help="report counts, frames, sizes, fps, captions; write a contact sheet")
+    i = actions.add_parser(
+        "inspect",
+        help="report counts, frames, sizes, fps, captions; optionally write a contact sheet",
+        description="Report on a video folder. Nothing is written anywhere unless --sheet names a contact sheet to write.",
+    )
     i.add_argument("folder", type=Path)
     i.add_argument("--json", action="store_true", help="print JSON instead of text")
-    i.add_argument("--sheet", type=Path, default=None, help="contact sheet path (default: FOLDER/contact_sheet.png)")
-    i.add_argument("--no-sheet", action="store_true", help="do not write a contact sheet")
-    i.add_argument("--sheet-videos", type=int, default=8, help="videos on the contact sheet (default 8)")
+    i.add_argument("--sheet", type=Path, default=None, help="write a contact sheet (PNG) of the first videos to this path")
+    i.add_argument("--no-sheet", action="store_true", help=argparse.SUPPRESS)  # the old opt-out; no sheet is the default now
+    i.add_argument("--sheet-videos", type=positive_int, default=8, help="videos on the contact sheet (default 8)")
     i.set_defaults(func=run_inspect)
 
 
@@ -66,11 +77,14 @@ def run_synth(args: argparse.Namespace) -> int:
 
     if args.n < 1:
         raise DataError(f"--n must be at least 1, got {args.n}")
+    hw = (args.height or args.size, args.width or args.size)
+    if args.channels == 4 and args.format == "mp4":
+        raise DataError("--channels 4 (RGBA) needs --format gif: MP4 has no alpha channel")
     if args.kind == "shapes":
         try:
             holdout = tuple(args.holdout) if args.holdout else DEFAULT_HOLDOUT
             dataset: Any = ShapesDataset(
-                args.n, args.frames, args.size, args.seed, holdout, args.split, background=args.background, fps=args.fps
+                args.n, args.frames, hw, args.seed, holdout, args.split, background=args.background, fps=args.fps, channels=args.channels
             )
         except ValueError as exc:  # a bad holdout rule
             raise DataError(str(exc)) from exc
@@ -79,9 +93,8 @@ def run_synth(args: argparse.Namespace) -> int:
             counts = tuple(int(c) for c in args.digits.split(","))
         except ValueError as exc:
             raise DataError(f"--digits {args.digits!r}: expected 1, 2 or 1,2") from exc
-        dataset = DigitsDataset(args.n, args.frames, args.size, args.seed, num_digits=counts, fps=args.fps)
-    out: Path = args.out
-    out.mkdir(parents=True, exist_ok=True)
+        dataset = DigitsDataset(args.n, args.frames, hw, args.seed, num_digits=counts, fps=args.fps, channels=args.channels)
+    out: Path = writable_folder(args.out)
     width = max(5, len(str(args.n - 1)))
     with (out / "factors.jsonl").open("w", encoding="utf-8") as factors_file:
         for index in tqdm(range(args.n), desc=f"synth {args.kind}", unit="video"):
@@ -96,7 +109,7 @@ def run_synth(args: argparse.Namespace) -> int:
                 "centres": sample.centres.round(3).tolist(),
             }
             factors_file.write(json.dumps(record) + "\n")
-    print(f"wrote {args.n} {args.kind} videos ({args.frames} frames, {args.size}x{args.size}, {args.fps:g} fps) with captions to {out}")
+    print(f"wrote {args.n} {args.kind} videos ({args.frames} frames, {hw[0]}x{hw[1]}, {args.fps:g} fps) with captions to {out}")
     return 0
 
 
@@ -178,10 +191,11 @@ def write_folder_sheet(folder: Path, probes: list[Any], path: Path, count: int) 
 
 def run_inspect(args: argparse.Namespace) -> int:
     folder: Path = args.folder
+    if args.sheet is not None:
+        writable_output(args.sheet, "--sheet")
     report, probes = inspect_folder(folder)
-    if probes and not args.no_sheet:
-        sheet = args.sheet or folder / "contact_sheet.png"
-        report["contact_sheet"] = str(write_folder_sheet(folder, probes, sheet, args.sheet_videos))
+    if probes and args.sheet is not None:
+        report["contact_sheet"] = str(write_folder_sheet(folder, probes, args.sheet, args.sheet_videos))
     if args.json:
         print(json.dumps(report, indent=2))
     else:

@@ -14,6 +14,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from .args import non_negative_int, positive_float, positive_int
+
 logger = logging.getLogger(__name__)
 
 #: --quick: a few steps of a very small model, for tests and smoke checks (adherence is not expected).
@@ -37,7 +39,7 @@ QUICK_OVERRIDES = [
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "demo",
-        help="train a tiny model on synthetic shapes and judge its videos (offline, CPU, ~15 minutes)",
+        help="train a tiny model on synthetic shapes and judge its videos (offline, CPU, about 10 minutes on 2 cores)",
         description=(
             "Offline end-to-end demo: synthetic captioned shapes (some colour/shape pairs held out), the tiny-cpu "
             "preset with the bundled MiniLM text encoder, videos for seen and held-out prompts, the loss curve, and "
@@ -45,17 +47,23 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         ),
     )
     p.add_argument("--out", default="text2video-demo", help="output folder (default: ./text2video-demo)")
-    p.add_argument("--minutes", type=float, default=15.0, help="time budget of the whole demo in minutes (default 15)")
+    p.add_argument("--minutes", type=positive_float, default=15.0, help="time budget of the whole demo in minutes (default 15)")
     p.add_argument("--config", default="tiny-cpu", help="preset or YAML file (default: tiny-cpu)")
-    p.add_argument("--seen", type=int, default=24, help="number of seen prompts to sample and judge (default 24)")
-    p.add_argument("--held-out", type=int, default=12, help="number of held-out prompts to sample (default 12, all)")
+    p.add_argument("--seen", type=non_negative_int, default=24, help="number of seen prompts to sample and judge (default 24)")
+    p.add_argument("--held-out", type=non_negative_int, default=12, help="number of held-out prompts to sample (default 12, all)")
     p.add_argument(
-        "--threads", type=int, default=None, help="CPU threads for torch (default: all cores, or 1 when the machine is already busy)"
+        "--threads",
+        type=positive_int,
+        default=None,
+        help="CPU threads for torch (default: all cores, or 1 when the machine is already busy)",
     )
     p.add_argument("--quick", action="store_true", help="a few training steps of a very small model (for tests)")
+    p.add_argument(
+        "--overwrite", action="store_true", help="run again into an --out folder that holds an earlier demo (its run is deleted)"
+    )
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     p.add_argument("overrides", nargs="*", help="config overrides such as train.lr=5e-4")
-    p.set_defaults(func=run)
+    p.set_defaults(func=run, intermixed="overrides")
 
 
 def demo_prompts(seen: int, held_out: int) -> tuple[list[str], list[str]]:
@@ -105,6 +113,7 @@ def run(args: argparse.Namespace) -> int:
         seen=args.seen,
         held_out=args.held_out,
         quick=args.quick,
+        overwrite=args.overwrite,
     )
     if args.json:
         print(json.dumps(report, indent=2))
@@ -133,17 +142,24 @@ def run_demo(
     seen: int = 24,
     held_out: int = 12,
     quick: bool = False,
+    overwrite: bool = False,
 ) -> dict[str, Any]:
-    """Run the whole demo into ``out``; return the report (also written as report.json / report.md)."""
+    """Run the whole demo into ``out``; return the report (also written as report.json / report.md). An ``out``
+    that holds an earlier demo's run is refused unless ``overwrite``."""
     import torch
 
     from ..config import load_config
     from ..data import make_dataset
+    from ..errors import RunFolderError
     from ..eval.adherence import judge_batch
     from ..io.grid import video_grid
     from ..io.video import tensor_to_frames, write_video
+    from ..runs.folder import existing_run
     from ..train.trainer import Trainer
 
+    held = existing_run(out / "run")
+    if held and not overwrite:
+        raise RunFolderError(f"{out} holds an earlier demo ({held} in {out / 'run'}); pass --overwrite to run it again, or another --out")
     start = time.perf_counter()
     out.mkdir(parents=True, exist_ok=True)
     all_overrides = (QUICK_OVERRIDES if quick else []) + list(overrides or [])
@@ -160,7 +176,7 @@ def run_demo(
     sample_reserve = 0.0 if quick else min(0.3 * minutes, 0.05 * (len(seen_prompts) + len(held_prompts)) + 0.5)
     config.train.max_minutes = max(0.1, minutes - sample_reserve - (time.perf_counter() - start) / 60)
     run_dir = out / "run"
-    trainer = Trainer(config, run_dir, dataset=dataset)
+    trainer = Trainer(config, run_dir, dataset=dataset, overwrite=overwrite)
     logger.info("training %s for up to %.1f minutes (%d steps planned)", config_source, config.train.max_minutes, config.train.steps)
     result = trainer.train()
     train_seconds = time.perf_counter() - start

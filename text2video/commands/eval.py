@@ -17,6 +17,8 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+from .args import finite_float, positive_int, resolve_device, seed_int, writable_folder
+
 log = logging.getLogger(__name__)
 
 
@@ -38,17 +40,17 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--data", default="shapes", help="real videos for FVD/FID: 'shapes' (rendered) or a folder (default shapes)")
     p.add_argument(
         "--n",
-        type=int,
+        type=positive_int,
         default=None,
         help="--model: videos to generate, half seen and half held-out (default 32); --videos: judge the first N",
     )
-    p.add_argument("--frames", type=int, default=None, help="frames per video (default: the pipeline's / the videos')")
-    p.add_argument("--size", type=int, default=None, help="frame size (default: the pipeline's / the videos')")
-    p.add_argument("--steps", type=int, default=None, help="sampling steps (default: the pipeline's)")
-    p.add_argument("--guidance-scale", type=float, default=None, help="classifier-free guidance scale")
+    p.add_argument("--frames", type=positive_int, default=None, help="frames per video (default: the pipeline's / the videos')")
+    p.add_argument("--size", type=positive_int, default=None, help="frame size (default: the pipeline's / the videos')")
+    p.add_argument("--steps", type=positive_int, default=None, help="sampling steps (default: the pipeline's)")
+    p.add_argument("--guidance-scale", type=finite_float, default=None, help="classifier-free guidance scale")
     p.add_argument("--sampler", default=None, help="ddpm, ddim, dpmpp_2m, euler, euler_ancestral, unipc (default: the pipeline's)")
-    p.add_argument("--seed", type=int, default=0, help="seed of prompts, samples and reference videos (default 0)")
-    p.add_argument("--batch-size", type=int, default=8, help="videos per generation batch (default 8)")
+    p.add_argument("--seed", type=seed_int, default=0, help="seed of prompts, samples and reference videos (default 0)")
+    p.add_argument("--batch-size", type=positive_int, default=8, help="videos per generation batch (default 8)")
     p.add_argument(
         "--holdout",
         action="append",
@@ -204,7 +206,6 @@ def _real_videos(data: str, n: int, frames: int, size: tuple[int, int], seed: in
 
 
 def run(args: argparse.Namespace) -> int:
-    import torch
 
     from text2video.errors import ConfigError
     from text2video.eval.adherence import JudgeSettings, judge_video, summarize
@@ -213,10 +214,11 @@ def run(args: argparse.Namespace) -> int:
 
     if args.n is not None and args.n < 2:
         raise ConfigError(f"--n {args.n}: evaluate at least 2 videos")
-    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    device = resolve_device(args.device)
     holdout = _holdout(args)
     if args.videos is not None:
         out_dir = args.out or args.videos.parent / f"{args.videos.name}-eval"
+        writable_folder(out_dir, "report folder")
         paths, captions, videos = _read_folder(args.videos, args.n)
         if not videos:
             from text2video.errors import DataError
@@ -226,6 +228,7 @@ def run(args: argparse.Namespace) -> int:
         source = {"videos": str(args.videos)}
     else:
         out_dir = args.out or (args.model / "eval-report" if args.model.is_dir() else Path("eval-report") / args.model.stem)
+        writable_folder(out_dir, "report folder")
         captions = shapes_prompts(args.n or 32, args.seed, holdout)
         videos, fps = _generate(args, captions, device, out_dir)
         paths = [out_dir / "samples" / f"{i:04d}.gif" for i in range(len(videos))]

@@ -34,7 +34,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ..pipelines import load_pipeline
+    from .args import writable_folder
 
+    writable_folder(args.out, "--out")
     pipe = load_pipeline(args.run, checkpoint=args.checkpoint, use_ema=not args.no_ema)
     if args.format == "diffusers":
         from ..pipelines.to_diffusers import export_diffusers

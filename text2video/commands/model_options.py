@@ -7,6 +7,8 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from .args import non_negative_int, positive_int, resolve_device
+
 
 def add_pretrained_args(p: argparse.ArgumentParser) -> None:
     """``--motion-adapter``, ``--text-encoder``, ``--clip-skip``, ``--dtype``, ``--vae-frames``,
@@ -26,7 +28,9 @@ def add_pretrained_args(p: argparse.ArgumentParser) -> None:
         help="with a video-diffusion-pytorch .pt: the BERT folder it was trained with (its width must be the "
         "checkpoint's cond_dim); with other models: replace the text encoder",
     )
-    g.add_argument("--clip-skip", type=int, default=None, help="with a diffusers folder: use the CLIP layer this many from the end")
+    g.add_argument(
+        "--clip-skip", type=non_negative_int, default=None, help="with a diffusers folder: use the CLIP layer this many from the end"
+    )
     g.add_argument(
         "--dtype",
         default=None,
@@ -35,7 +39,7 @@ def add_pretrained_args(p: argparse.ArgumentParser) -> None:
     )
     g.add_argument(
         "--vae-frames",
-        type=int,
+        type=positive_int,
         default=None,
         metavar="N",
         help="frames the VAE decodes per call (default 8; lower it to save memory; the result is the same)",
@@ -90,9 +94,8 @@ def pretrained_options(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def default_device(requested: Any = None) -> str:
-    import torch
-
-    return str(requested) if requested else ("cuda" if torch.cuda.is_available() else "cpu")
+    """``--device``: the best available when not given; one this machine does not have is refused."""
+    return resolve_device(str(requested) if requested else None)
 
 
 def load_from_args(args: argparse.Namespace, kind: str = "TextToVideoPipeline") -> Any:

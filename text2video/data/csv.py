@@ -14,11 +14,14 @@ Video mode (default) yields 16-frame clips, stride 4, at 256x256; image mode one
 from __future__ import annotations
 
 import csv as _csv
+import io
 from pathlib import Path
 
+from text2video.data.buckets import Buckets
 from text2video.data.files import VideoEntry, VideoFileDataset
 from text2video.data.transforms import ClipSampler, SpatialTransform
 from text2video.errors import DataError
+from text2video.io.text import read_text
 
 WEBVID_COLUMNS: tuple[str, ...] = ("videoid", "name", "page_dir")
 GENERIC_COLUMNS: tuple[str, ...] = ("path", "text")
@@ -31,10 +34,12 @@ def read_manifest(csv_path: str | Path, video_folder: str | Path | None = None) 
     if not csv_path.is_file():
         raise DataError(f"CSV manifest not found: {csv_path}; check the path")
     folder = Path(video_folder) if video_folder is not None else csv_path.parent
-    with csv_path.open(newline="", encoding="utf-8") as handle:
-        reader = _csv.DictReader(handle)
+    reader = _csv.DictReader(io.StringIO(read_text(csv_path, "CSV manifest"), newline=""))
+    try:
         columns = {c.strip() for c in (reader.fieldnames or [])}
         rows = list(reader)
+    except _csv.Error as exc:
+        raise DataError(f"{csv_path}, line {reader.line_num}: not a valid CSV row ({exc})") from None
     if set(WEBVID_COLUMNS) <= columns:
         return [_webvid_entry(row, folder) for row in rows]
     if set(GENERIC_COLUMNS) <= columns:
@@ -79,7 +84,7 @@ class CsvVideoDataset(VideoFileDataset):
         video_folder: where the videos are (default: the CSV's folder).
         mode: ``"video"`` (clips of ``num_frames``) or ``"image"`` (one frame, T = 1).
         num_frames, stride, size: clip length, step between frames, output size (AnimateDiff: 16, 4, 256).
-        random_clip, crop, hflip, pad, scan, caption: as in `FolderVideoDataset`.
+        random_clip, crop, hflip, pad, scan, caption, channels, buckets: as in `FolderVideoDataset`.
     """
 
     def __init__(
@@ -97,6 +102,8 @@ class CsvVideoDataset(VideoFileDataset):
         pad: str = "repeat",
         scan: bool = True,
         caption: str = "random",
+        channels: int = 3,
+        buckets: Buckets | None = None,
     ) -> None:
         if mode not in MODES:
             raise DataError(f"unknown CSV dataset mode {mode!r}; choose from: {', '.join(MODES)}")
@@ -112,4 +119,6 @@ class CsvVideoDataset(VideoFileDataset):
             image_mode=mode == "image",
             scan=scan,
             caption=caption,
+            channels=channels,
+            buckets=buckets,
         )

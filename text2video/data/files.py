@@ -17,6 +17,7 @@ from typing import Any, Sequence
 import numpy as np
 from torch.utils.data import Dataset
 
+from text2video.data.buckets import Bucket, Buckets
 from text2video.data.transforms import ClipSampler, SpatialTransform, item_rng
 from text2video.errors import DataError, VideoReadError
 from text2video.io.video import AV_SUFFIXES, frames_to_tensor, probe_video, read_video
@@ -31,7 +32,9 @@ class VideoEntry:
     path: str
     captions: tuple[str, ...] = ()
     fps: float | None = None
-    num_frames: int | None = None  # known after a scan
+    num_frames: int | None = None  # known after a scan, with the frame size
+    height: int | None = None
+    width: int | None = None
 
 
 class VideoFileDataset(Dataset):
@@ -45,6 +48,9 @@ class VideoFileDataset(Dataset):
         image_mode: one frame per item (T = 1), random unless the sampler's ``random_start`` is False.
         scan: probe every file now (exact counts, one summary line) or only until a readable one.
         caption: ``"random"`` picks one of a file's captions per item, ``"first"`` always the first.
+        channels: 3 (RGB), 1 (grayscale) or 4 (RGBA: the files' alpha, opaque where they have none).
+        buckets: mixed shapes (`text2video.data.buckets`): each video is read at its bucket's clip length and
+            resolution instead of the sampler's and the transform's (needs ``scan``).
     """
 
     def __init__(
@@ -57,9 +63,17 @@ class VideoFileDataset(Dataset):
         image_mode: bool = False,
         scan: bool = True,
         caption: str = "random",
+        channels: int = 3,
+        buckets: Buckets | None = None,
     ) -> None:
+        if buckets is not None and not scan:
+            raise DataError(f"{source}: buckets need every video's shape up front; build the dataset with scan=True")
         if caption not in ("random", "first"):
             raise DataError(f"unknown caption choice {caption!r}; choose 'random' or 'first'")
+        if channels not in (1, 3, 4):
+            raise DataError(f"channels = {channels!r}: choose 1 (grayscale), 3 (RGB) or 4 (RGBA)")
+        self.channels = channels
+        self.buckets = buckets
         self.source, self.sampler, self.transform = source, sampler, transform
         self.image_mode, self.caption = image_mode, caption
         self.unreadable: list[tuple[str, str]] = []  # (path, reason) found by the scan
@@ -69,12 +83,18 @@ class VideoFileDataset(Dataset):
         self.entries = self._scan(list(entries)) if scan else self._first_readable(list(entries))
         self.missing_captions = sum(1 for e in self.entries if not any(c.strip() for c in e.captions))
         logger.info("%s", self.summary())
+        if buckets is not None:
+            counts: dict[Bucket, int] = {}
+            for key in self.bucket_keys() or []:
+                counts[key] = counts.get(key, 0) + 1
+            logger.info("%s: buckets %s", source, ", ".join(f"{key}: {n}" for key, n in sorted(counts.items())))
 
     # ---------------------------------------------------------------------------------- scanning
 
     def _probe(self, entry: VideoEntry) -> VideoEntry | None:
         try:
-            return replace(entry, num_frames=probe_video(entry.path).num_frames)
+            info = probe_video(entry.path)
+            return replace(entry, num_frames=info.num_frames, height=info.height, width=info.width)
         except VideoReadError as exc:
             self.unreadable.append((entry.path, str(exc)))
             return None
@@ -113,6 +133,18 @@ class VideoFileDataset(Dataset):
     def __len__(self) -> int:
         return len(self.entries)
 
+    def bucket_of(self, entry: VideoEntry) -> Bucket:
+        """The bucket (clip length and resolution) ``entry`` is read at."""
+        if self.buckets is None:
+            raise DataError(f"{self.source}: this dataset has no buckets")
+        bucket = self.buckets.assign(entry.height or 1, entry.width or 1, entry.num_frames or 1, self.sampler.stride)
+        return replace(bucket, frames=1) if self.image_mode else bucket
+
+    def bucket_keys(self) -> list[Bucket] | None:
+        """Every item's bucket, in item order (what `text2video.train.data.BucketBatches` groups by); None
+        without buckets."""
+        return None if self.buckets is None else [self.bucket_of(entry) for entry in self.entries]
+
     def __getitem__(self, index: int) -> dict[str, Any]:
         if not -len(self) <= index < len(self):
             raise IndexError(f"index {index} out of range for a dataset of {len(self)} items")
@@ -131,8 +163,13 @@ class VideoFileDataset(Dataset):
     def load(self, entry: VideoEntry) -> dict[str, Any]:
         """Read, sample, pad and transform one entry (raises `VideoReadError`)."""
         rng = item_rng()
-        frames, fps = self._read_frames(entry, rng)
-        video = self.transform(frames_to_tensor(frames), rng)
+        sampler, transform = self.sampler, self.transform
+        if self.buckets is not None:
+            bucket = self.bucket_of(entry)
+            sampler = replace(sampler, num_frames=bucket.frames)
+            transform = replace(transform, size=(bucket.height, bucket.width))
+        frames, fps = self._read_frames(entry, rng, sampler)
+        video = transform(frames_to_tensor(frames), rng)
         captions = [c for c in entry.captions if c.strip()]
         if not captions:
             text = ""
@@ -142,24 +179,25 @@ class VideoFileDataset(Dataset):
             text = captions[int(rng.integers(len(captions)))]
         return {"video": video, "text": text, "fps": float(fps), "path": entry.path}
 
-    def _read_frames(self, entry: VideoEntry, rng: np.random.Generator) -> tuple[np.ndarray, float]:
+    def _read_frames(self, entry: VideoEntry, rng: np.random.Generator, sampler: ClipSampler) -> tuple[np.ndarray, float]:
         total = entry.num_frames if entry.num_frames is not None else probe_video(entry.path).num_frames
         if self.image_mode:
-            index = int(rng.integers(total)) if self.sampler.random_start else 0
-            frames, fps = read_video(entry.path, start=min(index, max(total - 1, 0)), num_frames=1)
+            index = int(rng.integers(total)) if sampler.random_start else 0
+            frames, fps = read_video(entry.path, start=min(index, max(total - 1, 0)), num_frames=1, channels=self.channels)
             return frames, entry.fps or fps
-        sampler = self.sampler
         if Path(entry.path).suffix.lower() in AV_SUFFIXES:  # seek and stop early
             start = sampler.start(total, rng)
             try:
-                frames, fps = read_video(entry.path, start=start, num_frames=sampler.num_frames, stride=sampler.stride)
+                frames, fps = read_video(
+                    entry.path, start=start, num_frames=sampler.num_frames, stride=sampler.stride, channels=self.channels
+                )
             except VideoReadError:
                 if start == 0:
                     raise
                 # the stored frame count overstated the video: take the clip from the start instead
-                frames, fps = read_video(entry.path, num_frames=sampler.num_frames, stride=sampler.stride)
+                frames, fps = read_video(entry.path, num_frames=sampler.num_frames, stride=sampler.stride, channels=self.channels)
             frames, source_fps = sampler.pad_frames(frames), fps * sampler.stride
         else:  # GIF and frame folders are decoded whole anyway
-            frames, source_fps = read_video(entry.path)
+            frames, source_fps = read_video(entry.path, channels=self.channels)
             frames = frames[sampler.indices(len(frames), rng)]
         return frames, (entry.fps or source_fps) / sampler.stride

@@ -10,9 +10,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Sequence
 
+from text2video.data.buckets import Buckets
 from text2video.data.files import VideoEntry, VideoFileDataset
 from text2video.data.transforms import ClipSampler, SpatialTransform
 from text2video.errors import DataError
+from text2video.io.text import read_lines
 from text2video.io.video import VIDEO_SUFFIXES
 
 
@@ -21,8 +23,7 @@ def read_captions(video: Path) -> tuple[str, ...]:
     text_file = video.with_suffix(".txt")
     if not text_file.is_file():
         return ()
-    lines = text_file.read_text(encoding="utf-8", errors="replace").splitlines()
-    return tuple(line.strip() for line in lines if line.strip())
+    return tuple(read_lines(text_file, "caption file"))
 
 
 def find_videos(root: str | Path, suffixes: Sequence[str] | None = None) -> list[Path]:
@@ -50,6 +51,8 @@ class FolderVideoDataset(VideoFileDataset):
         image_mode: one frame per item (T = 1).
         scan: probe every file now (see `text2video.data.files`).
         suffixes: limit the formats, e.g. ``["gif"]``.
+        channels: 3 (RGB), 1 (grayscale) or 4 (RGBA).
+        buckets: read videos of mixed shapes at their bucket's shape (`text2video.data.buckets`).
     """
 
     def __init__(
@@ -67,6 +70,8 @@ class FolderVideoDataset(VideoFileDataset):
         scan: bool = True,
         caption: str = "random",
         suffixes: Sequence[str] | None = None,
+        channels: int = 3,
+        buckets: Buckets | None = None,
     ) -> None:
         self.root = Path(root)
         if not self.root.is_dir():
@@ -84,4 +89,6 @@ class FolderVideoDataset(VideoFileDataset):
             image_mode=image_mode,
             scan=scan,
             caption=caption,
+            channels=channels,
+            buckets=buckets,
         )

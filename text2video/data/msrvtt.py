@@ -18,6 +18,7 @@ from tqdm.auto import tqdm
 
 from text2video.data.transforms import SpatialTransform
 from text2video.errors import DataError, VideoReadError
+from text2video.io.text import read_text
 from text2video.io.video import VIDEO_SUFFIXES, frames_to_tensor, probe_video, read_video, tensor_to_frames, write_video
 
 logger = logging.getLogger(__name__)
@@ -46,7 +47,7 @@ def load_annotations(path: str | Path) -> tuple[list[dict], dict[str, list[str]]
     if not path.is_file():
         raise DataError(f"MSR-VTT annotations not found: {path}; point at train_val_videodatainfo.json")
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        data = json.loads(read_text(path, "MSR-VTT annotations"))
     except json.JSONDecodeError as exc:
         raise DataError(f"{path}: not valid JSON ({exc})") from exc
     if not isinstance(data, dict) or "videos" not in data or "sentences" not in data:

@@ -6,6 +6,9 @@
 * `DigitsDataset`: Moving-MNIST style clips made of real handwritten digits from scikit-learn's
   UCI digits set (shipped offline), one or two digits bouncing off the frame edges.
 
+Both take ``size`` as an int (square) or ``(height, width)``, and ``channels``: 3 (RGB), 1 (grayscale, the
+luma of the RGB frames) or 4 (RGBA: the objects opaque on a transparent background).
+
 Every item is the dataset dict of DESIGN.md (``video`` (C, T, H, W) in [-1, 1], ``text``, ``fps``,
 ``path``) plus ``factors`` (a dict of str: the ground truth the caption names) and ``centres``
 ((T, 2) float tensor: the true x, y centre of each object per frame, in pixels, (0, 0) the centre
@@ -20,6 +23,7 @@ from typing import Any, Iterable, Sequence
 
 import numpy as np
 import torch
+from PIL import Image
 from torch.utils.data import Dataset
 
 from text2video.data.vocab import (
@@ -84,12 +88,41 @@ def _shape_mask(shape: str, xs: np.ndarray, ys: np.ndarray, cx: float, cy: float
     raise DataError(f"unknown shape {shape!r}; choose from: {', '.join(SHAPES)}")
 
 
-def _coverage(shape: str, size: int, cx: float, cy: float, r: float, antialias: bool) -> np.ndarray:
-    """Fraction of each pixel covered by the shape, (size, size) float in [0, 1]."""
+def _coverage(shape: str, hw: tuple[int, int], cx: float, cy: float, r: float, antialias: bool) -> np.ndarray:
+    """Fraction of each pixel covered by the shape, (height, width) float in [0, 1]."""
     ss = _SUPERSAMPLE if antialias else 1
-    coords = (np.arange(size * ss) + 0.5) / ss - 0.5  # pixel i spans [i - 0.5, i + 0.5]
-    mask = _shape_mask(shape, coords[None, :], coords[:, None], cx, cy, r)
-    return mask.reshape(size, ss, size, ss).mean(axis=(1, 3))
+    h, w = hw
+    xs = (np.arange(w * ss) + 0.5) / ss - 0.5  # pixel i spans [i - 0.5, i + 0.5]
+    ys = (np.arange(h * ss) + 0.5) / ss - 0.5
+    mask = _shape_mask(shape, xs[None, :], ys[:, None], cx, cy, r)
+    return mask.reshape(h, ss, w, ss).mean(axis=(1, 3))
+
+
+def frame_hw(size: int | Sequence[int]) -> tuple[int, int]:
+    """``size`` (an int: square, or ``(height, width)``) as ``(height, width)``."""
+    if isinstance(size, (int, np.integer)):
+        return int(size), int(size)
+    values = [int(v) for v in size]
+    if len(values) != 2:
+        raise DataError(f"size must be an int or (height, width), got {size!r}")
+    return values[0], values[1]
+
+
+def check_channels(channels: int) -> None:
+    if channels not in (1, 3, 4):
+        raise DataError(f"channels = {channels!r}: choose 1 (grayscale), 3 (RGB) or 4 (RGBA)")
+
+
+def with_channels(frames: np.ndarray, channels: int, coverage: np.ndarray | None = None) -> np.ndarray:
+    """RGB frames ``(T, H, W, 3)`` as 1 (luma), 3 or 4 channels; RGBA's alpha is ``coverage`` ((T, H, W) in
+    [0, 1]: the objects opaque, the background transparent)."""
+    if channels == 3:
+        return frames
+    if channels == 1:
+        return np.stack([np.asarray(Image.fromarray(f).convert("L")) for f in frames])[..., None]
+    check_channels(channels)
+    alpha = np.clip(coverage * 255 + 0.5, 0, 255).astype(np.uint8)[..., None]
+    return np.concatenate([frames, alpha], axis=-1)
 
 
 class ShapesDataset(Dataset):
@@ -97,25 +130,26 @@ class ShapesDataset(Dataset):
 
     Args:
         n: number of items.
-        num_frames, size: clip length and square frame size in pixels.
+        num_frames, size: clip length and frame size in pixels (an int, or ``(height, width)``).
         seed: items depend only on (seed, index).
         holdout: rules (or strings such as ``"blue triangle"``) naming held-out combinations.
         split: ``"seen"`` excludes held-out combinations, ``"held_out"`` yields only them, ``"all"`` both.
         colours, shapes, directions: restrict the grammar (default: all of `text2video.data.vocab`).
         speed: (min, max) speed in pixels per frame at 32 px, scaled with ``size``; lowered when the
             whole path would not fit in the frame (the shape always stays fully inside).
-        shape_size: (min, max) shape diameter as a fraction of ``size``.
+        shape_size: (min, max) shape diameter as a fraction of the frame's shorter side.
         background: ``"black"``, ``"gray"`` (a random dark gray per item) or ``"noise"`` (dark gray with
             fixed per-item noise).
         fps: the frame rate the items report.
         antialias: 4x4 supersampled edges (sub-pixel motion); False draws hard edges.
+        channels: 3 (RGB), 1 (grayscale) or 4 (RGBA: the shape opaque in its colour, the background transparent).
     """
 
     def __init__(
         self,
         n: int = 1000,
         num_frames: int = 8,
-        size: int = 32,
+        size: int | Sequence[int] = 32,
         seed: int = 0,
         holdout: Iterable[HoldoutRule | str] | None = DEFAULT_HOLDOUT,
         split: str = "seen",
@@ -128,8 +162,10 @@ class ShapesDataset(Dataset):
         background: str = "black",
         fps: float = 8.0,
         antialias: bool = True,
+        channels: int = 3,
     ) -> None:
-        if n < 1 or num_frames < 1 or size < 8:
+        self.height, self.width = frame_hw(size)
+        if n < 1 or num_frames < 1 or min(self.height, self.width) < 8:
             raise DataError(f"ShapesDataset needs n >= 1, num_frames >= 1 and size >= 8; got n={n}, num_frames={num_frames}, size={size}")
         if split not in SPLITS:
             raise DataError(f"unknown split {split!r}; choose from: {', '.join(SPLITS)}")
@@ -139,7 +175,8 @@ class ShapesDataset(Dataset):
             raise DataError(f"shape_size {shape_size}: need 0 < min <= max <= 0.8 (a fraction of the frame)")
         if not (0 <= speed[0] <= speed[1]):
             raise DataError(f"speed {speed}: need 0 <= min <= max (pixels per frame at 32 px)")
-        self.n, self.num_frames, self.size, self.seed = n, num_frames, size, seed
+        check_channels(channels)
+        self.n, self.num_frames, self.size, self.seed, self.channels = n, num_frames, size, seed, channels
         self.split, self.background, self.fps, self.antialias = split, background, float(fps), antialias
         self.speed, self.shape_size = (float(speed[0]), float(speed[1])), (float(shape_size[0]), float(shape_size[1]))
         self.holdout = _rules(holdout)
@@ -172,47 +209,51 @@ class ShapesDataset(Dataset):
             raise IndexError(f"index {index} out of range for ShapesDataset of {self.n} items")
         factors = self.factors_of(index)
         rng = np.random.default_rng([self.seed, index])
-        size, T = self.size, self.num_frames
-        r = 0.5 * size * rng.uniform(*self.shape_size)
+        h, w, T = self.height, self.width, self.num_frames
+        short = min(h, w)
+        r = 0.5 * short * rng.uniform(*self.shape_size)
         r_extent = 1.15 * r if factors.shape == "triangle" else r  # farthest point from the centre
         margin = 1.0
-        lo, hi = r_extent + margin - 0.5, size - 0.5 - r_extent - margin  # allowed centre range
+        lo = r_extent + margin - 0.5  # allowed centre range along x: lo..hi_x, along y: lo..hi_y
+        hi_x, hi_y = w - 0.5 - r_extent - margin, h - 0.5 - r_extent - margin
+        dx, dy = DIRECTIONS[factors.direction]
+        (along, hi, hi_across) = (w, hi_x, hi_y) if dx else (h, hi_y, hi_x)
         room = hi - lo
-        speed = rng.uniform(*self.speed) * size / 32.0
+        speed = rng.uniform(*self.speed) * short / 32.0
         if T > 1:
             speed = min(speed, room / (T - 1))
-        dx, dy = DIRECTIONS[factors.direction]
         travel = speed * (T - 1)
         start_along = rng.uniform(lo, hi - travel) if room > travel else lo
-        across = rng.uniform(lo, hi)
+        across = rng.uniform(lo, hi_across)
         steps = np.arange(T) * speed
-        if dx:
-            xs = start_along + steps if dx > 0 else (size - 1) - (start_along + steps)
-            ys = np.full(T, across)
-        else:
-            ys = start_along + steps if dy > 0 else (size - 1) - (start_along + steps)
-            xs = np.full(T, across)
+        position = start_along + steps if (dx or dy) > 0 else (along - 1) - (start_along + steps)
+        xs, ys = (position, np.full(T, across)) if dx else (np.full(T, across), position)
         bg = self._background(rng)
         colour = np.asarray(COLOURS[factors.colour], dtype=np.float32)
-        frames = np.empty((T, size, size, 3), dtype=np.uint8)
+        frames = np.empty((T, h, w, 3), dtype=np.uint8)
+        coverage = np.empty((T, h, w), dtype=np.float32)
         for t in range(T):
-            cov = _coverage(factors.shape, size, float(xs[t]), float(ys[t]), r, self.antialias)[..., None]
-            frames[t] = np.clip(bg * (1.0 - cov) + colour * cov + 0.5, 0, 255).astype(np.uint8)
+            coverage[t] = _coverage(factors.shape, (h, w), float(xs[t]), float(ys[t]), r, self.antialias)
+            cov = coverage[t][..., None]
+            if self.channels == 4:  # straight alpha: the colour wherever the shape is, alpha its coverage
+                frames[t] = np.where(cov > 0, colour, bg).astype(np.uint8)
+            else:
+                frames[t] = np.clip(bg * (1.0 - cov) + colour * cov + 0.5, 0, 255).astype(np.uint8)
         return SyntheticSample(
-            frames=frames,
+            frames=with_channels(frames, self.channels, coverage),
             text=factors.caption(),
             factors={"colour": factors.colour, "shape": factors.shape, "direction": factors.direction},
             centres=np.stack([xs, ys], axis=1).astype(np.float32),
         )
 
     def _background(self, rng: np.random.Generator) -> np.ndarray:
-        size = self.size
+        hw = (self.height, self.width)
         if self.background == "black":
-            return np.zeros((size, size, 3), dtype=np.float32)
+            return np.zeros((*hw, 3), dtype=np.float32)
         level = rng.uniform(0.0, 70.0)
-        bg = np.full((size, size, 3), level, dtype=np.float32)
+        bg = np.full((*hw, 3), level, dtype=np.float32)
         if self.background == "noise":
-            bg += rng.normal(0.0, 10.0, size=(size, size, 1)).astype(np.float32)
+            bg += rng.normal(0.0, 10.0, size=(*hw, 1)).astype(np.float32)
         return np.clip(bg, 0.0, 255.0)
 
     def __getitem__(self, index: int) -> dict[str, Any]:
@@ -242,13 +283,14 @@ class DigitsDataset(Dataset):
         digit_size: digit height in pixels (default ``0.4 * size``).
         speed: (min, max) pixels per frame at 32 px, scaled with ``size``.
         digits: restrict the classes drawn (default 0-9).
+        channels: 3 (RGB, white digits), 1 (grayscale) or 4 (RGBA: white digits, alpha their ink).
     """
 
     def __init__(
         self,
         n: int = 1000,
         num_frames: int = 8,
-        size: int = 32,
+        size: int | Sequence[int] = 32,
         seed: int = 0,
         *,
         num_digits: int | tuple[int, ...] = 1,
@@ -256,19 +298,24 @@ class DigitsDataset(Dataset):
         speed: tuple[float, float] = (1.0, 2.5),
         digits: Sequence[int] | None = None,
         fps: float = 8.0,
+        channels: int = 3,
     ) -> None:
         from sklearn.datasets import load_digits
 
         counts = (num_digits,) if isinstance(num_digits, int) else tuple(num_digits)
         if not counts or any(c not in (1, 2) for c in counts):
             raise DataError(f"num_digits must be 1, 2 or (1, 2), got {num_digits!r}")
-        if n < 1 or num_frames < 1 or size < 12:
+        self.height, self.width = frame_hw(size)
+        short = min(self.height, self.width)
+        if n < 1 or num_frames < 1 or short < 12:
             raise DataError(f"DigitsDataset needs n >= 1, num_frames >= 1 and size >= 12; got {n}, {num_frames}, {size}")
+        check_channels(channels)
         self.n, self.num_frames, self.size, self.seed, self.fps = n, num_frames, size, seed, float(fps)
+        self.channels = channels
         self.counts, self.speed = counts, (float(speed[0]), float(speed[1]))
-        self.digit_size = int(digit_size or round(0.4 * size))
-        if not 4 <= self.digit_size <= size:
-            raise DataError(f"digit_size {self.digit_size} must be between 4 and the frame size {size}")
+        self.digit_size = int(digit_size or round(0.4 * short))
+        if not 4 <= self.digit_size <= short:
+            raise DataError(f"digit_size {self.digit_size} must be between 4 and the frame's shorter side {short}")
         bunch = load_digits()
         wanted = set(range(10) if digits is None else digits)
         if not wanted or not wanted <= set(range(10)):
@@ -291,19 +338,19 @@ class DigitsDataset(Dataset):
         if not 0 <= index < self.n:
             raise IndexError(f"index {index} out of range for DigitsDataset of {self.n} items")
         rng = np.random.default_rng([self.seed, index, 1])
-        size, d, T = self.size, self.digit_size, self.num_frames
+        h, w, d, T = self.height, self.width, self.digit_size, self.num_frames
         count = self.counts[int(rng.integers(len(self.counts)))]
-        canvas = np.zeros((T, size, size), dtype=np.float32)
+        canvas = np.zeros((T, h, w), dtype=np.float32)
         labels: list[int] = []
         first_centres = np.zeros((T, 2), dtype=np.float32)
         for k in range(count):
             which = int(rng.integers(len(self.images)))
             labels.append(int(self.labels[which]))
             glyph = self._glyph(which)
-            limit = size - d
-            pos = rng.uniform(0, limit, size=2)
+            limit = np.array([w - d, h - d], dtype=np.float64)  # x, y
+            pos = rng.uniform(0, 1, size=2) * limit
             angle = rng.uniform(0, 2 * np.pi)
-            speed = rng.uniform(*self.speed) * size / 32.0
+            speed = rng.uniform(*self.speed) * min(h, w) / 32.0
             vel = speed * np.array([np.cos(angle), np.sin(angle)])
             for t in range(T):
                 x, y = int(round(pos[0])), int(round(pos[1]))
@@ -314,9 +361,11 @@ class DigitsDataset(Dataset):
                 for axis in range(2):  # bounce off the edges
                     if pos[axis] < 0:
                         pos[axis], vel[axis] = -pos[axis], -vel[axis]
-                    elif pos[axis] > limit:
-                        pos[axis], vel[axis] = 2 * limit - pos[axis], -vel[axis]
-        frames = np.repeat((canvas * 255 + 0.5).clip(0, 255).astype(np.uint8)[..., None], 3, axis=-1)
+                    elif pos[axis] > limit[axis]:
+                        pos[axis], vel[axis] = 2 * limit[axis] - pos[axis], -vel[axis]
+        ink = (canvas * 255 + 0.5).clip(0, 255).astype(np.uint8)[..., None]
+        frames = np.repeat(ink, 3, axis=-1) if self.channels != 4 else np.full((*ink.shape[:3], 3), 255, dtype=np.uint8)
+        frames = with_channels(frames, self.channels, canvas)
         if count == 1:
             text = f"the digit {labels[0]} bouncing"
         else:

@@ -49,6 +49,7 @@ def interpolate_videos(
     progress: bool = False,
     scheduler_config: Optional[dict[str, Any]] = None,
     callback: Optional[StepCallback] = None,
+    dynamic_threshold: Optional[float] = None,
 ) -> torch.Tensor:
     """Videos between ``video1`` and ``video2`` (both (B, C, T, H, W)): returns (B, num_interp, C, T, H, W).
 
@@ -57,7 +58,7 @@ def interpolate_videos(
     denoised with ``sampler`` over the remaining ``round(steps * strength)`` steps. ``shared_noise`` noises
     both with the same draw, which keeps the in-betweens close to the straight path. ``callback(done, total)``
     counts the steps of all ``num_interp`` videos. ``scheduler_config``: a pretrained model's scheduler config
-    (see `plan_sampling`).
+    (see `plan_sampling`). ``clip_x0`` / ``dynamic_threshold`` as in `text2video.diffusion.sampling.sample`.
     """
     if video1.shape != video2.shape or video1.ndim != 5:
         raise ConfigError(f"interpolate needs two videos of one shape (B, C, T, H, W); got {tuple(video1.shape)} and {tuple(video2.shape)}")
@@ -91,6 +92,7 @@ def interpolate_videos(
                 negative_cond=negative_cond,
                 generators=generators,
                 clip_x0=clip_x0,
+                dynamic_threshold=dynamic_threshold,
                 progress=progress,
                 callback=step_done,
             )  # fmt: skip

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import inspect
 import logging
+import math
 from dataclasses import dataclass, replace
 from typing import Any, Callable, Optional, Sequence
 
@@ -208,6 +209,16 @@ def plan_sampling(
 # ----------------------------------------------------------------------------------------- loop
 
 
+def check_guidance(guidance_scale: float, eta: float = 0.0) -> None:
+    """Refuse a guidance scale or DDIM eta that is not a finite number (a NaN gives a black video, an
+    infinity a saturated one), and a negative eta."""
+    for name, value in (("guidance_scale", guidance_scale), ("eta", eta)):
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            raise ConfigError(f"{name} must be a finite number, got {value!r}")
+    if eta < 0:
+        raise ConfigError(f"eta must be >= 0 (0: deterministic DDIM, 1: DDPM-like noise), got {eta!r}")
+
+
 @torch.no_grad()
 def sample(
     model: Any,
@@ -295,6 +306,7 @@ def denoise_from(
 ) -> torch.Tensor:
     """Run ``plan`` from state ``x`` (in the scheduler's space at ``plan.timesteps[0]``) down to x0;
     ``callback(done, total)`` after each step."""
+    check_guidance(guidance_scale, eta)
     b = x.shape[0]
     device, dtype = x.device, x.dtype
     cond = _broadcast_cond(cond if cond is not None else Conditioning(), b, "cond").to(device)

@@ -47,6 +47,7 @@ from text2video.data.vocab import (
     parse_caption,
 )
 from text2video.errors import DataError
+from text2video.io.text import read_lines
 
 log = logging.getLogger(__name__)
 
@@ -412,7 +413,8 @@ def find_captioned_videos(folder: str | Path) -> list[tuple[Path, str]]:
     for path in sorted(p for p in root.iterdir() if p.suffix.lower() in VIDEO_SUFFIXES):
         txt = path.with_suffix(".txt")
         if txt.is_file():
-            pairs.append((path, txt.read_text(encoding="utf-8").strip().splitlines()[0] if txt.stat().st_size else ""))
+            lines = read_lines(txt, "caption file")
+            pairs.append((path, lines[0] if lines else ""))
         else:
             missing += 1
     if missing:

@@ -389,8 +389,8 @@ def clip_similarity(videos: Any, prompts: Sequence[str], clip_dir: str | Path, n
     if not folder.is_dir():
         raise ModelError(f"CLIP folder {folder} not found; pass a local folder saved with CLIPModel.save_pretrained")
     try:
-        model = CLIPModel.from_pretrained(folder).to(device).eval()
-        tokenizer = AutoTokenizer.from_pretrained(folder)
+        model = CLIPModel.from_pretrained(folder, local_files_only=True, trust_remote_code=False).to(device).eval()
+        tokenizer = AutoTokenizer.from_pretrained(folder, local_files_only=True, trust_remote_code=False)
     except (OSError, ValueError) as exc:
         raise ModelError(f"cannot load a CLIP model and tokenizer from {folder}: {exc}") from exc
     x = _to_rgb(_as_batch(videos))

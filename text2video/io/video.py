@@ -2,14 +2,20 @@
 
 Formats by suffix:
 
-* GIF through Pillow: every frame, palette and transparency composited to RGB, per-frame durations
-  turned into an average frame rate. Written looping, with durations that add up to the asked fps.
+* GIF through Pillow: every frame, palette and transparency composited to RGB (or kept as alpha when
+  read with ``channels=4``), per-frame durations turned into an average frame rate. Written looping,
+  with durations that add up to the asked fps; RGBA frames are written with GIF's one-bit transparency.
 * MP4 / MOV / MKV / WebM / AVI through PyAV (FFmpeg): seek to a start frame, keep every k-th frame,
   stop decoding as soon as the clip is complete. MP4/MOV/MKV are written as H.264 yuv420p, WebM as
   VP9, AVI as MPEG-4 part 2; odd sizes are padded by one edge pixel to the even size yuv420p needs.
 * A folder of PNG/JPG frames (natural order: ``f2.png`` before ``f10.png``), its frame rate in an
   optional ``fps.txt`` (else 8); a single image is a one-frame video. Writing to a path without a
-  suffix writes such a folder.
+  suffix writes such a folder; one frame written to ``.png`` is one PNG image.
+
+Channels: frames are RGB (C = 3) by default; ``read_video(..., channels=1)`` reads grayscale (ITU-R 601
+luma) and ``channels=4`` RGBA (the file's alpha, opaque where it has none). `write_video` keeps 1 and 4
+channels where the format can hold them (PNG and frame folders exactly; GIF as gray, or with one-bit
+transparency; MP4/WebM store gray as gray and drop alpha with a warning).
 
 Helpers convert to and from the ``(C, T, H, W)`` float tensors in [-1, 1] used inside the package, and
 `write_contact_sheet` draws several videos as one PNG grid with captions.
@@ -37,6 +43,8 @@ logger = logging.getLogger(__name__)
 GIF_SUFFIXES: frozenset[str] = frozenset({".gif"})
 AV_SUFFIXES: frozenset[str] = frozenset({".mp4", ".m4v", ".mov", ".mkv", ".webm", ".avi"})
 IMAGE_SUFFIXES: frozenset[str] = frozenset({".png", ".jpg", ".jpeg"})
+#: channels -> the Pillow mode frames are read in and written from.
+CHANNEL_MODES: dict[int, str] = {1: "L", 3: "RGB", 4: "RGBA"}
 #: Every suffix `read_video` accepts for a file (a folder of images is accepted too).
 VIDEO_SUFFIXES: frozenset[str] = GIF_SUFFIXES | AV_SUFFIXES
 #: Frame rate given to a folder of frames or a single image, which carry none of their own.
@@ -81,8 +89,11 @@ class VideoInfo:
 # ----------------------------------------------------------------------------------------------- read
 
 
-def read_video(path: str | Path, *, start: int = 0, num_frames: int | None = None, stride: int = 1) -> tuple[np.ndarray, float]:
-    """Frames ``start, start + stride, ...`` (at most ``num_frames``) as uint8 ``(T, H, W, 3)`` RGB.
+def read_video(
+    path: str | Path, *, start: int = 0, num_frames: int | None = None, stride: int = 1, channels: int = 3
+) -> tuple[np.ndarray, float]:
+    """Frames ``start, start + stride, ...`` (at most ``num_frames``) as uint8 ``(T, H, W, channels)``:
+    RGB (3, default), grayscale (1) or RGBA (4).
 
     The returned fps is the playback rate of the returned frames: the file's rate divided by
     ``stride``, so that writing them back with it keeps real time. A clip that runs past the end of
@@ -94,13 +105,14 @@ def read_video(path: str | Path, *, start: int = 0, num_frames: int | None = Non
     path = Path(path)
     if start < 0 or stride < 1 or (num_frames is not None and num_frames < 1):
         raise ValueError(f"read_video({path}): need start >= 0, stride >= 1, num_frames >= 1 or None")
+    mode = _channel_mode(channels, f"read_video({path})")
     kind = _kind(path)
     if kind == "gif":
-        frames, fps = _read_gif(path, start, num_frames, stride)
+        frames, fps = _read_gif(path, start, num_frames, stride, mode)
     elif kind == "av":
-        frames, fps = _read_av(path, start, num_frames, stride)
+        frames, fps = _read_av(path, start, num_frames, stride, mode)
     else:
-        frames, fps = _read_images(path, start, num_frames, stride)
+        frames, fps = _read_images(path, start, num_frames, stride, mode)
     if frames.shape[0] == 0:
         raise VideoReadError(f"{path}: no frame at or after frame {start}; the video is shorter than that or holds no frame")
     return frames, fps / stride
@@ -119,6 +131,12 @@ def probe_video(path: str | Path) -> VideoInfo:
         width, height = im.size
     fmt = "frames" if path.is_dir() else "image"
     return VideoInfo(str(path), len(files), _frames_fps(path), height, width, fmt, files[0].suffix.lower()[1:])
+
+
+def _channel_mode(channels: int, where: str) -> str:
+    if channels not in CHANNEL_MODES:
+        raise ValueError(f"{where}: channels must be 1 (grayscale), 3 (RGB) or 4 (RGBA), got {channels!r}")
+    return CHANNEL_MODES[channels]
 
 
 def _kind(path: Path) -> str:
@@ -149,11 +167,25 @@ def _open_image(path: Path) -> Image.Image:
         raise VideoReadError(f"{path}: not a readable image ({exc}); the file is corrupt or not an image") from exc
 
 
-def _gif_to_rgb(frame: Image.Image) -> np.ndarray:
-    """Resolve the palette and composite transparent pixels over black."""
+def _gif_frame(frame: Image.Image, mode: str) -> np.ndarray:
+    """Resolve the palette; RGBA keeps the transparency as alpha, RGB and L composite it over black."""
     rgba = np.asarray(frame.convert("RGBA"))
+    if mode == "RGBA":
+        return rgba
     alpha = rgba[..., 3:4].astype(np.uint16)
-    return ((rgba[..., :3].astype(np.uint16) * alpha + 127) // 255).astype(np.uint8)
+    rgb = ((rgba[..., :3].astype(np.uint16) * alpha + 127) // 255).astype(np.uint8)
+    return rgb if mode == "RGB" else _luma(rgb)
+
+
+def _luma(rgb: np.ndarray) -> np.ndarray:
+    """``(..., 3)`` uint8 RGB -> ``(..., 1)`` grayscale, as Pillow's ``convert("L")`` (ITU-R 601-2)."""
+    return np.asarray(Image.fromarray(rgb).convert("L"))[..., None]
+
+
+def _image_array(image: Image.Image, mode: str) -> np.ndarray:
+    """A Pillow image as uint8 ``(H, W, C)`` in ``mode`` (L keeps a trailing channel axis)."""
+    array = np.asarray(image.convert(mode))
+    return array[..., None] if array.ndim == 2 else array
 
 
 def _gif_fps(delays_ms: Sequence[int | None]) -> float:
@@ -161,7 +193,7 @@ def _gif_fps(delays_ms: Sequence[int | None]) -> float:
     return 1000.0 * len(delays) / sum(delays) if delays else 1000.0 / _GIF_DEFAULT_DELAY_MS
 
 
-def _read_gif(path: Path, start: int, num_frames: int | None, stride: int) -> tuple[np.ndarray, float]:
+def _read_gif(path: Path, start: int, num_frames: int | None, stride: int, mode: str = "RGB") -> tuple[np.ndarray, float]:
     frames: list[np.ndarray] = []
     delays: list[int | None] = []
     try:
@@ -171,12 +203,12 @@ def _read_gif(path: Path, start: int, num_frames: int | None, stride: int) -> tu
             for index, frame in enumerate(ImageSequence.Iterator(im)):
                 delays.append(frame.info.get("duration"))
                 if index in wanted:
-                    frames.append(_gif_to_rgb(frame))
+                    frames.append(_gif_frame(frame, mode))
     except VideoReadError:
         raise
     except (OSError, ValueError, EOFError, SyntaxError, IndexError) as exc:
         raise VideoReadError(f"{path}: corrupt or truncated GIF ({exc}); re-export or delete it") from exc
-    return _stack(frames, path), _gif_fps(delays)
+    return _stack(frames, path, mode), _gif_fps(delays)
 
 
 def _probe_gif(path: Path) -> VideoInfo:
@@ -206,25 +238,25 @@ def _image_files(path: Path) -> list[Path]:
     return files
 
 
-def _read_images(path: Path, start: int, num_frames: int | None, stride: int) -> tuple[np.ndarray, float]:
+def _read_images(path: Path, start: int, num_frames: int | None, stride: int, mode: str = "RGB") -> tuple[np.ndarray, float]:
     files = _image_files(path)
     frames = []
     for index in _selected(len(files), start, num_frames, stride):
         with _open_image(files[index]) as im:
             try:
-                frames.append(np.asarray(im.convert("RGB")))
+                frames.append(_image_array(im, mode))
             except (OSError, ValueError) as exc:
                 raise VideoReadError(f"{files[index]}: corrupt or truncated image ({exc})") from exc
     if len({f.shape for f in frames}) > 1:
         raise VideoReadError(f"{path}: frames of different sizes; every frame of a folder must be the same size")
-    return _stack(frames, path), _frames_fps(path)
+    return _stack(frames, path, mode), _frames_fps(path)
 
 
 def _frames_fps(path: Path) -> float:
     fps_file = path / FRAMES_FPS_FILE
     if path.is_dir() and fps_file.is_file():
         try:
-            fps = float(fps_file.read_text().strip())
+            fps = float(fps_file.read_bytes().decode("utf-8", errors="replace").strip())
         except ValueError as exc:
             raise VideoReadError(f"{fps_file}: not a number ({exc}); write the frame rate, e.g. 8") from exc
         if fps > 0:
@@ -232,9 +264,9 @@ def _frames_fps(path: Path) -> float:
     return DEFAULT_FRAMES_FPS
 
 
-def _stack(frames: list[np.ndarray], path: Path) -> np.ndarray:
+def _stack(frames: list[np.ndarray], path: Path, mode: str = "RGB") -> np.ndarray:
     if not frames:
-        return np.zeros((0, 0, 0, 3), dtype=np.uint8)
+        return np.zeros((0, 0, 0, len(mode)), dtype=np.uint8)
     try:
         return np.stack(frames)
     except ValueError as exc:  # frames of different sizes
@@ -292,7 +324,11 @@ def _decode_from(container: Any, stream: Any, seek_to: int, fps: float, origin: 
         yield index, frame
 
 
-def _read_av(path: Path, start: int, num_frames: int | None, stride: int) -> tuple[np.ndarray, float]:
+#: Pillow mode -> the PyAV pixel format frames are decoded to.
+_AV_FORMATS = {"L": "gray", "RGB": "rgb24", "RGBA": "rgba"}
+
+
+def _read_av(path: Path, start: int, num_frames: int | None, stride: int, mode: str = "RGB") -> tuple[np.ndarray, float]:
     import av
 
     frames: list[np.ndarray] = []
@@ -313,7 +349,8 @@ def _read_av(path: Path, start: int, num_frames: int | None, stride: int) -> tup
                     if not frames and index > start + stride - 1 and attempt_seek:
                         overshot = True  # the seek landed past the start: decode from the top instead
                         break
-                    frames.append(frame.to_ndarray(format="rgb24"))
+                    array = frame.to_ndarray(format=_AV_FORMATS[mode])
+                    frames.append(array[..., None] if array.ndim == 2 else array)
                     if num_frames is not None and len(frames) >= num_frames:
                         break
                 if not overshot:
@@ -323,7 +360,7 @@ def _read_av(path: Path, start: int, num_frames: int | None, stride: int) -> tup
         raise
     except _av_error_types() as exc:
         raise VideoReadError(f"{path}: cannot decode video ({exc}); the file is corrupt or truncated") from exc
-    return _stack(frames, path), fps
+    return _stack(frames, path, mode), fps
 
 
 # ---------------------------------------------------------------------------------------------- write
@@ -331,47 +368,73 @@ def _read_av(path: Path, start: int, num_frames: int | None, stride: int) -> tup
 
 def write_video(frames: Any, path: str | Path, fps: float = 8.0) -> Path:
     """Write frames and return the path. The format follows the suffix: ``.gif`` (looping), ``.mp4`` /
-    ``.mov`` / ``.mkv`` (H.264 yuv420p), ``.webm`` (VP9), ``.avi`` (MPEG-4), no suffix (a folder of PNGs).
+    ``.mov`` / ``.mkv`` (H.264 yuv420p), ``.webm`` (VP9), ``.avi`` (MPEG-4), ``.png`` (a single frame: one
+    PNG image, e.g. the first frame ``text2video animate`` takes), no suffix (a folder of PNGs).
 
     ``frames``: uint8 numpy ``(T, H, W, C)`` with C in 1, 3, 4 (or ``(T, H, W)``), or a torch tensor
-    ``(C, T, H, W)`` in [-1, 1] as used inside the package.
+    ``(C, T, H, W)`` in [-1, 1] as used inside the package. Grayscale and RGBA frames stay so where the
+    format holds them (see the module doc).
     """
     path = Path(path)
     if fps <= 0:
         raise ValueError(f"write_video({path}): fps must be positive, got {fps}")
-    array = _as_uint8_rgb(frames)
+    array = _as_uint8(frames)
     suffix = path.suffix.lower()
     path.parent.mkdir(parents=True, exist_ok=True)
     if suffix in GIF_SUFFIXES:
         _write_gif(array, path, fps)
     elif suffix in _ENCODERS:
-        _write_av(array, path, fps)
+        if array.shape[-1] == 4:
+            logger.warning(
+                "%s: %s has no alpha channel; the transparency is dropped (write .png, .gif or a folder to keep it)", path, suffix
+            )
+        _write_av(to_rgb(array), path, fps)
+    elif suffix in IMAGE_SUFFIXES:
+        if len(array) != 1 or suffix != ".png":
+            raise ValueError(
+                f"write_video({path}): an image file holds one frame (PNG); got {len(array)} frames: write a .gif/.mp4, "
+                "or a path without a suffix (a folder of PNG frames), or pass frames[:1]"
+            )
+        _pil_image(array[0]).save(path, format="PNG")
     elif suffix == "":
         path.mkdir(parents=True, exist_ok=True)
         width = max(4, len(str(len(array) - 1)))
         for i, frame in enumerate(array):
-            Image.fromarray(frame).save(path / f"{i:0{width}d}.png")
+            _pil_image(frame).save(path / f"{i:0{width}d}.png")
         (path / FRAMES_FPS_FILE).write_text(f"{fps:g}\n")
     else:
         known = ", ".join(sorted(GIF_SUFFIXES | set(_ENCODERS)))
-        raise ValueError(f"write_video({path}): unknown suffix {suffix!r}; writable: {known}, or none for a PNG folder")
+        raise ValueError(f"write_video({path}): unknown suffix {suffix!r}; writable: {known}, .png (one frame), or none for a PNG folder")
     return path
 
 
-def _as_uint8_rgb(frames: Any) -> np.ndarray:
+def _as_uint8(frames: Any) -> np.ndarray:
+    """Frames as contiguous uint8 ``(T, H, W, C)`` with C in 1, 3, 4 (checked)."""
     if not isinstance(frames, np.ndarray):  # a torch tensor (C, T, H, W) in [-1, 1]
         frames = tensor_to_frames(frames)
     if frames.ndim == 3:
         frames = frames[..., None]
-    if frames.ndim != 4 or frames.shape[-1] not in (1, 3, 4) or frames.shape[0] == 0:
+    if frames.ndim != 4 or frames.shape[-1] not in CHANNEL_MODES or frames.shape[0] == 0:
         raise ValueError(f"expected frames (T, H, W, C) with T >= 1 and C in 1, 3, 4; got shape {frames.shape}")
     if frames.dtype != np.uint8:
         raise ValueError(f"expected uint8 frames, got {frames.dtype}; use tensor_to_frames() for float tensors")
-    if frames.shape[-1] == 1:
-        frames = np.repeat(frames, 3, axis=-1)
-    elif frames.shape[-1] == 4:
-        frames = frames[..., :3]
     return np.ascontiguousarray(frames)
+
+
+def to_rgb(frames: np.ndarray, background: int = 0) -> np.ndarray:
+    """uint8 ``(..., C)`` frames with C in 1, 3, 4 as RGB: gray repeated, RGBA composited over ``background``."""
+    if frames.shape[-1] == 1:
+        return np.ascontiguousarray(np.repeat(frames, 3, axis=-1))
+    if frames.shape[-1] == 4:
+        alpha = frames[..., 3:4].astype(np.uint16)
+        rgb = (frames[..., :3].astype(np.uint16) * alpha + background * (255 - alpha) + 127) // 255
+        return rgb.astype(np.uint8)
+    return frames
+
+
+def _pil_image(frame: np.ndarray) -> Image.Image:
+    """One ``(H, W, C)`` uint8 frame as a Pillow image in the mode of its channels."""
+    return Image.fromarray(frame[..., 0] if frame.shape[-1] == 1 else frame, CHANNEL_MODES[frame.shape[-1]])
 
 
 def _gif_delays_ms(num_frames: int, fps: float) -> list[int]:
@@ -381,29 +444,52 @@ def _gif_delays_ms(num_frames: int, fps: float) -> list[int]:
     return [10 * d for d in delays_cs]
 
 
+#: GIF palette entries: 0..253 colours, 254 the transparent pixels of RGBA frames, 255 the nudge below.
+_GIF_TRANSPARENT = 254
+_GIF_NUDGE = 255
+
+
 def _gif_palette_frames(array: np.ndarray) -> list[Image.Image]:
-    """Quantize each frame to at most 255 colours. Pillow merges a frame that looks exactly like the
-    one before it into it (adding up the delays); to keep the frame count, such a frame gets one
-    top-left pixel changed by one level of blue, through the 256th palette entry."""
+    """Quantize each frame to at most 254 colours (RGBA: pixels under half opacity become the transparent
+    entry). Pillow merges a frame that looks exactly like the one before it into it (adding up the delays);
+    to keep the frame count, such a frame gets its first (opaque) pixel changed by one level of blue,
+    through the last palette entry."""
     images: list[Image.Image] = []
     previous: np.ndarray | None = None
+    alpha = array.shape[-1] == 4
     for frame in array:
-        image = Image.fromarray(frame).quantize(colors=255, method=Image.Quantize.MEDIANCUT, dither=Image.Dither.NONE)
-        rgb = np.asarray(image.convert("RGB"))
-        if previous is not None and np.array_equal(rgb, previous):
-            palette = image.getpalette() or []
-            palette = palette[: 3 * 255] + [0] * max(0, 3 * 255 - len(palette))
-            r, g, b = (int(v) for v in rgb[0, 0])
-            image.putpalette(palette + [r, g, b + 1 if b < 255 else b - 1])
-            image.putpixel((0, 0), 255)
-            rgb = np.asarray(image.convert("RGB"))
+        rgb_frame = frame[..., :3] if alpha else frame
+        image = Image.fromarray(np.ascontiguousarray(rgb_frame)).quantize(
+            colors=254, method=Image.Quantize.MEDIANCUT, dither=Image.Dither.NONE
+        )
+        palette = image.getpalette() or []
+        palette = palette[: 3 * 254] + [0] * max(0, 3 * 254 - len(palette))
+        if alpha:
+            indices = np.asarray(image).copy()
+            indices[frame[..., 3] < 128] = _GIF_TRANSPARENT
+            image = Image.fromarray(indices, "P")
+        image.putpalette(palette + [0, 0, 0, 0, 0, 0])
+        seen = np.asarray(image.convert("RGBA" if alpha else "RGB"))
+        if previous is not None and np.array_equal(seen, previous):
+            opaque = np.argwhere(frame[..., 3] >= 128) if alpha else np.zeros((1, 2), dtype=int)
+            y, x = (int(v) for v in (opaque[0] if len(opaque) else (0, 0)))  # an opaque pixel keeps the alpha intact
+            r, g, b = (int(v) for v in rgb_frame[y, x])
+            image.putpalette(palette + [0, 0, 0, r, g, b + 1 if b < 255 else b - 1])
+            image.putpixel((x, y), _GIF_NUDGE)
+            seen = np.asarray(image.convert("RGBA" if alpha else "RGB"))
+        if alpha:
+            image.info["transparency"] = _GIF_TRANSPARENT
         images.append(image)
-        previous = rgb
+        previous = seen
     return images
 
 
 def _write_gif(array: np.ndarray, path: Path, fps: float) -> None:
-    images = _gif_palette_frames(array)
+    """Gray frames are stored as gray RGB (read back exactly with ``channels=1``); RGBA frames with the
+    transparent entry, each frame replacing the last (disposal 2), so no frame shows through another."""
+    alpha = array.shape[-1] == 4
+    images = _gif_palette_frames(array if alpha else to_rgb(array))
+    extra = {"transparency": _GIF_TRANSPARENT} if alpha else {}
     images[0].save(
         path,
         save_all=True,
@@ -411,7 +497,8 @@ def _write_gif(array: np.ndarray, path: Path, fps: float) -> None:
         duration=_gif_delays_ms(len(images), fps),
         loop=0,
         optimize=False,
-        disposal=1,
+        disposal=2 if alpha else 1,
+        **extra,
     )
 
 
@@ -496,7 +583,7 @@ def write_contact_sheet(
     path = Path(path)
     if not isinstance(videos, (list, tuple)):
         videos = list(videos) if getattr(videos, "ndim", 0) == 5 else [videos]
-    rows = [_as_uint8_rgb(v) for v in videos]
+    rows = [to_rgb(_as_uint8(v), background[0]) for v in videos]
     if not rows:
         raise ValueError("write_contact_sheet: no video to draw")
     captions = list(captions) if captions is not None else [""] * len(rows)

@@ -246,6 +246,8 @@ class LatentDataset(Dataset):
         if not isinstance(vae, VideoVAE):
             raise ModelError(f"LatentDataset needs a VideoVAE, got {type(vae).__name__}; build one with load_vae(...)")
         self.dataset, self.vae, self.posterior = dataset, vae, posterior
+        if callable(getattr(dataset, "bucket_keys", None)):  # mixed shapes: each item's latents keep its bucket's shape
+            self.bucket_keys = dataset.bucket_keys
         self.storage_dtype = storage_dtype
         self.dataset_key = key or dataset_key(dataset)
         self.cache = LatentCache(cache_dir, vae.id, f"{self.dataset_key}:{storage_dtype}")

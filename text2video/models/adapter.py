@@ -20,4 +20,5 @@ class ConditionedDenoiser(nn.Module):
         self.model = model
 
     def forward(self, x_t: torch.Tensor, t: torch.Tensor, cond: Conditioning) -> torch.Tensor:
-        return self.model.forward_cond(x_t, t, cond)
+        # the class's method: a sharded model's own ``forward_cond`` is routed through this wrapper (FSDP's hooks)
+        return type(self.model).forward_cond(self.model, x_t, t, cond)

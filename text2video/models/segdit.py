@@ -9,8 +9,11 @@ DiT-XL/2's 675M parameters. Weights of diffusers' ``DiTTransformer2DModel`` load
 ``text2video.models.convert.diffusers_dit``.
 
 Channels: ``in_channels`` counts the image channels only; the patch embedding sees
-``in_channels + segmentation_channels``. ``learn_sigma`` doubles the output channels (the second
-half is DiT's learned variance); ``forward_cond`` returns only the first half.
+``in_channels + segmentation_channels``. The Open-Sora document's convention works too: a model built with
+``segmentation_channels=0`` whose ``in_channels`` counts the image and the map together takes ``segmentation``
+as the channels the image lacks (``torch.cat([hidden_states, segmentation], dim=1)``; zeros when no map is
+given). ``learn_sigma`` doubles the output channels (the second half is DiT's learned variance);
+``forward_cond`` returns only the first ``C`` channels.
 """
 
 from __future__ import annotations
@@ -63,6 +66,8 @@ class SegDiTTransformer2DModel(Presets, ModelMixin, ConfigMixin):
     """
 
     PRESETS = PRESETS
+    _supports_gradient_checkpointing = True
+    _no_split_modules = ["DiTBlock"]  # the unit FSDP shards and gathers (train.sharding)
 
     @register_to_config
     def __init__(
@@ -105,6 +110,7 @@ class SegDiTTransformer2DModel(Presets, ModelMixin, ConfigMixin):
             for _ in range(num_layers)
         )
         self.final_layer = FinalLayer(hidden, patch_size * patch_size * self.out_channels)
+        self.gradient_checkpointing = False  # enable_gradient_checkpointing(): each block recomputed in backward
         self._init_weights()
 
     def _init_weights(self) -> None:
@@ -176,9 +182,10 @@ class SegDiTTransformer2DModel(Presets, ModelMixin, ConfigMixin):
         p = self.config.patch_size
         if h % p or w % p:
             raise ModelError(f"SegDiT input {h}x{w} is not divisible by patch_size={p}; resize or pad it")
-        x = torch.cat([x, self._segmentation_input(segmentation, x)], dim=1) if self.config.segmentation_channels else x
-        if segmentation is not None and not self.config.segmentation_channels:
-            raise ModelError("this SegDiT was built without segmentation input; build it with segmentation_channels=C")
+        if self.config.segmentation_channels:
+            x = torch.cat([x, self._segmentation_input(segmentation, x)], dim=1)
+        else:
+            x = self._concatenated_input(x, segmentation)
         if x.shape[1] != self.patch_embed.in_channels:
             raise ModelError(
                 f"SegDiT expects {self.config.in_channels} input channels, got {x.shape[1] - self.config.segmentation_channels}"
@@ -190,9 +197,26 @@ class SegDiTTransformer2DModel(Presets, ModelMixin, ConfigMixin):
         pos = sincos_2d(h // p, w // p, tokens.shape[-1], base_size=(base, base), device=x.device)
         tokens = tokens + pos.to(tokens.dtype)
         for block in self.blocks:
-            tokens = block(tokens, c)
+            if self.gradient_checkpointing and torch.is_grad_enabled():
+                tokens = self._gradient_checkpointing_func(block, tokens, c)
+            else:
+                tokens = block(tokens, c)
         patches = self.final_layer(tokens, c)
         return _unpatchify(patches, h // p, w // p, p, self.out_channels)
+
+    def _concatenated_input(self, x: torch.Tensor, segmentation: Optional[torch.Tensor]) -> torch.Tensor:
+        """The Open-Sora document's convention (``in_channels`` counts image + map): the map fills the missing
+        channels, zeros when none is given."""
+        missing = self.patch_embed.in_channels - x.shape[1]
+        if segmentation is None:
+            return torch.cat([x, x.new_zeros(x.shape[0], missing, *x.shape[2:])], dim=1) if missing > 0 else x
+        if missing <= 0 or segmentation.shape != (x.shape[0], missing, *x.shape[2:]):
+            raise ModelError(
+                f"this SegDiT takes {self.patch_embed.in_channels} input channels and got hidden_states with {x.shape[1]} and a "
+                f"segmentation of shape {tuple(segmentation.shape)}: build it with in_channels = image + segmentation channels "
+                f"(or segmentation_channels=C), and give segmentation as (B, C, H, W) matching hidden_states"
+            )
+        return torch.cat([x, segmentation.to(x.dtype)], dim=1)
 
     def _segmentation_input(self, segmentation: Optional[torch.Tensor], x: torch.Tensor) -> torch.Tensor:
         want = self.config.segmentation_channels
@@ -227,7 +251,7 @@ class SegDiTTransformer2DModel(Presets, ModelMixin, ConfigMixin):
             else:
                 raise ModelError(f"cond.segmentation must be (B, C, H, W) or (B, C, T, H, W), got {tuple(seg.shape)}")
         out = self._run(flat, t, labels, seg, drop=drop, random_drop=False)
-        out = out[:, :ch] if self.config.learn_sigma else out
+        out = out[:, :ch]  # learn_sigma's variance half, or a seed-style model's segmentation channels, dropped
         return out.reshape(b, frames, out.shape[1], h, w).permute(0, 2, 1, 3, 4)
 
 

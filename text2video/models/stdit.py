@@ -102,6 +102,8 @@ class STDiT(Presets, ModelMixin, ConfigMixin):
     """Spatio-temporal DiT over ``(B, C, T, H, W)`` video latents (see the module docstring)."""
 
     PRESETS = PRESETS
+    _supports_gradient_checkpointing = True
+    _no_split_modules = ["STDiTBlock"]  # the unit FSDP shards and gathers (train.sharding)
 
     @register_to_config
     def __init__(
@@ -139,6 +141,7 @@ class STDiT(Presets, ModelMixin, ConfigMixin):
             STDiTBlock(hidden_size, num_heads, mlp_ratio, cross_attention=bool(caption_channels)) for _ in range(depth)
         )
         self.final_layer = FinalLayer(hidden_size, self.patch[0] * self.patch[1] * self.patch[2] * self.out_channels)
+        self.gradient_checkpointing = False  # enable_gradient_checkpointing(): each block recomputed in backward
         self._init_weights()
 
     def _init_weights(self) -> None:
@@ -243,7 +246,10 @@ class STDiT(Presets, ModelMixin, ConfigMixin):
         tokens = tokens + (spatial[None, None] + temporal[None, :, None]).to(tokens.dtype)
         c = self.t_embedder(as_batch_timesteps(timestep, b, x.device))
         for block in self.blocks:
-            tokens = block(tokens, c, context, context_mask)
+            if self.gradient_checkpointing and torch.is_grad_enabled():
+                tokens = self._gradient_checkpointing_func(block, tokens, c, context, context_mask)
+            else:
+                tokens = block(tokens, c, context, context_mask)
         patches = self.final_layer(tokens, c)  # (B, T', S, pt*ph*pw*C)
         out = patches.reshape(b, gt, gh, gw, pt, ph, pw, self.out_channels)
         return out.permute(0, 7, 1, 4, 2, 5, 3, 6).reshape(b, self.out_channels, frames, h, w)
@@ -284,9 +290,12 @@ class DiffuserSTDiTModelOutput(BaseOutput):
 
 class DiffuserSTDiT(Presets, ModelMixin, ConfigMixin):
     """A diffusers-style wrapper around `STDiT`: same constructor arguments, a ``forward`` with
-    ``encoder_hidden_states`` and an output object with ``.sample``."""
+    ``encoder_hidden_states`` and an output object with ``.sample``. ``cross_attention_dim`` (the diffusers
+    name of the text width, as the Open-Sora document calls it for this class) sets ``caption_channels``."""
 
     PRESETS = PRESETS
+    _supports_gradient_checkpointing = True
+    _no_split_modules = ["STDiTBlock"]
 
     @register_to_config
     def __init__(
@@ -302,8 +311,11 @@ class DiffuserSTDiT(Presets, ModelMixin, ConfigMixin):
         caption_channels: int = 4096,
         model_max_length: int = 120,
         class_dropout_prob: float = 0.1,
+        cross_attention_dim: Optional[int] = None,
     ) -> None:
         super().__init__()
+        if cross_attention_dim is not None:
+            caption_channels = cross_attention_dim
         self.model = STDiT(
             input_size=input_size,
             in_channels=in_channels,

@@ -384,6 +384,7 @@ class Unet3D(ModelMixin, ConfigMixin):
     """
 
     _supports_gradient_checkpointing = True
+    _no_split_modules = ["ResnetBlock", "MidBlock"]  # the units FSDP shards and gathers (train.sharding; called as modules)
 
     @register_to_config
     def __init__(

@@ -158,6 +158,8 @@ class UNet3DConditionModel(Presets, ModelMixin, ConfigMixin):
     """
 
     _supports_gradient_checkpointing = True
+    # the units FSDP shards and gathers (train.sharding); those a configuration lacks are skipped
+    _no_split_modules = ["ResnetBlock3D", "Transformer3DModel", "TemporalTransformer"]
 
     PRESETS = PRESETS
 

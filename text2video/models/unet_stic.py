@@ -136,6 +136,9 @@ class UNetSTICOutput(BaseOutput):
 class UNetSTIC(ModelMixin, ConfigMixin):
     """Spatio-temporal UNet with text cross-attention and channel-concatenated image conditioning."""
 
+    _supports_gradient_checkpointing = True
+    _no_split_modules = ["STLayer"]  # the unit FSDP shards and gathers (train.sharding)
+
     @register_to_config
     def __init__(
         self,
@@ -195,6 +198,7 @@ class UNetSTIC(ModelMixin, ConfigMixin):
             self.up.append(stage)
         self.norm_out = _norm(ch, groups)
         self.conv_out = _zero(nn.Conv2d(ch, out_channels, 3, padding=1))
+        self.gradient_checkpointing = False  # enable_gradient_checkpointing(): each layer recomputed in backward
 
     # -- text ---------------------------------------------------------------------------------
     def text_context(
@@ -263,20 +267,25 @@ class UNetSTIC(ModelMixin, ConfigMixin):
         skips = [hs]
         for stage in self.down:
             for layer in stage.layers:
-                hs = layer(hs, temb, context, context_mask, frames)
+                hs = self._layer(layer, hs, temb, context, context_mask, frames)
                 skips.append(hs)
             if stage.downsample is not None:
                 hs = stage.downsample(hs)
                 skips.append(hs)
         for layer in self.mid:
-            hs = layer(hs, temb, context, context_mask, frames)
+            hs = self._layer(layer, hs, temb, context, context_mask, frames)
         for stage in self.up:
             for layer in stage.layers:
-                hs = layer(torch.cat([hs, skips.pop()], dim=1), temb, context, context_mask, frames)
+                hs = self._layer(layer, torch.cat([hs, skips.pop()], dim=1), temb, context, context_mask, frames)
             if stage.upsample is not None:
                 hs = stage.upsample(F.interpolate(hs, scale_factor=2.0, mode="nearest"))
         out = self.conv_out(F.silu(self.norm_out(hs)))
         return out.view(b, frames, *out.shape[1:]).permute(0, 2, 1, 3, 4)
+
+    def _layer(self, layer: nn.Module, *args) -> torch.Tensor:  # noqa: ANN002
+        if self.gradient_checkpointing and torch.is_grad_enabled():
+            return self._gradient_checkpointing_func(layer, *args)
+        return layer(*args)
 
     def _with_cond_image(self, x: torch.Tensor, cond_image: Optional[torch.Tensor]) -> torch.Tensor:
         want = self.config.in_channels

@@ -15,6 +15,8 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import math
+import os
 import re
 import sys
 from dataclasses import asdict, dataclass, field, fields
@@ -28,7 +30,8 @@ from ..backends import cpu as cpu_backend
 from ..diffusion.conditioning import Conditioning
 from ..diffusion.objective import ObjectiveConfig
 from ..diffusion.objectives import make_objective
-from ..errors import CheckpointError, ConfigError, ModelError
+from ..errors import CheckpointError, ConfigError, ModelError, NonFiniteError
+from ..io.text import read_text
 
 logger = logging.getLogger(__name__)
 
@@ -67,16 +70,23 @@ class PipelineDefaults:
 
 @dataclass
 class VideoOutput:
-    """Generated videos ``(B, C, T, H, W)`` in [-1, 1] on the CPU, with their prompts, fps and seeds."""
+    """Generated videos ``(B, C, T, H, W)`` in [-1, 1] on the CPU, with their prompts, fps and seeds, and the
+    ``settings`` they were sampled with (steps, sampler, guidance, size, ...)."""
 
     videos: torch.Tensor
     prompts: list[str]
     fps: float = 8.0
     seeds: Optional[list[int]] = None
     extras: dict[str, Any] = field(default_factory=dict)
+    settings: dict[str, Any] = field(default_factory=dict)
 
     def __len__(self) -> int:
         return self.videos.shape[0]
+
+    @property
+    def shape(self) -> torch.Size:
+        """The videos' shape ``(B, C, T, H, W)``."""
+        return self.videos.shape
 
     def frames(self, index: int = 0) -> np.ndarray:
         """Video ``index`` as uint8 ``(T, H, W, C)``."""
@@ -84,9 +94,21 @@ class VideoOutput:
 
         return tensor_to_frames(self.videos[index])
 
+    def video_settings(self, index: int) -> dict[str, Any]:
+        """What made video ``index``: its prompt, seed, fps, the sampling settings and its extras (e.g. its weight)."""
+        record: dict[str, Any] = {"prompt": self.prompts[index] if index < len(self.prompts) else ""}
+        if self.seeds is not None and len(self.seeds) == len(self):
+            record["seed"] = self.seeds[index]
+        record["fps"] = self.fps
+        record.update(self.settings)
+        for key, values in self.extras.items():
+            record[key] = values[index] if isinstance(values, (list, tuple)) and len(values) == len(self) else values
+        return record
+
     def save(self, dir_or_path: str | Path, fmt: str = "gif") -> list[Path]:
-        """Write every video. A path with a suffix (``out.mp4``) takes a single video; otherwise the
-        videos go into that folder as ``000_<prompt>.<fmt>``. Returns the written paths."""
+        """Write every video with its prompt (a same-stem ``.txt``, what ``text2video eval --videos`` reads) and
+        its settings (a same-stem ``.json``). A path with a suffix (``out.mp4``) takes a single video; otherwise
+        the videos go into that folder as ``000_<prompt>.<fmt>``. Returns the written video paths."""
         from ..io.video import write_video
 
         target = Path(dir_or_path)
@@ -94,14 +116,27 @@ class VideoOutput:
         if target.suffix:
             if len(self) != 1:
                 raise ConfigError(f"{target} names one file but there are {len(self)} videos; give a folder instead")
-            return [write_video(self.frames(0), target, fps=self.fps)]
-        target.mkdir(parents=True, exist_ok=True)
+            files = [(0, target)]
+        else:
+            target.mkdir(parents=True, exist_ok=True)
+            files = []
+            for i in range(len(self)):
+                prompt = self.prompts[i] if i < len(self.prompts) else ""
+                slug = re.sub(r"[^a-z0-9]+", "_", prompt.lower()).strip("_")[:48] or "video"
+                files.append((i, target / f"{i:03d}_{slug}.{fmt}"))
         paths = []
-        for i in range(len(self)):
-            prompt = self.prompts[i] if i < len(self.prompts) else ""
-            slug = re.sub(r"[^a-z0-9]+", "_", prompt.lower()).strip("_")[:48] or "video"
-            paths.append(write_video(self.frames(i), target / f"{i:03d}_{slug}.{fmt}", fps=self.fps))
+        for i, path in files:
+            paths.append(write_video(self.frames(i), path, fps=self.fps))
+            record = self.video_settings(i)
+            path.with_suffix(".txt").write_text(record["prompt"] + "\n", encoding="utf-8")
+            path.with_suffix(".json").write_text(json.dumps({**record, "video": path.name}, indent=2) + "\n", encoding="utf-8")
         return paths
+
+
+def _plain_settings(options: Mapping[str, Any]) -> dict[str, Any]:
+    """The JSON-able sampling settings of a call (the scheduler config is left out: it is the model's)."""
+    keep = ("steps", "sampler", "guidance_scale", "eta", "clip_x0", "dynamic_threshold", "negative_prompt", "strength", "given_frames")
+    return {k: options[k] for k in keep if k in options and isinstance(options[k], (int, float, str, bool, list, type(None)))}
 
 
 def as_prompt_list(prompt: str | Sequence[str] | None) -> list[str]:
@@ -109,14 +144,51 @@ def as_prompt_list(prompt: str | Sequence[str] | None) -> list[str]:
         return [""]
     if isinstance(prompt, str):
         return [prompt]
+    if not isinstance(prompt, (list, tuple)):
+        raise ConfigError(f"prompt must be a string or a list of strings, got {type(prompt).__name__}")
     prompts = list(prompt)
-    if not prompts or not all(isinstance(p, str) for p in prompts):
-        raise ConfigError("prompt must be a string or a non-empty list of strings")
+    wrong = [type(p).__name__ for p in prompts if not isinstance(p, str)]
+    if not prompts or wrong:
+        raise ConfigError(f"prompt must be a string or a non-empty list of strings{f', got a list holding {wrong[0]}' if wrong else ''}")
     return prompts
+
+
+MAX_SEED = 2**63 - 1
+#: The working memory of sampling is at least this many times the sampled tensor (a denoiser's first
+#: level alone holds tens of channels per sampled value); a request above the device's memory even by this
+#: coarse lower bound is refused before anything is allocated.
+WORKING_MEMORY_FACTOR = 64
+
+
+def check_seed(seed: Any, count: int = 1) -> None:
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= MAX_SEED - count:
+        raise ConfigError(f"seed must be an integer from 0 to {MAX_SEED - count}, got {seed!r}")
+
+
+def device_memory(device: torch.device) -> Optional[int]:
+    """Total memory of ``device`` in bytes (None where unknown)."""
+    try:
+        if device.type == "cuda":
+            return int(torch.cuda.get_device_properties(device).total_memory)
+        if device.type == "cpu":
+            return int(os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
+    except (AttributeError, ValueError, OSError, RuntimeError):
+        return None
+    return None
+
+
+def _size(n: float) -> str:
+    for unit in ("B", "KB", "MB", "GB", "TB"):
+        if n < 1024 or unit == "TB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} TB"
 
 
 def make_generators(count: int, seed: Optional[int]) -> tuple[list[torch.Generator], list[int]]:
     """One CPU generator per video, seeded ``seed, seed + 1, ...`` (a random base seed when None)."""
+    if seed is not None:
+        check_seed(seed, count)
     base = int(torch.randint(0, 2**31 - 1, (1,)).item()) if seed is None else int(seed)
     seeds = [base + i for i in range(count)]
     return [torch.Generator().manual_seed(s) for s in seeds], seeds
@@ -242,11 +314,52 @@ class VideoPipeline:
             return contextlib.nullcontext()
         return cpu_backend.sampling(self.model)
 
+    def as_pipeline(self, cls: type[VideoPipeline]) -> VideoPipeline:
+        """The same model, text encoder, VAE and defaults behind another pipeline class (no copy of the weights)."""
+        if type(self) is cls:
+            return self
+        pipe = cls(self.model, self.text_encoder, self.objective_config, self.defaults, text_encoder_ref=self.text_encoder_ref,
+                   vae=self.vae, scheduler_config=self.scheduler_config, embed_text_encoder=self.embed_text_encoder)  # fmt: skip
+        if hasattr(self, "source"):
+            pipe.source = self.source
+        return pipe
+
     # ------------------------------------------------------------------------------ latent space
+
+    def frame_rate(self, fps: Optional[float]) -> float:
+        """``fps`` (the default when None), refused unless a positive finite number."""
+        if fps is None:
+            return float(self.defaults.fps)
+        if isinstance(fps, bool) or not isinstance(fps, (int, float)) or not math.isfinite(fps) or fps <= 0:
+            raise ConfigError(f"fps must be a positive number, got {fps!r}")
+        return float(fps)
 
     def sample_shape(self, pixel_shape: Sequence[int]) -> tuple[int, ...]:
         """The shape the sampler works at for output videos of ``pixel_shape`` (B, C, T, H, W)."""
         return tuple(pixel_shape) if self.vae is None else self.vae.latent_shape(pixel_shape)
+
+    def output_shape(
+        self, count: int, num_frames: Optional[int] = None, height: Optional[int] = None, width: Optional[int] = None
+    ) -> tuple[int, int, int, int, int]:
+        """The pixel shape (B, C, T, H, W) of ``count`` videos, the defaults filling what is None; sizes that
+        are not positive integers, or so large that sampling them cannot fit the device, are refused here,
+        before anything is allocated."""
+        d = self.defaults
+        given = {"num_frames": num_frames, "height": height, "width": width}
+        sizes = {k: getattr(d, k) if v is None else v for k, v in given.items()}
+        for name, value in [("number of videos", count), *sizes.items()]:
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ConfigError(f"{name} must be a positive integer, got {value!r}")
+        shape = (count, d.channels, sizes["num_frames"], sizes["height"], sizes["width"])
+        sampled = math.prod(self.sample_shape(shape))
+        need = 4 * max(sampled * WORKING_MEMORY_FACTOR, math.prod(shape) * 4)
+        total = device_memory(self.device)
+        if total is not None and need > total:
+            raise ConfigError(
+                f"{count} video(s) of {shape[2]} frames at {shape[3]}x{shape[4]} need at least {_size(need)} while sampling, "
+                f"more than the {_size(total)} of {self.device}; lower the size, the frames or the batch"
+            )
+        return shape
 
     def encode_frames(self, frames: torch.Tensor) -> torch.Tensor:
         """Pixel frames (B, C, k, H, W) in [-1, 1] -> what the model works on (latents: the posterior mean)."""
@@ -299,10 +412,26 @@ class VideoPipeline:
         return out
 
     def _finish(
-        self, videos: torch.Tensor, prompts: list[str], seeds: list[int], fps: Optional[float] = None, **extras: Any
+        self,
+        videos: torch.Tensor,
+        prompts: list[str],
+        seeds: Optional[list[int]],
+        fps: Optional[float] = None,
+        settings: Optional[dict[str, Any]] = None,
+        **extras: Any,
     ) -> VideoOutput:
+        videos = videos.detach().float()
+        if not bool(torch.isfinite(videos).all()):
+            bad = sorted({i for i in range(videos.shape[0]) if not bool(torch.isfinite(videos[i]).all())})
+            raise NonFiniteError(
+                f"{len(bad)} of {videos.shape[0]} sampled videos hold NaN or infinite values (videos {bad[:5]}); nothing is "
+                "written. The weights may be non-finite (check the run's checkpoints) or the sampling settings extreme"
+            )
         fps = float(self.defaults.fps if fps is None else fps)
-        return VideoOutput(videos.detach().float().clamp(-1, 1).cpu(), prompts, fps, seeds, extras)
+        out = VideoOutput(videos.clamp(-1, 1).cpu(), prompts, fps, seeds, extras)
+        out.settings = {"pipeline": self.pipeline_name, **_plain_settings(settings or {})}
+        out.settings.update(num_frames=int(out.videos.shape[2]), height=int(out.videos.shape[3]), width=int(out.videos.shape[4]))
+        return out
 
     # ---------------------------------------------------------------------------- save and load
 
@@ -348,15 +477,17 @@ class VideoPipeline:
         vae: Any = None,
         device: torch.device | str | None = None,
         dtype: torch.dtype | None = None,
+        model_classes: Sequence[type] = (),
     ) -> VideoPipeline:
         """Load a folder written by `save_pretrained`. ``model`` / ``text_encoder`` / ``vae`` replace the
-        saved ones; ``dtype`` casts the model, the VAE and the text encoder."""
+        saved ones; ``dtype`` casts the model, the VAE and the text encoder. The model's class must be a
+        registered one (or a subclass), or one of the ``model_classes`` the caller trusts."""
         from .parts import load_text_encoder_ref
 
         path = Path(path)
         record = read_pipeline_record(path)
         if model is None:
-            model = _load_model(path / MODEL_FOLDER, record.get("model_class"))
+            model = _load_model(path / MODEL_FOLDER, record.get("model_class"), tuple(model_classes))
         ref = record.get("text_encoder")
         if text_encoder is None and ref is not None:
             text_encoder = load_text_encoder_ref(ref, path, device=device, dtype=dtype)
@@ -387,7 +518,7 @@ def read_pipeline_record(path: Path) -> dict[str, Any]:
     if not file.is_file():
         raise CheckpointError(f"{path} is not a pipeline folder: it has no {PIPELINE_FILE} (write one with save_pretrained)")
     try:
-        record = json.loads(file.read_text())
+        record = json.loads(read_text(file, "pipeline record"))
     except json.JSONDecodeError as exc:
         raise CheckpointError(f"{file} is not valid JSON: {exc}") from exc
     if record.get("format_version", 0) > FORMAT_VERSION:
@@ -395,10 +526,13 @@ def read_pipeline_record(path: Path) -> dict[str, Any]:
     return record
 
 
-def _load_model(folder: Path, model_class: Optional[str]) -> Any:
-    """Load through the model registry; a class it does not know must already be imported (no code is
-    imported on the say-so of a file)."""
-    from ..models.registry import load_model
+def _load_model(folder: Path, model_class: Optional[str], trusted: tuple[type, ...] = ()) -> Any:
+    """Load through the model registry. ``model_class`` (``module:qualname`` in ``pipeline.json``) may name
+    only a registered model class or a subclass of one (or of a ``trusted`` class the caller passes), from a
+    module already imported: no code is imported, and no other class's loader (such as transformers'
+    ``AutoModel`` with its ``auto_map``) is reached, on the say-so of a file."""
+    from ..models.registry import MODELS, load_model
+    from ..models.registry import model_class as registered_class
 
     try:
         return load_model(folder)
@@ -414,5 +548,11 @@ def _load_model(folder: Path, model_class: Optional[str]) -> Any:
             ) from exc
         target: Any = module
         for part in qualname.split("."):
-            target = getattr(target, part)
+            target = getattr(target, part, None)
+        allowed = tuple(registered_class(name) for name in MODELS) + trusted
+        if not (isinstance(target, type) and issubclass(target, allowed)):
+            raise ModelError(
+                f"{folder / PIPELINE_FILE} names model_class {model_class!r}, which is not a text2video model (registered: "
+                f"{', '.join(sorted(MODELS))}, or subclasses of them); it is not loaded"
+            ) from exc
         return target.from_pretrained(str(folder))

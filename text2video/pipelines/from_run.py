@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from ..config import Config, objective_config
-from ..runs.checkpoint import load_weights, resolve_checkpoint
+from ..runs.checkpoint import load_weights, open_checkpoint
 from ..runs.folder import is_run_dir, read_run_config, run_of_checkpoint
 
 __all__ = ["export_run", "is_run_dir", "pipeline_defaults", "pipeline_from_run", "read_run_config", "run_of_checkpoint"]
@@ -23,16 +23,18 @@ def pipeline_defaults(config: Config, vae: Any = None, channels: Optional[int] =
     if vae is not None:
         channels = int(vae.in_channels)
     elif channels is None:
-        channels = int(config.model.kwargs.get("channels", 3) or 3)
+        channels = d.channels
+    height, width = s.hw(d)
     return {
         "num_frames": s.num_frames or d.num_frames,
-        "height": s.size or d.size,
-        "width": s.size or d.size,
+        "height": height,
+        "width": width,
         "channels": channels,
         "fps": s.fps,
         "steps": s.steps,
         "sampler": s.sampler,
         "guidance_scale": s.guidance_scale,
+        "dynamic_threshold": s.dynamic_threshold,
         # max-length (pipeline-style) encoders take the empty prompt as the unconditional input
         "negative_prompt": s.negative_prompt if s.negative_prompt is not None or config.text.padding == "longest" else "",
     }
@@ -54,8 +56,9 @@ def pipeline_from_run(
     from . import PIPELINES
 
     config = read_run_config(run_dir)
-    path = resolve_checkpoint(checkpoint, run_dir)
-    if text_encoder is None:
+    if config.text.unconditional:
+        text_encoder = None
+    elif text_encoder is None:
         kwargs = {} if config.text.max_length is None else {"max_length": config.text.max_length}
         if config.text.padding != "longest":
             kwargs["padding"] = config.text.padding
@@ -63,16 +66,20 @@ def pipeline_from_run(
     vae = load_run_vae(config, run_dir, device, required_copy=True)
     model = build_configured_model(config, getattr(text_encoder, "dim", None), vae=vae, text_encoder=text_encoder)
     scheduler_config = None
-    if config.train.lora is not None:
-        scheduler_config = _load_lora_run(model, config, path, use_ema, text_encoder)
-    else:
-        weights = path / ("ema.safetensors" if use_ema else "model.safetensors")
-        if not weights.is_file():
-            weights = path / "model.safetensors"
-        load_weights(model, weights)
+    # a run still training may prune the checkpoint ``latest`` names: it cannot while it is open here
+    with open_checkpoint(checkpoint, run_dir) as path:
+        if config.train.lora is not None:
+            scheduler_config = _load_lora_run(model, config, path, use_ema, text_encoder)
+        else:
+            weights = path / ("ema.safetensors" if use_ema else "model.safetensors")
+            if not weights.is_file():
+                weights = path / "model.safetensors"
+            load_weights(model, weights)
     model.eval()
     cls = PIPELINES[kind]
     ref = config.text.encoder if config.text.padding == "longest" else {"path": config.text.encoder, "padding": config.text.padding}
+    if text_encoder is None:
+        ref = None
     pipe = cls(model, text_encoder, objective_config(config), pipeline_defaults(config, vae),
                text_encoder_ref=ref, vae=vae, scheduler_config=scheduler_config)  # fmt: skip
     if device is not None:

@@ -80,11 +80,13 @@ class ImageToVideoPipeline(VideoPipeline):
         latents: Optional[torch.Tensor] = None,
         fps: Optional[float] = None,
         callback: Optional[StepCallback] = None,
+        dynamic_threshold: Optional[float] = None,
     ) -> VideoOutput:
         d = self.defaults
-        fps = d.fps if fps is None else float(fps)
-        num_frames = num_frames or d.num_frames
+        fps = self.frame_rate(fps)
         b = frames.shape[0]
+        count = b * num_videos_per_prompt
+        num_frames = self.output_shape(count, num_frames, frames.shape[3], frames.shape[4])[2]
         if frames.shape[1] != d.channels:
             raise ConfigError(f"the given frames have {frames.shape[1]} channels; the model generates {d.channels}")
         prompts = as_prompt_list(prompt)
@@ -95,19 +97,21 @@ class ImageToVideoPipeline(VideoPipeline):
         pixel_hw = (frames.shape[3], frames.shape[4])
         frames = self.encode_frames(frames).float().cpu()  # latent pipelines: the frames' latents
         image, mask = given_frames(frames, num_frames, positions)
-        count = b * num_videos_per_prompt
         cond = self._condition(prompts, num_videos_per_prompt, fps)
         cond = replace(cond, image=image.repeat_interleave(num_videos_per_prompt, 0).to(self.device),
                        frame_mask=mask.repeat_interleave(num_videos_per_prompt, 0).to(self.device))  # fmt: skip
-        negative = self._negative(negative_prompt if negative_prompt is not None else d.negative_prompt, count)
+        negative_prompt = negative_prompt if negative_prompt is not None else d.negative_prompt
+        negative = self._negative(negative_prompt, count)
         generators, seeds = make_generators(count, seed)
-        options = self._sampling_kwargs(steps=steps, sampler=sampler, guidance_scale=guidance_scale)
+        options = self._sampling_kwargs(steps=steps, sampler=sampler, guidance_scale=guidance_scale, dynamic_threshold=dynamic_threshold)
         shape = self.sample_shape((count, d.channels, num_frames, *pixel_hw))
         with self.backend():
             videos = sample(self.model, shape, cond, objective=self.objective, negative_cond=negative,
                             generators=generators, progress=progress, noise=latents, callback=callback, **options)  # fmt: skip
         videos = self.decode(videos)
-        return self._finish(videos, [p for p in prompts for _ in range(num_videos_per_prompt)], seeds, fps)
+        settings = {**options, "negative_prompt": negative_prompt if self.text_encoder is not None else None}
+        settings["given_frames"] = list(positions)
+        return self._finish(videos, [p for p in prompts for _ in range(num_videos_per_prompt)], seeds, fps, settings)
 
     def __call__(
         self,
@@ -125,15 +129,17 @@ class ImageToVideoPipeline(VideoPipeline):
         latents: Optional[torch.Tensor] = None,
         fps: Optional[float] = None,
         callback: Optional[StepCallback] = None,
+        dynamic_threshold: Optional[float] = None,
     ) -> VideoOutput:
         """Videos whose first frame(s) are ``image``: one image animates it, k frames continue the clip.
-        ``latents``: the initial noise of the sampled shape, as in diffusers; ``fps`` and ``callback`` as in
-        `TextToVideoPipeline.__call__`."""
+        ``latents``: the initial noise of the sampled shape, as in diffusers; ``fps``, ``callback`` and
+        ``dynamic_threshold`` as in `TextToVideoPipeline.__call__`."""
         frames = as_frames_tensor(image)
         return self._generate_with(
             frames, list(range(frames.shape[2])), prompt, num_frames=num_frames, steps=steps,
             guidance_scale=guidance_scale, negative_prompt=negative_prompt, seed=seed, sampler=sampler,
             num_videos_per_prompt=num_videos_per_prompt, progress=progress, latents=latents, fps=fps, callback=callback,
+            dynamic_threshold=dynamic_threshold,
         )  # fmt: skip
 
     def predict(

@@ -35,6 +35,7 @@ class InterpolationPipeline(ImageToVideoPipeline):
         progress: bool = True,
         fps: Optional[float] = None,
         callback: Optional[StepCallback] = None,
+        dynamic_threshold: Optional[float] = None,
     ) -> VideoOutput:
         """``num_interp_frames`` videos going from ``video1`` to ``video2`` (both (B, C, T, H, W) or
         (C, T, H, W) in [-1, 1]). Output videos are ``(B * num_interp_frames, C, T, H, W)``, pair-major:
@@ -52,22 +53,26 @@ class InterpolationPipeline(ImageToVideoPipeline):
             prompts = prompts * b
         if len(prompts) != b:
             raise ConfigError(f"got {len(prompts)} prompts for {b} video pairs; give one, or one per pair")
-        fps = self.defaults.fps if fps is None else float(fps)
+        fps = self.frame_rate(fps)
         cond = self._condition(prompts, 1, fps)
         negative = self._negative(self.defaults.negative_prompt, b)
         generators, seeds = make_generators(b, seed)
-        options = self._sampling_kwargs(steps=num_steps, sampler=sampler, guidance_scale=guidance_scale)
+        options = self._sampling_kwargs(
+            steps=num_steps, sampler=sampler, guidance_scale=guidance_scale, dynamic_threshold=dynamic_threshold
+        )
         v1, v2 = self.encode_frames(v1), self.encode_frames(v2)  # latent pipelines: interpolate the latents
         with self.backend():
             videos = interpolate_videos(
                 self.model, v1.to(self.device), v2.to(self.device), cond, objective=self.objective,
                 num_interp=num_interp_frames, steps=options["steps"], strength=strength, sampler=options["sampler"],
                 guidance_scale=options["guidance_scale"], generators=generators, clip_x0=options["clip_x0"], progress=progress,
+                dynamic_threshold=options["dynamic_threshold"],
                 negative_cond=negative, scheduler_config=options["scheduler_config"], callback=callback,
             )  # fmt: skip
         flat = self.decode(videos.flatten(0, 1))
         weights = torch.linspace(0.0, 1.0, num_interp_frames).tolist()
-        return self._finish(flat, [p for p in prompts for _ in weights], seeds, fps, weights=weights)
+        settings = {**options, "strength": strength}
+        return self._finish(flat, [p for p in prompts for _ in weights], seeds, fps, settings, weights=weights)
 
     def infill(
         self,
@@ -82,7 +87,7 @@ class InterpolationPipeline(ImageToVideoPipeline):
         first, last = as_frames_tensor(first_frame), as_frames_tensor(last_frame)
         if first.shape != last.shape or first.shape[2] != 1:
             raise ConfigError(f"first and last frame must be single frames of one shape; got {tuple(first.shape)} and {tuple(last.shape)}")
-        num_frames = num_frames or self.defaults.num_frames
+        num_frames = self.defaults.num_frames if num_frames is None else num_frames
         frames = torch.cat([first, last], dim=2)
         defaults = dict(steps=None, guidance_scale=None, negative_prompt=None, seed=None, sampler=None,
                         num_videos_per_prompt=1, progress=True)  # fmt: skip

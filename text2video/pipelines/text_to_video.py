@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Optional, Sequence
+from typing import Any, Optional, Sequence
 
 import torch
 
@@ -52,21 +52,15 @@ class TextToVideoPipeline(VideoPipeline):
         ``fps``: the videos' frame rate, which models with an fps embedding are also conditioned on (default:
         the pipeline's). ``callback(done, total)`` follows the sampler's steps."""
         prompts = as_prompt_list(prompt)
-        if num_videos_per_prompt < 1:
-            raise ConfigError(f"num_videos_per_prompt must be >= 1, got {num_videos_per_prompt}")
+        if isinstance(num_videos_per_prompt, bool) or not isinstance(num_videos_per_prompt, int) or num_videos_per_prompt < 1:
+            raise ConfigError(f"num_videos_per_prompt must be >= 1, got {num_videos_per_prompt!r}")
         d = self.defaults
-        shape = self.sample_shape(
-            (
-                len(prompts) * num_videos_per_prompt,
-                d.channels,
-                num_frames or d.num_frames,
-                height or d.height,
-                width or d.width,
-            )
-        )  # fmt: skip  (latent pipelines: the VAE's latent shape)
-        fps = d.fps if fps is None else float(fps)
+        # latent pipelines sample at the VAE's latent shape
+        shape = self.sample_shape(self.output_shape(len(prompts) * num_videos_per_prompt, num_frames, height, width))
+        fps = self.frame_rate(fps)
         cond = self._condition(prompts, num_videos_per_prompt, fps)
-        negative = self._negative(negative_prompt if negative_prompt is not None else d.negative_prompt, shape[0])
+        negative_prompt = negative_prompt if negative_prompt is not None else d.negative_prompt
+        negative = self._negative(negative_prompt, shape[0])
         if generators is None:
             generators, seeds = make_generators(shape[0], seed)
         else:
@@ -77,7 +71,8 @@ class TextToVideoPipeline(VideoPipeline):
             videos = sample(self.model, shape, cond, objective=self.objective, negative_cond=negative,
                             generators=generators, progress=progress, noise=latents, callback=callback, **options)  # fmt: skip
         videos = self.decode(videos)
-        return self._finish(videos, [p for p in prompts for _ in range(num_videos_per_prompt)], seeds, fps)
+        settings = {**options, "negative_prompt": negative_prompt if self.text_encoder is not None else None}
+        return self._finish(videos, [p for p in prompts for _ in range(num_videos_per_prompt)], seeds, fps, settings)
 
     def generate(
         self,
@@ -87,9 +82,10 @@ class TextToVideoPipeline(VideoPipeline):
         width: Optional[int] = None,
         num_steps: Optional[int] = None,
         prompt: str = "",
-        **kwargs,
-    ) -> torch.Tensor:
-        """DiffusionPlayground's ``VideoGenerator.generate``: ``num_samples`` videos ``(N, C, T, H, W)`` in [-1, 1]."""
-        out = self(prompt, num_frames=num_frames, height=height, width=width, steps=num_steps,
-                   num_videos_per_prompt=num_samples, **kwargs)  # fmt: skip
-        return out.videos
+        **kwargs: Any,
+    ) -> VideoOutput:
+        """DiffusionPlayground's ``VideoGenerator.generate``: ``num_samples`` videos of ``prompt`` (none needed by
+        an unconditional model); ``.videos`` is ``(N, C, T, H, W)`` in [-1, 1], ``.save("out/", fmt="mp4")``
+        writes them as MP4."""
+        return self(prompt, num_frames=num_frames, height=height, width=width, steps=num_steps,
+                    num_videos_per_prompt=num_samples, **kwargs)  # fmt: skip

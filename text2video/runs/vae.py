@@ -15,7 +15,7 @@ from typing import Any, Callable, Optional
 
 import torch
 
-from ..config import Config
+from ..config import Config, size_hw
 from ..errors import CheckpointError, ConfigError, ModelError
 
 logger = logging.getLogger(__name__)
@@ -113,14 +113,15 @@ def latent_model_sizes(config: Config, vae: Any) -> tuple[int, int, int]:
     """``(latent channels, latent height, latent width)`` for the run's frames; sizes must divide by f."""
     f = int(vae.downsample_factor)
     for key, size in (("data.size", config.data.size), ("sample.size", config.sample.size)):
-        if size is not None and size % f:
-            low = max(f, size // f * f)
-            raise ConfigError(
-                f"{key} = {size} is not a multiple of the VAE's downsample factor {f}; "
-                f"use {low} or {low + f} (latents are {f}x smaller than frames)"
-            )
-    h = config.data.size // f
-    return int(vae.latent_channels), h, h
+        for side in () if size is None else sorted(set(size_hw(size))):
+            if side % f:
+                low = max(f, side // f * f)
+                raise ConfigError(
+                    f"{key} = {size}: {side} is not a multiple of the VAE's downsample factor {f}; "
+                    f"use {low} or {low + f} (latents are {f}x smaller than frames)"
+                )
+    h, w = config.data.hw
+    return int(vae.latent_channels), h // f, w // f
 
 
 __all__ = ["RUN_VAE_FOLDER", "keeps_run_copy", "latent_model_sizes", "load_run_vae", "prepare_run_vae", "vae_dtype"]

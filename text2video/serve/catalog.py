@@ -207,8 +207,7 @@ class ModelCatalog:
         if cls is None:
             raise ConfigError(f"unknown pipeline {kind!r}; choose one of: {', '.join(PIPELINES)}")
         if type(base) in PIPELINES.values():  # one of ours: the same weights behind another interface
-            return cls(base.model, base.text_encoder, base.objective_config, base.defaults, text_encoder_ref=base.text_encoder_ref,
-                       vae=base.vae, scheduler_config=base.scheduler_config, embed_text_encoder=base.embed_text_encoder)  # fmt: skip
+            return base.as_pipeline(cls)
         return load_pipeline(self.paths[name], kind, device=self.resolve_device(), **self.options)
 
     def describe(self, name: Optional[str] = None) -> dict[str, Any]:

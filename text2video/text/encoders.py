@@ -326,7 +326,8 @@ class HFTextEncoder(TextEncoder):
                 "save the tokenizer into the folder with tokenizer.save_pretrained(folder)"
             )
         try:
-            tokenizer = AutoTokenizer.from_pretrained(str(self.folder.tokenizer_dir), local_files_only=True)
+            # never code from the folder: a tokenizer_config.json with an auto_map is refused, not run
+            tokenizer = AutoTokenizer.from_pretrained(str(self.folder.tokenizer_dir), local_files_only=True, trust_remote_code=False)
         except Exception as exc:  # noqa: BLE001 - transformers raises many kinds here
             raise TextEncoderError(
                 f"cannot load the tokenizer of {self.folder.tokenizer_dir} ({type(exc).__name__}: {exc}); "
@@ -345,7 +346,7 @@ class HFTextEncoder(TextEncoder):
     def _load_model(self, dtype: torch.dtype) -> torch.nn.Module:
         cls = self._model_class()
         try:
-            return cls.from_pretrained(str(self.folder.model_dir), local_files_only=True, dtype=dtype)
+            return cls.from_pretrained(str(self.folder.model_dir), local_files_only=True, dtype=dtype, trust_remote_code=False)
         except Exception as exc:  # noqa: BLE001
             raise TextEncoderError(
                 f"cannot load the {self.folder.model_type} weights of {self.folder.model_dir} with {cls.__name__} "

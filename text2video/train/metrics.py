@@ -9,7 +9,7 @@ from typing import Any, Optional
 
 import torch
 
-METRIC_FIELDS = ("step", "loss", "lr", "grad_norm", "steps_per_s", "samples_per_s", "memory_mb", "nonfinite")
+METRIC_FIELDS = ("step", "loss", "lr", "grad_norm", "steps_per_s", "samples_per_s", "memory_mb", "nonfinite", "val_loss")
 
 
 def memory_mb(device: torch.device) -> float:
@@ -63,7 +63,7 @@ def read_metrics(path: str | Path) -> list[dict[str, float]]:
 
 
 def plot_loss_curve(metrics_csv: str | Path, out: str | Path) -> Path:
-    """A PNG of the loss per step and its running mean."""
+    """A PNG of the loss per step, its running mean and the validation loss (where logged)."""
     import matplotlib
 
     matplotlib.use("Agg", force=False)
@@ -79,6 +79,9 @@ def plot_loss_curve(metrics_csv: str | Path, out: str | Path) -> Path:
         window = max(1, len(losses) // 50)
         smooth = [sum(losses[max(0, i - window + 1) : i + 1]) / len(losses[max(0, i - window + 1) : i + 1]) for i in range(len(losses))]
         ax.plot(steps, smooth, lw=1.5, label=f"mean of {window}")
+        val = [(r["step"], r["val_loss"]) for r in rows if math.isfinite(r.get("val_loss", float("nan")))]
+        if val:
+            ax.plot(*zip(*val), "o-", ms=3, lw=1.0, label="validation")
         ax.set_yscale("log")
         ax.legend()
     ax.set_xlabel("step")

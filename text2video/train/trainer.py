@@ -12,11 +12,18 @@ With ``latent.vae`` set the run works in a VAE's latent space: the frozen VAE (`
 encodes each batch, or the whole dataset once into a `LatentDataset` cache (``latent.cache``); the model's
 channels and sizes are filled from the VAE; samples are drawn at the latent shape without x0 clipping and
 decoded. Without a VAE nothing of this runs.
+
+``train.epochs`` sets the steps from the dataset (passes over the training items); ``data.val_split`` holds
+items out for a validation loss (fixed noise and timesteps, so values compare across the run), logged as
+``val_loss`` every ``train.val_every`` steps, the checkpoint with the lowest one kept as ``checkpoints/best``.
+``data.buckets`` draws every batch from one bucket of a mixed-shape dataset. With ``text.encoder: none`` the
+run is unconditional: no text encoder is loaded.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import inspect
 import logging
 import math
@@ -33,23 +40,35 @@ from torch import nn
 from ..backends import cpu as cpu_backend
 from ..config import Config, objective_config
 from ..diffusion.conditioning import Conditioning
-from ..errors import ConfigError, Text2VideoError
+from ..errors import CheckpointError, ConfigError, NonFiniteError, RunFolderError, Text2VideoError
 from ..models.adapter import ConditionedDenoiser
 from ..pipelines import TextToVideoPipeline
+from ..pipelines.base import device_memory
 from ..pipelines.from_run import pipeline_defaults
 from ..runs.build import build_configured_model
-from ..runs.checkpoint import load_checkpoint, resolve_checkpoint, save_checkpoint
-from ..runs.folder import RUN_CONFIG
+from ..runs.checkpoint import (
+    BEST,
+    clean_leftovers,
+    load_checkpoint,
+    open_checkpoint,
+    read_optimizer_state,
+    read_weights,
+    save_checkpoint,
+    start_run_record,
+)
+from ..runs.folder import RUN_CONFIG, clear_run, refuse_existing_run
+from ..runs.lock import RunLock
 from ..text.cache import EmbeddingCache
-from .data import ShardedBatches, collate, seeded_generator
+from . import sharding
+from .data import BucketBatches, ShardedBatches, bucket_keys, collate, seeded_generator
 from .ema import EMA
 from .metrics import MetricsLog, memory_mb, plot_run_losses
 
 logger = logging.getLogger(__name__)
 
 
-class NonFiniteLossError(Text2VideoError):
-    """Too many optimizer steps in a row had a NaN or infinite loss."""
+class NonFiniteLossError(NonFiniteError):
+    """Too many optimizer steps in a row had a NaN or infinite loss or gradient norm."""
 
 
 @dataclass
@@ -73,7 +92,10 @@ def make_adamw(params: list[nn.Parameter], **kwargs: Any) -> torch.optim.AdamW:
 def text_condition(prompts: Any, texts: list[str], device: torch.device | str = "cpu") -> Conditioning:
     """The text `Conditioning` of ``texts`` from a prompt cache (`text2video.text.cache.EmbeddingCache`); empty
     captions are marked dropped, unless the encoder has a null prompt of its own (max-length encoders: the empty
-    prompt is encoded like any other, as the pipelines it came from do)."""
+    prompt is encoded like any other, as the pipelines it came from do). Without a cache (an unconditional run):
+    an empty condition."""
+    if prompts is None:
+        return Conditioning()
     emb = prompts.encode(texts)
     own_null = hasattr(getattr(prompts, "encoder", prompts), "null_prompt")
     empty = torch.tensor([not t and not own_null for t in texts], dtype=torch.bool)
@@ -109,6 +131,12 @@ class Trainer:
     sample_fn:    ``f(model, shape, cond, generator) -> (B,C,T,H,W)``; default: the sampling module with
                   ``config.sample`` settings. In latent space ``shape`` is the latent shape and the
                   result is decoded.
+    overwrite:    start afresh in a folder that holds an earlier run, removing its checkpoints, metrics and
+                  samples (`text2video.runs.folder.clear_run`); without it `train` refuses such a folder
+                  unless it resumes.
+
+    The run folder is locked (`text2video.runs.lock`) from construction until `train` returns or `close`
+    is called: a second process training into it is refused.
     """
 
     def __init__(
@@ -122,6 +150,7 @@ class Trainer:
         objective: Any = None,
         sample_fn: Optional[Callable[..., torch.Tensor]] = None,
         progress: bool = True,
+        overwrite: bool = False,
     ) -> None:
         from accelerate import Accelerator
 
@@ -130,23 +159,59 @@ class Trainer:
         t = config.train
         # several processes without a GPU (torchrun / accelerate launch on a CPU machine): gloo on the CPU
         distributed_cpu = not torch.cuda.is_available() and int(os.environ.get("WORLD_SIZE", "1")) > 1
-        self.accelerator = Accelerator(mixed_precision=t.mixed_precision, cpu=t.cpu or distributed_cpu)
+        on_cpu = t.cpu or not torch.cuda.is_available()
+        if t.sharding == "deepspeed" and on_cpu:
+            raise ConfigError(
+                "train.sharding = deepspeed needs CUDA GPUs (Accelerate runs DeepSpeed only there); on CPU use train.sharding=fsdp"
+            )
+        plugins = {} if on_cpu else sharding.accelerator_kwargs(t)
+        self.accelerator = Accelerator(mixed_precision=t.mixed_precision, cpu=t.cpu or distributed_cpu, **plugins)
         self.device = self.accelerator.device
         self.rank = self.accelerator.process_index
         self.world = self.accelerator.num_processes
+        cpu_fsdp = sharding.requested_fsdp_plugin(t) if on_cpu and self.world > 1 else None
+        if cpu_fsdp is not None:
+            sharding.use_fsdp_on_cpu(self.accelerator, cpu_fsdp)
+        self.sharded = sharding.is_fsdp(self.accelerator)
+        if t.sharding != "none" and self.world == 1:
+            logger.info("train.sharding = %s with one process: nothing to shard, training as usual", t.sharding)
         if t.batch_size % (t.grad_accum * self.world):
             raise ConfigError(
                 f"train.batch_size = {t.batch_size} (the global batch) must be divisible by "
                 f"train.grad_accum x processes = {t.grad_accum} x {self.world}"
             )
         self.micro_batch = t.batch_size // (t.grad_accum * self.world)
+        self._check_batch_memory()
         self.progress = progress
+        self.lock = RunLock(self.run_dir)
+        self._lock_run_dir()
+        if overwrite and self.accelerator.is_main_process:
+            removed = clear_run(self.run_dir)
+            if removed:
+                logger.info("--overwrite: removed %s from %s", ", ".join(removed), self.run_dir)
+        self.accelerator.wait_for_everyone()
 
         self.text_encoder = text_encoder if text_encoder is not None else self._build_text_encoder()
-        self.prompts = self._build_prompt_cache()
+        self.prompts = self._build_prompt_cache() if self.text_encoder is not None else None
         self.objective = objective if objective is not None else self._build_objective()
-        self._loss_takes_step = "step" in inspect.signature(self.objective.loss).parameters
+        loss_params = inspect.signature(self.objective.loss).parameters
+        self._loss_takes_step = "step" in loss_params
+        self._loss_takes_t = "t" in loss_params
         self.dataset = dataset if dataset is not None else self._build_dataset()
+        self.val_dataset = None
+        if config.data.val_split > 0:
+            from ..data.split import split_validation
+
+            self.dataset, self.val_dataset = split_validation(self.dataset, config.data.val_split, t.seed)
+            logger.info("validation split: %d items held out, %d to train on", len(self.val_dataset), len(self.dataset))
+        if t.epochs is not None:
+            steps = math.ceil(self._batches(0).per_epoch * t.epochs / t.grad_accum)
+            logger.info(
+                "train.epochs = %d: %d steps of %d items (%d batches per epoch)", t.epochs, steps, t.batch_size, self._batches(0).per_epoch
+            )
+            self.config = config = dataclasses.replace(config, train=dataclasses.replace(t, steps=steps))
+            t = config.train
+        self.best_val: Optional[float] = None
         self.vae = self._build_vae()
         self.latent_cached = False
         if self.vae is not None and config.latent.cache:
@@ -165,7 +230,13 @@ class Trainer:
             [p for p in self.model.parameters() if p.requires_grad], lr=t.lr, betas=(t.betas[0], t.betas[1]), weight_decay=t.weight_decay
         )
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lr_lambda(config))
+        if self.sharded:
+            blocks = sharding.wrap_blocks(self.accelerator, self.model)
+            logger.info("FSDP over %d processes, sharding blocks %s", self.world, blocks)
         self.wrapped, self.optimizer = self.accelerator.prepare(ConditionedDenoiser(self.model), self.optimizer)
+        if self.sharded:  # the EMA is sharded like the model: each process averages its own shard
+            self.ema.shadow = sharding.shard_like(self.accelerator, self.ema.shadow)
+            sharding.route_through(self.wrapped)  # sampling with the live weights
         self.sample_fn = sample_fn
         self.step = 0
         self.consumed = 0
@@ -173,10 +244,48 @@ class Trainer:
         self.nonfinite_run = 0
         self._stop_signal: Optional[int] = None
 
+    # ----------------------------------------------------------------- the run folder
+    def _lock_run_dir(self) -> None:
+        """The main process takes the run folder's lock; every process fails alike when it cannot."""
+        error: Optional[Exception] = None
+        if self.accelerator.is_main_process:
+            try:
+                self.lock.acquire()
+            except RunFolderError as exc:
+                error = exc
+        if self.world > 1:
+            failed = self.accelerator.reduce(torch.tensor([float(error is not None)], device=self.device), "sum")
+            if error is None and float(failed.item()) > 0:
+                error = RunFolderError(f"the main process could not lock the run folder {self.run_dir}")
+        if error is not None:
+            raise error
+
+    def _check_batch_memory(self) -> None:
+        """Refuse clip sizes whose micro-batch alone (float32) times a coarse factor for the
+        activations exceeds the device's memory: a typo such as ``data.size=100000`` fails here, not in the allocator."""
+        d = self.config.data
+        height, width = d.hw
+        need = 16 * 4 * self.micro_batch * d.channels * d.num_frames * height * width
+        total = device_memory(self.device)
+        if total is not None and need > total:
+            raise ConfigError(
+                f"a micro-batch of {self.micro_batch} clips of {d.num_frames} frames at {height}x{width} needs at least "
+                f"{need / 2**30:.1f} GB to train, more than the {total / 2**30:.1f} GB of {self.device}; lower data.size, "
+                "data.num_frames or train.batch_size"
+            )
+
+    def close(self) -> None:
+        """Let go of the run folder (`train` does it when it returns)."""
+        self.lock.release()
+
     # ----------------------------------------------------------------- building from the config
     def _build_text_encoder(self) -> Any:
+        """The config's text encoder; None for an unconditional run (``text.encoder: none``)."""
         from ..text import load_text_encoder
 
+        if self.config.text.unconditional:
+            logger.info("text.encoder = none: an unconditional model, no text encoder loaded")
+            return None
         kwargs = {} if self.config.text.max_length is None else {"max_length": self.config.text.max_length}
         if self.config.text.padding != "longest":
             kwargs["padding"] = self.config.text.padding
@@ -198,7 +307,12 @@ class Trainer:
         from ..data import make_dataset
 
         d = self.config.data
-        return make_dataset(d.kind, num_frames=d.num_frames, size=d.size, **d.options)
+        options = {"num_frames": d.num_frames, "size": d.size, "channels": d.channels, **d.options}
+        if d.buckets is not None:
+            from ..data.buckets import Buckets
+
+            options["buckets"] = Buckets.from_config(d.buckets, d.hw, d.num_frames)
+        return make_dataset(d.kind, **options)
 
     def _build_model(self) -> nn.Module:
         return build_configured_model(self.config, getattr(self.text_encoder, "dim", None), vae=self.vae, text_encoder=self.text_encoder)
@@ -287,49 +401,93 @@ class Trainer:
             "nonfinite_run": self.nonfinite_run,
             "ema": self.ema.state_dict(),
             "world_size": self.world,
+            "best_val_loss": self.best_val,
         }
 
     def _batches(self, consumed: int) -> ShardedBatches:
+        """The run's resumable batch order: one bucket per batch for a bucketed dataset."""
+        keys = bucket_keys(self.dataset)
+        if keys is not None:
+            return BucketBatches(keys, self.micro_batch * self.world, self.rank, self.world, self.config.train.seed, consumed)
         return ShardedBatches(len(self.dataset), self.micro_batch * self.world, self.rank, self.world, self.config.train.seed, consumed)
 
-    def save(self) -> Optional[Path]:
-        """Write a checkpoint of the current step (main process only); every process waits for it."""
+    def save(self, name: Optional[str] = None, **extra: Any) -> Optional[Path]:
+        """Write a checkpoint of the current step (main process only); every process waits for it. ``name``
+        (`BEST`) writes that named folder; ``extra`` goes into its ``state.json``."""
         path = None
+        error: Optional[Exception] = None
         self.accelerator.wait_for_everyone()
+        gathered = None
+        if self.sharded:  # every process takes part in gathering the full state
+            gathered = sharding.gather_for_checkpoint(self.unwrapped, self.ema.shadow, self.optimizer.optimizer)
         if self.accelerator.is_main_process:
-            path = save_checkpoint(
-                self.run_dir,
-                self.step,
-                model=self.unwrapped,
-                ema_model=self.ema.shadow,
-                optimizer=self.optimizer,
-                scheduler=self.scheduler,
-                scaler=self.accelerator.scaler,
-                state=self._state(),
-                keep=self.config.train.keep_checkpoints,
-                lora=self.lora is not None,
-            )
-            plot_run_losses(self.run_dir)
-        self.accelerator.wait_for_everyone()
+            try:
+                path = self._save_checkpoint(name, extra, gathered)
+            except Text2VideoError as exc:  # non-finite weights, disk full: every process stops alike
+                error = exc
+        if self.world > 1:
+            failed = self.accelerator.reduce(torch.tensor([float(error is not None)], device=self.device), "sum")
+            if error is None and float(failed.item()) > 0:
+                error = CheckpointError(f"the main process could not save step {self.step} (see its error)")
+        else:
+            self.accelerator.wait_for_everyone()
+        if error is not None:
+            raise error
+        return path
+
+    def _save_checkpoint(
+        self, name: Optional[str] = None, extra: Optional[dict[str, Any]] = None, gathered: Optional[tuple[dict, dict, dict]] = None
+    ) -> Path:
+        model, ema, optimizer = gathered if gathered is not None else (self.unwrapped, self.ema.shadow, self.optimizer)
+        path = save_checkpoint(
+            self.run_dir,
+            self.step,
+            model=model,
+            ema_model=ema,
+            optimizer=optimizer,
+            scheduler=self.scheduler,
+            scaler=self.accelerator.scaler,
+            state={**self._state(), **(extra or {})},
+            keep=self.config.train.keep_checkpoints,
+            name=name,
+            lora=self.lora is not None,
+        )
+        plot_run_losses(self.run_dir)
         return path
 
     def resume(self, target: str | Path = "latest") -> Path:
         """Restore a checkpoint (``latest`` of this run, a run folder or a checkpoint folder)."""
-        path = resolve_checkpoint(target, self.run_dir)
-        state = load_checkpoint(
-            path,
-            model=self.unwrapped,
-            ema_model=self.ema.shadow,
-            optimizer=self.optimizer,
-            scheduler=self.scheduler,
-            scaler=self.accelerator.scaler,
-        )
+        if sharding.is_deepspeed(self.accelerator):
+            raise CheckpointError(
+                "resuming under DeepSpeed is not supported (its partitioned optimizer state is not in the checkpoint); "
+                "resume with train.sharding=fsdp or none"
+            )
+        with open_checkpoint(target, self.run_dir) as path:
+            state = load_checkpoint(
+                path,
+                model=None if self.sharded else self.unwrapped,
+                ema_model=None if self.sharded else self.ema.shadow,
+                optimizer=None if self.sharded else self.optimizer,
+                scheduler=self.scheduler,
+                scaler=self.accelerator.scaler,
+            )
+            if self.sharded:  # every process reads the full files and keeps its shard
+                ema_file = path / "ema.safetensors"
+                sharding.load_sharded(
+                    self.unwrapped,
+                    self.ema.shadow,
+                    self.optimizer.optimizer,
+                    read_weights(path / "model.safetensors"),
+                    read_weights(ema_file if ema_file.is_file() else path / "model.safetensors"),
+                    read_optimizer_state(path),
+                )
         if state.get("world_size", self.world) != self.world:
             logger.warning("resuming a %s-process run on %s processes: the data order changes", state["world_size"], self.world)
         self.step = int(state["step"])
         self.consumed = int(state["consumed_batches"])
         self.nonfinite_total = int(state.get("nonfinite_total", 0))
         self.nonfinite_run = int(state.get("nonfinite_run", 0))
+        self.best_val = state.get("best_val_loss")
         self.ema.load_state_dict(state["ema"])
         logger.info("resumed from %s at step %d (epoch %d, item %d)", path, self.step, state["epoch"], state["index_in_epoch"])
         return path
@@ -383,39 +541,123 @@ class Trainer:
         loss_mean = self.accelerator.reduce(torch.nan_to_num(local, nan=0.0, posinf=0.0, neginf=0.0).reshape(1), "mean")
         all_finite = bool(self.accelerator.reduce(finite, "sum").item() == self.world)
         grad_norm = float("nan")
+        applied = False
         if all_finite:
-            if t.max_grad_norm is not None:
-                grad_norm = float(self.accelerator.clip_grad_norm_(self.wrapped.parameters(), t.max_grad_norm))
-            else:
-                grads = [p.grad.detach().norm() for p in self.wrapped.parameters() if p.grad is not None]
-                grad_norm = float(torch.stack(grads).norm()) if grads else 0.0
-            self.optimizer.step()
+            # the norm of the all-reduced gradients (the same on every process); with no limit set it only
+            # measures (scaling by 1 leaves the gradients as they are)
+            max_norm = t.max_grad_norm if t.max_grad_norm is not None else math.inf
+            grad_norm = float(self.accelerator.clip_grad_norm_(self.wrapped.parameters(), max_norm))
+            applied = math.isfinite(grad_norm)
+            if applied or self.accelerator.scaler is not None:
+                self.optimizer.step()  # fp16: the grad scaler skips a non-finite step itself and lowers its scale
+        what = "gradient norm" if all_finite else "loss"
+        if applied:
             self.nonfinite_run = 0
         else:
             self.nonfinite_total += 1
             self.nonfinite_run += 1
-            logger.warning("step %d: non-finite loss, update skipped (%d in a row)", self.step, self.nonfinite_run)
+            logger.warning("step %d: non-finite %s, update skipped (%d in a row)", self.step, what, self.nonfinite_run)
         self.optimizer.zero_grad(set_to_none=True)
         self.scheduler.step()
         self.step += 1
-        if all_finite:
+        if applied:
             self.ema.step(self.unwrapped, self.step)
         if self.nonfinite_run >= t.max_nonfinite:
             raise NonFiniteLossError(
-                f"{self.nonfinite_run} steps in a row had a non-finite loss (last at step {self.step}); lower "
-                "train.lr, set train.max_grad_norm, or use train.mixed_precision=bf16 instead of fp16"
+                f"{self.nonfinite_run} steps in a row had a non-finite {what} (last at step {self.step}); nothing of them was "
+                "applied or saved. Lower train.lr, set train.max_grad_norm, or use train.mixed_precision=bf16 instead of fp16, "
+                "then --resume latest"
             )
-        return float(loss_mean.item()) if all_finite else float("nan"), grad_norm
+        return float(loss_mean.item()) if applied else float("nan"), grad_norm
+
+    # ----------------------------------------------------------------- validation
+    def _val_batches(self) -> list[list[int]]:
+        """The validation items in batches of ``micro_batch`` (one bucket per batch), this process's share."""
+        keys = bucket_keys(self.val_dataset)
+        groups: dict[Any, list[int]] = {}
+        for index, key in enumerate(keys if keys is not None else [None] * len(self.val_dataset)):
+            groups.setdefault(key, []).append(index)
+        batches = [items[i : i + self.micro_batch] for items in groups.values() for i in range(0, len(items), self.micro_batch)]
+        mine = batches[self.rank :: self.world]
+        if self.sharded and batches:  # a sharded model's forward is collective: every process runs as many
+            rounds = -(-len(batches) // self.world)
+            mine += [[]] * (rounds - len(mine))  # empty: a forward of the first batch, not counted
+        return mine
+
+    @torch.no_grad()
+    def validate(self) -> float:
+        """Mean loss of the EMA weights on the validation split. Every batch has its own fixed generator (noise,
+        frame masks and, for a diffusion objective, uniform timesteps), so values compare across the run."""
+        model = self.ema.shadow
+        was_training = model.training
+        model.eval()
+        wrapped = model if self.sharded else ConditionedDenoiser(model)  # sharded: forward_cond goes through its FSDP root
+        total = torch.zeros(2, device=self.device)
+        timesteps = getattr(self.objective, "num_train_timesteps", None)
+        try:
+            for number, indices in enumerate(self._val_batches()):
+                counted = bool(indices)
+                batch = collate([self.val_dataset[i] for i in (indices or [0])])
+                gen = seeded_generator(self.config.train.seed, 0x7A11, number, self.rank, device=self.device)
+                x0 = batch["video"].to(self.device)
+                if self.vae is not None:
+                    x0 = self.vae.encode(x0, posterior="mode")
+                cond = text_condition(self.prompts, list(batch["text"]), self.device)
+                cond.fps = batch["fps"].to(self.device)
+                kwargs: dict[str, Any] = {}
+                if self._loss_takes_t and timesteps:
+                    kwargs["t"] = torch.randint(0, int(timesteps), (x0.shape[0],), generator=gen, device=self.device)
+                with self.accelerator.autocast():
+                    loss, _ = self.objective.loss(wrapped, x0, cond, generator=gen, **kwargs)
+                if counted:
+                    total += torch.stack([loss.detach().float() * x0.shape[0], torch.tensor(float(x0.shape[0]), device=self.device)])
+        finally:
+            model.train(was_training)
+        if self.world > 1:
+            total = self.accelerator.reduce(total, "sum")
+        return float(total[0] / total[1].clamp(min=1.0))
+
+    def _validation_due(self) -> bool:
+        t = self.config.train
+        if self.val_dataset is None:
+            return False
+        every = t.val_every or t.save_every or t.steps
+        return self.step % every == 0 or self.step == t.steps
+
+    def _validate_and_keep_best(self) -> float:
+        """The validation loss now; a new lowest one writes ``checkpoints/best`` (every process takes part)."""
+        value = self.validate()
+        if math.isfinite(value) and (self.best_val is None or value < self.best_val):
+            self.best_val = value
+            self.save(name=BEST, val_loss=value)
+            logger.info("step %d: validation loss %.5f, the best so far: checkpoints/%s", self.step, value, BEST)
+        else:
+            logger.info("step %d: validation loss %.5f (best %.5f)", self.step, value, self.best_val)
+        return value
 
     # ----------------------------------------------------------------- the loop
     def train(self, resume: Optional[str | Path] = None) -> TrainResult:
         """Run until ``train.steps`` (or a signal / ``train.max_minutes``); checkpoints on the way and at the end."""
+        try:
+            return self._train(resume)
+        finally:
+            self.close()
+
+    def _train(self, resume: Optional[str | Path]) -> TrainResult:
         t = self.config.train
         main = self.accelerator.is_main_process
+        if main:
+            self.lock.acquire()  # again, when an earlier train() call let it go
+        if main:
+            clean_leftovers(self.run_dir)
         if resume is not None:
             self.resume(resume)
+        elif self.step == 0:
+            refuse_existing_run(self.run_dir)  # every process reads the folder, so all refuse alike
+        self.accelerator.wait_for_everyone()
         if main:
             self.run_dir.mkdir(parents=True, exist_ok=True)
+            start_run_record(self.run_dir)
             self.config.save(self.run_dir / RUN_CONFIG)
         loader = torch.utils.data.DataLoader(
             self.dataset,
@@ -448,6 +690,8 @@ class Trainer:
                     rate = (self.step - last_log_step) / max(now - last_log, 1e-9)
                     last_log, last_log_step = now, self.step
                     row.update(steps_per_s=rate, samples_per_s=rate * t.batch_size, memory_mb=memory_mb(self.device))
+                if self._validation_due():
+                    row["val_loss"] = self._validate_and_keep_best()
                 if log is not None:
                     log.write(row)
                 if bar is not None:
@@ -497,7 +741,10 @@ class Trainer:
                 raise KeyboardInterrupt
             self._stop_signal = signum
 
-        for sig in (signal.SIGINT, signal.SIGTERM):
+        # SIGHUP: the terminal went away (a closed SSH session); the run saves and stops as on Ctrl-C
+        for sig in (signal.SIGINT, signal.SIGTERM, getattr(signal, "SIGHUP", None)):
+            if sig is None:
+                continue
             try:
                 previous[sig] = signal.signal(sig, handler)
             except ValueError:  # not the main thread
@@ -529,6 +776,8 @@ class Trainer:
                 video = pipe(list(prompts), generators=gens, progress=False).videos.to(self.device)
         finally:
             model.train(was_training)
+        if not bool(torch.isfinite(video).all()):
+            raise NonFiniteError(f"step {self.step}: the samples hold NaN or infinite values (the weights or the sampling settings)")
         return video.clamp(-1, 1)
 
     def _pipeline_defaults(self) -> dict[str, Any]:
@@ -540,9 +789,9 @@ class Trainer:
         """``sample_fn(model, shape, cond, generators)`` (tests, custom samplers); latents are decoded."""
         s = self.config.sample
         frames = s.num_frames or self.config.data.num_frames
-        size = s.size or self.config.data.size
+        height, width = s.hw(self.config.data)
         channels = self._pipeline_defaults()["channels"]
-        shape = (len(prompts), channels, frames, size, size)
+        shape = (len(prompts), channels, frames, height, width)
         if self.vae is not None:
             shape = self.vae.latent_shape(shape)
         cond = text_condition(self.prompts, list(prompts), self.device)
@@ -551,11 +800,18 @@ class Trainer:
         return self.vae.decode(video) if self.vae is not None else video
 
     def sample_grid(self) -> Optional[Path]:
-        """Sample the config's fixed prompts (every process takes part) and save a captioned GIF grid."""
+        """Sample the config's fixed prompts (every process takes part) and save a captioned GIF grid. An
+        unconditional run draws as many videos as there are prompts."""
         prompts = list(self.config.sample.prompts)
         if not prompts:
             return None
-        video = self.generate(prompts)
+        if self.prompts is None:
+            prompts = [f"sample {i}" for i in range(len(prompts))]
+        try:
+            video = self.generate(prompts)
+        except NonFiniteError as exc:  # a bad sample must not end the run: nothing is written, training goes on
+            logger.error("no sample grid at step %d: %s", self.step, exc)
+            return None
         if not self.accelerator.is_main_process:
             return None
         from ..io.grid import video_grid

@@ -12,6 +12,12 @@ in C. The library is compiled once per source version and machine into a cache f
 Nothing depends on it: :func:`load` returns None when there is no compiler, the build fails, or
 ``TEXT2VIDEO_CPU_KERNELS=0`` is set, and callers then use their PyTorch path (the reason is logged
 once).
+
+A library is code that runs inside the process, so it is loaded only from a place no one else can write:
+the cache folder is created ``0700``; a folder or library that another user owns, or that the group or
+others may write, is refused; and the SHA-256 of each library is recorded next to it when it is built
+(``<name>.so.sha256``) and checked, on the very file descriptor that is then loaded, before ``dlopen``.
+A library whose hash does not match (or that has none) is rebuilt once.
 """
 
 from __future__ import annotations
@@ -23,6 +29,7 @@ import logging
 import os
 import platform
 import shutil
+import stat
 import subprocess
 import tempfile
 from pathlib import Path
@@ -92,9 +99,101 @@ def library_path(compiler: str) -> Path:
     return cache_dir() / f"t2v_cpu_kernels-{digest.hexdigest()[:16]}.so"
 
 
+class UnsafeLibraryError(RuntimeError):
+    """A kernel library or its folder that others could have written: it is not loaded."""
+
+
+def secure_folder(folder: Path) -> Path:
+    """``folder``, created ``0700`` when missing; an existing one must be this user's and not writable by the
+    group or others (else `UnsafeLibraryError`)."""
+    if not folder.exists():
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            folder.mkdir(mode=0o700)
+        except FileExistsError:  # another process made it just now: checked below like any existing one
+            pass
+    st = folder.stat()
+    if not stat.S_ISDIR(st.st_mode):
+        raise UnsafeLibraryError(f"kernel cache {folder} is not a folder")
+    _check_owner(folder, st)
+    return folder
+
+
+def _check_owner(path: Path, st: os.stat_result) -> None:
+    uid = os.getuid()
+    if st.st_uid != uid:
+        raise UnsafeLibraryError(f"{path} belongs to user {st.st_uid}, not to this user ({uid})")
+    if st.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+        raise UnsafeLibraryError(
+            f"{path} is writable by {'others' if st.st_mode & stat.S_IWOTH else 'its group'} (mode {stat.S_IMODE(st.st_mode):o})"
+        )
+
+
+def hash_path(library: Path) -> Path:
+    """Where the library's SHA-256, recorded when it was built, is kept."""
+    return library.with_name(library.name + ".sha256")
+
+
+def _sha256_fd(fd: int) -> str:
+    digest = hashlib.sha256()
+    os.lseek(fd, 0, os.SEEK_SET)
+    while chunk := os.read(fd, 1 << 20):
+        digest.update(chunk)
+    return digest.hexdigest()
+
+
+def record_hash(library: Path) -> str:
+    """Write ``library``'s SHA-256 next to it (atomically); return it."""
+    fd = os.open(library, os.O_RDONLY)
+    try:
+        value = _sha256_fd(fd)
+    finally:
+        os.close(fd)
+    target = hash_path(library)
+    tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}")
+    tmp.write_text(value + "\n")
+    os.chmod(tmp, 0o600)
+    os.replace(tmp, target)
+    return value
+
+
+def open_verified(library: Path) -> int:
+    """A read-only descriptor of ``library`` once it is known to be this user's regular file, not writable by
+    others, with the SHA-256 recorded at build time (`UnsafeLibraryError` otherwise). Loading through this
+    descriptor loads exactly the bytes that were checked."""
+    recorded = hash_path(library)
+    if not recorded.is_file():
+        raise UnsafeLibraryError(f"{library} has no recorded hash ({recorded.name})")
+    _check_owner(recorded, recorded.stat())
+    fd = os.open(library, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise UnsafeLibraryError(f"{library} is not a regular file")
+        _check_owner(library, st)
+        actual = _sha256_fd(fd)
+        expected = recorded.read_text().strip()
+        if actual != expected:
+            raise UnsafeLibraryError(f"{library} does not match the hash recorded when it was built")
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def load_verified(library: Path) -> ctypes.CDLL:
+    """`open_verified`, then ``dlopen`` of that very descriptor (``/proc/self/fd``) where the platform has it."""
+    fd = open_verified(library)
+    try:
+        through = Path(f"/proc/self/fd/{fd}")
+        return ctypes.CDLL(str(through) if through.exists() else str(library))
+    finally:
+        os.close(fd)
+
+
 def build(compiler: str, target: Path, source: Path = SOURCE) -> None:
-    """Compile ``source`` (by default the package's) into ``target`` (written to a temporary name, then
-    renamed into place)."""
+    """Compile ``source`` (by default the package's) into ``target`` (written to a temporary name, its hash
+    recorded, then renamed into place)."""
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(suffix=".so", dir=target.parent)
     os.close(fd)
@@ -103,10 +202,15 @@ def build(compiler: str, target: Path, source: Path = SOURCE) -> None:
         result = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
         if result.returncode != 0:
             raise RuntimeError(f"{' '.join(cmd)} failed:\n{result.stderr.strip()}")
+        os.chmod(tmp, 0o700)
+        value = record_hash(Path(tmp))
+        hash_path(Path(tmp)).replace(hash_path(target))
         os.replace(tmp, target)
+        logger.debug("built %s (sha256 %s)", target, value)
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
+        hash_path(Path(tmp)).unlink(missing_ok=True)
 
 
 def _bind(lib: ctypes.CDLL) -> ctypes.CDLL:
@@ -129,14 +233,33 @@ def load() -> Optional[ctypes.CDLL]:
         logger.warning("no C compiler found (cc, gcc, clang or $CC): using the PyTorch path for fused CPU kernels")
         return None
     try:
-        path = library_path(compiler)
-        if not path.exists():
-            logger.info("building fused CPU kernels into %s", path)
-            build(compiler, path)
-        return _bind(ctypes.CDLL(str(path)))
+        return _bind(load_from(cache_dir(), compiler))
+    except UnsafeLibraryError as err:
+        logger.warning(
+            "fused CPU kernels refused: %s. Using the PyTorch path; point %s at a folder of your own (mode 0700).", err, ENV_CACHE
+        )
+        return None
     except Exception as err:  # a failed build or load must never stop training: fall back
         logger.warning("fused CPU kernels unavailable (%s); using the PyTorch path. Set %s=0 to skip the attempt.", err, ENV_SWITCH)
         return None
+
+
+def load_from(folder: Path, compiler: str) -> ctypes.CDLL:
+    """The library in ``folder`` (checked, see the module), built there when missing; a library that fails
+    the hash check is rebuilt once. Raises `UnsafeLibraryError` for a folder others could write."""
+    secure_folder(folder)
+    path = folder / library_path(compiler).name
+    if not path.exists():
+        logger.info("building fused CPU kernels into %s", path)
+        build(compiler, path)
+    try:
+        return load_verified(path)
+    except UnsafeLibraryError as err:
+        if path.is_symlink() or not path.is_file() or "hash" not in str(err):
+            raise
+        logger.warning("%s; rebuilding it", err)
+        build(compiler, path)
+        return load_verified(path)
 
 
 def load_other(source: Path, folder: Path) -> ctypes.CDLL:
@@ -146,9 +269,9 @@ def load_other(source: Path, folder: Path) -> ctypes.CDLL:
     compiler = _compiler()
     if compiler is None:
         raise RuntimeError("no C compiler found (cc, gcc, clang or $CC)")
-    target = Path(folder) / f"t2v_cpu_kernels-{hashlib.sha256(Path(source).read_bytes()).hexdigest()[:16]}.so"
+    target = secure_folder(Path(folder)) / f"t2v_cpu_kernels-{hashlib.sha256(Path(source).read_bytes()).hexdigest()[:16]}.so"
     build(compiler, target, Path(source))
-    return _bind(ctypes.CDLL(str(target)))
+    return _bind(load_verified(target))
 
 
 def usable(*tensors: Optional[torch.Tensor]) -> Optional[ctypes.CDLL]:

@@ -3,12 +3,16 @@ writes a ``save_pretrained`` folder to ``out`` and returns a report (inferred co
 
 from __future__ import annotations
 
+import contextlib
 import importlib
+import pickle
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
-from ...errors import ModelError
+from safetensors import SafetensorError
+
+from ...errors import ModelError, Text2VideoError
 
 #: source format -> "module:function", imported lazily.
 CONVERTERS: MappingProxyType[str, str] = MappingProxyType(
@@ -30,6 +34,22 @@ def converter(source: str) -> Callable[..., dict[str, Any]]:
     return getattr(importlib.import_module(module_name), func)
 
 
+@contextlib.contextmanager
+def reading_errors(src: str | Path, source: str) -> Iterator[None]:
+    """Turn the errors of reading a foreign file (missing, unreadable, truncated, of another kind) into one
+    `ModelError` naming it; the importers' own `Text2VideoError` messages pass through."""
+    try:
+        yield
+    except Text2VideoError:
+        raise
+    except (OSError, EOFError, UnicodeDecodeError, ValueError, KeyError, pickle.UnpicklingError, SafetensorError) as exc:
+        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+        raise ModelError(f"cannot read {src} as a {source} checkpoint ({type(exc).__name__}: {reason}); check the file and --from") from exc
+
+
 def convert(source: str, src: str | Path, out: str | Path, **options: Any) -> dict[str, Any]:
-    """Convert the checkpoint ``src`` written by ``source`` into a text2video model folder ``out``."""
-    return converter(source)(Path(src), Path(out), **options)
+    """Convert the checkpoint ``src`` written by ``source`` into a text2video model folder ``out`` (errors of
+    reading it: `reading_errors`)."""
+    run = converter(source)
+    with reading_errors(src, source):
+        return run(Path(src), Path(out), **options)

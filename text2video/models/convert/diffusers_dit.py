@@ -156,7 +156,7 @@ def _read_state(src: Path) -> dict[str, torch.Tensor]:
     try:
         return torch.load(src, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - any unreadable file is reported the same way
-        raise ModelError(f"cannot read DiT weights from {src}: {exc}") from exc
+        raise ModelError(f"cannot read DiT weights from {src}: {str(exc).strip().splitlines()[0][:200]}") from exc
 
 
 def convert(src: Path, out: Path, **opts: Any) -> dict[str, Any]:

@@ -80,7 +80,8 @@ def _load_file(src: Path) -> Any:
         return torch.load(src, map_location="cpu", weights_only=True)
     except Exception as exc:  # pickle errors, truncated files
         raise CheckpointError(
-            f"cannot read {src} as a weights-only PyTorch checkpoint ({exc}); re-save its state dict with torch.save"
+            f"cannot read {src} as a weights-only PyTorch checkpoint ({str(exc).strip().splitlines()[0][:200]}); "
+            "re-save its state dict with torch.save"
         ) from exc
 
 

@@ -52,7 +52,7 @@ def _skeleton(source: ModelSource, options: dict[str, Any]) -> dict[str, Any]:
 
     parts = read_parts(source, motion_adapter=options.get("motion_adapter"), clip_skip=options.get("clip_skip"))
     folder = resolve_folder(source.path)
-    text_config = transformers.AutoConfig.from_pretrained(str(folder.model_dir), local_files_only=True)
+    text_config = transformers.AutoConfig.from_pretrained(str(folder.model_dir), local_files_only=True, trust_remote_code=False)
     with torch.device("meta"):
         text_model = transformers.AutoModel.from_config(text_config)
         vae = diffusers.AutoencoderKL.from_config(diffusers.AutoencoderKL.load_config(str(source.path / "vae")))

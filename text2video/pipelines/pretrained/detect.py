@@ -9,12 +9,16 @@ files (and, for a ``.pt`` file, nothing at all: its contents are checked when it
 from __future__ import annotations
 
 import json
+import logging
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Optional
 
 from ...errors import CheckpointError, ModelError
+
+logger = logging.getLogger(__name__)
 
 PIPELINE_FILE = "pipeline.json"
 MODEL_INDEX = "model_index.json"
@@ -150,6 +154,17 @@ def _bare_model_error(path: Path, config: dict[str, Any]) -> CheckpointError:
     )
 
 
+#: text2video-from-scratch's trainer checkpoint names: ``model-N.pt`` (N: the milestone)
+_SEED_CHECKPOINT = re.compile(r"^model-(\d+)\.pt$")
+
+
+def newest_pt_checkpoint(folder: Path) -> Optional[Path]:
+    """The newest trainer checkpoint in ``folder`` (text2video-from-scratch's ``saved_models/``: its
+    ``model-N.pt`` files, the highest N), or None when it holds none."""
+    found = [(int(m[1]), p) for p in folder.glob("model-*.pt") if (m := _SEED_CHECKPOINT.match(p.name)) and p.is_file()]
+    return max(found)[1] if found else None
+
+
 def detect_local(path: Path, spec: Optional[str] = None) -> ModelSource:
     """The format of the local file or folder ``path``."""
     spec = spec or str(path)
@@ -173,9 +188,13 @@ def detect_local(path: Path, spec: Optional[str] = None) -> ModelSource:
         return ModelSource(_check_diffusers_folder(path, index), path, spec, index)
     if (path / "config.json").is_file():
         raise _bare_model_error(path, read_json(path / "config.json", "config.json"))
+    newest = newest_pt_checkpoint(path)
+    if newest is not None:  # a trainer's results folder: its newest checkpoint, as text2video-from-scratch's generate.py
+        logger.info("%s: using its newest checkpoint %s", path, newest.name)
+        return ModelSource("video-diffusion-pytorch", newest, spec)
     raise CheckpointError(
-        f"{path} is not a model folder: it has no pipeline.json (a text2video pipeline), model_index.json (diffusers) or "
-        "config.yaml + checkpoints/ (a training run); pass one of those, or a Hub id like ali-vilab/text-to-video-ms-1.7b"
+        f"{path} is not a model folder: it has no pipeline.json (a text2video pipeline), model_index.json (diffusers), "
+        "config.yaml + checkpoints/ (a training run) or model-N.pt checkpoints (text2video-from-scratch's); pass one of those, or a Hub id like ali-vilab/text-to-video-ms-1.7b"
     )
 
 

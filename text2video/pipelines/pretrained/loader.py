@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Optional, Sequence
 
 from ...errors import ConfigError
 from .detect import ModelSource
@@ -52,9 +52,11 @@ def assemble(
     use_ema: bool = True,
     device: Any = None,
     dtype: Any = None,
+    model_classes: Sequence[type] = (),
 ) -> Any:
     """The pipeline ``kind`` of a detected model, on the CPU in float32 (the pretrained text encoder is
-    loaded on ``device`` in ``dtype`` directly)."""
+    loaded on ``device`` in ``dtype`` directly). ``model_classes``: model classes besides the registered
+    ones that a pipeline folder may name (see `VideoPipeline.from_pretrained`)."""
     from ..memory import parse_dtype
 
     fmt = source.format
@@ -82,7 +84,9 @@ def assemble(
             "(and --no-ema to a video-diffusion-pytorch checkpoint)"
         )
     if fmt == "text2video-pipeline":
-        return cls.from_pretrained(source.path, model=model, text_encoder=_text_encoder_option(text_encoder), vae=vae)
+        return cls.from_pretrained(
+            source.path, model=model, text_encoder=_text_encoder_option(text_encoder), vae=vae, model_classes=model_classes
+        )
     if fmt == "video-diffusion-pytorch":
         from . import vdp
 
