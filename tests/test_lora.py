@@ -238,6 +238,10 @@ def test_lora_checkpoints_hold_the_adapter_and_its_optimizer_state_only(runs) ->
     assert sum(s["exp_avg"].numel() for s in optimizer["state"].values()) == adapter
     base_params = sum(p.numel() for p in _unet3d().parameters())
     assert adapter < base_params / 10
+    # the reliability checks read the adapter files: finite, and intact for the fallback from a damaged newer one
+    from text2video.runs.checkpoint import is_finite_checkpoint, previous_intact
+
+    assert is_finite_checkpoint(step) and previous_intact(step) == runs["lora"] / "checkpoints" / "step-00000006"
 
 
 def test_the_base_stays_bit_identical_and_the_caption_changes(runs) -> None:

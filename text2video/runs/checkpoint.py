@@ -201,7 +201,12 @@ def is_finite_checkpoint(path: Path) -> bool:
     state = _state_of(path)
     if state is not None and "finite" in state:
         return bool(state["finite"])
-    return all(_file_is_finite(path / name) for name in ("model.safetensors", "ema.safetensors") if (path / name).is_file())
+    return all(_file_is_finite(path / name) for name in _weight_files(path) if (path / name).is_file())
+
+
+def _weight_files(path: Path) -> tuple[str, str]:
+    """The weights file and the EMA one of a checkpoint: the adapter's for a LoRA run, else the model's."""
+    return (LORA_WEIGHTS, EMA_LORA_WEIGHTS) if (path / LORA_WEIGHTS).is_file() else ("model.safetensors", "ema.safetensors")
 
 
 def newest_finite(run_dir: str | Path) -> Optional[Path]:
@@ -521,9 +526,10 @@ def previous_intact(path: str | Path) -> Optional[Path]:
 def _intact(path: Path) -> bool:
     if _state_of(path) is None:
         return False
-    for name in ("model.safetensors", "ema.safetensors"):
+    weights, ema = _weight_files(path)
+    for name in (weights, ema):
         file = path / name
-        if name == "model.safetensors" or file.exists():
+        if name == weights or file.exists():
             try:
                 with safe_open(str(file), framework="pt"):
                     pass
