@@ -202,3 +202,48 @@ def test_named_sizes_are_presets_the_config_reads():
     assert (model.config.num_attention_heads, model.config.attention_head_dim, model.config.num_layers) == (6, 64, 1)
     with pytest.raises(ConfigError, match="preset"):
         config.load_config("tiny-segdit", ["model.preset=DiT-M/2"])
+
+
+def test_pooled_text_conditions_every_frame_and_null_text_is_learned():
+    model = _perturb(_tiny(num_embeds_ada_norm=None, text_embed_dim=6))
+    b, frames = 2, 3
+    x, t = torch.randn(b, 3, frames, 8, 8), torch.tensor([5, 900])
+    text = torch.randn(b, 6)
+    cond = Conditioning(text_pooled=text)
+    with torch.no_grad():
+        out = model.forward_cond(x, t, cond)
+        other = model.forward_cond(x, t, Conditioning(text_pooled=-text))
+        dropped = model.forward_cond(x, t, cond.text_dropped(torch.tensor([False, True])))
+        frame = model(x[1:, :, 2], t[1:], text_embeds=text[1:]).sample  # the plain forward, one frame
+        null = model(x[1:, :, 0], t[1:]).sample  # no text: the learned null text
+    assert not torch.allclose(out, other)
+    torch.testing.assert_close(out[1:, :, 2], frame, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(dropped[0], out[0])
+    torch.testing.assert_close(dropped[1:, :, 0], null, atol=1e-5, rtol=1e-5)
+    with pytest.raises(ModelError, match="pooled text of shape"):
+        model(x[:, :, 0], t, text_embeds=torch.randn(b, 5))
+    with pytest.raises(ModelError, match="built without text"):
+        _tiny()(x[:, :, 0], t, text_embeds=text)
+
+
+def test_frame_embedding_tells_frames_apart():
+    """With frame_embedding the same input in two frames gives two predictions; without, the same."""
+    x = torch.randn(1, 3, 1, 8, 8).expand(1, 3, 2, 8, 8)
+    t = torch.tensor([500])
+    with torch.no_grad():
+        plain = _perturb(_tiny()).forward_cond(x, t, Conditioning())
+        indexed = _perturb(_tiny(frame_embedding=True)).forward_cond(x, t, Conditioning())
+    torch.testing.assert_close(plain[:, :, 0], plain[:, :, 1])
+    assert not torch.allclose(indexed[:, :, 0], indexed[:, :, 1])
+
+
+def test_a_run_fills_in_the_pooled_text_width():
+    import text2video.config as config
+    from text2video.runs.build import configured_model_kwargs
+
+    class Encoder:
+        dim, pooled_dim = 10, 7
+
+    cfg = config.load_config("tiny-segdit")
+    _, _, kwargs = configured_model_kwargs(cfg, 10, text_encoder=Encoder())
+    assert kwargs["text_embed_dim"] == 7

@@ -68,6 +68,7 @@ def test_limits_follow_the_network_the_vae_and_the_defaults() -> None:
     assert size_multiple(pipe({"dim_mults": [1, 2, 4, 8]})) == 8  # three halvings
     assert size_multiple(pipe({"block_out_channels": [8, 16]}, vae=SimpleNamespace(downsample_factor=4))) == 8
     assert size_multiple(pipe({"patch_size": [1, 2, 2]})) == 2
+    assert size_multiple(pipe({"dim_mults": [1, 2], "patch_size": 2})) == 4  # Unet3D on 2x2 pixel blocks
     limits = limits_for(pipe({"dim_mults": [1, 2, 4]}, height=32, width=48, num_frames=8))
     assert (limits.height.minimum, limits.height.maximum, limits.height.step) == (8, 128, 4)
     assert limits.width.maximum == 192 and limits.frames.maximum == 32 and limits.steps.maximum == 1000

@@ -156,3 +156,31 @@ def test_presets_build(preset):
     with torch.device("meta"):
         model = build_model(cfg.model.name, **cfg.model.kwargs)
     assert isinstance(model, STDiT) and model.config.caption_channels == 384  # MiniLM's width
+
+
+def test_pooled_text_reaches_every_block_without_cross_attention():
+    """With cross-attention's output at zero, only pooled_text lets the caption change the prediction; the pooled
+    vector is the masked mean of the tokens (padding ignored), and a dropped caption pools the null caption."""
+    x, t = torch.randn(2, 4, 2, 8, 8), torch.tensor([10, 900])
+    tokens = torch.randn(2, 5, 16)
+    mask = torch.tensor([[True] * 5, [True] * 3 + [False] * 2])
+    predictions = {}
+    for pooled in (False, True):
+        model = _perturb(STDiT(**TINY, pooled_text=pooled))
+        with torch.no_grad():
+            for block in model.blocks:
+                block.cross_attn.to_out.weight.zero_()
+                block.cross_attn.to_out.bias.zero_()
+            run = lambda tok, m=mask, model=model, **kw: model.forward_cond(x, t, Conditioning(text_tokens=tok, text_mask=m, **kw))  # noqa: E731
+            padded = tokens.clone()
+            padded[1, 3:] = 100.0  # masked tokens: must not matter
+            null = torch.tensor([True, True])
+            predictions[pooled] = (run(tokens), run(-tokens), run(padded), run(tokens, null_text=null), run(-tokens, null_text=null))
+    same, other, padded, dropped, dropped_other = predictions[False]
+    torch.testing.assert_close(same, other)  # cross-attention silenced: the caption does not reach the model
+    same, other, padded, dropped, dropped_other = predictions[True]
+    assert not torch.allclose(same, other)
+    torch.testing.assert_close(same, padded)
+    torch.testing.assert_close(dropped, dropped_other)  # the null caption replaces both
+    with pytest.raises(ModelError, match="pooled_text needs caption_channels"):
+        STDiT(**{**TINY, "caption_channels": 0}, pooled_text=True)

@@ -405,3 +405,24 @@ def test_conv2d_on_channels_last_input_keeps_plain_gradients(kernel, stride):
     for got, want in ((x.grad, ref_x.grad), (conv.weight.grad, ref_w.grad), (conv.bias.grad, ref_b.grad)):
         torch.testing.assert_close(got, want, atol=1e-4, rtol=1e-4)
     assert conv.weight.grad.is_contiguous()  # the parameter's own layout, as optimizers and DDP buckets expect
+
+
+def test_patch_size_folds_pixel_blocks_into_channels():
+    """patch_size=2: the first convolution sees each 2x2 block of pixels as 12 channels (space-to-depth) and the
+    output is unfolded back (checked through the input the first convolution receives)."""
+    model = tiny(patch_size=2, coord_channels=True)
+    assert model.init_conv.in_channels == 3 * 4 + 2 and model.final_conv.out_channels == 3 * 4
+    assert model.downsample_factor == 4
+    x = torch.randn(2, 3, 3, 8, 12)
+    seen = {}
+    model.init_conv.register_forward_hook(lambda mod, inp, out: seen.update(input=inp[0]))
+    out = model(x, torch.tensor([1, 500]), cond=torch.randn(2, 6))
+    assert out.shape == x.shape and torch.isfinite(out).all()
+    folded = seen["input"]  # (B*T, 12 + 2, H/2, W/2)
+    assert folded.shape == (6, 14, 4, 6)
+    # channel c*4 + i*2 + j of block (y, x) is pixel (2y + i, 2x + j) of channel c (pixel_unshuffle's order)
+    torch.testing.assert_close(folded[1 * 3 + 2, 1 * 4 + 1 * 2 + 0, 3, 5], x[1, 1, 2, 7, 10])
+    with pytest.raises(ModelError, match="patch_size 2 needs height and width divisible by 4"):
+        model(torch.randn(1, 3, 2, 8, 10), torch.tensor([1]), cond=torch.randn(1, 6))
+    with pytest.raises(ModelError, match="patch_size must be a whole number"):
+        tiny(patch_size=0)

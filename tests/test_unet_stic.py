@@ -121,3 +121,46 @@ def test_tiny_preset_runs_on_its_data_size():
     x = torch.zeros(1, 3, 2, cfg.data.size, cfg.data.size)
     out = model.forward_cond(x, torch.tensor([5]), Conditioning(text_tokens=torch.randn(1, 3, 384)))
     assert out.shape == x.shape
+
+
+def test_pooled_text_reaches_every_block_without_cross_attention():
+    """With the transformers' outputs at zero the caption reaches the prediction only through pooled_text: the
+    masked mean of the tokens (padding ignored) added to the timestep embedding; a dropped caption pools the null."""
+    x, t = torch.randn(2, 4, 3, 8, 8), torch.tensor([10, 900])  # (B, C, T, H, W)
+    tokens, mask = torch.randn(2, 5, 12), torch.tensor([[True] * 5, [True] * 3 + [False] * 2])
+    padded = tokens.clone()
+    padded[1, 3:] = 100.0
+    null = torch.tensor([True, True])
+    outputs = {}
+    for pooled in (False, True):
+        model = _perturb(UNetSTIC(**{**TINY, "in_channels": 4}, pooled_text=pooled))
+        with torch.no_grad():
+            for layer in model.modules():
+                if layer.__class__.__name__ == "SpatialTransformer":
+                    torch.nn.init.zeros_(layer.proj_out.weight)
+                    torch.nn.init.zeros_(layer.proj_out.bias)
+            run = lambda tok, model=model, **kw: model.forward_cond(x, t, Conditioning(text_tokens=tok, text_mask=mask, **kw))  # noqa: E731
+            outputs[pooled] = (run(tokens), run(-tokens), run(padded), run(tokens, null_text=null), run(-tokens, null_text=null))
+    same, other, *_ = outputs[False]
+    torch.testing.assert_close(same, other)  # cross-attention silenced: the caption does not reach the model
+    same, other, padded_out, dropped, dropped_other = outputs[True]
+    assert not torch.allclose(same, other)
+    torch.testing.assert_close(same, padded_out)
+    torch.testing.assert_close(dropped, dropped_other)
+
+
+def test_coord_channels_are_the_pixels_x_and_y():
+    """The first convolution gets each pixel's x and y in [-1, 1] as two more channels, the same in every frame."""
+    coords = _perturb(UNetSTIC(**{**TINY, "in_channels": 4}, coord_channels=True))
+    assert coords.conv_in.in_channels == 4 + 2
+    seen = {}
+    coords.conv_in.register_forward_hook(lambda mod, inp, out: seen.update(input=inp[0]))
+    x = torch.randn(1, 4, 2, 8, 6)  # (B, C, T, H, W)
+    with torch.no_grad():
+        out = coords.forward_cond(x, torch.tensor([900]), Conditioning())
+    assert out.shape == x.shape
+    inputs = seen["input"]  # (B*T, 4 + 2, H, W)
+    torch.testing.assert_close(inputs[:, :4], x[0].transpose(0, 1))
+    for frame in range(2):
+        torch.testing.assert_close(inputs[frame, 4], torch.linspace(-1, 1, 6).expand(8, 6))  # x grows along the width
+        torch.testing.assert_close(inputs[frame, 5], torch.linspace(-1, 1, 8)[:, None].expand(8, 6))

@@ -214,6 +214,21 @@ class DiffusionObjective:
         self.betas = betas
         self.alphas_cumprod = torch.cumprod(1.0 - betas, dim=0)
         self._tables: dict[tuple[torch.device, torch.dtype], tuple[torch.Tensor, torch.Tensor]] = {}
+        self._warn_epsilon_near_zero_terminal_snr()
+
+    def _warn_epsilon_near_zero_terminal_snr(self) -> None:
+        """Epsilon prediction on a schedule whose last steps keep almost no signal (the cosine schedule:
+        ``a_T`` = 5e-5) gives the clean video at those steps as ``(x_t - s_t eps) / a_t``: the model's error
+        times ``s_t / a_t`` (20000 at t = 999, 13 at t = 950). Sampling starts there and decides the layout
+        there, so such a model samples noise (docs/reference.md has the measurements)."""
+        a_last = float(self.alphas_cumprod[-1].sqrt())
+        if self.prediction_type == "epsilon" and a_last < 1e-3:
+            logger.warning(
+                "prediction_type=epsilon on the %s schedule: its last timestep keeps sqrt(alpha_bar) = %.1e of the "
+                "signal, so the clean video predicted there amplifies the model's error %.0fx and samples start from "
+                "noise; use prediction_type=v_prediction (or sample)",
+                self.config.beta_schedule, a_last, 1.0 / max(a_last, 1e-12),
+            )  # fmt: skip
 
     @property
     def num_train_timesteps(self) -> int:

@@ -14,6 +14,12 @@ Channels: ``in_channels`` counts the image channels only; the patch embedding se
 as the channels the image lacks (``torch.cat([hidden_states, segmentation], dim=1)``; zeros when no map is
 given). ``learn_sigma`` doubles the output channels (the second half is DiT's learned variance);
 ``forward_cond`` returns only the first ``C`` channels.
+
+Text (text2video's addition, off unless ``text_embed_dim`` is set; a run fills it in from its text encoder):
+one pooled text vector per video, through an MLP, is added to the shared conditioning vector like the
+class embedding, with a learned null text for dropped captions. ``frame_embedding`` adds an embedding
+of the frame's index in its video, so the per-frame model can place a moving object differently in
+each frame; the frames still do not see each other.
 """
 
 from __future__ import annotations
@@ -29,7 +35,7 @@ from torch import nn
 
 from ..diffusion.conditioning import Conditioning
 from ..errors import ModelError
-from ..nn.dit_blocks import DiTBlock, FinalLayer, LabelEmbedder, TimestepEmbedder, init_dit_weights, sincos_2d
+from ..nn.dit_blocks import DiTBlock, FinalLayer, LabelEmbedder, PooledTextEmbedder, TimestepEmbedder, init_dit_weights, sincos_2d
 from .image_cond import as_batch_timesteps
 from .presets import Presets
 
@@ -62,7 +68,8 @@ class SegDiTTransformer2DModel(Presets, ModelMixin, ConfigMixin):
     Argument names follow diffusers' ``DiTTransformer2DModel``; hidden size is
     ``num_attention_heads * attention_head_dim``. ``num_embeds_ada_norm=None`` makes it
     unconditional (timestep only). ``timestep_freq_shift`` is 0 for DiT's timestep code and 1 for
-    diffusers' port (set by the importer).
+    diffusers' port (set by the importer). ``text_embed_dim``: width of the pooled text vector that
+    conditions it (None: no text); ``frame_embedding``: condition each frame on its index (videos).
     """
 
     PRESETS = PRESETS
@@ -88,6 +95,8 @@ class SegDiTTransformer2DModel(Presets, ModelMixin, ConfigMixin):
         learn_sigma: bool = False,
         class_dropout_prob: float = 0.1,
         timestep_freq_shift: float = 0.0,
+        text_embed_dim: Optional[int] = None,
+        frame_embedding: bool = False,
     ) -> None:
         super().__init__()
         hidden = num_attention_heads * attention_head_dim
@@ -97,6 +106,8 @@ class SegDiTTransformer2DModel(Presets, ModelMixin, ConfigMixin):
         self.patch_embed = nn.Conv2d(in_channels + segmentation_channels, hidden, patch_size, stride=patch_size)
         self.t_embedder = TimestepEmbedder(hidden, freq_shift=timestep_freq_shift)
         self.class_embedder = LabelEmbedder(num_embeds_ada_norm, hidden, class_dropout_prob) if num_embeds_ada_norm else None
+        self.text_embedder = PooledTextEmbedder(text_embed_dim, hidden) if text_embed_dim else None
+        self.frame_embedder = TimestepEmbedder(hidden, freq_shift=timestep_freq_shift) if frame_embedding else None
         self.blocks = nn.ModuleList(
             DiTBlock(
                 hidden,
@@ -122,6 +133,9 @@ class SegDiTTransformer2DModel(Presets, ModelMixin, ConfigMixin):
         nn.init.normal_(self.t_embedder.linear_2.weight, std=0.02)
         if self.class_embedder is not None:
             nn.init.normal_(self.class_embedder.embedding_table.weight, std=0.02)
+        if self.frame_embedder is not None:
+            nn.init.normal_(self.frame_embedder.linear_1.weight, std=0.02)
+            nn.init.normal_(self.frame_embedder.linear_2.weight, std=0.02)
 
     @property
     def null_class(self) -> Optional[int]:
@@ -135,14 +149,32 @@ class SegDiTTransformer2DModel(Presets, ModelMixin, ConfigMixin):
         *,
         drop: Optional[torch.Tensor] = None,
         random_drop: bool = True,
+        text: Optional[torch.Tensor] = None,
+        frame_index: Optional[torch.Tensor] = None,
     ) -> torch.Tensor:
-        """The shared adaLN input ``(B, hidden)``: timestep embedding plus class embedding."""
+        """The shared adaLN input ``(B, hidden)``: the timestep embedding plus the class, pooled text and frame
+        index embeddings the model has. ``drop`` rows (and, in training mode with ``random_drop``,
+        ``class_dropout_prob`` of the rows) get the null class and the null text."""
         c = self.t_embedder(timestep)
-        if self.class_embedder is None:
-            return c
-        if class_labels is None:
-            class_labels = torch.full_like(timestep, self.class_embedder.null_class, dtype=torch.long)
-        return c + self.class_embedder(class_labels.to(timestep.device), drop, random_drop=random_drop).to(c.dtype)
+        if text is not None and self.text_embedder is None:
+            raise ModelError("this SegDiT was built without text (text_embed_dim=None) but got text embeddings")
+        if random_drop and self.training and self.config.class_dropout_prob > 0:
+            dropped = torch.rand(timestep.shape[0], device=timestep.device) < self.config.class_dropout_prob
+            drop = dropped if drop is None else drop.to(timestep.device).bool() | dropped
+        if self.class_embedder is not None:
+            if class_labels is None:
+                class_labels = torch.full_like(timestep, self.class_embedder.null_class, dtype=torch.long)
+            c = c + self.class_embedder(class_labels.to(timestep.device), drop, random_drop=False).to(c.dtype)
+        if self.text_embedder is not None:
+            if text is not None and (text.ndim != 2 or text.shape != (timestep.shape[0], self.config.text_embed_dim)):
+                raise ModelError(
+                    f"SegDiT expects pooled text of shape (B, text_embed_dim) = ({timestep.shape[0]}, "
+                    f"{self.config.text_embed_dim}), got {tuple(text.shape)}; match text_embed_dim to the text encoder"
+                )
+            c = c + self.text_embedder(text, timestep.shape[0], drop).to(c.dtype)
+        if self.frame_embedder is not None and frame_index is not None:
+            c = c + self.frame_embedder(frame_index.to(timestep.device)).to(c.dtype)
+        return c
 
     def forward(
         self,
@@ -152,16 +184,19 @@ class SegDiTTransformer2DModel(Presets, ModelMixin, ConfigMixin):
         cross_attention_kwargs: Optional[dict[str, Any]] = None,
         segmentation: Optional[torch.Tensor] = None,
         return_dict: bool = True,
+        text_embeds: Optional[torch.Tensor] = None,
     ) -> Transformer2DModelOutput | tuple[torch.Tensor]:
         """Predict from ``hidden_states`` ``(B, C, H, W)``; returns ``.sample`` ``(B, out_channels, H, W)``.
 
         ``class_labels`` ``(B,)`` (None: the null class); in training mode ``class_dropout_prob`` of
         them are dropped to the null class, as DiT does. ``segmentation`` ``(B, segmentation_channels,
-        H, W)`` (None: zeros). ``cross_attention_kwargs`` is accepted for diffusers compatibility
-        and unused (there is no cross-attention).
+        H, W)`` (None: zeros). ``text_embeds`` ``(B, text_embed_dim)`` pooled text (models built with
+        ``text_embed_dim``; None: the null text; dropped like the labels in training mode).
+        ``cross_attention_kwargs`` is accepted for diffusers compatibility and unused (there is no
+        cross-attention).
         """
         del cross_attention_kwargs
-        out = self._run(hidden_states, timestep, class_labels, segmentation, drop=None, random_drop=True)
+        out = self._run(hidden_states, timestep, class_labels, segmentation, drop=None, random_drop=True, text=text_embeds)
         return Transformer2DModelOutput(sample=out) if return_dict else (out,)
 
     def _run(
@@ -173,6 +208,8 @@ class SegDiTTransformer2DModel(Presets, ModelMixin, ConfigMixin):
         *,
         drop: Optional[torch.Tensor],
         random_drop: bool,
+        text: Optional[torch.Tensor] = None,
+        frame_index: Optional[torch.Tensor] = None,
     ) -> torch.Tensor:
         if x.ndim != 4:
             raise ModelError(f"SegDiT expects hidden_states (B, C, H, W), got shape {tuple(x.shape)}")
@@ -191,7 +228,7 @@ class SegDiTTransformer2DModel(Presets, ModelMixin, ConfigMixin):
                 f"SegDiT expects {self.config.in_channels} input channels, got {x.shape[1] - self.config.segmentation_channels}"
             )
         t = as_batch_timesteps(timestep, b, x.device)
-        c = self.conditioning(t, class_labels, drop=drop, random_drop=random_drop)
+        c = self.conditioning(t, class_labels, drop=drop, random_drop=random_drop, text=text, frame_index=frame_index)
         tokens = self.patch_embed(x).flatten(2).transpose(1, 2)
         base = self.config.sample_size // p
         pos = sincos_2d(h // p, w // p, tokens.shape[-1], base_size=(base, base), device=x.device)
@@ -231,9 +268,11 @@ class SegDiTTransformer2DModel(Presets, ModelMixin, ConfigMixin):
     def forward_cond(self, x_t: torch.Tensor, t: torch.Tensor, cond: Conditioning) -> torch.Tensor:
         """Per-frame DiT on videos ``(B, C, T, H, W)``: frames are folded into the batch.
 
-        ``cond.class_labels`` (B,) and ``cond.segmentation`` ((B, Cs, H, W) for all frames, or
-        (B, Cs, T, H, W)) are shared by the frames of a video; rows with ``cond.null_text`` set (or
-        without labels) get the null class. Returns the first ``C`` output channels.
+        ``cond.class_labels`` (B,), ``cond.text_pooled`` (B, D) (models with ``text_embed_dim``) and
+        ``cond.segmentation`` ((B, Cs, H, W) for all frames, or (B, Cs, T, H, W)) are shared by the
+        frames of a video; rows with ``cond.null_text`` set (or without labels / text) get the null class
+        and the null text. With ``frame_embedding`` each frame also gets its index. Returns the first ``C``
+        output channels.
         """
         if x_t.ndim != 5:
             raise ModelError(f"forward_cond expects x_t (B, C, T, H, W), got shape {tuple(x_t.shape)}")
@@ -250,7 +289,10 @@ class SegDiTTransformer2DModel(Presets, ModelMixin, ConfigMixin):
                 seg = seg.permute(0, 2, 1, 3, 4).reshape(b * frames, seg.shape[1], *seg.shape[3:])
             else:
                 raise ModelError(f"cond.segmentation must be (B, C, H, W) or (B, C, T, H, W), got {tuple(seg.shape)}")
-        out = self._run(flat, t, labels, seg, drop=drop, random_drop=False)
+        text = cond.text_pooled if self.text_embedder is not None else None
+        text = text.repeat_interleave(frames, dim=0) if text is not None else None
+        index = torch.arange(frames, device=x_t.device).repeat(b) if self.frame_embedder is not None else None
+        out = self._run(flat, t, labels, seg, drop=drop, random_drop=False, text=text, frame_index=index)
         out = out[:, :ch]  # learn_sigma's variance half, or a seed-style model's segmentation channels, dropped
         return out.reshape(b, frames, out.shape[1], h, w).permute(0, 2, 1, 3, 4)
 

@@ -15,7 +15,10 @@ is the prediction's channels. A model built with ``in_channels > out_channels`` 
 
 Text: ``y`` holds caption token states ``[B, 1, N_token, caption_channels]``; ``mask`` ``[B, N_token]``
 marks real tokens. A learned null caption (``y_embedding``, ``model_max_length`` tokens) replaces
-dropped rows (classifier-free guidance) and the text of calls without ``y``.
+dropped rows (classifier-free guidance) and the text of calls without ``y``. With ``pooled_text`` the
+masked mean of the caption tokens also goes, through an MLP, into the timestep embedding that drives
+every block's adaLN modulation (as Imagen and Stable Diffusion 3 add pooled text to it), so the caption
+steers every block from the first step; Open-Sora's STDiT has cross-attention only (``pooled_text=False``).
 """
 
 from __future__ import annotations
@@ -119,6 +122,7 @@ class STDiT(Presets, ModelMixin, ConfigMixin):
         caption_channels: int = 4096,
         model_max_length: int = 120,
         class_dropout_prob: float = 0.1,
+        pooled_text: bool = False,
     ) -> None:
         super().__init__()
         if hidden_size % num_heads:
@@ -131,10 +135,15 @@ class STDiT(Presets, ModelMixin, ConfigMixin):
         self.patch = tuple(int(p) for p in patch_size)
         self.patch_embed = nn.Conv3d(in_channels, hidden_size, self.patch, stride=self.patch)
         self.t_embedder = TimestepEmbedder(hidden_size)
+        self.pooled_proj = None
         if caption_channels:
             self.caption_proj = Mlp(caption_channels, hidden_size, hidden_size)
             self.y_embedding = nn.Parameter(torch.randn(model_max_length, caption_channels) / caption_channels**0.5)
+            if pooled_text:
+                self.pooled_proj = Mlp(caption_channels, hidden_size, hidden_size)
         else:
+            if pooled_text:
+                raise ModelError("pooled_text needs caption_channels > 0 (a model with text)")
             self.caption_proj = None
             self.y_embedding = None
         self.blocks = nn.ModuleList(
@@ -151,9 +160,6 @@ class STDiT(Presets, ModelMixin, ConfigMixin):
         nn.init.zeros_(self.patch_embed.bias)
         nn.init.normal_(self.t_embedder.linear_1.weight, std=0.02)
         nn.init.normal_(self.t_embedder.linear_2.weight, std=0.02)
-        if self.caption_proj is not None:
-            nn.init.normal_(self.caption_proj.fc1.weight, std=0.02)
-            nn.init.normal_(self.caption_proj.fc2.weight, std=0.02)
         for block in self.blocks:
             if block.cross_attn is not None:
                 nn.init.zeros_(block.cross_attn.to_out.weight)
@@ -168,12 +174,13 @@ class STDiT(Presets, ModelMixin, ConfigMixin):
         *,
         drop: Optional[torch.Tensor] = None,
         random_drop: bool = True,
-    ) -> tuple[Optional[torch.Tensor], Optional[torch.Tensor]]:
-        """Caption tokens ``-> ((B, L, hidden), (B, L) bool)``, the null caption on dropped rows."""
+    ) -> tuple[Optional[torch.Tensor], Optional[torch.Tensor], Optional[torch.Tensor]]:
+        """Caption tokens ``-> ((B, L, hidden), (B, L) bool, pooled)``, the null caption on dropped rows; ``pooled``
+        ``(B, hidden)`` is the projected masked mean of the tokens (models with ``pooled_text``, else None)."""
         if self.caption_proj is None:
             if y is not None:
                 raise ModelError("this STDiT was built without text (caption_channels=0) but got caption tokens y")
-            return None, None
+            return None, None, None
         device = self.y_embedding.device
         null = self.y_embedding
         channels = null.shape[1]
@@ -204,7 +211,11 @@ class STDiT(Presets, ModelMixin, ConfigMixin):
         null_mask = (torch.arange(length, device=y.device) < null.shape[0])[None].expand(batch, -1)
         tokens = torch.where(drop[:, None, None], null_tokens.to(y.device), tokens)
         token_mask = torch.where(drop[:, None], null_mask, token_mask)
-        return self.caption_proj(tokens), token_mask
+        pooled = None
+        if self.pooled_proj is not None:
+            weights = token_mask.to(tokens.dtype)[..., None]
+            pooled = self.pooled_proj((tokens * weights).sum(1) / weights.sum(1).clamp(min=1.0))
+        return self.caption_proj(tokens), token_mask, pooled
 
     # -- forward ------------------------------------------------------------------------------
     def forward(
@@ -219,8 +230,8 @@ class STDiT(Presets, ModelMixin, ConfigMixin):
         caption_channels]``, ``mask`` ``[B, N_token]``, ``cond_image`` ``[B, C_cond, T, H, W]``
         -> ``[B, out_channels, T, H, W]``. In training mode ``class_dropout_prob`` of the captions
         are replaced by the null caption."""
-        context, context_mask = self.text_context(y, mask, x.shape[0], random_drop=True)
-        return self._run(x, timestep, context, context_mask, cond_image)
+        context, context_mask, pooled = self.text_context(y, mask, x.shape[0], random_drop=True)
+        return self._run(x, timestep, context, context_mask, cond_image, pooled)
 
     def _run(
         self,
@@ -229,6 +240,7 @@ class STDiT(Presets, ModelMixin, ConfigMixin):
         context: Optional[torch.Tensor],
         context_mask: Optional[torch.Tensor],
         cond_image: Optional[torch.Tensor],
+        pooled: Optional[torch.Tensor] = None,
     ) -> torch.Tensor:
         if x.ndim != 5:
             raise ModelError(f"STDiT expects x of shape [B, C, T, H, W], got {tuple(x.shape)}")
@@ -245,6 +257,8 @@ class STDiT(Presets, ModelMixin, ConfigMixin):
         temporal = sincos_1d(torch.arange(gt, device=x.device), d)
         tokens = tokens + (spatial[None, None] + temporal[None, :, None]).to(tokens.dtype)
         c = self.t_embedder(as_batch_timesteps(timestep, b, x.device))
+        if pooled is not None:
+            c = c + pooled.to(c.dtype)
         for block in self.blocks:
             if self.gradient_checkpointing and torch.is_grad_enabled():
                 tokens = self._gradient_checkpointing_func(block, tokens, c, context, context_mask)
@@ -275,10 +289,10 @@ class STDiT(Presets, ModelMixin, ConfigMixin):
         b = x_t.shape[0]
         y = cond.text_tokens if self.caption_proj is not None else None
         drop = cond.null_text if self.caption_proj is not None else None
-        context, context_mask = self.text_context(y, cond.text_mask if y is not None else None, b, drop=drop, random_drop=False)
+        context, context_mask, pooled = self.text_context(y, cond.text_mask if y is not None else None, b, drop=drop, random_drop=False)
         n_cond = self.config.in_channels - x_t.shape[1]
         cond_image = cond_image_channels(cond, x_t, n_cond, "STDiT")
-        return self._run(x_t, t, context, context_mask, cond_image)
+        return self._run(x_t, t, context, context_mask, cond_image, pooled)
 
 
 @dataclass
@@ -311,6 +325,7 @@ class DiffuserSTDiT(Presets, ModelMixin, ConfigMixin):
         caption_channels: int = 4096,
         model_max_length: int = 120,
         class_dropout_prob: float = 0.1,
+        pooled_text: bool = False,
         cross_attention_dim: Optional[int] = None,
     ) -> None:
         super().__init__()
@@ -328,6 +343,7 @@ class DiffuserSTDiT(Presets, ModelMixin, ConfigMixin):
             caption_channels=caption_channels,
             model_max_length=model_max_length,
             class_dropout_prob=class_dropout_prob,
+            pooled_text=pooled_text,
         )
 
     def forward(

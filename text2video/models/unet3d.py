@@ -380,7 +380,10 @@ class Unet3D(ModelMixin, ConfigMixin):
     ``text_cross_attn`` (every level and the middle attend to the caption's token states, width
     ``cond_dim``, given through ``forward_cond``; the original ``forward`` sees the null token; off by default);
     ``coord_channels`` (the pixels' x and y in [-1, 1] are two extra input channels of the first
-    convolution, so the conditioning can place things in the frame; off by default).
+    convolution, so the conditioning can place things in the frame; off by default);
+    ``patch_size`` (the network runs on ``patch_size`` x ``patch_size`` pixel blocks folded into channels,
+    space-to-depth: a 32x32 RGB frame becomes a 16x16 map of 12 channels at 2, and the output is unfolded
+    back; a lossless, free "latent space" that cuts the cost of every layer by ``patch_size ** 2``; 1: off).
     """
 
     _supports_gradient_checkpointing = True
@@ -410,6 +413,7 @@ class Unet3D(ModelMixin, ConfigMixin):
         frame_cond: bool = False,
         text_cross_attn: bool = False,
         coord_channels: bool = False,
+        patch_size: int = 1,
     ) -> None:
         super().__init__()
         if block_type not in BLOCK_TYPES:
@@ -420,6 +424,9 @@ class Unet3D(ModelMixin, ConfigMixin):
             raise ModelError(f"Unet3D init_kernel_size must be odd, got {init_kernel_size}")
         if not dim_mults:
             raise ModelError("Unet3D dim_mults must name at least one level, e.g. [1, 2, 4, 8]")
+        if not isinstance(patch_size, int) or patch_size < 1:
+            raise ModelError(f"Unet3D patch_size must be a whole number >= 1, got {patch_size!r}")
+        folded = patch_size * patch_size
         self.gradient_checkpointing = gradient_checkpointing
         init_dim = init_dim or dim
         dims = [init_dim, *(dim * m for m in dim_mults)]
@@ -432,7 +439,9 @@ class Unet3D(ModelMixin, ConfigMixin):
         )
 
         self.rel_pos_bias = RelativePositionBias(attn_heads, num_buckets=32, max_distance=rel_pos_max_distance)
-        self.init_conv = nn.Conv2d(channels + (2 if coord_channels else 0), init_dim, init_kernel_size, padding=init_kernel_size // 2)
+        self.init_conv = nn.Conv2d(
+            channels * folded + (2 if coord_channels else 0), init_dim, init_kernel_size, padding=init_kernel_size // 2
+        )
         self.frame_pos = nn.Linear(init_dim, init_dim) if frame_pos_emb else None
         if self.frame_pos is not None:
             nn.init.zeros_(self.frame_pos.weight)
@@ -467,14 +476,14 @@ class Unet3D(ModelMixin, ConfigMixin):
             for block in (*self.downs, self.mid, *self.ups):
                 width = block.temporal_attn.norm.weight.shape[0]
                 block.cross_attn = TextCrossAttention(width, cond_dim, attn_heads, attn_dim_head)
-        self.final_conv = nn.Conv2d(dim, out_dim or channels, 1)
+        self.final_conv = nn.Conv2d(dim, (out_dim or channels) * folded, 1)
 
     # -- helpers ---------------------------------------------------------------------------------
 
     @property
     def downsample_factor(self) -> int:
-        """Height and width must be multiples of this."""
-        return 2 ** (len(self.config.dim_mults) - 1)
+        """Height and width must be multiples of this (the levels' halvings times the patch size)."""
+        return 2 ** (len(self.config.dim_mults) - 1) * self.config.patch_size
 
     def _check_input(self, x: torch.Tensor, time: torch.Tensor) -> None:
         if x.ndim != 5:
@@ -484,8 +493,8 @@ class Unet3D(ModelMixin, ConfigMixin):
         f = self.downsample_factor
         if x.shape[-2] % f or x.shape[-1] % f:
             raise ModelError(
-                f"Unet3D with {len(self.config.dim_mults)} levels needs height and width divisible by {f}, "
-                f"got {x.shape[-2]}x{x.shape[-1]}; resize or crop the video, or use fewer dim_mults"
+                f"Unet3D with {len(self.config.dim_mults)} levels and patch_size {self.config.patch_size} needs height and "
+                f"width divisible by {f}, got {x.shape[-2]}x{x.shape[-1]}; resize or crop the video, or use fewer dim_mults"
             )
         if time.ndim != 1 or time.shape[0] != x.shape[0]:
             raise ModelError(f"Unet3D expects time of shape ({x.shape[0]},), got {tuple(time.shape)}")
@@ -597,6 +606,9 @@ class Unet3D(ModelMixin, ConfigMixin):
         ctx.text = text if text is not None else self._text_context(None, None, None, b)
 
         x = x.to(self.init_conv.weight.dtype)
+        patch = self.config.patch_size
+        if patch > 1:
+            x = unfold_frames(F.pixel_unshuffle(fold_frames(x), patch), frames)
         if self.config.coord_channels:
             x = torch.cat((x, pixel_coordinates(x)), dim=1)
         h = self.init_conv(fold_frames(x, torch.channels_last))
@@ -626,4 +638,7 @@ class Unet3D(ModelMixin, ConfigMixin):
             if level.sample is not None:
                 h = level.sample(h)
         h = self.final_block(torch.cat((h, skip0), dim=1))
-        return unfold_frames(self.final_conv(h), frames).contiguous()
+        out = self.final_conv(h)
+        if patch > 1:
+            out = F.pixel_shuffle(out.contiguous(), patch)
+        return unfold_frames(out, frames).contiguous()

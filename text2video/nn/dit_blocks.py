@@ -77,6 +77,25 @@ class LabelEmbedder(nn.Module):
         return self.embedding_table(labels)
 
 
+class PooledTextEmbedder(nn.Module):
+    """One pooled text vector per item ``(B, text_dim)`` -> ``(B, hidden)`` through DiT's MLP, with a learned
+    null text (classifier-free guidance) on the rows ``drop`` marks and on calls without text."""
+
+    def __init__(self, text_dim: int, hidden_size: int) -> None:
+        super().__init__()
+        self.null = nn.Parameter(torch.randn(text_dim) / text_dim**0.5)
+        self.mlp = Mlp(text_dim, hidden_size, hidden_size)
+
+    def forward(self, text: Optional[torch.Tensor], batch: int, drop: Optional[torch.Tensor] = None) -> torch.Tensor:
+        null = self.null[None].expand(batch, -1)
+        if text is None:
+            return self.mlp(null)
+        text = text.to(null.dtype)
+        if drop is not None:
+            text = torch.where(drop.to(text.device).bool()[:, None], null, text)
+        return self.mlp(text)
+
+
 class Mlp(nn.Module):
     """Two linear layers with a tanh-approximated GELU between them (DiT's feed-forward)."""
 

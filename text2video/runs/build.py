@@ -29,6 +29,7 @@ class RunArgs:
     """The constructor arguments of one model that a run fills in.
 
     text: takes the text encoder's token width (checked when set, except ``cond_dim``, a pooled width).
+    pooled: takes the width of the text encoder's pooled vector (filled in when unset, never checked).
     channels: one argument for input and output latent channels (Unet3D's ``channels``; ``out_dim`` checked).
     in_out: ``in_channels`` / ``out_channels`` (an explicit ``in_channels`` may add conditioning channels).
     size: ``sample_size`` (H, or [H, W]) or ``input_size`` (T, H, W) of latent frames.
@@ -39,6 +40,7 @@ class RunArgs:
     """
 
     text: Optional[str] = None
+    pooled: Optional[str] = None
     channels: bool = False
     in_out: bool = False
     size: Optional[str] = None
@@ -56,7 +58,7 @@ RUN_ARGS: dict[str, RunArgs] = {
         text="caption_channels", in_out=True, size="input_size", image_channels=True, text_off=0, text_alias="cross_attention_dim"
     ),
     "unet_stic": RunArgs(text="cross_attention_dim", in_out=True, size="sample_size", image_channels=True),
-    "segdit": RunArgs(in_out=True, size="sample_size"),
+    "segdit": RunArgs(pooled="text_embed_dim", in_out=True, size="sample_size"),
 }
 
 
@@ -162,6 +164,8 @@ def configured_model_kwargs(
         kwargs[text_key] = args.text_off  # no text branch at all
     elif text_dim is not None and text_key is not None:
         _fill_text(kwargs, text_key, text_dim, text_encoder)
+    if not config.text.unconditional and text_dim is not None and args.pooled is not None and kwargs.get(args.pooled) is None:
+        kwargs[args.pooled] = int(getattr(text_encoder, "pooled_dim", None) or text_dim)
     if vae is not None:
         _fill_latent(kwargs, args, config, vae)
         channels = int(vae.latent_channels)

@@ -90,7 +90,8 @@ def size_multiple(pipe: Any) -> int:
     patch = config.get("patch_size")
     if patch:
         spatial = patch if isinstance(patch, int) else max(int(p) for p in list(patch)[-2:])
-        factor = max(factor, int(spatial))
+        # a U-Net that runs on pixel blocks (Unet3D's patch_size) halves the block grid; a transformer's patches are all
+        factor = factor * int(spatial) if config.get("dim_mults") else max(factor, int(spatial))
     vae = getattr(pipe, "vae", None)
     if vae is not None:
         factor *= int(getattr(vae, "downsample_factor", 1))
