@@ -48,9 +48,9 @@ def test_dotted_overrides_are_parsed_as_yaml_values():
 
 def test_unknown_key_names_it_and_suggests_the_close_one():
     with pytest.raises(ConfigError) as err:
-        load_config("tiny-cpu", ["train.lrate=1"])
+        load_config("tiny-cpu", ["train.lrr=1"])  # (train.lrate is now closer to train.lora)
     message = str(err.value)
-    assert "train.lrate" in message and "Did you mean 'train.lr'" in message and "train.batch_size" in message
+    assert "train.lrr" in message and "Did you mean 'train.lr'" in message and "train.batch_size" in message
 
 
 def test_unknown_section_and_bad_literal_values():

@@ -145,6 +145,10 @@ class DiffusionConfig:
 class TrainConfig:
     """Optimisation, schedule, EMA, guidance training, logging and checkpoint settings.
 
+    ``init_from`` starts from the weights of another model: a run, checkpoint or pipeline folder (anything
+    `text2video.pipelines.load_pipeline` reads), a ``save_pretrained`` model folder or a ``.safetensors``
+    file. ``lora`` (rank, alpha, dropout, targets; see `text2video.models.lora.LoraSettings`) trains a LoRA
+    adapter on that frozen model instead of the model itself; checkpoints then hold the adapter only.
     ``epochs``, when set, replaces ``steps``: the run trains that many passes over its training items (the
     trainer works out the steps from the dataset and the batch size). ``val_every``: with a validation split
     (``data.val_split``), the validation loss is computed every so many steps (0: at every checkpoint) and the
@@ -182,6 +186,7 @@ class TrainConfig:
     trainable: Literal["all", "motion_modules"] = "all"
     gradient_checkpointing: bool = False
     init_from: Optional[str] = None
+    lora: Optional[dict[str, Any]] = None
     # sharded data parallel (docs/scaling.md): none (DDP), fsdp (FSDP2 through Accelerate) or deepspeed (ZeRO)
     sharding: Literal["none", "fsdp", "deepspeed"] = "none"
     fsdp_reshard_after_forward: bool = True  # False: ZeRO-2 like (gathered weights kept from forward to backward)
@@ -485,6 +490,17 @@ def _check_training_options(config: Config) -> None:
     from .models.registry import model_class
 
     t = config.train
+    if t.lora is not None:
+        from .models.lora import LoraSettings
+
+        LoraSettings.from_dict(t.lora)
+        if not t.init_from:
+            raise ConfigError(
+                "train.lora fine-tunes an existing model: set train.init_from to a run, checkpoint or pipeline folder "
+                "(or a save_pretrained model folder)"
+            )
+        if t.trainable != "all":
+            raise ConfigError("train.lora decides what trains: use train.lora.targets=motion instead of train.trainable=motion_modules")
     if t.trainable == "all" and not t.gradient_checkpointing:
         return
     try:

@@ -48,6 +48,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--size", type=positive_int, default=None, help="frame size (default: the pipeline's / the videos')")
     p.add_argument("--steps", type=positive_int, default=None, help="sampling steps (default: the pipeline's)")
     p.add_argument("--guidance-scale", type=finite_float, default=None, help="classifier-free guidance scale")
+    p.add_argument("--sampler", default=None, help="ddpm, ddim, dpmpp_2m, euler, euler_ancestral, unipc (default: the pipeline's)")
     p.add_argument("--seed", type=seed_int, default=0, help="seed of prompts, samples and reference videos (default 0)")
     p.add_argument("--batch-size", type=positive_int, default=8, help="videos per generation batch (default 8)")
     p.add_argument(
@@ -63,8 +64,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--device", default=None, help="device for generation and features (default: cuda if available)")
     p.add_argument("--out", type=Path, default=None, help="report folder (default: eval-report next to --videos / in --model)")
     p.add_argument("--json", action="store_true", help="print the JSON summary instead of the table")
-    from .model_options import add_pretrained_args
+    from .model_options import add_lora_args, add_pretrained_args
 
+    add_lora_args(p)
     add_pretrained_args(p)
     p.set_defaults(func=run)
 
@@ -109,9 +111,9 @@ def _generate(args: argparse.Namespace, prompts: list[str], device: str, out_dir
     from text2video.io.video import write_video
     from text2video.pipelines import load_pipeline
 
-    from .model_options import pretrained_options
+    from .model_options import lora_specs, pretrained_options
 
-    pipe = load_pipeline(str(args.model), device=device, **pretrained_options(args))
+    pipe = load_pipeline(str(args.model), device=device, lora=lora_specs(args), **pretrained_options(args))
     samples_dir = out_dir / "samples"
     samples_dir.mkdir(parents=True, exist_ok=True)
     videos: list[torch.Tensor] = []
@@ -119,7 +121,12 @@ def _generate(args: argparse.Namespace, prompts: list[str], device: str, out_dir
     options = {
         k: v
         for k, v in dict(
-            num_frames=args.frames, height=args.size, width=args.size, steps=args.steps, guidance_scale=args.guidance_scale
+            num_frames=args.frames,
+            height=args.size,
+            width=args.size,
+            steps=args.steps,
+            guidance_scale=args.guidance_scale,
+            sampler=args.sampler,
         ).items()
         if v is not None
     }
@@ -244,7 +251,7 @@ def run(args: argparse.Namespace) -> int:
             "seed": args.seed,
             "frames": sorted({int(v.shape[1]) for v in videos}),
             "size": sorted({f"{v.shape[-2]}x{v.shape[-1]}" for v in videos}),
-            **({"steps": args.steps, "guidance_scale": args.guidance_scale, "fps": fps} if args.model else {}),
+            **({"steps": args.steps, "sampler": args.sampler, "guidance_scale": args.guidance_scale, "fps": fps} if args.model else {}),
         },
         "items": [v.to_dict() for v in verdicts],
     }

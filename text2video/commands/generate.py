@@ -14,7 +14,7 @@ logger = logging.getLogger(__name__)
 
 
 def add_model_args(p: argparse.ArgumentParser) -> None:
-    from .model_options import add_pretrained_args
+    from .model_options import add_lora_args, add_pretrained_args
 
     p.add_argument(
         "--model",
@@ -30,6 +30,7 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--no-ema", action="store_true", help="with a run folder: use the live weights, not the EMA weights")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1, mps (default: the best available)")
+    add_lora_args(p)
     add_pretrained_args(p)
 
 

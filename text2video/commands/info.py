@@ -29,6 +29,13 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         default=None,
         help="describe this model (any --model of generate: folder, .pt or Hub id) and estimate the memory of one sample",
     )
+    p.add_argument(
+        "--train-config",
+        default=None,
+        metavar="YAML",
+        help="with a diffusers --model: write a training config that fine-tunes it (its model settings, text encoder, VAE, "
+        "schedule; train.init_from the model) for `text2video train --config YAML` (docs/finetuning.md)",
+    )
     add_pretrained_args(p)
     p.set_defaults(func=run)
 
@@ -87,6 +94,19 @@ def describe(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.train_config:
+        from text2video.errors import ConfigError
+        from text2video.pipelines.pretrained.training import write_training_config
+
+        if not args.model:
+            raise ConfigError("--train-config describes a model: give it with --model (a diffusers pipeline folder or Hub id)")
+        path = write_training_config(args.model, args.train_config, revision=args.revision)
+        if args.json:
+            print(json.dumps({"train_config": str(path)}))
+        else:
+            print(f"wrote {path}; train with: text2video train --config {path} --run-dir RUN data.kind=folder "
+                  '"data.options={root: CLIPS}" train.lora.rank=8')  # fmt: skip
+        return 0
     facts = describe(args) if args.model else collect()
     if args.json:
         print(json.dumps(facts, indent=2))

@@ -1,5 +1,6 @@
 """Options shared by every command that takes ``--model``: what the pretrained formats need (a motion
-adapter, a text encoder, CLIP skip) and the memory options (dtype, VAE slices and tiles, CPU offload)."""
+adapter, a text encoder, CLIP skip), the memory options (dtype, VAE slices and tiles, CPU offload) and the
+LoRA adapters to merge (``--lora``), which combine with all of them."""
 
 from __future__ import annotations
 
@@ -55,6 +56,23 @@ def add_pretrained_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--revision", default=None, help="with a Hub id: a branch, tag or commit (default main)")
 
 
+def add_lora_args(p: argparse.ArgumentParser, what: str = "the model") -> None:
+    """``--lora PATH[:SCALE]`` (repeatable)."""
+    p.add_argument(
+        "--lora",
+        action="append",
+        default=[],
+        metavar="PATH[:SCALE]",
+        help=f"a LoRA adapter (a .safetensors file, its folder, or a LoRA run folder) merged into {what} at SCALE "
+        "(default 1) before --dtype / --offload apply; may repeat",
+    )
+
+
+def lora_specs(args: argparse.Namespace) -> list[str]:
+    """The ``--lora`` values given (none when the command has no such option)."""
+    return list(getattr(args, "lora", None) or [])
+
+
 def pretrained_options(args: argparse.Namespace) -> dict[str, Any]:
     """Keyword arguments of `text2video.load_pipeline` from the parsed options."""
     options: dict[str, Any] = {
@@ -84,4 +102,5 @@ def load_from_args(args: argparse.Namespace, kind: str = "TextToVideoPipeline") 
     """The pipeline ``kind`` of ``--model`` with the options of `add_pretrained_args`."""
     from ..pipelines import load_pipeline
 
-    return load_pipeline(str(args.model), kind, device=default_device(getattr(args, "device", None)), **pretrained_options(args))
+    device = default_device(getattr(args, "device", None))
+    return load_pipeline(str(args.model), kind, device=device, lora=lora_specs(args), **pretrained_options(args))

@@ -33,8 +33,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--output-dir", "-o", default="outputs/serve", help="where every result is written (default outputs/serve)")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1, mps (default: the best available)")
     p.add_argument("--share", action="store_true", help="also make a public gradio.live link (off unless asked)")
-    from .model_options import add_pretrained_args
+    from .model_options import add_lora_args, add_pretrained_args
 
+    add_lora_args(p, "every served model")
     add_pretrained_args(p)  # the loading and memory options, applied to every served model
     p.set_defaults(func=run)
 
@@ -44,9 +45,11 @@ def run(args: argparse.Namespace) -> int:
     logging.getLogger("httpx").setLevel(logging.WARNING)  # Gradio's own start-up requests
     from ..serve import ModelCatalog, Studio
     from ..serve.app import build_app, launch
-    from .model_options import pretrained_options
+    from .model_options import lora_specs, pretrained_options
 
-    catalog = ModelCatalog.from_args(args.model, args.models_dir, device=args.device, options=pretrained_options(args))
+    catalog = ModelCatalog.from_args(
+        args.model, args.models_dir, device=args.device, options=pretrained_options(args), loras=lora_specs(args)
+    )
     studio = Studio(catalog, args.output_dir)
     print(f"loading {catalog.default} ...", flush=True)
     demo = build_app(studio)

@@ -70,6 +70,12 @@ def run(args: argparse.Namespace) -> int:
     from ..train.trainer import Trainer
 
     trainer = Trainer(config, run_dir, progress=not args.no_progress, overwrite=args.overwrite)
+    if trainer.lora is not None and trainer.accelerator.is_main_process:
+        total = sum(p.numel() for p in trainer.unwrapped.parameters())
+        print(
+            f"LoRA: {trainer.lora['parameters']:,} trainable parameters of {total:,} "
+            f"({trainer.lora['parameters'] / total:.2%}); adapter {trainer.lora['bytes'] / 2**20:.2f} MB per checkpoint file"
+        )
     result = trainer.train(resume=args.resume)
     if trainer.accelerator.is_main_process:
         print(f"trained to step {result.step} ({result.stopped}); run folder: {run_dir}")

@@ -66,8 +66,8 @@ def interpolate_videos(
         raise ConfigError(f"num_interp must be at least 2 (the two ends), got {num_interp}")
     b = video1.shape[0]
     device, dtype = video1.device, video1.dtype
-    plan = plan_sampling(objective, sampler, steps, strength, scheduler_config)
-    t0 = torch.full((b,), plan.start_timestep, device=device, dtype=torch.long)
+    plan = plan_sampling(objective, sampler, steps, strength, shape=video1.shape, scheduler_config=scheduler_config)
+    t0 = objective.timestep_batch(plan.start_timestep, b, device)
     noise1 = randn(video1.shape, generators, device, dtype)
     noise2 = noise1 if shared_noise else randn(video1.shape, generators, device, dtype)
     x1 = objective.q_sample(video1, t0, noise1)
@@ -75,7 +75,8 @@ def interpolate_videos(
     outputs = []
     per_video = len(plan.timesteps)
     for k, weight in enumerate(torch.linspace(0.0, 1.0, num_interp).tolist()):
-        plan_i = plan_sampling(objective, sampler, steps, strength, scheduler_config)  # fresh scheduler state per video
+        # a fresh scheduler state per video
+        plan_i = plan_sampling(objective, sampler, steps, strength, shape=video1.shape, scheduler_config=scheduler_config)
         start = slerp(x1, x2, weight) / plan_i.input_scale(plan_i.timesteps[0])
         step_done = None
         if callback is not None:

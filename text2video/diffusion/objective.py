@@ -1,6 +1,10 @@
 """The training objective: forward noising, prediction targets, loss weights and random frame masks.
 
-Notation: ``x_t = a_t * x0 + s_t * noise`` with ``a_t = sqrt(alpha_bar_t)`` and ``s_t = sqrt(1 - alpha_bar_t)``.
+Two objectives share this config and this interface: ``objective: diffusion`` (this module's
+`DiffusionObjective`, a discrete variance-preserving chain) and ``objective: flow`` (rectified flow,
+`text2video.diffusion.flow.FlowObjective`); `text2video.diffusion.objectives.make_objective` picks one.
+
+Notation of the diffusion objective: ``x_t = a_t * x0 + s_t * noise`` with ``a_t = sqrt(alpha_bar_t)`` and ``s_t = sqrt(1 - alpha_bar_t)``.
 Targets: ``epsilon`` -> noise, ``sample`` -> x0, ``v_prediction`` -> ``a_t * noise - s_t * x0`` (diffusers' names).
 """
 
@@ -9,6 +13,7 @@ from __future__ import annotations
 import inspect
 import logging
 from dataclasses import asdict, dataclass, field, fields
+from types import MappingProxyType
 from typing import Any, Mapping, Optional
 
 import torch
@@ -17,7 +22,15 @@ import torch.nn.functional as F
 from ..errors import ConfigError
 from .conditioning import Conditioning
 from .denoise import denoise
-from .schedule import BETA_SCHEDULE_ALIASES, BETA_SCHEDULES, SAMPLERS, make_betas, rescale_to_zero_terminal_snr, resolve_sampler
+from .schedule import (
+    BETA_SCHEDULE_ALIASES,
+    BETA_SCHEDULES,
+    SAMPLERS,
+    make_betas,
+    rescale_to_zero_terminal_snr,
+    resolve_sampler,
+    scheduler_from_config,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -27,6 +40,15 @@ MASK_TASKS = ("image_to_video", "prediction", "interpolation")
 
 
 TIMESTEP_BIASES: tuple[str, ...] = ("none", "later", "earlier")
+#: the training objectives: a discrete VP diffusion chain, or rectified flow (straight paths, velocity target).
+OBJECTIVE_KINDS: tuple[str, ...] = ("diffusion", "flow")
+OBJECTIVE_ALIASES: MappingProxyType[str, str] = MappingProxyType(
+    {"ddpm": "diffusion", "vp": "diffusion", "rectified_flow": "flow", "flow_matching": "flow"}
+)
+#: how rectified flow draws its training times: uniform in (0, 1), or logit-normal (SD3's default).
+FLOW_TIMESTEPS: tuple[str, ...] = ("uniform", "logit_normal")
+#: per-time loss weights of rectified flow (SD3's names): none, sigma_sqrt (1 / sigma^2), cosmap.
+FLOW_LOSS_WEIGHTINGS: tuple[str, ...] = ("none", "sigma_sqrt", "cosmap")
 
 
 def _default_mask_tasks() -> dict[str, float]:
@@ -35,8 +57,11 @@ def _default_mask_tasks() -> dict[str, float]:
 
 @dataclass
 class ObjectiveConfig:
-    """Settings of the diffusion objective; they also fix the sampling schedule.
+    """Settings of the training objective; they also fix the sampling schedule.
 
+    objective: diffusion (a discrete noising chain with the betas below) | flow (rectified flow:
+        ``x_t = (1 - t) x0 + t noise`` with t in (0, 1), the model predicts the velocity ``noise - x0``;
+        beta_*, prediction_type and rescale_zero_terminal_snr do not apply to it).
     num_train_timesteps: length of the noising chain (text2video-from-scratch used 10, a defect; 1000 is standard).
     beta_schedule: linear | scaled_linear | cosine (text2video-from-scratch's; diffusers calls it squaredcos_cap_v2).
     beta_start, beta_end: endpoints of the linear and scaled_linear schedules.
@@ -52,11 +77,22 @@ class ObjectiveConfig:
     timestep_bias_steps: apply the bias only for the first this many training steps, then draw uniformly
         (None: always). The trainer passes the step to `loss`; a call without one counts as biased.
     offset_noise: scale of a per-video, per-channel constant added to the noise (0: off).
+    flow_timesteps: (flow) how training times are drawn: uniform | logit_normal (``sigmoid(N(logit_mean,
+        logit_std^2))``, SD3's choice: more weight on the middle of the path).
+    flow_shift: (flow) shift of the times toward the noise end, ``t' = s t / (1 + (s - 1) t)``, in training and
+        sampling alike (SD3, Open-Sora); 1 is none.
+    flow_shift_reference: (flow) make the shift resolution-dependent: the shift is ``flow_shift *
+        sqrt(n / flow_shift_reference)`` for videos of n = frames x height x width values per channel (of the
+        latents in a latent run), so larger videos, whose pixels are more redundant, are noised longer (SD3's
+        resolution shift; Open-Sora's over space and time). None: the shift is ``flow_shift`` at every size.
+    loss_weighting: (flow) weight per time: none | sigma_sqrt (``1 / t^2``) | cosmap (SD3's names);
+        ``min_snr_gamma`` also applies to flow, with ``SNR = ((1 - t) / t)^2``.
     frame_mask_prob: probability that a training item gets given frames (image-to-video, prediction or
         interpolation, drawn with ``mask_tasks`` weights); given frames go to ``cond.image`` /
         ``cond.frame_mask`` and are left out of the loss.
     """
 
+    objective: str = "diffusion"
     num_train_timesteps: int = 1000
     beta_schedule: str = "cosine"
     beta_start: float = 0.0001
@@ -71,10 +107,19 @@ class ObjectiveConfig:
     timestep_bias_multiplier: float = 1.0
     timestep_bias_steps: Optional[int] = None
     offset_noise: float = 0.0
+    flow_timesteps: str = "uniform"
+    logit_mean: float = 0.0
+    logit_std: float = 1.0
+    flow_shift: float = 1.0
+    flow_shift_reference: Optional[int] = None
+    loss_weighting: str = "none"
     frame_mask_prob: float = 0.0
     mask_tasks: dict[str, float] = field(default_factory=_default_mask_tasks)
 
     def __post_init__(self) -> None:
+        self.objective = OBJECTIVE_ALIASES.get(str(self.objective).lower(), str(self.objective).lower())
+        _choice("objective", self.objective, OBJECTIVE_KINDS)
+        self._check_flow()
         self.beta_schedule = BETA_SCHEDULE_ALIASES.get(self.beta_schedule, self.beta_schedule)
         _choice("beta_schedule", self.beta_schedule, tuple(BETA_SCHEDULES))
         _choice("prediction_type", self.prediction_type, PREDICTION_TYPES)
@@ -83,7 +128,7 @@ class ObjectiveConfig:
             raise ConfigError(f"num_train_timesteps must be an integer >= 2, got {self.num_train_timesteps!r}")
         if not 0 < self.beta_start < self.beta_end < 1:
             raise ConfigError(f"need 0 < beta_start < beta_end < 1, got beta_start={self.beta_start}, beta_end={self.beta_end}")
-        if self.rescale_zero_terminal_snr and self.prediction_type == "epsilon":
+        if self.rescale_zero_terminal_snr and self.prediction_type == "epsilon" and self.objective == "diffusion":
             raise ConfigError(
                 "rescale_zero_terminal_snr=True with prediction_type='epsilon' cannot recover x0 at the last "
                 "timestep (zero signal); use prediction_type='v_prediction' or 'sample'"
@@ -111,13 +156,36 @@ class ObjectiveConfig:
         if self.frame_mask_prob > 0 and sum(self.mask_tasks.values()) <= 0:
             raise ConfigError(f"frame_mask_prob={self.frame_mask_prob} needs a positive weight in mask_tasks {MASK_TASKS}")
 
+    def _check_flow(self) -> None:
+        _choice("flow_timesteps", self.flow_timesteps, FLOW_TIMESTEPS)
+        _choice("loss_weighting", self.loss_weighting, FLOW_LOSS_WEIGHTINGS)
+        if not self.logit_std > 0:
+            raise ConfigError(f"logit_std must be positive, got {self.logit_std!r}")
+        if not self.flow_shift > 0:
+            raise ConfigError(f"flow_shift must be positive (1 is no shift), got {self.flow_shift!r}")
+        reference = self.flow_shift_reference
+        if reference is not None and not (isinstance(reference, int) and not isinstance(reference, bool) and reference > 0):
+            raise ConfigError(f"flow_shift_reference must be a positive whole number (frames x height x width) or None, got {reference!r}")
+        if self.objective == "flow":
+            if self.rescale_zero_terminal_snr:
+                raise ConfigError("rescale_zero_terminal_snr applies to objective=diffusion; rectified flow already ends in pure noise")
+            return
+        flow_only = {
+            "flow_timesteps": "uniform", "logit_mean": 0.0, "logit_std": 1.0, "flow_shift": 1.0,
+            "flow_shift_reference": None, "loss_weighting": "none",
+        }  # fmt: skip
+        changed = [name for name, default in flow_only.items() if getattr(self, name) != default]
+        if changed:
+            raise ConfigError(f"{', '.join(changed)} apply to objective=flow; set diffusion.objective=flow or leave them out")
+
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> ObjectiveConfig:
         """Build from a mapping; unknown keys give a `ConfigError` naming them. ``cond_drop_prob`` (written by
-        earlier versions; the trainer's ``train.cond_drop`` drops the text now) is ignored."""
+        earlier versions; the trainer's ``train.cond_drop`` drops the text now) is ignored; a mapping without
+        ``objective`` (written before rectified flow) is the diffusion objective."""
         data = {k: v for k, v in data.items() if k != "cond_drop_prob"}
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(data) - known)
@@ -259,6 +327,12 @@ class DiffusionObjective:
         probs = self.timestep_probabilities()
         return _draw(lambda d: torch.multinomial(probs.to(d), batch, replacement=True, generator=generator), generator, device)
 
+    def training_timesteps(
+        self, shape: tuple[int, ...], generator: Optional[torch.Generator], device: torch.device | str, step: Optional[int]
+    ) -> torch.Tensor:
+        """The timesteps `loss` draws for a batch of videos of ``shape`` (B, C, T, H, W)."""
+        return self.sample_timesteps(shape[0], generator, device, step)
+
     def loss_weights(self, t: torch.Tensor) -> torch.Tensor:
         """Per-item weights (B,): min-SNR-gamma relative to the target, or ones."""
         gamma = self.config.min_snr_gamma
@@ -327,7 +401,7 @@ class DiffusionObjective:
         b, _, frames = x0.shape[:3]
         device = x0.device
         if t is None:
-            t = self.sample_timesteps(b, generator, device, step)
+            t = self.training_timesteps(x0.shape, generator, device, step)
         noise = _draw(lambda d: torch.randn(x0.shape, generator=generator, device=d, dtype=x0.dtype), generator, device)
         if self.config.offset_noise > 0:
             offset = _draw(lambda d: torch.randn(b, x0.shape[1], 1, 1, 1, generator=generator, device=d, dtype=x0.dtype), generator, device)
@@ -393,14 +467,56 @@ class DiffusionObjective:
 
     def make_scheduler(self, name: str, **overrides: Any) -> Any:
         """The diffusers scheduler of sampler ``name`` (see `SAMPLERS`) on this schedule."""
-        import diffusers
+        return build_scheduler(SAMPLERS, name, self.to_scheduler_config(), overrides)
 
-        key = resolve_sampler(name)
-        class_name, settings = SAMPLERS[key]
-        cls = getattr(diffusers, class_name)
-        options = {**self.to_scheduler_config(), **settings, **overrides}
-        accepted = inspect.signature(cls.__init__).parameters
-        return cls(**{k: v for k, v in options.items() if k in accepted})
+    # ------------------------------------------------------------------- what the sampler loop asks
+
+    def sampling_scheduler(self, name: str, shape: Optional[tuple[int, ...]] = None) -> Any:
+        """The scheduler the sampling loop drives for sampler ``name``: it is always handed a v-prediction
+        (computed from the loop's processed x0), whatever the model predicts. ``shape`` is unused here."""
+        return self.make_scheduler(name, prediction_type="v_prediction")
+
+    def check_scheduler_config(self, scheduler_config: Mapping[str, Any]) -> None:
+        """Whether a model trained with this objective samples with a pretrained model's own diffusers
+        ``scheduler_config`` (the diffusion objective does; `ConfigError` otherwise)."""
+
+    def native_scheduler(self, scheduler_config: Mapping[str, Any], name: str) -> Any:
+        """The scheduler of sampler ``name`` on a pretrained model's own diffusers ``scheduler_config``
+        (`text2video.diffusion.schedule.scheduler_from_config`): it steps with the model's prediction type."""
+        self.check_scheduler_config(scheduler_config)
+        return scheduler_from_config(dict(scheduler_config), name)
+
+    def plan_timesteps(self, scheduler: Any, start: int) -> torch.Tensor:
+        """The timesteps the model sees at the steps from ``start`` on (the scheduler's, as whole numbers)."""
+        return scheduler.timesteps[start:].double().round()
+
+    def timestep_batch(self, value: float | torch.Tensor, batch: int, device: torch.device | str) -> torch.Tensor:
+        """``(batch,)`` model timesteps of value ``value`` in the dtype this objective trains with (long)."""
+        return torch.full((batch,), int(round(float(value))), device=device, dtype=torch.long)
+
+    def scheduler_output(self, x_t: torch.Tensor, t: torch.Tensor, x0: torch.Tensor) -> torch.Tensor:
+        """What a scheduler built by `sampling_scheduler` steps with, for the processed ``x0`` at ``x_t``."""
+        return self.velocity_from_x0(x_t, t, x0)
+
+    def exact_last_step(self, sampler: str) -> bool:
+        """Whether the loop ends on the predicted x0 instead of the scheduler's last step: diffusers' DDIM
+        steps to ``t - T // steps``, which is not the clean end when steps does not divide T."""
+        return resolve_sampler(sampler) == "ddim"
+
+
+def build_scheduler(
+    table: Mapping[str, tuple[str, Mapping[str, Any]]], name: str, base: Mapping[str, Any], overrides: Mapping[str, Any]
+) -> Any:
+    """The diffusers scheduler of sampler ``name`` in ``table`` (name -> (class name, settings)): ``base``
+    (the schedule), then the row's settings, then ``overrides``; options the class does not take are left out."""
+    import diffusers
+
+    key = resolve_sampler(name)
+    class_name, settings = table[key]
+    cls = getattr(diffusers, class_name)
+    merged = {**base, **settings, **overrides}
+    accepted = inspect.signature(cls.__init__).parameters
+    return cls(**{k: v for k, v in merged.items() if k in accepted})
 
 
 def _draw(fn: Any, generator: Optional[torch.Generator], device: torch.device) -> torch.Tensor:

@@ -3,17 +3,22 @@
 The loop owns everything that is not the scheduler's arithmetic: the model call (through
 ``denoise(model, x_t, t, cond)``), classifier-free guidance in one batched pass, x0 clipping and dynamic
 thresholding, given frames (image-to-video, prediction, infilling), per-video random generators and a
-partial-noise start. The scheduler only steps: it always receives a v-prediction computed from our
-processed x0, which every diffusers scheduler accepts and which stays finite at both ends of the chain.
+partial-noise start. The scheduler only steps: it always receives what the objective says it steps with,
+computed from our processed x0 (`DiffusionObjective.scheduler_output`): a v-prediction for the diffusion
+objective, which every diffusers scheduler accepts and which stays finite at both ends of the chain, and
+the velocity for rectified flow (`text2video.diffusion.flow`), whose schedulers are diffusers' flow ones.
 
 Schedulers keep their own state space: VP ``x_t`` for DDPM/DDIM/DPM-Solver/UniPC, ``x_t / a_t`` for the
-Euler family. ``scale_model_input`` maps it to the VP ``x_t`` the model was trained on; the loop uses the
-same factor to put re-noised given frames into the scheduler's space.
+Euler family, the path's ``x_t`` for the flow schedulers. ``scale_model_input`` maps it to the ``x_t`` the
+model was trained on; the loop uses the same factor to put re-noised given frames into the scheduler's space.
 
 A pretrained model brings its own scheduler config (``scheduler_config``, a diffusers config dict). The
 plan is then that scheduler as its authors configured it (timestep spacing, offsets, final alpha), and
 the scheduler receives the model's own prediction type: the raw guided prediction when x0 is neither
-clipped nor thresholded, so the chain is step for step the one the original pipeline walks.
+clipped nor thresholded, so the chain is step for step the one the original pipeline walks. Such configs
+describe diffusion (DDPM-family) schedulers: a model trained with rectified flow samples with the flow
+schedulers of its objective, and a scheduler config given with it is refused
+(`DiffusionObjective.native_scheduler`).
 """
 
 from __future__ import annotations
@@ -31,7 +36,7 @@ from ..errors import ConfigError
 from .conditioning import Conditioning
 from .denoise import denoise
 from .objective import DiffusionObjective
-from .schedule import SAMPLERS, resolve_sampler, scheduler_from_config
+from .schedule import SAMPLERS, resolve_sampler
 
 logger = logging.getLogger(__name__)
 
@@ -135,21 +140,31 @@ def _given_frames(cond: Conditioning, shape: Sequence[int], device: torch.device
 
 @dataclass
 class SamplingPlan:
-    """A scheduler set to a number of steps, and the timesteps the loop will visit."""
+    """A scheduler set to a number of steps, the scheduler's timesteps the loop will visit, and the
+    model timesteps at those steps (the same, rounded, for the diffusion objective; the times on the
+    training scale for rectified flow)."""
 
     sampler: str
     scheduler: Any
     timesteps: torch.Tensor
     start_index: int
+    model_timesteps: Optional[torch.Tensor] = None
+    exact_last: bool = False
     native: bool = False  # the model's own scheduler config: the scheduler takes the model's prediction type
 
+    def __post_init__(self) -> None:
+        if self.model_timesteps is None:
+            self.model_timesteps = self.timesteps.double().round()
+
     @property
-    def start_timestep(self) -> int:
-        return int(round(float(self.timesteps[0])))
+    def start_timestep(self) -> float:
+        """The model timestep of the first step."""
+        return float(self.model_timesteps[0])
 
     def input_scale(self, t: torch.Tensor) -> float:
-        """Factor from the scheduler's state to the VP ``x_t`` the model sees at ``t``."""
-        return float(self.scheduler.scale_model_input(torch.ones(1), t))
+        """Factor from the scheduler's state to the ``x_t`` the model sees at ``t``."""
+        scale = getattr(self.scheduler, "scale_model_input", None)
+        return 1.0 if scale is None else float(scale(torch.ones(1), t))
 
 
 def plan_sampling(
@@ -157,11 +172,15 @@ def plan_sampling(
     sampler: str = "ddim",
     steps: int = 50,
     strength: float = 1.0,
+    *,
+    shape: Optional[Sequence[int]] = None,
     scheduler_config: Optional[dict[str, Any]] = None,
 ) -> SamplingPlan:
     """Build the scheduler of ``sampler`` for ``steps`` steps; with ``strength`` < 1 keep only the last
-    ``round(steps * strength)`` of them (a partial-noise start). ``scheduler_config`` (a pretrained
-    model's) builds the scheduler from that config instead of from the objective's trailing schedule."""
+    ``round(steps * strength)`` of them (a partial-noise start). ``shape`` (B, C, T, H, W) is the sampled
+    shape, for a rectified-flow objective whose time shift depends on the size. ``scheduler_config`` (a
+    pretrained model's) builds the scheduler from that config instead of from the objective's own schedule
+    (the diffusion objective only: `DiffusionObjective.native_scheduler`)."""
     key = resolve_sampler(sampler)
     total = objective.num_train_timesteps
     if not isinstance(steps, int) or steps < 1:
@@ -171,16 +190,20 @@ def plan_sampling(
     if not 0.0 < strength <= 1.0:
         raise ConfigError(f"strength must be in (0, 1], got {strength!r}")
     if scheduler_config is None:
-        scheduler = objective.make_scheduler(key, prediction_type="v_prediction")
+        scheduler = objective.sampling_scheduler(key, tuple(shape) if shape is not None else None)
     else:
-        scheduler = scheduler_from_config(scheduler_config, key)
+        scheduler = objective.native_scheduler(scheduler_config, key)
     scheduler.set_timesteps(steps)
     timesteps = scheduler.timesteps
     run = max(1, min(len(timesteps), round(len(timesteps) * strength)))
     start = len(timesteps) - run
     if start > 0 and hasattr(scheduler, "set_begin_index"):
         scheduler.set_begin_index(start)
-    return SamplingPlan(key, scheduler, timesteps[start:], start, native=scheduler_config is not None)
+    native = scheduler_config is not None
+    return SamplingPlan(
+        key, scheduler, timesteps[start:], start, objective.plan_timesteps(scheduler, start),
+        exact_last=not native and objective.exact_last_step(key), native=native,
+    )  # fmt: skip
 
 
 # ----------------------------------------------------------------------------------------- loop
@@ -242,7 +265,7 @@ def sample(
     device = torch.device(device) if device is not None else model_device
     dtype = dtype or model_dtype
     cond = _broadcast_cond(cond if cond is not None else Conditioning(), b, "cond").to(device)
-    plan = plan_sampling(objective, sampler, steps, strength if init is not None else 1.0, scheduler_config)
+    plan = plan_sampling(objective, sampler, steps, strength if init is not None else 1.0, shape=shape, scheduler_config=scheduler_config)
     if noise is not None:
         if tuple(noise.shape) != tuple(shape):
             raise ConfigError(f"latents (the initial noise) have shape {tuple(noise.shape)}; this call samples {tuple(shape)}")
@@ -252,11 +275,11 @@ def sample(
     if init is not None:
         if tuple(init.shape) != tuple(shape):
             raise ConfigError(f"init has shape {tuple(init.shape)}; expected {tuple(shape)}")
-        t0 = torch.full((b,), plan.start_timestep, device=device, dtype=torch.long)
+        t0 = objective.timestep_batch(plan.start_timestep, b, device)
         x_vp = objective.q_sample(init.to(device=device, dtype=dtype), t0, noise)
         x = x_vp / plan.input_scale(plan.timesteps[0])
     else:
-        x = noise * float(plan.scheduler.init_noise_sigma)
+        x = noise * float(getattr(plan.scheduler, "init_noise_sigma", 1.0))
     return denoise_from(
         model, x, plan, cond,
         objective=objective, guidance_scale=guidance_scale, negative_cond=negative_cond, generators=generators,
@@ -296,7 +319,7 @@ def denoise_from(
         cond_in = cond.with_guidance_batch(negative)
     else:
         cond_in = cond
-    if eta and plan.sampler != "ddim":
+    if eta and not (plan.sampler == "ddim" and "eta" in inspect.signature(plan.scheduler.step).parameters):
         logger.info("eta=%s is used by the ddim sampler only; %s ignores it", eta, plan.sampler)
 
     scheduler = plan.scheduler
@@ -304,13 +327,12 @@ def denoise_from(
     step_kwargs: dict[str, Any] = {}
     if "generator" in step_params and generators is not None:
         step_kwargs["generator"] = list(generators)
-    if plan.sampler == "ddim":
+    if plan.sampler == "ddim" and "eta" in step_params:
         step_kwargs["eta"] = float(eta)
 
     last = len(plan.timesteps) - 1
     for i, t in enumerate(tqdm(plan.timesteps, desc="sampling", disable=not progress, leave=False)):
-        t_int = int(round(float(t)))
-        tt = torch.full((b,), t_int, device=device, dtype=torch.long)
+        tt = objective.timestep_batch(plan.model_timesteps[i], b, device)
         scale = plan.input_scale(t)
         if given is not None:
             image, mask = given
@@ -332,14 +354,14 @@ def denoise_from(
         if plan.native:  # the model's own scheduler: its own prediction type, its own last step
             processed = dynamic_threshold is not None or clip_x0
             output = _prediction_from_x0(objective, x_in, tt, x0) if processed else prediction
-            x = scheduler.step(output, t, x, **step_kwargs).prev_sample
-        elif i == last and plan.sampler == "ddim":
+            x = scheduler.step(output, t, x, **step_kwargs).prev_sample.to(dtype)
+        elif i == last and plan.exact_last:
             # diffusers' DDIM steps to t - T // steps, which is 0 rather than the clean end when steps does
             # not divide T; its step to alpha_bar = 1 is exactly the predicted x0.
             x = x0
         else:
-            v = objective.velocity_from_x0(x_in, tt, x0)
-            x = scheduler.step(v, t, x, **step_kwargs).prev_sample
+            output = objective.scheduler_output(x_in, tt, x0)
+            x = scheduler.step(output, t, x, **step_kwargs).prev_sample.to(dtype)
         if callback is not None:
             callback(i + 1, last + 1)
     if given is not None:

@@ -77,6 +77,23 @@ SAMPLERS: MappingProxyType[str, tuple[str, MappingProxyType[str, Any]]] = Mappin
         "unipc": ("UniPCMultistepScheduler", MappingProxyType({"solver_order": 2})),
     }
 )
+_FLOW_SIGMAS = {"use_flow_sigmas": True, "prediction_type": "flow_prediction", "final_sigmas_type": "zero"}
+#: stochastic sampling on a flow model: SDE-DPM-Solver++ (first order), correct for any Gaussian path
+_FLOW_SDE = ("DPMSolverMultistepScheduler", MappingProxyType({**_FLOW_SIGMAS, "algorithm_type": "sde-dpmsolver++", "solver_order": 1}))
+#: The same sampler names on a rectified-flow model (``objective: flow``): diffusers' flow-matching Euler and
+#: the flow variants of UniPC and DPM-Solver++ (``use_flow_sigmas``; the loop hands them a velocity). On a
+#: straight path the deterministic DDIM update is exactly the Euler step; DDPM and Euler ancestral become the
+#: stochastic SDE-DPM-Solver++.
+FLOW_SAMPLERS: MappingProxyType[str, tuple[str, MappingProxyType[str, Any]]] = MappingProxyType(
+    {
+        "ddpm": _FLOW_SDE,
+        "ddim": ("FlowMatchEulerDiscreteScheduler", MappingProxyType({})),
+        "dpmpp_2m": ("DPMSolverMultistepScheduler", MappingProxyType({**_FLOW_SIGMAS, "algorithm_type": "dpmsolver++", "solver_order": 2})),
+        "euler": ("FlowMatchEulerDiscreteScheduler", MappingProxyType({})),
+        "euler_ancestral": _FLOW_SDE,
+        "unipc": ("UniPCMultistepScheduler", MappingProxyType({**_FLOW_SIGMAS, "solver_order": 2})),
+    }
+)
 #: other spellings accepted for a sampler name.
 SAMPLER_ALIASES: MappingProxyType[str, str] = MappingProxyType(
     {

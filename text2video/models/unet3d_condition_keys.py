@@ -48,6 +48,23 @@ def diffusers_key(key: str) -> str | None:
     return key
 
 
+_OUR_TEMP_CONV = re.compile(r"\.resnets\.(\d+)\.temporal_conv\.(norm|conv)(\d)\.")
+
+
+def to_diffusers_key(key: str, modelscope: bool = False) -> str:
+    """The diffusers name of one of our parameter or module names (the inverse of `diffusers_key` for the names
+    both have): in ``UNetMotionModel``'s layout (motion modules keep the name ``motion_modules``), or with
+    ``modelscope`` in ``UNet3DConditionModel``'s (``temp_attentions``, ``temp_convs``)."""
+    key = f".{key}."
+    for old, new in _RENAMES[:5]:
+        key = key.replace(new, old)
+    if modelscope:
+        key = key.replace(".motion_modules.", ".temp_attentions.")
+        # TemporalConvLayer: conv1 = (norm, SiLU, conv), conv2..4 = (norm, SiLU, dropout, conv)
+        key = _OUR_TEMP_CONV.sub(lambda m: f".temp_convs.{m[1]}.conv{m[3]}.{0 if m[2] == 'norm' else (2 if m[3] == '1' else 3)}.", key)
+    return key[1:-1]
+
+
 def original_animatediff_key(key: str) -> str:
     """Diffusers ``MotionAdapter`` name of a key in the original AnimateDiff checkpoint layout."""
     for old, new in (

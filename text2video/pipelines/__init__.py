@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any, Optional
+from typing import Any, Optional, Sequence
 
 from .base import PipelineDefaults, VideoOutput, VideoPipeline
 from .image_to_video import ImageToVideoPipeline
@@ -43,6 +43,7 @@ def load_pipeline(
     vae_frames: Optional[int] = None,
     vae_tiling: bool = False,
     revision: Optional[str] = None,
+    lora: Sequence[Any] = (),
     **options: Any,
 ) -> VideoPipeline:
     """Load any model text2video reads as a pipeline, detected from its files (see `text2video.pipelines.pretrained`):
@@ -59,7 +60,9 @@ def load_pipeline(
     runs on ``device`` in ``dtype``, with the memory options ``offload`` (off / on / auto: model CPU offload
     on CUDA), ``vae_frames`` (frames per VAE decode) and ``vae_tiling`` (see `text2video.pipelines.memory`).
     Other keyword arguments: ``text_encoder``, ``motion_adapter``, ``clip_skip``, ``model``, ``vae`` (see
-    `text2video.pipelines.pretrained.loader.assemble`)."""
+    `text2video.pipelines.pretrained.loader.assemble`). ``lora``: LoRA adapters (``PATH[:SCALE]`` or ``(path,
+    scale)``; see `text2video.pipelines.lora.lora_file`) merged into the weights of the float32 model before the
+    dtype, device and offload apply (`VideoPipeline.unload_lora` gives the base back)."""
     from .memory import configure_runtime
     from .pretrained.detect import detect_model
     from .pretrained.loader import assemble
@@ -71,4 +74,8 @@ def load_pipeline(
     offloading = offload != "off" and device is not None and str(device).startswith("cuda")
     pipe = assemble(source, kind, checkpoint=checkpoint, use_ema=use_ema, device=None if offloading else device, dtype=dtype, **options)
     pipe.source = source
+    if lora:
+        from .lora import apply_loras
+
+        apply_loras(pipe, lora)
     return configure_runtime(pipe, device=device, dtype=dtype, offload=offload, vae_frames=vae_frames, vae_tiling=vae_tiling)

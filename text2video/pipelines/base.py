@@ -5,7 +5,9 @@ A pipeline with a ``vae`` (a `text2video.latent.VideoVAE`) is a latent pipeline:
 Its defaults (``height``, ``width``, ``channels``) stay those of the output pixels.
 
 A pipeline with a ``scheduler_config`` (a pretrained model's diffusers scheduler config) samples with
-that scheduler as the model's authors set it up (see `text2video.diffusion.sampling.plan_sampling`).
+that scheduler as the model's authors set it up (see `text2video.diffusion.sampling.plan_sampling`). Such
+configs describe diffusion schedulers, so a pipeline whose objective is rectified flow refuses one: it
+samples with the flow samplers (`text2video.diffusion.schedule.FLOW_SAMPLERS`) whatever its origin.
 """
 
 from __future__ import annotations
@@ -26,7 +28,8 @@ import torch
 
 from ..backends import cpu as cpu_backend
 from ..diffusion.conditioning import Conditioning
-from ..diffusion.objective import DiffusionObjective, ObjectiveConfig
+from ..diffusion.objective import ObjectiveConfig
+from ..diffusion.objectives import make_objective
 from ..errors import CheckpointError, ConfigError, ModelError, NonFiniteError
 from ..io.text import read_text
 
@@ -216,11 +219,63 @@ class VideoPipeline:
         #: save_pretrained copies the text encoder into the folder (a pretrained model's own encoder)
         self.embed_text_encoder = embed_text_encoder
         self.text_encoder = text_encoder
-        self.objective = DiffusionObjective(objective_config)
+        self.objective = make_objective(objective_config)
+        if self.scheduler_config is not None:  # a flow-trained model refuses a diffusion model's scheduler
+            self.objective.check_scheduler_config(self.scheduler_config)
         self.defaults = defaults if isinstance(defaults, PipelineDefaults) else PipelineDefaults.from_dict(defaults)
         if text_encoder_ref is None and text_encoder is not None:
             text_encoder_ref = "default"
         self.text_encoder_ref = text_encoder_ref
+        self.lora_scales: dict[str, float] = {}  # adapters loaded by load_lora, and their scales
+        self._unmerged: Optional[dict[str, torch.Tensor]] = None  # the weights fuse_lora changed
+
+    # ------------------------------------------------------------------------------------- LoRA
+
+    def load_lora(self, path: str | Path, scale: float = 1.0, name: Optional[str] = None) -> str:
+        """Add a LoRA adapter (a ``.safetensors`` file, its folder, or a LoRA run / checkpoint folder) at ``scale``;
+        several may be loaded, each with its own scale. Returns its name (``name``, else ``lora0``, ``lora1``, ...)."""
+        from ..models.lora import load_lora, set_lora_scales
+        from .lora import lora_file
+
+        if self._unmerged is not None:
+            raise ConfigError("the loaded adapters are merged into the weights (fuse_lora); call unload_lora() before loading another")
+        name = name or f"lora{len(self.lora_scales)}"
+        load_lora(self.model, lora_file(path), name)
+        self.lora_scales[name] = float(scale)
+        set_lora_scales(self.model, self.lora_scales)
+        logger.info("LoRA %s loaded from %s at scale %s", name, path, scale)
+        return name
+
+    def set_lora_scale(self, name: str, scale: float) -> None:
+        """Change the scale of a loaded adapter (0 turns it off)."""
+        from ..models.lora import set_lora_scales
+
+        if name not in self.lora_scales:
+            raise ConfigError(f"no LoRA named {name!r}; loaded: {sorted(self.lora_scales) or 'none'}")
+        if self._unmerged is not None:
+            raise ConfigError("the adapters are merged into the weights (fuse_lora); unload_lora() and load them again to rescale")
+        self.lora_scales[name] = float(scale)
+        set_lora_scales(self.model, self.lora_scales)
+
+    def fuse_lora(self) -> None:
+        """Merge the loaded adapters (at their scales) into the weights: sampling then runs at the base model's
+        speed. `unload_lora` gives the base weights back exactly."""
+        from ..models.lora import merge_lora
+
+        if not self.lora_scales or self._unmerged is not None:
+            return
+        self._unmerged = merge_lora(self.model)
+
+    def unload_lora(self) -> None:
+        """Remove every adapter (merged or not); the model is the base model again, bit for bit."""
+        from ..models.lora import remove_lora, restore_weights
+
+        if self._unmerged is not None:
+            restore_weights(self.model, self._unmerged)
+        else:
+            remove_lora(self.model)
+        self._unmerged = None
+        self.lora_scales = {}
 
     # ------------------------------------------------------------------------------- properties
 
@@ -386,6 +441,8 @@ class VideoPipeline:
         path.mkdir(parents=True, exist_ok=True)
         if not hasattr(self.model, "save_pretrained"):
             raise ModelError("the pipeline's model has no save_pretrained; subclass diffusers' ModelMixin + ConfigMixin")
+        if self.lora_scales and self._unmerged is None:
+            raise ConfigError("the pipeline has LoRA adapters loaded: fuse_lora() to save them merged, or unload_lora() first")
         self.model.save_pretrained(str(path / MODEL_FOLDER))
         if self.vae is not None:
             self.vae.save_pretrained(path / VAE_FOLDER)

@@ -298,6 +298,12 @@ def export_diffusers(pipe: Any, out: str | Path) -> dict[str, Any]:
 
     out = Path(out)
     d = pipe.defaults
+    if pipe.objective.config.objective != "diffusion":
+        raise ModelError(
+            f"the model was trained with rectified flow (diffusion.objective={pipe.objective.config.objective}), and diffusers' "
+            "TextToVideoSDPipeline / AnimateDiffPipeline sample with diffusion schedulers (they call scale_model_input, which "
+            f"the flow-matching schedulers lack); {_REFUSAL}"
+        )
     factor = pipe.vae.downsample_factor if pipe.vae is not None else 1
     if d.height != d.width:
         logger.info("diffusers' pipelines default to square frames: pass height=%d, width=%d to them", d.height, d.width)

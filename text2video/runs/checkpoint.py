@@ -9,6 +9,10 @@ Layout of a run folder::
     run/checkpoints/best/            the checkpoint with the lowest validation loss (``data.val_split``);
                                      ``latest`` and pruning leave it alone
 
+A LoRA run (``train.lora``) writes its adapter instead of the model: ``lora.safetensors`` and
+``ema_lora.safetensors`` (`text2video.models.lora`'s file, a few MB, loadable by diffusers too); its
+frozen base is ``train.init_from``, and the optimizer state is the adapter's alone.
+
 A checkpoint is written into a hidden temporary folder, every file is fsynced, and the folder is renamed
 into place; ``latest`` is then replaced atomically. A crash or kill at any moment leaves ``latest``
 pointing at a complete checkpoint of this run. Before anything is written the weights (and the EMA and
@@ -49,6 +53,8 @@ CHECKPOINTS = "checkpoints"
 LATEST = "latest"
 BEST = "best"
 STATE_FILE = "state.json"
+LORA_WEIGHTS = "lora.safetensors"
+EMA_LORA_WEIGHTS = "ema_lora.safetensors"
 READERS = ".readers"
 RUN_RECORD = "run.json"
 _STEP_DIR = re.compile(r"^step-(\d+)$")
@@ -195,7 +201,12 @@ def is_finite_checkpoint(path: Path) -> bool:
     state = _state_of(path)
     if state is not None and "finite" in state:
         return bool(state["finite"])
-    return all(_file_is_finite(path / name) for name in ("model.safetensors", "ema.safetensors") if (path / name).is_file())
+    return all(_file_is_finite(path / name) for name in _weight_files(path) if (path / name).is_file())
+
+
+def _weight_files(path: Path) -> tuple[str, str]:
+    """The weights file and the EMA one of a checkpoint: the adapter's for a LoRA run, else the model's."""
+    return (LORA_WEIGHTS, EMA_LORA_WEIGHTS) if (path / LORA_WEIGHTS).is_file() else ("model.safetensors", "ema.safetensors")
 
 
 def newest_finite(run_dir: str | Path) -> Optional[Path]:
@@ -266,6 +277,7 @@ def save_checkpoint(
     state: Optional[dict[str, Any]] = None,
     rng_state: Optional[dict[str, Any]] = None,
     keep: int = 3,
+    lora: bool = False,
     name: Optional[str] = None,
 ) -> Path:
     """Write checkpoint ``step`` atomically, point ``latest`` at it, keep the newest ``keep``; return it.
@@ -304,9 +316,16 @@ def save_checkpoint(
         shutil.rmtree(tmp)
     try:
         tmp.mkdir()
-        _write_weights(model, tmp / "model.safetensors")
-        if ema_model is not None:
-            _write_weights(ema_model, tmp / "ema.safetensors")
+        if lora:
+            from ..models.lora import save_lora
+
+            save_lora(model, tmp / LORA_WEIGHTS)
+            if ema_model is not None:
+                save_lora(ema_model, tmp / EMA_LORA_WEIGHTS)
+        else:
+            _write_weights(model, tmp / "model.safetensors")
+            if ema_model is not None:
+                _write_weights(ema_model, tmp / "ema.safetensors")
         if optimizer is not None:
             torch.save(optim_state, tmp / "optimizer.pt")
         if scheduler is not None:
@@ -507,9 +526,10 @@ def previous_intact(path: str | Path) -> Optional[Path]:
 def _intact(path: Path) -> bool:
     if _state_of(path) is None:
         return False
-    for name in ("model.safetensors", "ema.safetensors"):
+    weights, ema = _weight_files(path)
+    for name in (weights, ema):
         file = path / name
-        if name == "model.safetensors" or file.exists():
+        if name == weights or file.exists():
             try:
                 with safe_open(str(file), framework="pt"):
                     pass
@@ -637,11 +657,20 @@ def load_checkpoint(
     `read_optimizer_state`."""
     path = Path(checkpoint)
     state = read_state(path)
-    if model is not None:
-        load_weights(model, path / "model.safetensors")
-    if ema_model is not None:
-        ema_file = path / "ema.safetensors"
-        load_weights(ema_model, ema_file if ema_file.is_file() else path / "model.safetensors")
+    if (path / LORA_WEIGHTS).is_file():  # a LoRA run: the adapters on the (already loaded) base
+        from ..models.lora import load_lora_weights
+
+        if model is not None:
+            load_lora_weights(model, path / LORA_WEIGHTS)
+        if ema_model is not None:
+            ema_file = path / EMA_LORA_WEIGHTS
+            load_lora_weights(ema_model, ema_file if ema_file.is_file() else path / LORA_WEIGHTS)
+    else:
+        if model is not None:
+            load_weights(model, path / "model.safetensors")
+        if ema_model is not None:
+            ema_file = path / "ema.safetensors"
+            load_weights(ema_model, ema_file if ema_file.is_file() else path / "model.safetensors")
     if optimizer is not None:
         optimizer.load_state_dict(_torch_load(path / "optimizer.pt"))
     if scheduler is not None:

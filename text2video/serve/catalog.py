@@ -91,6 +91,8 @@ def describe_pipeline(pipe: Any, path: Optional[Path] = None) -> dict[str, Any]:
         "takes_fps": limits.takes_fps,
         "size_multiple": int(limits.height.step),
         "defaults": asdict(pipe.defaults),
+        "objective": getattr(getattr(pipe, "objective_config", None), "objective", None),
+        "lora": dict(getattr(pipe, "lora_scales", {}) or {}),
     }
     if vae is not None:
         facts["vae_parameters"] = _parameter_count(vae)
@@ -100,7 +102,14 @@ def describe_pipeline(pipe: Any, path: Optional[Path] = None) -> dict[str, Any]:
 class ModelCatalog:
     """Named model folders; `pipeline` loads one on first use (thread-safe) and keeps it."""
 
-    def __init__(self, paths: Sequence[str | Path], *, device: Optional[str] = None, options: Optional[dict[str, Any]] = None) -> None:
+    def __init__(
+        self,
+        paths: Sequence[str | Path],
+        *,
+        device: Optional[str] = None,
+        options: Optional[dict[str, Any]] = None,
+        loras: Sequence[tuple[str, float]] = (),
+    ) -> None:
         from ..pipelines.pretrained.detect import detect_local
         from ..pipelines.pretrained.hub import looks_like_hub_id
 
@@ -117,6 +126,7 @@ class ModelCatalog:
         self.device = device
         #: keyword arguments of `load_pipeline` for every model (dtype, offload, motion_adapter, ...)
         self.options = {k: v for k, v in (options or {}).items() if v is not None}
+        self.loras = list(loras)  # (path, scale) of the LoRA adapters merged into every served model
         self._pipelines: dict[tuple[str, str], Any] = {}
         self._lock = threading.Lock()
 
@@ -127,12 +137,15 @@ class ModelCatalog:
         models_dir: Optional[str] = None,
         device: Optional[str] = None,
         options: Optional[dict[str, Any]] = None,
+        loras: Sequence[str] = (),
     ) -> ModelCatalog:
-        """``--model`` folders first, then the model folders found in ``--models-dir``."""
+        """``--model`` folders first, then the model folders found in ``--models-dir``; ``--lora PATH[:SCALE]``."""
+        from ..pipelines.lora import parse_lora_spec
+
         paths = [Path(m) for m in models]
         if models_dir:
             paths += [p for p in find_model_folders(models_dir) if p not in paths]
-        return cls(paths, device=device, options=options)
+        return cls(paths, device=device, options=options, loras=[parse_lora_spec(spec) for spec in loras])
 
     def spec(self, name: str) -> str:
         """Model ``name`` as the command line takes it: its absolute path, or its Hub id."""
@@ -140,7 +153,8 @@ class ModelCatalog:
         return str(path.resolve()) if path.exists() else str(path)
 
     def option_flags(self) -> list[str]:
-        """The loading options as the command line's flags (``dtype="float16"`` -> ``--dtype float16``)."""
+        """The loading options as the command line's flags (``dtype="float16"`` -> ``--dtype float16``), then
+        the adapters (``--lora PATH:SCALE``)."""
         flags: list[str] = []
         for key, value in self.options.items():
             if value is False or (key == "offload" and value == "off"):
@@ -148,6 +162,8 @@ class ModelCatalog:
             flags.append("--" + key.replace("_", "-"))
             if value is not True:
                 flags.append(str(value))
+        for path, scale in self.loras:
+            flags += ["--lora", f"{Path(path).expanduser().resolve()}:{scale:g}"]
         return flags
 
     @property
@@ -183,7 +199,7 @@ class ModelCatalog:
         base = self._pipelines.get(base_key)
         if base is None:
             logger.info("loading model %s from %s", name, self.paths[name])
-            base = load_pipeline(self.paths[name], device=self.resolve_device(), **self.options)
+            base = load_pipeline(self.paths[name], device=self.resolve_device(), lora=self.loras, **self.options)
             self._pipelines[base_key] = base
         if kind == "TextToVideoPipeline" or type(base).__name__ == kind:
             return base

@@ -43,6 +43,8 @@ class EMA:
         decay = self.current_decay()
         model_params = dict(model.named_parameters())
         for name, shadow_param in self.shadow.named_parameters():
+            if not model_params[name].requires_grad:  # frozen (a LoRA's base, motion-module-only training): unchanged
+                continue
             param = model_params[name].detach()
             if shadow_param.is_floating_point():
                 shadow_param.lerp_(param.to(shadow_param.dtype), 1.0 - decay)

@@ -220,6 +220,7 @@ class Trainer:
         self.model = model if model is not None else self._build_model()
         if t.init_from:
             self._load_initial_weights(self.model, t.init_from)
+        self.lora = self._add_lora(self.model)
         self._apply_training_options(self.model)
         if self.device.type == "cpu":
             cpu_backend.install(self.model)  # the EMA copy below inherits the fast layers
@@ -298,9 +299,9 @@ class Trainer:
         return EmbeddingCache(root, self.text_encoder)
 
     def _build_objective(self) -> Any:
-        from ..diffusion.objective import DiffusionObjective
+        from ..diffusion.objectives import make_objective
 
-        return DiffusionObjective(objective_config(self.config))
+        return make_objective(objective_config(self.config))
 
     def _build_dataset(self) -> Any:
         from ..data import make_dataset
@@ -341,24 +342,31 @@ class Trainer:
         self.latent_cached = True
         return cached
 
-    @staticmethod
-    def _load_initial_weights(model: nn.Module, source: str) -> None:
-        """``train.init_from``: the weights of a ``save_pretrained`` folder, of a pipeline folder's ``model/``
-        (``text2video convert`` / ``export``) or a ``.safetensors`` file, loaded strictly before the first step."""
-        from ..runs.checkpoint import load_weights
+    def _load_initial_weights(self, model: nn.Module, source: str) -> None:
+        """``train.init_from``: the weights of any model `load_pipeline` reads (run, checkpoint and pipeline
+        folders, diffusers folders, Hub ids), a video-diffusion-pytorch ``.pt``, a ``save_pretrained`` folder or a
+        ``.safetensors`` file, loaded strictly before the first step. The saved config names it by its absolute
+        path (a LoRA run needs it again to sample). Where the run trains otherwise than the base was trained
+        (objective, schedule, prompt padding), each difference is logged as a warning."""
+        from ..pipelines.initial import base_differences, load_initial_weights
 
-        path = Path(source).expanduser()
-        if path.is_dir() and (path / "pipeline.json").is_file():  # a pipeline folder (text2video convert / export)
-            path = path / "model"
-        if path.is_dir():
-            path = path / "diffusion_pytorch_model.safetensors"
-        if not path.is_file():
-            raise ConfigError(
-                f"train.init_from = {source!r}: no such weights file ({path}); give a folder written by "
-                "save_pretrained / text2video convert, or a .safetensors file"
-            )
-        load_weights(model, path)
-        logger.info("initial weights loaded from %s", path)
+        found = load_initial_weights(model, source, self.text_encoder)
+        self.config.train.init_from = found.source
+        ours = getattr(self.objective, "config", None)
+        if ours is not None:
+            for line in base_differences(found, ours, self.config.text.padding):
+                logger.warning("train.init_from %s: %s", found.source, line)
+
+    def _add_lora(self, model: nn.Module) -> Optional[dict[str, Any]]:
+        """``train.lora``: freeze the model and add the adapter that trains instead; its size, or None."""
+        if self.config.train.lora is None:
+            return None
+        from ..models.lora import LoraSettings, add_lora, describe
+
+        add_lora(model, LoraSettings.from_dict(self.config.train.lora))
+        info = describe(model)
+        logger.info("LoRA: %d trainable parameters (%.2f MB in float32)", info["parameters"], info["bytes"] / 2**20)
+        return info
 
     def _apply_training_options(self, model: nn.Module) -> None:
         """``train.trainable`` (AnimateDiff's motion-module-only training) and ``train.gradient_checkpointing``."""
@@ -442,6 +450,7 @@ class Trainer:
             state={**self._state(), **(extra or {})},
             keep=self.config.train.keep_checkpoints,
             name=name,
+            lora=self.lora is not None,
         )
         plot_run_losses(self.run_dir)
         return path

@@ -179,6 +179,12 @@ class FastConvTranspose2d(WeightDerivedCache, nn.ConvTranspose2d):
         )
 
 
+def _adapted(*layers: nn.Module) -> bool:
+    """Whether any of ``layers`` carries an adapter (a PEFT LoRA layer wraps the plain one as ``base_layer``):
+    the fused paths read the projection weights directly and would leave the adapter out."""
+    return any(hasattr(layer, "base_layer") for layer in layers)
+
+
 class FastTemporalAttention(WeightDerivedCache, TemporalAttention):
     """Temporal attention through :func:`~.short_attention.short_sequence_attention`, in chunks of pixels.
 
@@ -199,6 +205,8 @@ class FastTemporalAttention(WeightDerivedCache, TemporalAttention):
         bias: torch.Tensor,
         focus: Optional[torch.Tensor] = None,
     ) -> torch.Tensor:
+        if _adapted(self.to_qkv, self.to_out):
+            return super().forward(x, batch, angles, bias, focus)
         bt, c, h, w = x.shape
         frames, hw, inner = bt // batch, h * w, self.heads * self.dim_head
         tokens = self.norm.normed_tokens(x).reshape(batch, frames, hw, c)
@@ -264,6 +272,8 @@ class FastSpatialLinearAttention(SpatialLinearAttention):
     never formed and the output projection is folded into the small context."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if _adapted(self.to_qkv, self.to_out):
+            return super().forward(x)
         bt, c, h, w = x.shape
         n, inner = h * w, self.heads * self.dim_head
         tokens = self.norm.normed_tokens(x).reshape(bt, n, c)

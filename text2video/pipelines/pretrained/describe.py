@@ -122,7 +122,8 @@ def describe_model(spec: str, **options: Any) -> dict[str, Any]:
         "defaults": asdict(d),
         "sampler": {
             "default": d.sampler,
-            "scheduler": (scheduler or {}).get("_class_name", "text2video trailing schedule"),
+            "objective": objective.get("objective", "diffusion"),
+            "scheduler": (scheduler or {}).get("_class_name") or _own_scheduler(objective, d.sampler),
             "beta_schedule": objective.get("beta_schedule"),
             "prediction_type": objective.get("prediction_type"),
             "num_train_timesteps": objective.get("num_train_timesteps"),
@@ -134,6 +135,15 @@ def describe_model(spec: str, **options: Any) -> dict[str, Any]:
         },
         "notes": facts["notes"],
     }
+
+
+def _own_scheduler(objective: dict[str, Any], sampler: str) -> str:
+    """The scheduler a model without a scheduler config of its own samples with (the objective's)."""
+    if objective.get("objective") == "flow":
+        from ...diffusion.schedule import FLOW_SAMPLERS, resolve_sampler
+
+        return f"{FLOW_SAMPLERS[resolve_sampler(sampler)][0]} (rectified flow)"
+    return "text2video trailing schedule"
 
 
 def _gib(entry: dict[str, Any]) -> dict[str, Any]:
